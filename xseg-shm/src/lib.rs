@@ -1,0 +1,91 @@
+//! The xseg shared-memory transport.
+//!
+//! Independent processes (*peers*) map one shared-memory **segment** and
+//! pass **request descriptors** to each other through numbered **ports**.
+//! This crate knows nothing about volumes: ops, flags and error codes above
+//! the transport's own are the protocol crate's business.
+//!
+//! - [`Segment`] creates, attaches to and destroys a segment (a POSIX shm
+//!   object under `/dev/shm`, or a file for tests), checks its versioned
+//!   header, reports on it and recovers ports of dead peers.
+//! - [`Port`] is a bound port: `get` a descriptor, fill it (`desc`,
+//!   `set_target`, `alloc_data`/`data_mut`), `submit` it; the server
+//!   `accept`s, serves and `respond`s; the client `receive`s and `put`s it
+//!   back. `forward` re-addresses a request on its way.
+//! - Each port has two lock-free rings (requests in, replies in) of
+//!   descriptor indexes, see [`ring`], and a futex [`doorbell`] that a
+//!   submitter rings only when the consumer announced it sleeps; [`Idle`]
+//!   is the poll/yield/sleep loop a peer runs between bursts.
+//! - Every descriptor carries a *ticket* naming the one port that holds it,
+//!   so [`Segment::recover`] can put right exactly what a killed peer held
+//!   (see the `recovery` module docs).
+//!
+//! Nothing in the segment is a pointer; every index or offset read from it
+//! is bounds-checked before use, in release builds too. The memory layout
+//! is documented byte by byte in [`layout`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use xseg_shm::{Segment, SegmentConfig, SegmentName};
+//!
+//! let dir = std::env::temp_dir().join(format!("xseg-doc-{}", std::process::id()));
+//! let name = SegmentName::parse(dir.to_str().unwrap()).unwrap();
+//! let config = SegmentConfig { ports: 8, static_ports: 4, requests: 64, buffer_counts: vec![8], ..Default::default() };
+//! let seg = Arc::new(Segment::create(&name, &config).unwrap());
+//! let server = seg.bind(1).unwrap();
+//! let client = seg.bind_dynamic().unwrap();
+//!
+//! let mut req = client.get(1).unwrap();
+//! client.set_target(&mut req, b"volume-1").unwrap();
+//! client.alloc_data(&mut req, 5).unwrap();
+//! client.data_mut(&mut req).copy_from_slice(b"hello");
+//! client.submit(req).unwrap();
+//!
+//! let req = server.accept().unwrap();
+//! assert_eq!(server.desc(&req).target().as_bytes(), b"volume-1");
+//! assert_eq!(server.data(&req), b"hello");
+//! server.serve(req, 5).unwrap();
+//!
+//! let reply = client.receive().unwrap();
+//! assert_eq!(client.desc(&reply).serviced(), 5);
+//! client.put(reply);
+//! drop((server, client));
+//! Segment::destroy(&name, false).unwrap();
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod doorbell;
+pub mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod idle;
+#[cfg(not(loom))]
+pub mod layout;
+#[cfg(not(loom))]
+mod port;
+#[cfg(not(loom))]
+mod recovery;
+#[cfg(not(loom))]
+mod report;
+#[cfg(not(loom))]
+mod request;
+#[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+pub mod sys;
+
+#[cfg(not(loom))]
+pub use crate::{
+    error::{PortError, SegmentError, TransportError},
+    idle::{Idle, IdlePolicy, DEFAULT_IDLE_POLLS},
+    layout::RequestShm as Descriptor,
+    port::{Binding, Port, Rejected},
+    recovery::RecoveryReport,
+    report::{BufferClassReport, PortReport, SegmentReport},
+    request::{code, status, Phase, Request, Target, Ticket},
+    segment::{Segment, SegmentConfig, SegmentName},
+};

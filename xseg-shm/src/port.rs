@@ -1,0 +1,716 @@
+//! Ports: binding, and the data path (get, submit, accept, respond,
+//! receive, forward, put) of a bound port.
+//!
+//! A [`Port`] is the handle of a bound port. It is `Send` but not `Sync`:
+//! each ring has one consumer, so one thread at a time accepts and receives
+//! on a port; a peer with several worker threads binds one port per thread
+//! (as the original's port ranges did).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{PortError, TransportError};
+use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
+use crate::request::{code, status, Phase, Request, Ticket, NO_BUFFER};
+use crate::ring::{PushError, Take};
+use crate::segment::Segment;
+use crate::sys::{self, KernelFutex};
+
+const RECOVERING: u32 = 0x8000_0000;
+
+/// A decoded port owner record: `generation << 32 | recovering bit | pid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// Bumped on every bind; replies for an older generation are stale.
+    pub gen: u32,
+    /// Owner pid (or recovering process), 0 when unbound.
+    pub pid: u32,
+    /// A process is recovering the port.
+    pub recovering: bool,
+}
+
+impl Binding {
+    /// Decodes.
+    pub fn from_word(w: u64) -> Binding {
+        let low = w as u32;
+        Binding {
+            gen: (w >> 32) as u32,
+            pid: low & !RECOVERING,
+            recovering: low & RECOVERING != 0,
+        }
+    }
+
+    /// Encodes.
+    pub fn word(self) -> u64 {
+        (u64::from(self.gen) << 32)
+            | u64::from(self.pid & !RECOVERING)
+            | if self.recovering {
+                u64::from(RECOVERING)
+            } else {
+                0
+            }
+    }
+}
+
+/// Raises a high-water mark to `v` if lower.
+pub(crate) fn raise(hw: &AtomicU32, v: u32) {
+    if v > hw.load(Ordering::Relaxed) {
+        hw.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+fn raise64(hw: &AtomicU64, v: u64) {
+    if v > hw.load(Ordering::Relaxed) {
+        hw.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+/// Buffer handle: class in the top 8 bits, index in the low 24.
+pub(crate) fn buffer_handle(class: usize, index: u32) -> u32 {
+    ((class as u32) << 24) | index
+}
+
+pub(crate) fn decode_buffer(h: u32) -> Option<(usize, u32)> {
+    (h != NO_BUFFER).then_some(((h >> 24) as usize, h & 0xFF_FFFF))
+}
+
+/// A request handed back with the reason it could not be sent.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The request, still held by the caller.
+    pub request: Request,
+    /// Why.
+    pub error: TransportError,
+}
+
+impl Segment {
+    /// Binds port `n` for this process.
+    pub fn bind(self: &Arc<Self>, n: u32) -> Result<Port, PortError> {
+        let gen = self.try_bind(n)?;
+        Ok(Port::new(self.clone(), n, gen))
+    }
+
+    /// Binds the first free dynamic port.
+    pub fn bind_dynamic(self: &Arc<Self>) -> Result<Port, PortError> {
+        let l = self.layout();
+        for n in l.static_ports..l.nr_ports {
+            match self.try_bind(n) {
+                Ok(gen) => return Ok(Port::new(self.clone(), n, gen)),
+                Err(
+                    PortError::Owned { .. }
+                    | PortError::OwnerDied { .. }
+                    | PortError::Recovering { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PortError::NoFreePort {
+            count: l.nr_ports - l.static_ports,
+        })
+    }
+
+    fn try_bind(&self, n: u32) -> Result<u32, PortError> {
+        let p = self.port(n).ok_or(PortError::NoSuchPort {
+            port: n,
+            nr_ports: self.layout().nr_ports,
+        })?;
+        let me = sys::my_pid();
+        let my_start = sys::process_start_time(me).unwrap_or(0);
+        loop {
+            // SYNC POINT (binding): Acquire pairs with the Release that
+            // unbound or recovered the port: its cleanup is visible to us.
+            let w = p.binding.load(Ordering::Acquire);
+            let b = Binding::from_word(w);
+            if b.pid != 0 {
+                let alive = sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
+                return Err(match (b.recovering, alive) {
+                    (true, true) => PortError::Recovering {
+                        port: n,
+                        pid: b.pid,
+                    },
+                    (false, true) => PortError::Owned {
+                        port: n,
+                        pid: b.pid,
+                    },
+                    (_, false) => PortError::OwnerDied {
+                        port: n,
+                        pid: b.pid,
+                    },
+                });
+            }
+            let gen = b.gen.wrapping_add(1).max(1);
+            let new = Binding {
+                gen,
+                pid: me,
+                recovering: false,
+            }
+            .word();
+            if p.binding
+                .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                p.owner_start.store(my_start, Ordering::Release);
+                p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
+                log::debug!("bound port {n} generation {gen}");
+                return Ok(gen);
+            }
+        }
+    }
+}
+
+/// A bound port. Unbinds on drop, putting back what it still holds and
+/// failing back requests it had accepted.
+pub struct Port {
+    seg: Arc<Segment>,
+    no: u32,
+    gen: u32,
+    cursor: Cell<u32>,
+    buffer_cursor: [Cell<u32>; MAX_BUFFER_CLASSES],
+    futex: KernelFutex,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("no", &self.no)
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
+impl Port {
+    fn new(seg: Arc<Segment>, no: u32, gen: u32) -> Port {
+        // Start each port's scans at a different place so ports seldom
+        // race for the same free descriptor.
+        let l = seg.layout();
+        let spread = |count: u32| (u64::from(no) * u64::from(count) / u64::from(l.nr_ports)) as u32;
+        let cursor = Cell::new(spread(l.nr_requests));
+        let buffer_cursor =
+            std::array::from_fn(|c| Cell::new(l.buffer_counts.get(c).map_or(0, |&n| spread(n))));
+        Port {
+            seg,
+            no,
+            gen,
+            cursor,
+            buffer_cursor,
+            futex: KernelFutex::default(),
+        }
+    }
+
+    /// Port number.
+    pub fn number(&self) -> u32 {
+        self.no
+    }
+
+    /// Generation of this binding.
+    pub fn generation(&self) -> u32 {
+        self.gen
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    fn shm(&self) -> &PortShm {
+        self.seg.port(self.no).expect("own port is in range")
+    }
+
+    fn desc_of(&self, index: u32) -> &RequestShm {
+        self.seg
+            .request(index)
+            .expect("held request index is in range")
+    }
+
+    /// The descriptor of a request this port holds.
+    pub fn desc(&self, req: &Request) -> &RequestShm {
+        self.desc_of(req.index)
+    }
+
+    /// Takes a free descriptor addressed to `dst`.
+    pub fn get(&self, dst: u32) -> Result<Request, TransportError> {
+        let nr_ports = self.seg.layout().nr_ports;
+        if dst >= nr_ports {
+            return Err(TransportError::NoSuchPort {
+                port: dst,
+                nr_ports,
+            });
+        }
+        let n = self.seg.layout().nr_requests;
+        let start = self.cursor.get();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let r = self.desc_of(i);
+            let t = r.ticket.load(Ordering::Relaxed);
+            let ticket = Ticket::from_word(t);
+            if ticket.phase != Some(Phase::Pooled) {
+                continue;
+            }
+            let owned = Ticket::word(Phase::Owned, self.no, ticket.serial + 1);
+            // SYNC POINT (put): Acquire pairs with the Release store that
+            // pooled the descriptor; its last holder is done with it.
+            if r.ticket
+                .compare_exchange(t, owned, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.cursor.set(i + 1);
+                r.reset(self.no, self.gen, dst);
+                let p = self.shm();
+                let used = p.requests_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                raise(&p.requests_high_water, used);
+                return Ok(Request { index: i });
+            }
+        }
+        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+        Err(TransportError::Busy("no free request descriptor"))
+    }
+
+    /// Sets the target name.
+    pub fn set_target(&self, req: &mut Request, name: &[u8]) -> Result<(), TransportError> {
+        if name.len() > MAX_TARGET_LEN {
+            return Err(TransportError::TargetTooLong(name.len()));
+        }
+        self.desc(req).write_target(name);
+        Ok(())
+    }
+
+    /// Attaches a buffer of at least `len` bytes (reusing the attached one
+    /// if large enough) and sets the data length to `len`.
+    pub fn alloc_data(&self, req: &mut Request, len: u64) -> Result<(), TransportError> {
+        let max = self.seg.max_buffer();
+        if len > max {
+            return Err(TransportError::TooLarge(len, max));
+        }
+        let r = self.desc(req);
+        let l = self.seg.layout();
+        if let Some((class, _)) = self.buffer_of(r) {
+            if l.class_size(class) >= len {
+                r.data_len.store(len, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.free_buffer(req.index, r);
+        }
+        let first = (0..l.buffer_counts.len())
+            .find(|&c| l.class_size(c) >= len.max(1))
+            .unwrap_or(0);
+        for class in first..l.buffer_counts.len() {
+            if let Some(index) = self.grab_buffer(class, req.index) {
+                r.buffer
+                    .store(buffer_handle(class, index), Ordering::Relaxed);
+                r.data_len.store(len, Ordering::Relaxed);
+                if let Some(p) = self.seg.port(r.src_port()) {
+                    let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                    raise(&p.buffers_high_water, used);
+                }
+                return Ok(());
+            }
+        }
+        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+        Err(TransportError::Busy("no free data buffer"))
+    }
+
+    fn grab_buffer(&self, class: usize, owner_req: u32) -> Option<u32> {
+        let count = self.seg.layout().buffer_counts[class];
+        let start = self.buffer_cursor[class].get();
+        for k in 0..count {
+            let i = (start + k) % count;
+            let owner = self.seg.buffer_owner(class, i)?;
+            // SYNC POINT (buffer free): Acquire pairs with the Release that
+            // freed the buffer; its previous user is done writing it.
+            if owner.load(Ordering::Relaxed) == 0
+                && owner
+                    .compare_exchange(0, owner_req + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.buffer_cursor[class].set(i + 1);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// The buffer attached to `r`, bounds-checked.
+    fn buffer_of(&self, r: &RequestShm) -> Option<(usize, u32)> {
+        let (class, index) = decode_buffer(r.buffer.load(Ordering::Relaxed))?;
+        self.seg.buffer_owner(class, index)?;
+        Some((class, index))
+    }
+
+    fn free_buffer(&self, req: u32, r: &RequestShm) {
+        if let Some((class, index)) = self.buffer_of(r) {
+            release_buffer(&self.seg, req, class, index);
+        }
+        r.buffer.store(NO_BUFFER, Ordering::Relaxed);
+        r.data_len.store(0, Ordering::Relaxed);
+    }
+
+    fn data_ptr(&self, req: &Request) -> (*mut u8, usize) {
+        let r = self.desc(req);
+        match self.buffer_of(r) {
+            Some((class, index)) => {
+                let len = r.data_len().min(self.seg.layout().class_size(class));
+                (self.seg.buffer_ptr(class, index), len as usize)
+            }
+            None => (std::ptr::NonNull::dangling().as_ptr(), 0),
+        }
+    }
+
+    /// The request's data bytes (empty without a buffer).
+    pub fn data<'r>(&'r self, req: &'r Request) -> &'r [u8] {
+        let (ptr, len) = self.data_ptr(req);
+        // SAFETY: `ptr..ptr+len` lies inside the buffer attached to the
+        // descriptor (bounds-checked handle, length clamped to the class
+        // size), inside the mapping that `self.seg` keeps alive. Holding
+        // the `Request` means this port holds the descriptor and so its
+        // buffer; peers that follow the protocol do not write it meanwhile.
+        // A peer that breaks it can only change bytes, which have no
+        // invalid values.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The request's data bytes, writable.
+    pub fn data_mut<'r>(&'r self, req: &'r mut Request) -> &'r mut [u8] {
+        let (ptr, len) = self.data_ptr(req);
+        // SAFETY: as in `data`; the `&mut Request` borrow makes this the
+        // only slice of this buffer in this process until it ends.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
+    fn push(&self, req: &Request, dst: u32, ring: u32, phase: Phase) -> Result<(), TransportError> {
+        let nr_ports = self.seg.layout().nr_ports;
+        let p = self.seg.port(dst).ok_or(TransportError::NoSuchPort {
+            port: dst,
+            nr_ports,
+        })?;
+        let r = self.desc(req);
+        let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));
+        // Relaxed: published by the push's Release CAS below.
+        r.ticket
+            .store(Ticket::word(phase, self.no, t.serial), Ordering::Relaxed);
+        match self.seg.ring(dst, ring).push(req.index) {
+            Ok(depth) => {
+                let tail = if ring == 0 {
+                    &p.request_tail.0
+                } else {
+                    &p.reply_tail.0
+                };
+                raise64(&tail.high_water, depth);
+                Ok(())
+            }
+            Err(PushError::Full) => {
+                r.ticket.store(
+                    Ticket::word(Phase::Owned, self.no, t.serial),
+                    Ordering::Relaxed,
+                );
+                self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+                Err(TransportError::Busy("destination ring is full"))
+            }
+        }
+    }
+
+    fn check_dst(&self, dst: u32) -> Result<(), TransportError> {
+        let nr_ports = self.seg.layout().nr_ports;
+        let p = self.seg.port(dst).ok_or(TransportError::NoSuchPort {
+            port: dst,
+            nr_ports,
+        })?;
+        // A port whose owner died still takes requests: they wait in its
+        // ring for the next owner. One that nobody bound does not.
+        if Binding::from_word(p.binding.load(Ordering::Relaxed)).pid == 0 {
+            return Err(TransportError::NotBound(dst));
+        }
+        Ok(())
+    }
+
+    /// Sends a request to its destination and wakes the destination if it
+    /// sleeps.
+    pub fn submit(&self, req: Request) -> Result<(), Rejected> {
+        let dst = self.desc(&req).effective_dst();
+        if let Err(error) = self.submit_quiet(&req, dst) {
+            return Err(Rejected {
+                request: req,
+                error,
+            });
+        }
+        self.wake(dst);
+        Ok(())
+    }
+
+    fn submit_quiet(&self, req: &Request, dst: u32) -> Result<(), TransportError> {
+        self.check_dst(dst)?;
+        self.desc(req).set_t_submit(sys::now_ns());
+        self.push(req, dst, 0, Phase::Queued)
+    }
+
+    /// Sends many requests, ringing each destination's doorbell once.
+    /// Stops at the first failure and returns it with the requests not sent
+    /// (the failed one first).
+    pub fn submit_batch(
+        &self,
+        reqs: &mut Vec<Request>,
+    ) -> Result<(), (Vec<Request>, TransportError)> {
+        let mut woken: Vec<u32> = Vec::new();
+        let mut drain = reqs.drain(..);
+        let mut failure = None;
+        for req in drain.by_ref() {
+            let dst = self.desc(&req).effective_dst();
+            match self.submit_quiet(&req, dst) {
+                Ok(()) => {
+                    if !woken.contains(&dst) {
+                        woken.push(dst);
+                    }
+                }
+                Err(e) => {
+                    failure = Some((req, e));
+                    break;
+                }
+            }
+        }
+        let rest: Vec<Request> = drain.collect();
+        for dst in woken {
+            self.wake(dst);
+        }
+        match failure {
+            None => Ok(()),
+            Some((req, e)) => {
+                let mut back = vec![req];
+                back.extend(rest);
+                Err((back, e))
+            }
+        }
+    }
+
+    /// Re-addresses a request this port accepted to `dst`; the reply still
+    /// goes to the original source.
+    pub fn forward(&self, req: Request, dst: u32) -> Result<(), Rejected> {
+        self.desc(&req).effective_dst.store(dst, Ordering::Relaxed);
+        self.submit(req)
+    }
+
+    fn wake(&self, dst: u32) {
+        if let Some(p) = self.seg.port(dst) {
+            p.doorbell.0.ring(&self.futex);
+        }
+    }
+
+    /// Takes the next request addressed to this port, if any.
+    pub fn accept(&self) -> Option<Request> {
+        let index = self
+            .seg
+            .ring(self.no, 0)
+            .pop(|v| self.take(v, Phase::Queued))?;
+        self.desc_of(index).set_t_accept(sys::now_ns());
+        Some(Request { index })
+    }
+
+    /// Takes up to `max` requests into `out`; returns how many.
+    pub fn accept_batch(&self, out: &mut Vec<Request>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.accept() {
+                Some(r) => out.push(r),
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Validates a ring value and claims its descriptor.
+    fn take(&self, v: u32, expected: Phase) -> Take {
+        let Some(r) = self.seg.request(v) else {
+            log::warn!(
+                "port {}: ring held descriptor index {v}, out of range; skipped",
+                self.no
+            );
+            return Take::Skip;
+        };
+        let t = r.ticket.load(Ordering::Acquire);
+        let ticket = Ticket::from_word(t);
+        if ticket.phase != Some(expected) {
+            return Take::Skip; // stale: recovery claimed it
+        }
+        let addressed = match expected {
+            Phase::Queued => r.effective_dst() == self.no,
+            _ => r.src_port() == self.no,
+        };
+        if !addressed {
+            log::warn!(
+                "port {}: ring held descriptor {v} addressed elsewhere; skipped",
+                self.no
+            );
+            return Take::Skip;
+        }
+        let owned = Ticket::word(Phase::Owned, self.no, ticket.serial);
+        // SYNC POINT (take): AcqRel; the CAS decides, against recovery,
+        // who holds the descriptor.
+        match r
+            .ticket
+            .compare_exchange(t, owned, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => Take::Taken,
+            Err(_) => Take::Skip,
+        }
+    }
+
+    /// Completes a request successfully and responds.
+    pub fn serve(&self, req: Request, serviced: u64) -> Result<(), Rejected> {
+        let r = self.desc(&req);
+        r.set_serviced(serviced);
+        r.set_status(status::SERVED);
+        self.respond(req)
+    }
+
+    /// Fails a request with `error` and responds.
+    pub fn fail(&self, req: Request, error: u32) -> Result<(), Rejected> {
+        let r = self.desc(&req);
+        r.set_serviced(0);
+        r.set_error(error);
+        r.set_status(status::FAILED);
+        self.respond(req)
+    }
+
+    /// Sends a completed request back to its source. A source that unbound
+    /// or was re-bound since (stale generation) gets nothing: the request
+    /// goes back to the pool.
+    pub fn respond(&self, req: Request) -> Result<(), Rejected> {
+        let r = self.desc(&req);
+        r.set_t_complete(sys::now_ns());
+        let src = r.src_port();
+        if !src_is_current(&self.seg, r) {
+            log::debug!(
+                "port {}: reply for stale source port {src}; request put back",
+                self.no
+            );
+            self.put(req);
+            return Ok(());
+        }
+        if let Err(error) = self.push(&req, src, 1, Phase::Replied) {
+            return Err(Rejected {
+                request: req,
+                error,
+            });
+        }
+        self.wake(src);
+        Ok(())
+    }
+
+    /// Takes the next reply addressed to this port, if any. Replies meant
+    /// for an earlier binding of this port are put back on the way.
+    pub fn receive(&self) -> Option<Request> {
+        loop {
+            let index = self
+                .seg
+                .ring(self.no, 1)
+                .pop(|v| self.take(v, Phase::Replied))?;
+            let req = Request { index };
+            if self.desc(&req).src_gen.load(Ordering::Relaxed) == self.gen {
+                return Some(req);
+            }
+            self.put(req);
+        }
+    }
+
+    /// Takes up to `max` replies into `out`; returns how many.
+    pub fn receive_batch(&self, out: &mut Vec<Request>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.receive() {
+                Some(r) => out.push(r),
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Returns a request and its buffer to the pools.
+    pub fn put(&self, req: Request) {
+        put_descriptor(&self.seg, req.index);
+    }
+
+    /// Whether a request or a reply is waiting.
+    pub fn has_work(&self) -> bool {
+        self.seg.ring(self.no, 0).has_work() || self.seg.ring(self.no, 1).has_work()
+    }
+
+    /// Sleeps on the doorbell until work arrives or the futex timeout
+    /// passes; returns at once if work is already there.
+    pub fn sleep(&self) -> bool {
+        self.shm()
+            .doorbell
+            .0
+            .sleep_unless(&self.futex, || self.has_work())
+    }
+
+    /// Fails back a request with the transport's "busy" code (for a peer
+    /// that cannot take more work).
+    pub fn reject_busy(&self, req: Request) -> Result<(), Rejected> {
+        self.fail(req, code::BUSY)
+    }
+}
+
+/// Whether the source port of `r` is still bound with the generation that
+/// got the descriptor.
+pub(crate) fn src_is_current(seg: &Segment, r: &RequestShm) -> bool {
+    let Some(p) = seg.port(r.src_port()) else {
+        return false;
+    };
+    let b = Binding::from_word(p.binding.load(Ordering::Acquire));
+    b.pid != 0 && !b.recovering && b.gen == r.src_gen.load(Ordering::Relaxed)
+}
+
+/// Frees buffer `class`/`index` if descriptor `req` owns it.
+pub(crate) fn release_buffer(seg: &Segment, req: u32, class: usize, index: u32) {
+    let Some(owner) = seg.buffer_owner(class, index) else {
+        return;
+    };
+    let Some(r) = seg.request(req) else { return };
+    // SYNC POINT (buffer free): Release pairs with the Acquire CAS of the
+    // next allocation: our use of the bytes is over before it starts. The
+    // expected value makes sure we free only a buffer this descriptor owns
+    // (a holder killed between freeing and detaching leaves a stale handle).
+    if owner
+        .compare_exchange(req + 1, 0, Ordering::Release, Ordering::Relaxed)
+        .is_err()
+    {
+        log::debug!("buffer {class}/{index} not owned by descriptor {req}; left alone");
+        return;
+    }
+    if src_is_current(seg, r) {
+        if let Some(p) = seg.port(r.src_port()) {
+            let _ = p
+                .buffers_in_use
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
+/// Frees the buffer and pools descriptor `req`. The caller holds it.
+pub(crate) fn put_descriptor(seg: &Segment, req: u32) {
+    let Some(r) = seg.request(req) else { return };
+    if let Some((class, index)) = decode_buffer(r.buffer.load(Ordering::Relaxed)) {
+        release_buffer(seg, req, class, index);
+    }
+    r.buffer.store(NO_BUFFER, Ordering::Relaxed);
+    if src_is_current(seg, r) {
+        if let Some(p) = seg.port(r.src_port()) {
+            let _ = p
+                .requests_in_use
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+    let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));
+    // SYNC POINT (put): Release pairs with the Acquire CAS in `get`.
+    r.ticket
+        .store(Ticket::word(Phase::Pooled, 0, t.serial), Ordering::Release);
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if let Err(e) = crate::recovery::release_port(&self.seg, self.no, self.gen) {
+            log::warn!("unbinding port {}: {e}", self.no);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Crash recovery: restore a consistent segment after a port's owner died.
+//!
+//! Recovery of port `P` runs in whichever process notices (the `xseg`
+//! tool, the supervisor, a test); it first claims the port by setting the
+//! recovering bit in its binding with a CAS, so two recoverers never work
+//! on one port, and a new owner cannot bind until recovery ends. Then:
+//!
+//! 1. **Rings.** `P` was the single consumer of its two rings. If it died
+//!    mid-pop, [`Ring::repair_head`](crate::ring::Ring::repair_head) frees
+//!    the slot or advances `head`; a value at `head` whose descriptor `P`
+//!    had already claimed is recognised by its ticket (`Owned` by `P`).
+//! 2. **Descriptors.** Every descriptor whose ticket names `P` as holder
+//!    is claimed (a CAS for those in a ring, so a consumer that takes it at
+//!    the same moment wins cleanly and recovery leaves it):
+//!    - `P`'s own requests (source `P`) go back to the pool: nobody waits
+//!      for their replies;
+//!    - requests `P` had accepted, or forwarded and not yet seen taken,
+//!      are failed back to their sources with [`PEER_DIED`](crate::code::PEER_DIED);
+//!    - replies `P` was sending are sent again.
+//!
+//!    A ring entry for a claimed descriptor becomes stale: its consumer
+//!    skips it because the ticket no longer matches.
+//! 3. **Replies to `P`.** Its reply ring is drained into the pool: they
+//!    were for the dead incarnation. A reply a server sends after this (it
+//!    checked `P`'s generation just before recovery began) is put back by
+//!    the next owner's `receive`, which compares generations.
+//! 4. **Buffers.** A buffer's owner word names its descriptor; buffers of
+//!    descriptors `P` held that are not attached (`P` died between
+//!    allocating and attaching) are freed.
+//! 5. Requests queued *to* `P` by others stay in its request ring for the
+//!    next owner. The binding is released with the generation kept, so the
+//!    next bind gets a new one and anything still addressed to the dead
+//!    incarnation is recognised as stale.
+//!
+//! A port's owner unbinding cleanly (dropping its [`Port`](crate::Port))
+//! runs the same steps on itself.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::PortError;
+use crate::port::{decode_buffer, put_descriptor, src_is_current, Binding};
+use crate::request::{code, status, Phase, Ticket};
+use crate::ring::Take;
+use crate::segment::Segment;
+use crate::sys::{self, KernelFutex};
+
+/// What one recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// The port.
+    pub port: u32,
+    /// Its dead owner (0 if it had none).
+    pub dead_pid: u32,
+    /// Requests failed back to their sources with "peer died".
+    pub failed_back: u32,
+    /// Replies sent again on the dead peer's behalf.
+    pub replies_resent: u32,
+    /// Descriptors returned to the pool.
+    pub requests_freed: u32,
+    /// Buffers returned to the pool that no descriptor referenced.
+    pub buffers_freed: u32,
+    /// Ring positions repaired after a consumer died mid-pop.
+    pub ring_repairs: u32,
+}
+
+impl Segment {
+    /// Recovers port `n` after its owner died (or tidies an unbound port).
+    pub fn recover(&self, n: u32) -> Result<RecoveryReport, PortError> {
+        let p = self.port(n).ok_or(PortError::NoSuchPort {
+            port: n,
+            nr_ports: self.layout().nr_ports,
+        })?;
+        let me = sys::my_pid();
+        loop {
+            let w = p.binding.load(Ordering::Acquire);
+            let b = Binding::from_word(w);
+            if b.pid != 0 && sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)) {
+                return Err(if b.recovering {
+                    PortError::Recovering {
+                        port: n,
+                        pid: b.pid,
+                    }
+                } else {
+                    PortError::OwnerAlive {
+                        port: n,
+                        pid: b.pid,
+                    }
+                });
+            }
+            let claim = Binding {
+                gen: b.gen,
+                pid: me,
+                recovering: true,
+            }
+            .word();
+            if p.binding
+                .compare_exchange(w, claim, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                p.owner_start
+                    .store(sys::process_start_time(me).unwrap_or(0), Ordering::Release);
+                let mut report = cleanup(self, n);
+                report.dead_pid = if b.recovering { 0 } else { b.pid };
+                if b.pid != 0 {
+                    p.recoveries.fetch_add(1, Ordering::Relaxed);
+                    log::info!("recovered port {n} of dead process {}: {report:?}", b.pid);
+                }
+                finish(self, n, b.gen);
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Recovers every port whose owner died.
+    pub fn recover_dead(&self) -> Vec<Result<RecoveryReport, PortError>> {
+        (0..self.layout().nr_ports)
+            .filter(|&n| {
+                let p = self.port(n).expect("in range");
+                let b = Binding::from_word(p.binding.load(Ordering::Acquire));
+                b.pid != 0 && !sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire))
+            })
+            .map(|n| self.recover(n))
+            .collect()
+    }
+}
+
+/// The owner's own clean unbind.
+pub(crate) fn release_port(seg: &Segment, n: u32, gen: u32) -> Result<(), PortError> {
+    let p = seg.port(n).ok_or(PortError::NoSuchPort {
+        port: n,
+        nr_ports: seg.layout().nr_ports,
+    })?;
+    let me = sys::my_pid();
+    let mine = Binding {
+        gen,
+        pid: me,
+        recovering: false,
+    }
+    .word();
+    let claim = Binding {
+        gen,
+        pid: me,
+        recovering: true,
+    }
+    .word();
+    if p.binding
+        .compare_exchange(mine, claim, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // Someone recovered it from under us (we were taken for dead).
+        return Err(PortError::Recovering { port: n, pid: 0 });
+    }
+    cleanup(seg, n);
+    finish(seg, n, gen);
+    Ok(())
+}
+
+fn finish(seg: &Segment, n: u32, gen: u32) {
+    let p = seg.port(n).expect("in range");
+    p.requests_in_use.store(0, Ordering::Relaxed);
+    p.buffers_in_use.store(0, Ordering::Relaxed);
+    p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
+    p.owner_start.store(0, Ordering::Relaxed);
+    // SYNC POINT (binding): Release publishes the cleanup to the next
+    // binder's Acquire load.
+    p.binding.store(
+        Binding {
+            gen,
+            pid: 0,
+            recovering: false,
+        }
+        .word(),
+        Ordering::Release,
+    );
+}
+
+fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
+    let mut report = RecoveryReport {
+        port: n,
+        ..Default::default()
+    };
+    let held_by_n = |v: u32| {
+        seg.request(v).is_some_and(|r| {
+            let t = Ticket::from_word(r.ticket.load(Ordering::Acquire));
+            t.phase == Some(Phase::Owned) && t.holder == n
+        })
+    };
+    for which in 0..2 {
+        report.ring_repairs += seg.ring(n, which).repair_head(held_by_n) as u32;
+    }
+    free_orphan_buffers(seg, n, &mut report);
+
+    let futex = KernelFutex::default();
+    for i in 0..seg.layout().nr_requests {
+        let r = seg.request(i).expect("in range");
+        let w = r.ticket.load(Ordering::Acquire);
+        let t = Ticket::from_word(w);
+        if t.holder != n {
+            continue;
+        }
+        let previous = match t.phase {
+            Some(Phase::Owned) => Phase::Owned,
+            Some(phase @ (Phase::Queued | Phase::Replied)) => {
+                let claimed = Ticket::word(Phase::Owned, n, t.serial);
+                if r.ticket
+                    .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue; // a consumer took it: no longer ours
+                }
+                phase
+            }
+            _ => continue,
+        };
+        if r.src_port() == n || !src_is_current(seg, r) {
+            put_descriptor(seg, i);
+            report.requests_freed += 1;
+            continue;
+        }
+        if previous == Phase::Replied {
+            report.replies_resent += 1;
+        } else {
+            r.set_serviced(0);
+            r.set_error(code::PEER_DIED);
+            r.set_status(status::FAILED);
+            r.set_t_complete(sys::now_ns());
+            report.failed_back += 1;
+        }
+        let src = r.src_port();
+        r.ticket
+            .store(Ticket::word(Phase::Replied, n, t.serial), Ordering::Relaxed);
+        if seg.ring(src, 1).push(i).is_ok() {
+            if let Some(p) = seg.port(src) {
+                p.doorbell.0.ring(&futex);
+            }
+        } else {
+            log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
+            r.ticket
+                .store(Ticket::word(Phase::Owned, n, t.serial), Ordering::Relaxed);
+            put_descriptor(seg, i);
+            report.requests_freed += 1;
+        }
+    }
+
+    // Replies addressed to the dead incarnation.
+    let ring = seg.ring(n, 1);
+    while let Some(i) = ring.pop(|v| {
+        let Some(r) = seg.request(v) else {
+            return Take::Skip;
+        };
+        let w = r.ticket.load(Ordering::Acquire);
+        let t = Ticket::from_word(w);
+        let claimed = Ticket::word(Phase::Owned, n, t.serial);
+        if t.phase == Some(Phase::Replied)
+            && r.ticket
+                .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            Take::Taken
+        } else {
+            Take::Skip
+        }
+    }) {
+        put_descriptor(seg, i);
+        report.requests_freed += 1;
+    }
+    report
+}
+
+/// Frees buffers whose owner descriptor `n` held without this buffer
+/// attached (it died between allocating and attaching), or whose owner
+/// word is corrupt.
+fn free_orphan_buffers(seg: &Segment, n: u32, report: &mut RecoveryReport) {
+    for (class, &count) in seg.layout().buffer_counts.iter().enumerate() {
+        for index in 0..count {
+            let owner = seg.buffer_owner(class, index).expect("in range");
+            let o = owner.load(Ordering::Acquire);
+            if o == 0 {
+                continue;
+            }
+            let orphan = match seg.request(o - 1) {
+                None => true, // corrupt owner word
+                Some(r) => {
+                    let t = Ticket::from_word(r.ticket.load(Ordering::Acquire));
+                    let attached =
+                        decode_buffer(r.buffer.load(Ordering::Relaxed)) == Some((class, index));
+                    // Only a descriptor the dead port held is safe to
+                    // judge: nobody else touches it.
+                    t.phase == Some(Phase::Owned) && t.holder == n && !attached
+                }
+            };
+            if orphan
+                && owner
+                    .compare_exchange(o, 0, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                report.buffers_freed += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Request descriptors: the ticket that says who holds one, the token a
+//! holder carries, and field access.
+//!
+//! # The ticket
+//!
+//! Every descriptor's first word packs `phase` (bits 0–3), `holder` (bits
+//! 4–19, a port number) and `serial` (bits 20–63, bumped on every get):
+//!
+//! | phase | holder | where the descriptor is |
+//! |---|---|---|
+//! | `Pooled` | — | free |
+//! | `Owned` | port holding it | in a peer's hands (filling it, serving it) |
+//! | `Queued` | port that pushed it | in the request ring of `effective_dst` |
+//! | `Replied` | port that responded | in the reply ring of `src_port` |
+//!
+//! Every change of hands is one CAS or store on this word, so each
+//! descriptor has exactly one responsible port at every instant, also at
+//! the instant a process is killed: recovery of a dead port claims exactly
+//! the descriptors whose holder it is (see `recovery.rs`). A consumer takes
+//! a descriptor out of a ring by CAS from `Queued`/`Replied` to `Owned` by
+//! itself; a ring entry whose ticket no longer matches (recovery claimed it)
+//! is stale and skipped.
+
+use std::sync::atomic::Ordering;
+
+use crate::layout::{RequestShm, MAX_TARGET_LEN};
+
+/// Where a descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Free.
+    Pooled = 0,
+    /// Held by a port.
+    Owned = 1,
+    /// In a request ring.
+    Queued = 2,
+    /// In a reply ring.
+    Replied = 3,
+}
+
+/// A decoded ticket word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// Phase.
+    pub phase: Option<Phase>,
+    /// Responsible port.
+    pub holder: u32,
+    /// Bumped on each get.
+    pub serial: u64,
+}
+
+impl Ticket {
+    /// Decodes; an unknown phase decodes as `None` (a corrupt word).
+    pub fn from_word(w: u64) -> Ticket {
+        let phase = match w & 0xF {
+            0 => Some(Phase::Pooled),
+            1 => Some(Phase::Owned),
+            2 => Some(Phase::Queued),
+            3 => Some(Phase::Replied),
+            _ => None,
+        };
+        Ticket {
+            phase,
+            holder: ((w >> 4) & 0xFFFF) as u32,
+            serial: w >> 20,
+        }
+    }
+
+    /// Encodes.
+    pub fn word(phase: Phase, holder: u32, serial: u64) -> u64 {
+        (phase as u64) | (u64::from(holder & 0xFFFF) << 4) | (serial << 20)
+    }
+}
+
+/// Completion status values.
+pub mod status {
+    /// Not completed yet.
+    pub const PENDING: u32 = 0;
+    /// Served: `serviced` bytes done.
+    pub const SERVED: u32 = 1;
+    /// Failed: see the error code.
+    pub const FAILED: u32 = 2;
+}
+
+/// Error codes the transport itself sets; the layer above defines the rest
+/// and must stay below [`TRANSPORT_BASE`](code::TRANSPORT_BASE).
+pub mod code {
+    /// First code reserved for the transport.
+    pub const TRANSPORT_BASE: u32 = 0xFFFF_FF00;
+    /// The peer that held the request died.
+    pub const PEER_DIED: u32 = 0xFFFF_FF01;
+    /// A pool or ring was full.
+    pub const BUSY: u32 = 0xFFFF_FF02;
+    /// The peer is shutting down.
+    pub const SHUTTING_DOWN: u32 = 0xFFFF_FF03;
+}
+
+/// No buffer attached.
+pub const NO_BUFFER: u32 = u32::MAX;
+
+/// A descriptor this port holds. Not `Clone`: handing it to `submit`,
+/// `respond`, `forward` or `put` gives it away. Dropping one without that
+/// leaks it until the port unbinds, when it is put back.
+#[must_use = "a request must be submitted, responded to or put back"]
+#[derive(Debug)]
+pub struct Request {
+    pub(crate) index: u32,
+}
+
+impl Request {
+    /// Index of the descriptor in the segment.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+/// A target name copied out of a descriptor.
+#[derive(Clone)]
+pub struct Target {
+    bytes: [u8; MAX_TARGET_LEN],
+    len: usize,
+}
+
+impl Target {
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+macro_rules! field {
+    ($get:ident, $set:ident, $field:ident, $t:ty, $doc:literal) => {
+        #[doc = concat!("Reads ", $doc, ".")]
+        pub fn $get(&self) -> $t {
+            // Relaxed: the ring push/pop that handed us the descriptor
+            // synchronised (Release/Acquire) everything its last holder
+            // wrote.
+            self.$field.load(Ordering::Relaxed)
+        }
+        #[doc = concat!("Sets ", $doc, ".")]
+        pub fn $set(&self, v: $t) {
+            self.$field.store(v, Ordering::Relaxed)
+        }
+    };
+}
+
+/// Field access for the holder of a descriptor.
+impl RequestShm {
+    field!(op, set_op, op, u32, "the operation code");
+    field!(flags, set_flags, flags, u32, "the flags");
+    field!(offset, set_offset, offset, u64, "the byte offset");
+    field!(size, set_size, size, u64, "the byte count requested");
+    field!(serviced, set_serviced, serviced, u64, "the bytes serviced");
+    field!(status, set_status, status, u32, "the completion status");
+    field!(error, set_error, error, u32, "the error code");
+    field!(tag, set_tag, tag, u64, "the submitter's opaque tag");
+    field!(
+        t_submit,
+        set_t_submit,
+        t_submit,
+        u64,
+        "the submit timestamp (monotonic ns)"
+    );
+    field!(
+        t_accept,
+        set_t_accept,
+        t_accept,
+        u64,
+        "the accept timestamp"
+    );
+    field!(
+        t_complete,
+        set_t_complete,
+        t_complete,
+        u64,
+        "the completion timestamp"
+    );
+
+    /// Source port (replies go there).
+    pub fn src_port(&self) -> u32 {
+        self.src_port.load(Ordering::Relaxed)
+    }
+
+    /// Destination the request was first submitted to.
+    pub fn dst_port(&self) -> u32 {
+        self.dst_port.load(Ordering::Relaxed)
+    }
+
+    /// Current destination.
+    pub fn effective_dst(&self) -> u32 {
+        self.effective_dst.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of data attached.
+    pub fn data_len(&self) -> u64 {
+        self.data_len.load(Ordering::Relaxed)
+    }
+
+    /// Copies the target name out (clamped to the maximum length, whatever
+    /// the shared length word says).
+    pub fn target(&self) -> Target {
+        let len = (self.target_len.load(Ordering::Relaxed) as usize).min(MAX_TARGET_LEN);
+        let mut bytes = [0u8; MAX_TARGET_LEN];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate().take(len.div_ceil(8)) {
+            chunk.copy_from_slice(&self.target[i].load(Ordering::Relaxed).to_ne_bytes());
+        }
+        Target { bytes, len }
+    }
+
+    pub(crate) fn write_target(&self, name: &[u8]) {
+        debug_assert!(name.len() <= MAX_TARGET_LEN);
+        for (i, chunk) in name.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.target[i].store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        }
+        self.target_len.store(name.len() as u32, Ordering::Relaxed);
+    }
+
+    /// Resets every field but the ticket, as a fresh get sees it.
+    pub(crate) fn reset(&self, src: u32, src_gen: u32, dst: u32) {
+        for f in [
+            &self.op,
+            &self.flags,
+            &self.status,
+            &self.error,
+            &self.target_len,
+        ] {
+            f.store(0, Ordering::Relaxed);
+        }
+        for f in [
+            &self.offset,
+            &self.size,
+            &self.serviced,
+            &self.data_len,
+            &self.tag,
+            &self.t_submit,
+            &self.t_accept,
+            &self.t_complete,
+        ] {
+            f.store(0, Ordering::Relaxed);
+        }
+        self.src_port.store(src, Ordering::Relaxed);
+        self.src_gen.store(src_gen, Ordering::Relaxed);
+        self.dst_port.store(dst, Ordering::Relaxed);
+        self.effective_dst.store(dst, Ordering::Relaxed);
+        self.buffer.store(NO_BUFFER, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_round_trips_and_rejects_unknown_phases() {
+        let w = Ticket::word(Phase::Replied, 0xABCD, (1 << 44) - 1);
+        let t = Ticket::from_word(w);
+        assert_eq!(t.phase, Some(Phase::Replied));
+        assert_eq!(t.holder, 0xABCD);
+        assert_eq!(t.serial, (1 << 44) - 1);
+        assert_eq!(Ticket::from_word(0x7).phase, None);
+        assert_eq!(
+            Ticket::from_word(0),
+            Ticket {
+                phase: Some(Phase::Pooled),
+                holder: 0,
+                serial: 0
+            }
+        );
+    }
+}

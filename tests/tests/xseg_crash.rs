@@ -1,0 +1,293 @@
+//! Crash tests: peers are killed with SIGKILL at known points and at random
+//! ones; recovery must fail back what the dead peer held, keep what was
+//! queued to it, return its descriptors and buffers, and let the port be
+//! bound again. Nothing may leak.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archipelago_e2e::{pattern, workspace_bin, Peer, TempSegment};
+use xseg_shm::{code, status, Port, PortError, Segment, SegmentConfig, SegmentName};
+
+const OP_STOP: u32 = 0xDEAD;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn small_segment(tmp: &TempSegment) -> Arc<Segment> {
+    let name = SegmentName::parse(&tmp.arg()).unwrap();
+    let config = SegmentConfig {
+        ports: 16,
+        static_ports: 8,
+        requests: 256,
+        buffer_counts: vec![64, 32],
+        ..Default::default()
+    };
+    Arc::new(Segment::create(&name, &config).unwrap())
+}
+
+fn assert_nothing_leaked(seg: &Segment) {
+    let report = seg.report();
+    assert_eq!(
+        report.requests_free, report.requests,
+        "descriptors leaked: {report:#?}"
+    );
+    for class in &report.buffers {
+        assert_eq!(
+            class.free, class.count,
+            "buffers of {} bytes leaked",
+            class.size
+        );
+    }
+}
+
+fn receive_within(port: &Port, timeout: Duration) -> xseg_shm::Request {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = port.receive() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no reply within {timeout:?}");
+        port.sleep();
+    }
+}
+
+fn stop(client: &Port, server: u32) {
+    let r = client.get(server).unwrap();
+    client.desc(&r).set_op(OP_STOP);
+    client.submit(r).unwrap();
+    let reply = receive_within(client, WAIT);
+    client.put(reply);
+}
+
+fn xseg(args: &[&str]) -> String {
+    let out = std::process::Command::new(workspace_bin("xseg"))
+        .args(args)
+        .output()
+        .expect("run xseg");
+    assert!(
+        out.status.success(),
+        "xseg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn server_killed_holding_accepted_requests_fails_them_back_and_keeps_the_queued_ones() {
+    let tmp = TempSegment::new("crash-server");
+    let seg = small_segment(&tmp);
+    let mut server = Peer::testpeer(&[
+        "--segment",
+        &tmp.arg(),
+        "server",
+        "--port",
+        "1",
+        "--hold",
+        "8",
+        "--own",
+        "3",
+    ]);
+    server.expect_line("ready", WAIT);
+    let client = seg.bind_dynamic().unwrap();
+    for tag in 0..12u64 {
+        let mut r = client.get(1).unwrap();
+        client.desc(&r).set_tag(tag);
+        client.desc(&r).set_size(4096);
+        client.alloc_data(&mut r, 4096).unwrap();
+        pattern::fill(client.data_mut(&mut r), tag, 0);
+        client.submit(r).unwrap();
+    }
+    server.expect_line("held 8", WAIT);
+    server.kill9();
+
+    let dead = seg
+        .report()
+        .port_list
+        .into_iter()
+        .find(|p| p.port == 1)
+        .unwrap();
+    assert_eq!(dead.state, "dead");
+    assert!(matches!(
+        seg.bind(1),
+        Err(PortError::OwnerDied { port: 1, .. })
+    ));
+    assert!(seg.report().buffers.iter().any(|c| c.free < c.count));
+
+    let report = seg.recover(1).unwrap();
+    assert_eq!(report.failed_back, 8, "{report:?}");
+    assert_eq!(
+        report.requests_freed, 3,
+        "the server's own descriptors: {report:?}"
+    );
+    let mut failed = Vec::new();
+    for _ in 0..8 {
+        let r = receive_within(&client, WAIT);
+        assert_eq!(client.desc(&r).status(), status::FAILED);
+        assert_eq!(client.desc(&r).error(), code::PEER_DIED);
+        failed.push(client.desc(&r).tag());
+        client.put(r);
+    }
+    failed.sort();
+    assert_eq!(
+        failed,
+        (0..8).collect::<Vec<_>>(),
+        "the first eight were accepted"
+    );
+    let after = seg
+        .report()
+        .port_list
+        .into_iter()
+        .find(|p| p.port == 1)
+        .unwrap();
+    assert_eq!(
+        (after.state, after.requests_queued),
+        ("free", 4),
+        "queued requests stay for the next owner"
+    );
+
+    // The next owner serves what was queued.
+    let mut server = Peer::testpeer(&["--segment", &tmp.arg(), "server", "--port", "1"]);
+    server.expect_line("ready", WAIT);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let r = receive_within(&client, WAIT);
+        assert_eq!(client.desc(&r).status(), status::SERVED);
+        let tag = client.desc(&r).tag();
+        assert_eq!(pattern::check(client.data(&r), tag, 1), Ok(()));
+        served.push(tag);
+        client.put(r);
+    }
+    served.sort();
+    assert_eq!(served, (8..12).collect::<Vec<_>>());
+    stop(&client, 1);
+    assert!(server.wait_success(WAIT));
+    drop(client);
+    assert_nothing_leaked(&seg);
+}
+
+#[test]
+fn client_killed_with_requests_in_flight_leaks_nothing() {
+    let tmp = TempSegment::new("crash-client");
+    let seg = small_segment(&tmp);
+    let server = seg.bind(1).unwrap();
+    let mut client = Peer::testpeer(&[
+        "--segment",
+        &tmp.arg(),
+        "client",
+        "--dst",
+        "1",
+        "--count",
+        "6",
+        "--in-flight",
+        "6",
+        "--max-len",
+        "4096",
+        "--hold",
+        "--own",
+        "2",
+    ]);
+    client.expect_line("ready", WAIT);
+    let accepted: Vec<_> = (0..3)
+        .map(|_| server.accept().expect("a queued request"))
+        .collect();
+    client.kill9();
+
+    // Recovery by hand, as an operator would.
+    let out = xseg(&["--segment", &tmp.arg(), "recover", "--dead"]);
+    assert!(out.contains("port"), "recover output: {out}");
+    // Replies to the dead client go back to the pool, and the requests it
+    // had queued were claimed: accept finds only stale entries.
+    for r in accepted {
+        server.serve(r, 0).unwrap();
+    }
+    assert!(
+        server.accept().is_none(),
+        "a dead client's queued request was served"
+    );
+    drop(server);
+    assert_nothing_leaked(&seg);
+}
+
+#[test]
+fn servers_killed_at_random_under_load_lose_no_request() {
+    let tmp = TempSegment::new("crash-random");
+    let name = SegmentName::parse(&tmp.arg()).unwrap();
+    let config = SegmentConfig {
+        ports: 32,
+        static_ports: 8,
+        requests: 512,
+        ..Default::default()
+    };
+    let seg = Arc::new(Segment::create(&name, &config).unwrap());
+    let start_server = |port: u32| {
+        let p = Peer::testpeer(&[
+            "--segment",
+            &tmp.arg(),
+            "server",
+            "--port",
+            &port.to_string(),
+        ]);
+        p.expect_line("ready", WAIT);
+        p
+    };
+    let mut servers = vec![start_server(1), start_server(2)];
+    let count = if cfg!(debug_assertions) {
+        60_000
+    } else {
+        200_000
+    };
+    let mut clients: Vec<Peer> = (0..2)
+        .map(|id| {
+            Peer::testpeer(&[
+                "--segment",
+                &tmp.arg(),
+                "client",
+                "--dst",
+                "1,2",
+                "--count",
+                &count.to_string(),
+                "--in-flight",
+                "24",
+                "--id",
+                &id.to_string(),
+                "--max-len",
+                "4096",
+                "--retry",
+            ])
+        })
+        .collect();
+    // Kill a server three times at pseudo-random moments, recover its port
+    // and restart it while the clients keep going.
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    for round in 0..3 {
+        seed = pattern::mix(seed);
+        std::thread::sleep(Duration::from_millis(50 + seed % 250));
+        let victim = (round % 2) as usize;
+        servers[victim].kill9();
+        let port = victim as u32 + 1;
+        let report = seg.recover(port).unwrap();
+        assert!(report.dead_pid != 0, "{report:?}");
+        servers[victim] = start_server(port);
+    }
+    for c in &mut clients {
+        let line = c.expect_line("done", Duration::from_secs(300));
+        assert!(line.starts_with(&format!("done {count} ")), "{line}");
+        assert!(c.wait_success(WAIT), "client failed");
+    }
+    let me = seg.bind_dynamic().unwrap();
+    for port in [1, 2] {
+        stop(&me, port);
+    }
+    for s in &mut servers {
+        assert!(s.wait_success(WAIT));
+    }
+    drop(me);
+    assert_nothing_leaked(&seg);
+    assert_eq!(
+        seg.report()
+            .port_list
+            .iter()
+            .map(|p| p.recoveries)
+            .sum::<u64>(),
+        3
+    );
+}

@@ -105,6 +105,23 @@ impl ShmFile {
         Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
     }
 
+    /// `n` consecutive `AtomicU64`s from byte `offset` (8-aligned, in bounds).
+    pub fn atomic_u64_slice(&self, offset: usize, n: usize) -> Result<&[AtomicU64]> {
+        let len = n.checked_mul(8).context("slice length overflows")?;
+        let ptr = self.ptr_at(offset, 8)?;
+        ensure!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.map.len()),
+            "shm slice at {offset} of {n} words out of {} bytes",
+            self.map.len()
+        );
+        // SAFETY: the whole range is in bounds (checked above) and 8-aligned
+        // in a mapping that lives as long as `&self`; AtomicU64 has the size
+        // and alignment of u64 and any bits are valid; accessed atomically only.
+        Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), n) })
+    }
+
     /// The `AtomicU32` at byte `offset` (must be 4-aligned and in bounds).
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
         let ptr = self.ptr_at(offset, 4)?;

@@ -25,6 +25,7 @@ pub const SPIN: Case = Case {
     name: "a",
     what: "shared cache line, busy spin",
     default_iters: 200_000,
+    per_round: 1,
     parent: spin_parent,
     peer: spin_peer,
 };
@@ -34,6 +35,7 @@ pub const SOCKET: Case = Case {
     name: "b",
     what: "unix SOCK_SEQPACKET, blocking read",
     default_iters: 20_000,
+    per_round: 1,
     parent: socket_parent,
     peer: socket_peer,
 };
@@ -43,6 +45,7 @@ pub const FUTEX: Case = Case {
     name: "c",
     what: "futex wake/wait doorbell",
     default_iters: 20_000,
+    per_round: 1,
     parent: futex_parent,
     peer: futex_peer,
 };

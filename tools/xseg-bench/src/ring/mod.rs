@@ -10,6 +10,7 @@
 
 mod baselines;
 mod report;
+mod xseg;
 
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub struct Case {
     pub what: &'static str,
     /// Timed round trips unless overridden.
     pub default_iters: u64,
+    /// Messages (descriptors) per round trip, for the rate column.
+    pub per_round: u64,
     /// Parent side: set up, spawn the peer, return round-trip statistics.
     pub parent: fn(&RunCtx) -> Result<Stats>,
     /// Peer side, run in the child with its parsed flags.
@@ -74,7 +77,16 @@ pub struct Case {
 }
 
 /// All cases, in output order. The first one is the ratio baseline.
-pub const CASES: &[Case] = &[baselines::SPIN, baselines::SOCKET, baselines::FUTEX];
+pub const CASES: &[Case] = &[
+    baselines::SPIN,
+    baselines::SOCKET,
+    baselines::FUTEX,
+    xseg::RING,
+    xseg::REQ,
+    xseg::REQ_YIELD,
+    xseg::REQ_SLEEP,
+    xseg::BULK,
+];
 
 /// Everything a case's parent side needs to know.
 #[derive(Debug, Clone)]
@@ -150,6 +162,7 @@ pub fn run(args: &RingArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         report::print_table(&rows);
+        report::print_targets(&rows);
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub struct Row {
     pub p50_vs_baseline: Option<f64>,
     /// One-way p99 divided by the baseline's.
     pub p99_vs_baseline: Option<f64>,
+    /// Messages per round trip.
+    pub per_round: u64,
+    /// Messages per second: `per_round` / mean round trip.
+    pub rate_per_sec: f64,
 }
 
 impl Row {
@@ -35,6 +39,8 @@ impl Row {
             round_trip_ns: round_trip,
             p50_vs_baseline: None,
             p99_vs_baseline: None,
+            per_round: case.per_round,
+            rate_per_sec: case.per_round as f64 * 1e9 / round_trip.mean,
         }
     }
 }
@@ -58,12 +64,12 @@ pub fn add_ratios(rows: &mut [Row], baseline: &str) {
 pub fn print_table(rows: &[Row]) {
     let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.1}x"));
     println!(
-        "{:<6} {:<34} {:>9} {:>12} {:>12} {:>8} {:>8}",
-        "case", "what", "iters", "1-way p50", "1-way p99", "p50/A", "p99/A"
+        "{:<10} {:<40} {:>9} {:>12} {:>12} {:>8} {:>8} {:>12}",
+        "case", "what", "iters", "1-way p50", "1-way p99", "p50/A", "p99/A", "msgs/s"
     );
     for r in rows {
         println!(
-            "{:<6} {:<34} {:>9} {:>9.0} ns {:>9.0} ns {:>8} {:>8}",
+            "{:<10} {:<40} {:>9} {:>9.0} ns {:>9.0} ns {:>8} {:>8} {:>12.0}",
             r.case,
             r.what,
             r.iters,
@@ -71,6 +77,119 @@ pub fn print_table(rows: &[Row]) {
             r.one_way_ns.p99,
             ratio(r.p50_vs_baseline),
             ratio(r.p99_vs_baseline),
+            r.rate_per_sec,
+        );
+    }
+}
+
+/// One target of the issue, checked on this run's rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is compared.
+    pub what: &'static str,
+    /// Measured ratio.
+    pub ratio: f64,
+    /// The bound.
+    pub bound: &'static str,
+    /// Whether the ratio meets it.
+    pub met: bool,
+}
+
+/// The ratios the transport is held to, from rows of one run (missing rows
+/// skip their targets).
+pub fn targets(rows: &[Row]) -> Vec<Target> {
+    let get = |name: &str| rows.iter().find(|r| r.case == name);
+    let mut out = Vec::new();
+    let mut at_most = |what, ratio: f64, max: f64, bound| {
+        out.push(Target {
+            what,
+            ratio,
+            bound,
+            met: ratio <= max,
+        })
+    };
+    if let (Some(a), Some(ring)) = (get("a"), get("ring")) {
+        at_most(
+            "index hop p50 / A p50",
+            ring.one_way_ns.p50 / a.one_way_ns.p50,
+            2.0,
+            "<= 2x",
+        );
+        at_most(
+            "index hop p99 / A p99",
+            ring.one_way_ns.p99 / a.one_way_ns.p99,
+            2.0,
+            "<= 2x",
+        );
+    }
+    if let (Some(a), Some(req)) = (get("a"), get("req")) {
+        at_most(
+            "request hop p50 / A p50",
+            req.one_way_ns.p50 / a.one_way_ns.p50,
+            3.0,
+            "<= 3x",
+        );
+        at_most(
+            "request hop p99 / A p99",
+            req.one_way_ns.p99 / a.one_way_ns.p99,
+            3.0,
+            "<= 3x",
+        );
+    }
+    if let (Some(b), Some(req)) = (get("b"), get("req")) {
+        let better = b.one_way_ns.p50 / req.one_way_ns.p50;
+        out.push(Target {
+            what: "socket p50 / request hop p50",
+            ratio: better,
+            bound: ">= 50x",
+            met: better >= 50.0,
+        });
+    }
+    if let (Some(c), Some(sleep)) = (get("c"), get("req-sleep")) {
+        let mut at_most = |what, ratio: f64| {
+            out.push(Target {
+                what,
+                ratio,
+                bound: "<= 1.5x",
+                met: ratio <= 1.5,
+            })
+        };
+        at_most(
+            "sleep-policy hop p50 / C p50",
+            sleep.one_way_ns.p50 / c.one_way_ns.p50,
+        );
+        at_most(
+            "sleep-policy hop p99 / C p99",
+            sleep.one_way_ns.p99 / c.one_way_ns.p99,
+        );
+    }
+    if let (Some(req), Some(bulk)) = (get("req"), get("bulk")) {
+        let ratio = bulk.rate_per_sec / req.rate_per_sec;
+        out.push(Target {
+            what: "bulk rate / request round-trip rate",
+            ratio,
+            bound: ">= 8x",
+            met: ratio >= 8.0,
+        });
+    }
+    out
+}
+
+/// Prints the targets under the table.
+pub fn print_targets(rows: &[Row]) {
+    let t = targets(rows);
+    if t.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<40} {:>8} {:>8}  {}", "target", "ratio", "bound", "met");
+    for t in t {
+        println!(
+            "{:<40} {:>7.2}x {:>8}  {}",
+            t.what,
+            t.ratio,
+            t.bound,
+            if t.met { "yes" } else { "NO" }
         );
     }
 }

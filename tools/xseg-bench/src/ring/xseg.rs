@@ -1,0 +1,266 @@
+//! The xseg rows: the ring alone, a full request descriptor round trip
+//! under each idle policy, and batched throughput.
+//!
+//! * `ring`: an index hop through two `xseg_shm::ring` rings, busy-polling;
+//! * `req`: get, fill, submit, accept, serve (respond), receive and put of a
+//!   real descriptor in a real segment, busy-polling;
+//! * `req-yield`, `req-sleep`: the same with the `yield` (default) and
+//!   `sleep` idle policies, so every idle wait ends on the futex doorbell;
+//! * `bulk`: batches of [`BATCH`] descriptors (get, fill, submit, accept,
+//!   respond, receive, put counted per descriptor), busy-polling.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use xseg_shm::ring::{initial_slot, Ring, Take, MAX_VALUE};
+use xseg_shm::{
+    status, Idle, IdlePolicy, Port, Segment, SegmentConfig, SegmentName, DEFAULT_IDLE_POLLS,
+};
+
+use super::{Case, RunCtx};
+use crate::harness::{PeerArgs, ShmFile, Watchdog};
+use crate::stats::Stats;
+
+/// Descriptors per round in the `bulk` case.
+pub const BATCH: u64 = 64;
+/// Port the peer serves on.
+const SERVER: u32 = 1;
+/// Slots per ring in the `ring` case.
+const RING_SLOTS: usize = 64;
+
+/// Index hop through the ring alone.
+pub const RING: Case = Case {
+    name: "ring",
+    what: "xseg ring index hop, busy poll",
+    default_iters: 200_000,
+    per_round: 1,
+    parent: ring_parent,
+    peer: ring_peer,
+};
+
+/// Request descriptor round trip, busy poll.
+pub const REQ: Case = Case {
+    name: "req",
+    what: "xseg request hop, busy poll",
+    default_iters: 200_000,
+    per_round: 1,
+    parent: |ctx| req_parent(ctx, IdlePolicy::Spin, 1),
+    peer: |args| req_peer(args, IdlePolicy::Spin, 1),
+};
+
+/// Request round trip, default idle policy.
+pub const REQ_YIELD: Case = Case {
+    name: "req-yield",
+    what: "xseg request hop, yield policy",
+    default_iters: 20_000,
+    per_round: 1,
+    parent: |ctx| req_parent(ctx, IdlePolicy::Yield, 1),
+    peer: |args| req_peer(args, IdlePolicy::Yield, 1),
+};
+
+/// Request round trip, sleep policy.
+pub const REQ_SLEEP: Case = Case {
+    name: "req-sleep",
+    what: "xseg request hop, sleep policy",
+    default_iters: 20_000,
+    per_round: 1,
+    parent: |ctx| req_parent(ctx, IdlePolicy::Sleep, 1),
+    peer: |args| req_peer(args, IdlePolicy::Sleep, 1),
+};
+
+/// Batched throughput.
+pub const BULK: Case = Case {
+    name: "bulk",
+    what: "xseg batches of 64 requests, busy poll",
+    default_iters: 20_000,
+    per_round: BATCH,
+    parent: |ctx| req_parent(ctx, IdlePolicy::Spin, BATCH),
+    peer: |args| req_peer(args, IdlePolicy::Spin, BATCH),
+};
+
+fn ring_at(shm: &ShmFile, which: usize) -> Result<Ring<'_>> {
+    let base = which * (2 * 128 + RING_SLOTS * 8);
+    Ok(Ring {
+        head: shm.atomic_u64(base)?,
+        tail: shm.atomic_u64(base + 128)?,
+        slots: shm.atomic_u64_slice(base + 256, RING_SLOTS)?,
+    })
+}
+
+fn ring_parent(ctx: &RunCtx) -> Result<Stats> {
+    let shm = ShmFile::create("ring", 2 * (256 + RING_SLOTS * 8))?;
+    let (to_peer, back) = (ring_at(&shm, 0)?, ring_at(&shm, 1)?);
+    for r in [&to_peer, &back] {
+        for (i, s) in r.slots.iter().enumerate() {
+            s.store(initial_slot(i as u64), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let peer = ctx.peer().arg("shm", shm.path().display()).spawn()?;
+    let wd = peer.watchdog();
+    let mut k = 0u32;
+    let stats = ctx.measure(|| {
+        k = (k + 1) & MAX_VALUE;
+        to_peer
+            .push(k)
+            .map_err(|e| anyhow::anyhow!("push: {e:?}"))?;
+        let mut got = None;
+        wd.spin_until(|| {
+            got = back.pop(|_| Take::Taken);
+            got.is_some()
+        })?;
+        ensure!(got == Some(k), "ring: sent {k}, got {got:?}");
+        Ok(())
+    })?;
+    peer.wait()?;
+    Ok(stats)
+}
+
+fn ring_peer(args: &PeerArgs) -> Result<()> {
+    let wd = args.setup();
+    let shm = ShmFile::open(args.get("shm")?)?;
+    let (from_parent, back) = (ring_at(&shm, 0)?, ring_at(&shm, 1)?);
+    for _ in 0..args.rounds {
+        let mut got = None;
+        wd.spin_until(|| {
+            got = from_parent.pop(|_| Take::Taken);
+            got.is_some()
+        })?;
+        back.push(got.expect("popped"))
+            .map_err(|e| anyhow::anyhow!("push: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// A private segment in /dev/shm, destroyed on drop.
+struct BenchSegment {
+    name: SegmentName,
+    seg: Arc<Segment>,
+}
+
+impl BenchSegment {
+    fn create() -> Result<BenchSegment> {
+        let path = format!("/dev/shm/xseg-bench-{}-seg", std::process::id());
+        let name = SegmentName::parse(&path)?;
+        let _ = Segment::destroy(&name, true);
+        let config = SegmentConfig {
+            ports: 8,
+            static_ports: 4,
+            requests: 1024,
+            buffer_counts: vec![256],
+            ..Default::default()
+        };
+        let seg = Arc::new(Segment::create(&name, &config)?);
+        Ok(BenchSegment { name, seg })
+    }
+}
+
+impl Drop for BenchSegment {
+    fn drop(&mut self) {
+        let _ = Segment::destroy(&self.name, true);
+    }
+}
+
+/// Waits for `poll` to yield something, idling as `policy` says.
+fn wait_for<T>(
+    port: &Port,
+    policy: IdlePolicy,
+    wd: &Watchdog,
+    mut poll: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    if policy == IdlePolicy::Spin {
+        let mut got = None;
+        wd.spin_until(|| {
+            got = poll();
+            got.is_some()
+        })?;
+        return Ok(got.expect("polled"));
+    }
+    let mut idle = Idle::new(policy, DEFAULT_IDLE_POLLS);
+    let mut polls = 0u32;
+    loop {
+        if let Some(v) = poll() {
+            return Ok(v);
+        }
+        idle.idle(port);
+        polls += 1;
+        if polls % 1024 == 0 {
+            wd.check()?;
+        }
+    }
+}
+
+fn req_parent(ctx: &RunCtx, policy: IdlePolicy, batch: u64) -> Result<Stats> {
+    let bench = BenchSegment::create()?;
+    let client = bench.seg.bind_dynamic()?;
+    let peer = ctx
+        .peer()
+        .arg("segment", bench.name.to_string())
+        .arg("batch", batch)
+        .spawn()?;
+    let wd = peer.watchdog();
+    // The peer binds the server port; wait until it has.
+    wd.spin_until(|| bench.seg.live_owner(SERVER).is_some())?;
+    let mut k = 0u64;
+    let mut reqs = Vec::with_capacity(batch as usize);
+    let mut replies = Vec::with_capacity(batch as usize);
+    let stats = ctx.measure(|| {
+        for _ in 0..batch {
+            k += 1;
+            let r = client.get(SERVER)?;
+            let d = client.desc(&r);
+            d.set_op(1);
+            d.set_offset(k << 12);
+            d.set_size(4096);
+            d.set_tag(k);
+            reqs.push(r);
+        }
+        client
+            .submit_batch(&mut reqs)
+            .map_err(|(_, e)| e)
+            .context("submit")?;
+        let mut expect = k + 1 - batch;
+        while expect <= k {
+            let n = wait_for(&client, policy, &wd, || {
+                let n = client.receive_batch(&mut replies, batch as usize);
+                (n > 0).then_some(n)
+            })?;
+            for r in replies.drain(..n) {
+                let d = client.desc(&r);
+                ensure!(
+                    d.tag() == expect && d.status() == status::SERVED,
+                    "reply {} for {expect}",
+                    d.tag()
+                );
+                expect += 1;
+                client.put(r);
+            }
+        }
+        Ok(())
+    })?;
+    peer.wait()?;
+    Ok(stats)
+}
+
+fn req_peer(args: &PeerArgs, policy: IdlePolicy, batch: u64) -> Result<()> {
+    let wd = args.setup();
+    let name = SegmentName::parse(args.get("segment")?)?;
+    let seg = Arc::new(Segment::attach(&name, None)?);
+    let server = seg.bind(SERVER)?;
+    let mut reqs = Vec::with_capacity(batch as usize);
+    let mut left = args.rounds * batch;
+    while left > 0 {
+        let n = wait_for(&server, policy, &wd, || {
+            let n = server.accept_batch(&mut reqs, left as usize);
+            (n > 0).then_some(n)
+        })?;
+        for r in reqs.drain(..) {
+            let size = server.desc(&r).size();
+            server
+                .serve(r, size)
+                .map_err(|e| e.error)
+                .context("respond")?;
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}

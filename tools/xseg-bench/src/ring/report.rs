@@ -182,7 +182,7 @@ pub fn print_targets(rows: &[Row]) {
         return;
     }
     println!();
-    println!("{:<40} {:>8} {:>8}  {}", "target", "ratio", "bound", "met");
+    println!("{:<40} {:>8} {:>8}  met", "target", "ratio", "bound");
     for t in t {
         println!(
             "{:<40} {:>7.2}x {:>8}  {}",

@@ -183,7 +183,7 @@ fn wait_for<T>(
         }
         idle.idle(port);
         polls += 1;
-        if polls % 1024 == 0 {
+        if polls.is_multiple_of(1024) {
             wd.check()?;
         }
     }

@@ -6,13 +6,12 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
     /// The operating system refused.
-    #[error("segment {name}: {source}")]
+    #[error("segment {name}: {cause}")]
     Io {
         /// Segment name or path.
         name: String,
-        /// Cause.
-        #[source]
-        source: io::Error,
+        /// Cause (in the message, not a `source()`, so it prints once).
+        cause: io::Error,
     },
     /// Create found a segment of that name.
     #[error("segment {name} already exists")]

@@ -98,10 +98,12 @@ impl SegmentConfig {
             )));
         }
         let classes = (max.trailing_zeros() - MIN_BUFFER_SHIFT + 1) as usize;
-        self.buffer_counts.resize(
-            classes,
-            self.buffer_counts.last().copied().unwrap_or(1).max(1),
-        );
+        // Classes past the defaults get 128 MiB each (at least two buffers).
+        while self.buffer_counts.len() < classes {
+            let size = 1u64 << (MIN_BUFFER_SHIFT as usize + self.buffer_counts.len());
+            self.buffer_counts.push(((128 << 20) / size).max(2) as u32);
+        }
+        self.buffer_counts.truncate(classes);
         Ok(self)
     }
 
@@ -131,10 +133,10 @@ unsafe impl Send for Segment {}
 // SAFETY: as above.
 unsafe impl Sync for Segment {}
 
-fn io_err(name: &SegmentName, source: io::Error) -> SegmentError {
+fn io_err(name: &SegmentName, cause: io::Error) -> SegmentError {
     SegmentError::Io {
         name: name.to_string(),
-        source,
+        cause,
     }
 }
 
@@ -389,9 +391,9 @@ impl Segment {
                         }
                     }
                 }
-                Err(SegmentError::NotFound { name }) => {
-                    return Err(SegmentError::NotFound { name })
-                }
+                Err(e @ SegmentError::NotFound { .. }) => return Err(e),
+                // Maybe being created right now: only --force removes it.
+                Err(e @ SegmentError::NotReady { .. }) => return Err(e),
                 // A broken or foreign-version segment has no live owners we
                 // could know of; removing it is what the user wants.
                 Err(_) => {}

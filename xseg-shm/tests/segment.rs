@@ -469,3 +469,30 @@ fn report_serialises_to_json() {
     assert_eq!(v["port_list"][0]["state"], "bound");
     assert_eq!(v["buffers"][1]["size"], 8192);
 }
+
+#[test]
+fn destroy_leaves_a_segment_being_created_alone_unless_forced() {
+    let tmp = Tmp::new("destroy-not-ready");
+    std::fs::File::create(&tmp.0).unwrap();
+    assert!(matches!(
+        Segment::destroy(&tmp.name(), false),
+        Err(SegmentError::NotReady { .. })
+    ));
+    assert!(tmp.0.exists());
+    Segment::destroy(&tmp.name(), true).unwrap();
+    assert!(!tmp.0.exists());
+    assert!(matches!(
+        Segment::destroy(&tmp.name(), true),
+        Err(SegmentError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn larger_max_buffers_add_classes_of_bounded_size() {
+    let c = SegmentConfig::default().with_max_buffer(16 << 20).unwrap();
+    assert_eq!(c.max_buffer(), 16 << 20);
+    assert_eq!(&c.buffer_counts[10..], &[32, 16, 8]);
+    let c = SegmentConfig::default().with_max_buffer(64 << 10).unwrap();
+    assert_eq!(c.buffer_counts.len(), 5);
+    assert!(SegmentConfig::default().with_max_buffer(3 << 20).is_err());
+}

@@ -81,7 +81,7 @@ mod tests {
         let io = io::Error::new(io::ErrorKind::PermissionDenied, "Permission denied");
         let lib = xseg_shm::SegmentError::Io {
             name: "seg".into(),
-            source: io,
+            cause: io,
         };
         let e = Err::<(), _>(lib).context("while\nlooking").unwrap_err();
         assert_eq!(

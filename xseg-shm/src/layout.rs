@@ -37,6 +37,7 @@
 //! | 120 | creator pid | u32 |
 //! | 124 | reserved | u32 |
 //! | 128 | creation time, Unix seconds | u64 |
+//! | 136 | timestamp clock: TSC kHz, or 0 for monotonic ns | u64 |
 
 use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU32, AtomicU64};
@@ -99,6 +100,8 @@ pub struct SegmentHeader {
     pub reserved: u32,
     /// Creation time in Unix seconds (informational).
     pub created_unix: u64,
+    /// Timestamp clock: TSC frequency in kHz, or 0 for monotonic ns.
+    pub clock_khz: u64,
 }
 
 /// A value alone on its own pair of cache lines (128 bytes: x86 prefetches
@@ -185,11 +188,11 @@ pub struct RequestShm {
     pub data_len: AtomicU64,
     /// Opaque value for the submitter.
     pub tag: AtomicU64,
-    /// Monotonic ns when submitted.
+    /// Segment clock ticks when submitted ([`crate::sys::Clock`]).
     pub t_submit: AtomicU64,
-    /// Monotonic ns when accepted.
+    /// Segment clock ticks when accepted.
     pub t_accept: AtomicU64,
-    /// Monotonic ns when responded.
+    /// Segment clock ticks when responded.
     pub t_complete: AtomicU64,
     /// Zero.
     pub reserved: [AtomicU64; 2],
@@ -198,7 +201,7 @@ pub struct RequestShm {
 }
 
 const _: () = {
-    assert!(size_of::<SegmentHeader>() == 136);
+    assert!(size_of::<SegmentHeader>() == 144);
     assert!(size_of::<SegmentHeader>() as u64 <= HEADER_SIZE);
     assert!(size_of::<Doorbell>() == 8);
     assert!(size_of::<PortShm>() == 768);
@@ -330,6 +333,7 @@ mod tests {
         assert_eq!(offset_of!(SegmentHeader, buffer_counts), 56);
         assert_eq!(offset_of!(SegmentHeader, creator_pid), 120);
         assert_eq!(offset_of!(SegmentHeader, created_unix), 128);
+        assert_eq!(offset_of!(SegmentHeader, clock_khz), 136);
     }
 
     #[test]

@@ -88,4 +88,5 @@ pub use crate::{
     report::{BufferClassReport, PortReport, SegmentReport},
     request::{code, status, Phase, Request, Target, Ticket},
     segment::{Segment, SegmentConfig, SegmentName},
+    sys::Clock,
 };

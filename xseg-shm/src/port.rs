@@ -15,7 +15,7 @@ use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
 use crate::request::{code, status, Phase, Request, Ticket, NO_BUFFER};
 use crate::ring::{PushError, Take};
 use crate::segment::Segment;
-use crate::sys::{self, KernelFutex};
+use crate::sys::{self, Clock, KernelFutex};
 
 const RECOVERING: u32 = 0x8000_0000;
 
@@ -168,6 +168,7 @@ pub struct Port {
     cursor: Cell<u32>,
     buffer_cursor: [Cell<u32>; MAX_BUFFER_CLASSES],
     futex: KernelFutex,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Port {
@@ -189,6 +190,7 @@ impl Port {
         let buffer_cursor =
             std::array::from_fn(|c| Cell::new(l.buffer_counts.get(c).map_or(0, |&n| spread(n))));
         Port {
+            clock: seg.clock(),
             seg,
             no,
             gen,
@@ -257,7 +259,11 @@ impl Port {
                 self.cursor.set(i + 1);
                 r.reset(self.no, self.gen, dst);
                 let p = self.shm();
-                let used = p.requests_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                // Load and store, not an atomic add: only the port's owner
+                // changes its own count (recovery resets it once the owner
+                // is dead).
+                let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
+                p.requests_in_use.store(used, Ordering::Relaxed);
                 raise(&p.requests_high_water, used);
                 return Ok(Request { index: i });
             }
@@ -389,13 +395,15 @@ impl Port {
         r.ticket
             .store(Ticket::word(phase, self.no, t.serial), Ordering::Relaxed);
         match self.seg.ring(dst, ring).push(req.index) {
-            Ok(depth) => {
-                let tail = if ring == 0 {
-                    &p.request_tail.0
-                } else {
-                    &p.reply_tail.0
-                };
-                raise64(&tail.high_water, depth);
+            Ok(position) => {
+                if let Some(depth) = self.seg.ring(dst, ring).sampled_depth(position) {
+                    let tail = if ring == 0 {
+                        &p.request_tail.0
+                    } else {
+                        &p.reply_tail.0
+                    };
+                    raise64(&tail.high_water, depth);
+                }
                 Ok(())
             }
             Err(PushError::Full) => {
@@ -427,7 +435,8 @@ impl Port {
     /// sleeps.
     pub fn submit(&self, req: Request) -> Result<(), Rejected> {
         let dst = self.desc(&req).effective_dst();
-        if let Err(error) = self.submit_quiet(&req, dst) {
+        let now = self.clock.now();
+        if let Err(error) = self.submit_quiet(&req, dst, now) {
             return Err(Rejected {
                 request: req,
                 error,
@@ -437,9 +446,9 @@ impl Port {
         Ok(())
     }
 
-    fn submit_quiet(&self, req: &Request, dst: u32) -> Result<(), TransportError> {
+    fn submit_quiet(&self, req: &Request, dst: u32, now: u64) -> Result<(), TransportError> {
         self.check_dst(dst)?;
-        self.desc(req).set_t_submit(sys::now_ns());
+        self.desc(req).set_t_submit(now);
         self.push(req, dst, 0, Phase::Queued)
     }
 
@@ -450,12 +459,13 @@ impl Port {
         &self,
         reqs: &mut Vec<Request>,
     ) -> Result<(), (Vec<Request>, TransportError)> {
+        let now = self.clock.now();
         let mut woken: Vec<u32> = Vec::new();
         let mut drain = reqs.drain(..);
         let mut failure = None;
         for req in drain.by_ref() {
             let dst = self.desc(&req).effective_dst();
-            match self.submit_quiet(&req, dst) {
+            match self.submit_quiet(&req, dst, now) {
                 Ok(()) => {
                     if !woken.contains(&dst) {
                         woken.push(dst);
@@ -496,25 +506,28 @@ impl Port {
 
     /// Takes the next request addressed to this port, if any.
     pub fn accept(&self) -> Option<Request> {
-        let index = self
-            .seg
-            .ring(self.no, 0)
-            .pop(|v| self.take(v, Phase::Queued))?;
-        self.desc_of(index).set_t_accept(sys::now_ns());
-        Some(Request { index })
+        let mut out = Vec::with_capacity(1);
+        self.accept_batch(&mut out, 1);
+        out.pop()
     }
 
-    /// Takes up to `max` requests into `out`; returns how many.
+    /// Takes up to `max` requests into `out` (all stamped with one accept
+    /// time); returns how many.
     pub fn accept_batch(&self, out: &mut Vec<Request>, max: usize) -> usize {
-        let mut n = 0;
-        while n < max {
-            match self.accept() {
-                Some(r) => out.push(r),
-                None => break,
+        let first = out.len();
+        self.seg.ring(self.no, 0).pop_many(
+            max,
+            |v| self.take(v, Phase::Queued),
+            |index| out.push(Request { index }),
+        );
+        let taken = out.len() - first;
+        if taken > 0 {
+            let now = self.clock.now();
+            for r in &out[first..] {
+                self.desc(r).set_t_accept(now);
             }
-            n += 1;
         }
-        n
+        taken
     }
 
     /// Validates a ring value and claims its descriptor.
@@ -576,7 +589,7 @@ impl Port {
     /// goes back to the pool.
     pub fn respond(&self, req: Request) -> Result<(), Rejected> {
         let r = self.desc(&req);
-        r.set_t_complete(sys::now_ns());
+        r.set_t_complete(self.clock.now());
         let src = r.src_port();
         if !src_is_current(&self.seg, r) {
             log::debug!(
@@ -596,38 +609,76 @@ impl Port {
         Ok(())
     }
 
+    /// Responds to many requests (completion status already set), ringing
+    /// each source's doorbell once. Stops at the first failure and returns
+    /// it with the requests not sent.
+    pub fn respond_batch(
+        &self,
+        reqs: &mut Vec<Request>,
+    ) -> Result<(), (Vec<Request>, TransportError)> {
+        let now = self.clock.now();
+        let mut woken: Vec<u32> = Vec::new();
+        let mut drain = reqs.drain(..);
+        for req in drain.by_ref() {
+            let r = self.desc(&req);
+            r.set_t_complete(now);
+            let src = r.src_port();
+            if !src_is_current(&self.seg, r) {
+                self.put(req);
+                continue;
+            }
+            if let Err(e) = self.push(&req, src, 1, Phase::Replied) {
+                let mut back = vec![req];
+                back.extend(drain);
+                for w in woken {
+                    self.wake(w);
+                }
+                return Err((back, e));
+            }
+            if !woken.contains(&src) {
+                woken.push(src);
+            }
+        }
+        for w in woken {
+            self.wake(w);
+        }
+        Ok(())
+    }
+
     /// Takes the next reply addressed to this port, if any. Replies meant
     /// for an earlier binding of this port are put back on the way.
     pub fn receive(&self) -> Option<Request> {
-        loop {
-            let index = self
-                .seg
-                .ring(self.no, 1)
-                .pop(|v| self.take(v, Phase::Replied))?;
-            let req = Request { index };
-            if self.desc(&req).src_gen.load(Ordering::Relaxed) == self.gen {
-                return Some(req);
+        let mut out = Vec::with_capacity(1);
+        while self.receive_batch(&mut out, 1) == 0 {
+            if !self.seg.ring(self.no, 1).has_work() {
+                return None;
             }
-            self.put(req);
         }
+        out.pop()
     }
 
-    /// Takes up to `max` replies into `out`; returns how many.
+    /// Takes up to `max` replies into `out`; returns how many (stale ones,
+    /// for an earlier binding, are put back and not counted).
     pub fn receive_batch(&self, out: &mut Vec<Request>, max: usize) -> usize {
-        let mut n = 0;
-        while n < max {
-            match self.receive() {
-                Some(r) => out.push(r),
-                None => break,
-            }
-            n += 1;
-        }
-        n
+        let first = out.len();
+        self.seg.ring(self.no, 1).pop_many(
+            max,
+            |v| self.take(v, Phase::Replied),
+            |index| {
+                let req = Request { index };
+                if self.desc(&req).src_gen.load(Ordering::Relaxed) == self.gen {
+                    out.push(req);
+                } else {
+                    self.put(req);
+                }
+            },
+        );
+        out.len() - first
     }
 
     /// Returns a request and its buffer to the pools.
     pub fn put(&self, req: Request) {
-        put_descriptor(&self.seg, req.index);
+        put_descriptor(&self.seg, req.index, Some(self.no));
     }
 
     /// Whether a request or a reply is waiting.
@@ -687,8 +738,9 @@ pub(crate) fn release_buffer(seg: &Segment, req: u32, class: usize, index: u32) 
     }
 }
 
-/// Frees the buffer and pools descriptor `req`. The caller holds it.
-pub(crate) fn put_descriptor(seg: &Segment, req: u32) {
+/// Frees the buffer and pools descriptor `req`. The caller (port `by`, or
+/// recovery) holds it.
+pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
     let Some(r) = seg.request(req) else { return };
     if let Some((class, index)) = decode_buffer(r.buffer.load(Ordering::Relaxed)) {
         release_buffer(seg, req, class, index);
@@ -696,9 +748,19 @@ pub(crate) fn put_descriptor(seg: &Segment, req: u32) {
     r.buffer.store(NO_BUFFER, Ordering::Relaxed);
     if src_is_current(seg, r) {
         if let Some(p) = seg.port(r.src_port()) {
-            let _ = p
-                .requests_in_use
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let used = &p.requests_in_use;
+            if by == Some(r.src_port()) {
+                // The owner, the count's only writer in the common case:
+                // no atomic read-modify-write needed.
+                used.store(
+                    used.load(Ordering::Relaxed).saturating_sub(1),
+                    Ordering::Relaxed,
+                );
+            } else {
+                // Another port dropping it: rare; the count is a statistic.
+                let _ =
+                    used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
         }
     }
     let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));

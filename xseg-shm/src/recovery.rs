@@ -213,7 +213,7 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             _ => continue,
         };
         if r.src_port() == n || !src_is_current(seg, r) {
-            put_descriptor(seg, i);
+            put_descriptor(seg, i, None);
             report.requests_freed += 1;
             continue;
         }
@@ -223,7 +223,7 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             r.set_serviced(0);
             r.set_error(code::PEER_DIED);
             r.set_status(status::FAILED);
-            r.set_t_complete(sys::now_ns());
+            r.set_t_complete(seg.clock().now());
             report.failed_back += 1;
         }
         let src = r.src_port();
@@ -237,7 +237,7 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
             r.ticket
                 .store(Ticket::word(Phase::Owned, n, t.serial), Ordering::Relaxed);
-            put_descriptor(seg, i);
+            put_descriptor(seg, i, None);
             report.requests_freed += 1;
         }
     }
@@ -261,7 +261,7 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             Take::Skip
         }
     }) {
-        put_descriptor(seg, i);
+        put_descriptor(seg, i, None);
         report.requests_freed += 1;
     }
     report

@@ -166,7 +166,7 @@ impl RequestShm {
         set_t_submit,
         t_submit,
         u64,
-        "the submit timestamp (monotonic ns)"
+        "the submit timestamp (segment clock ticks)"
     );
     field!(
         t_accept,

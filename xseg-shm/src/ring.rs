@@ -112,8 +112,8 @@ impl Ring<'_> {
         self.slots.len() as u64
     }
 
-    /// Publishes `value`; returns the ring depth seen just after, for
-    /// high-water marks.
+    /// Publishes `value`; returns the position it took (see
+    /// [`sampled_depth`](Self::sampled_depth)).
     pub fn push(&self, value: u32) -> Result<u64, PushError> {
         debug_assert!(value <= MAX_VALUE);
         debug_assert!(self.slots.len().is_power_of_two());
@@ -147,8 +147,7 @@ impl Ring<'_> {
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         );
-                        let head = self.head.load(Ordering::Relaxed);
-                        return Ok((t + 1).saturating_sub(head));
+                        return Ok(t);
                     }
                 }
                 1 => {
@@ -178,26 +177,59 @@ impl Ring<'_> {
     /// Pops the next value the `take` callback accepts, skipping the ones it
     /// rejects. Must only be called by the ring's single consumer.
     pub fn pop(&self, mut take: impl FnMut(u32) -> Take) -> Option<u32> {
-        loop {
-            // Relaxed: only this consumer writes `head`.
-            let h = self.head.load(Ordering::Relaxed);
+        let mut got = None;
+        self.pop_many(1, &mut take, |v| got = Some(v));
+        got
+    }
+
+    /// Pops up to `max` values the `take` callback accepts (skipping the
+    /// ones it rejects), handing each to `taken`; returns how many. `head`
+    /// is stored once at the end, so a batch costs the producers one cache
+    /// line transfer, not one per value. Single consumer only.
+    pub fn pop_many(
+        &self,
+        max: usize,
+        mut take: impl FnMut(u32) -> Take,
+        mut taken: impl FnMut(u32),
+    ) -> usize {
+        // Relaxed: only this consumer writes `head`.
+        let start = self.head.load(Ordering::Relaxed);
+        let mut h = start;
+        let mut n = 0;
+        while n < max {
             let slot = self.slot(h);
             // SYNC POINT (publish): Acquire pairs with the producer's
             // Release CAS; the descriptor it wrote is visible to `take`.
             let word = slot.load(Ordering::Acquire);
             if stamp_distance(word, h) != 1 {
-                return None;
+                break;
             }
             let v = value(word);
             let verdict = take(v);
             // SYNC POINT (slot-free): Release orders our read of the value
             // (and the take) before a producer reuses the slot.
             slot.store(pack(h + self.capacity(), 0), Ordering::Release);
-            self.head.store(h + 1, Ordering::Release);
+            h += 1;
             if verdict == Take::Taken {
-                return Some(v);
+                taken(v);
+                n += 1;
             }
         }
+        if h != start {
+            // Release: recovery and reports read `head` after our frees.
+            self.head.store(h, Ordering::Release);
+        }
+        n
+    }
+
+    /// The ring's depth at a push that took `position`, sampled: the load
+    /// of `head` is a cache line the consumer keeps writing, so producers
+    /// pay for it on one push in 32. High-water marks built from it are
+    /// approximate.
+    pub fn sampled_depth(&self, position: u64) -> Option<u64> {
+        position
+            .is_multiple_of(32)
+            .then(|| (position + 1).saturating_sub(self.head.load(Ordering::Relaxed)))
     }
 
     /// Whether a value is published at `head` (a racy snapshot: it can only
@@ -232,27 +264,30 @@ impl Ring<'_> {
         }
     }
 
-    /// Repairs `head` after its consumer died mid-pop. `was_taken` tells
-    /// whether the value at `head` had already been taken by the dead
-    /// consumer. Only call this while no consumer is running. Returns how
-    /// many positions `head` moved.
+    /// Repairs `head` after its consumer died mid-pop: moves it past slots
+    /// the consumer freed, and frees a slot whose value `was_taken` says the
+    /// dead consumer had already taken. Only call this while no consumer is
+    /// running. Returns how many positions `head` moved.
     pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> u64 {
-        let h = self.head.load(Ordering::Acquire);
-        let slot = self.slot(h);
-        let word = slot.load(Ordering::Acquire);
-        match stamp_distance(word, h) {
-            d if d == self.capacity() as i64 => {
-                // Freed but `head` not advanced.
-                self.head.store(h + 1, Ordering::Release);
-                1
+        let start = self.head.load(Ordering::Acquire);
+        let mut h = start;
+        // A batch pop frees several slots before it moves `head` once.
+        while h - start < self.capacity() {
+            let slot = self.slot(h);
+            let word = slot.load(Ordering::Acquire);
+            match stamp_distance(word, h) {
+                // Freed, `head` not advanced past it.
+                d if d == self.capacity() as i64 => h += 1,
+                // Taken by the dead consumer, not freed yet (at most one).
+                1 if was_taken(value(word)) => {
+                    slot.store(pack(h + self.capacity(), 0), Ordering::Release);
+                    h += 1;
+                }
+                _ => break,
             }
-            1 if was_taken(value(word)) => {
-                slot.store(pack(h + self.capacity(), 0), Ordering::Release);
-                self.head.store(h + 1, Ordering::Release);
-                1
-            }
-            _ => 0,
         }
+        self.head.store(h, Ordering::Release);
+        h - start
     }
 }
 
@@ -348,6 +383,48 @@ mod tests {
         r.push(3).unwrap();
         assert_eq!(r.repair_head(|_| false), 0);
         assert_eq!(r.pop(|_| Take::Taken), Some(3));
+    }
+
+    #[test]
+    fn pop_many_takes_a_batch_and_moves_head_once() {
+        let (h, t, s) = ring_of(8);
+        let r = Ring {
+            head: &h,
+            tail: &t,
+            slots: &s,
+        };
+        for v in 0..6 {
+            assert_eq!(r.push(v), Ok(u64::from(v)));
+        }
+        let mut got = vec![];
+        let n = r.pop_many(
+            4,
+            |v| if v == 1 { Take::Skip } else { Take::Taken },
+            |v| got.push(v),
+        );
+        assert_eq!((n, got), (4, vec![0, 2, 3, 4]));
+        assert_eq!(h.load(Ordering::Relaxed), 5);
+        assert_eq!(r.sampled_depth(32), Some(28));
+        assert_eq!(r.sampled_depth(1), None);
+    }
+
+    #[test]
+    fn repair_head_after_a_batch_consumer_died_before_moving_head() {
+        let (h, t, s) = ring_of(8);
+        let r = Ring {
+            head: &h,
+            tail: &t,
+            slots: &s,
+        };
+        for v in 0..4 {
+            r.push(v).unwrap();
+        }
+        // Freed slots 0 and 1, took value 2 (slot not freed), then died.
+        s[0].store(pack(8, 0), Ordering::Relaxed);
+        s[1].store(pack(9, 0), Ordering::Relaxed);
+        assert_eq!(r.repair_head(|v| v == 2), 3);
+        assert_eq!(r.pop(|_| Take::Taken), Some(3));
+        assert_eq!(r.pop(|_| Take::Taken), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::layout::{
     MAX_BUFFER_CLASSES, MIN_BUFFER_SHIFT, READY,
 };
 use crate::ring::{self, Ring};
+use crate::sys::Clock;
 
 /// Where a segment lives: a POSIX shared-memory object (a name without
 /// `/`, under `/dev/shm`) or a file (a value containing `/`).
@@ -123,6 +124,7 @@ pub struct Segment {
     map: MmapRaw,
     layout: Layout,
     protocol_version: u32,
+    clock: Clock,
 }
 
 // SAFETY: the mapping lives as long as the `Segment`; everything another
@@ -232,6 +234,7 @@ impl Segment {
             map,
             layout,
             protocol_version: config.protocol_version,
+            clock: Clock::calibrate(),
         };
         let l = &seg.layout;
         let mut counts = [0u32; MAX_BUFFER_CLASSES];
@@ -256,6 +259,7 @@ impl Segment {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            clock_khz: seg.clock.khz(),
         };
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned,
         // and nobody else uses it before the ready word is set.
@@ -372,6 +376,7 @@ impl Segment {
             map,
             layout,
             protocol_version: h.protocol_version,
+            clock: Clock::from_khz(h.clock_khz),
         })
     }
 
@@ -420,6 +425,12 @@ impl Segment {
     /// The protocol version in the header.
     pub fn protocol_version(&self) -> u32 {
         self.protocol_version
+    }
+
+    /// The clock of descriptor timestamps (convert differences with
+    /// [`Clock::to_ns`]).
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// Size of the largest buffer.

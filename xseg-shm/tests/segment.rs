@@ -205,6 +205,9 @@ fn header_golden_bytes() {
     assert_eq!(b[56..64], [4, 0, 0, 0, 2, 0, 0, 0], "buffer counts");
     assert_eq!(b[64..120], [0; 56], "unused classes");
     assert_eq!(b[120..124], std::process::id().to_ne_bytes(), "creator pid");
+    let clock_khz = u64::from_ne_bytes(b[136..144].try_into().unwrap());
+    let seg = Segment::attach(&tmp.name(), None).unwrap();
+    assert_eq!(seg.clock().khz(), clock_khz, "timestamp clock");
 }
 
 #[test]

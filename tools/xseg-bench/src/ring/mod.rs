@@ -154,8 +154,26 @@ pub fn run(args: &RingArgs) -> Result<()> {
             child_cpu: (!args.no_pin).then_some(args.child_cpu),
             timeout: Duration::from_secs(args.timeout),
         };
+        // The cache-line floor moves by 3-6x within seconds on a VM, so each
+        // xseg row gets its own baseline A, measured just before it.
+        let adjacent_a = if case.name.len() > 1 {
+            let base = &CASES[0];
+            let ctx = RunCtx {
+                case: base.name,
+                warmup: base.default_iters / 10,
+                iters: base.default_iters,
+                ..ctx.clone()
+            };
+            Some(
+                (base.parent)(&ctx)
+                    .context("adjacent baseline a")?
+                    .scaled(2.0),
+            )
+        } else {
+            None
+        };
         let rtt = (case.parent)(&ctx).with_context(|| format!("case {}", case.name))?;
-        rows.push(report::Row::new(case, iters, rtt));
+        rows.push(report::Row::new(case, iters, rtt, adjacent_a));
     }
     report::add_ratios(&mut rows, CASES[0].name);
     if args.json {

@@ -115,8 +115,10 @@ pub struct Padded<T>(pub T);
 pub struct RingTail {
     /// Next position to push.
     pub tail: AtomicU64,
-    /// Deepest the ring has been.
+    /// Deepest the ring has been (sampled).
     pub high_water: AtomicU64,
+    /// The producers' copy of the ring's head (see `ring.rs`).
+    pub head_seen: AtomicU64,
 }
 
 /// One port (mailbox) in the segment.

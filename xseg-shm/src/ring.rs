@@ -5,35 +5,43 @@
 //! A ring of `capacity` (a power of two) slots, each one `AtomicU64` word
 //! that packs a 40-bit *stamp* and a 24-bit *value* (a request index). Two
 //! free-running 64-bit positions, `head` (next to pop) and `tail` (next to
-//! push), live on separate cache lines. The stamp of the slot for position
-//! `p` tells its state, in the manner of Dmitry Vyukov's bounded queue and
-//! crossbeam's `ArrayQueue`:
+//! push), live on separate cache lines. Position `p` uses slot
+//! `p % capacity`; the slot's stamp tells its state, in the manner of
+//! Dmitry Vyukov's bounded queue and crossbeam's `ArrayQueue`:
 //!
-//! | stamp of slot `p % capacity` | meaning |
+//! | stamp of slot `p % capacity` | meaning for position `p` |
 //! |---|---|
-//! | `p` | free: a producer may publish position `p` here |
+//! | `p` (first lap only) | never used: free |
 //! | `p + 1` | published: holds the value of position `p` |
-//! | `p + capacity` | freed by the consumer: free for position `p + capacity` |
+//! | `p + 1 - capacity` | holds position `p - capacity`: free once `head > p - capacity` |
 //!
-//! The difference from Vyukov's queue is *where the producer linearises*.
-//! Vyukov's producer first moves `tail` with a CAS and then writes the slot;
-//! a producer killed between the two leaves a claimed slot that is never
+//! **The producer linearises with one CAS on the slot word.** Vyukov's
+//! producer first moves `tail` with a CAS and then writes the slot; a
+//! producer killed between the two leaves a claimed slot that is never
 //! published, and the consumer waits on it forever. Here the producer
-//! publishes with **one CAS on the slot word** (free stamp → published stamp
-//! and value together) and only then moves `tail`, which any other producer
-//! may do for it ("helping"). A producer that dies at any instruction leaves
-//! the ring either without its value or with it fully published: there is no
-//! half-published state to skip, and the ring cannot wedge.
+//! publishes stamp and value together with one CAS on the slot and only
+//! then moves `tail`, which any other producer may do for it ("helping").
+//! A producer that dies at any instruction leaves the ring either without
+//! its value or with it fully published: there is no half-published state to
+//! skip, and the ring cannot wedge.
 //!
-//! The consumer is single (the owner of the port); `head` is written only by
-//! it, or by crash recovery once it is dead. It reads the slot, lets the
-//! caller *take* the value (the port validates and claims the request
-//! descriptor with a CAS on its ticket), frees the slot, then advances
-//! `head`. A consumer killed between those steps leaves one of two shapes
-//! that [`repair_head`] recognises: the slot at `head` already freed (then
-//! `head` moves on), or still published with a value the caller can tell was
-//! taken (then the slot is freed too). Stale values (taken by recovery, or
-//! pushed by a confused peer) are skipped by the take callback.
+//! **The consumer never writes a slot.** It reads published slots, lets the
+//! caller *take* each value (the port validates and claims the request
+//! descriptor with a CAS on its ticket), and stores `head` once per batch.
+//! Whether the previous lap's value was consumed is read from `head`, not
+//! from a "freed" stamp: a consumer that wrote slots would pull each slot's
+//! cache line back from the producers on every pop, and measured here that
+//! costed more than everything else in a batch. Producers keep a copy of
+//! `head` (`head_seen`, on the tail's cache line) and read the consumer's
+//! line only when that copy says the ring is full: once per lap, not once
+//! per push.
+//!
+//! `head` is written only by the consumer, or by crash recovery once it is
+//! dead. A consumer killed in the middle of a batch has taken some values
+//! without storing `head`; [`Ring::repair_head`] moves `head` past the ones
+//! the caller recognises as taken (their descriptors are held by the dead
+//! port). Any value it leaves behind is stale and the next consumer's take
+//! skips it, as it skips values recovery claimed.
 //!
 //! Stamps are 40 bits, so a producer would have to be descheduled while
 //! 2^40 (about 10^12) values pass through one ring for its stale CAS to
@@ -97,6 +105,9 @@ pub struct Ring<'a> {
     /// Next position to push; advanced by the publishing producer or any
     /// producer that helps it.
     pub tail: &'a AtomicU64,
+    /// The producers' copy of `head`, never ahead of it (kept on the tail's
+    /// cache line so a push reads one line, not the consumer's).
+    pub head_seen: &'a AtomicU64,
     /// `capacity` slot words; `capacity` is a power of two.
     pub slots: &'a [AtomicU64],
 }
@@ -112,21 +123,46 @@ impl Ring<'_> {
         self.slots.len() as u64
     }
 
+    /// Whether the value of position `t - capacity` was popped, so position
+    /// `t` may reuse its slot.
+    fn lapped_slot_is_free(&self, t: u64) -> bool {
+        let need = (t + 1).saturating_sub(self.capacity());
+        // SYNC POINT (consumed): Acquire, through the copy's release
+        // sequence, pairs with the consumer's Release store of `head`: its
+        // read of the old value is done before we overwrite the slot.
+        if self.head_seen.load(Ordering::Acquire) >= need {
+            return true;
+        }
+        let h = self.head.load(Ordering::Acquire);
+        // AcqRel: passes on what we acquired from `head` to producers that
+        // read the copy. `fetch_max`, so the copy never moves back.
+        self.head_seen.fetch_max(h, Ordering::AcqRel);
+        h >= need
+    }
+
     /// Publishes `value`; returns the position it took (see
     /// [`sampled_depth`](Self::sampled_depth)).
     pub fn push(&self, value: u32) -> Result<u64, PushError> {
         debug_assert!(value <= MAX_VALUE);
         debug_assert!(self.slots.len().is_power_of_two());
+        let lapped = 1 - self.capacity() as i64;
         loop {
             // Relaxed: `tail` is only a hint; the slot CAS below decides.
             let t = self.tail.load(Ordering::Relaxed);
             let slot = self.slot(t);
-            // SYNC POINT (slot-free): Acquire pairs with the consumer's
-            // Release store that freed the slot, so its read of the old
-            // value is finished before we overwrite it.
-            let word = slot.load(Ordering::Acquire);
+            // Relaxed: the CAS below re-checks the word; what must be
+            // ordered before it is the consumer's read (see `consumed`).
+            let word = slot.load(Ordering::Relaxed);
             match stamp_distance(word, t) {
-                0 => {
+                d if d == 0 || d == lapped => {
+                    if d == lapped && !self.lapped_slot_is_free(t) {
+                        // Full, unless `tail` moved meanwhile.
+                        if self.tail.load(Ordering::Relaxed) == t {
+                            return Err(PushError::Full);
+                        }
+                        spin_loop();
+                        continue;
+                    }
                     // SYNC POINT (publish): Release makes everything the
                     // producer wrote before (the request descriptor) visible
                     // to the consumer that loads this slot with Acquire.
@@ -158,14 +194,6 @@ impl Ring<'_> {
                             .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
                     spin_loop();
                 }
-                d if d == 1 - self.capacity() as i64 => {
-                    // The slot still holds position `t - capacity`: full,
-                    // unless `tail` moved meanwhile.
-                    if self.tail.load(Ordering::Relaxed) == t {
-                        return Err(PushError::Full);
-                    }
-                    spin_loop();
-                }
                 _ => {
                     // Our `tail` was stale; reload.
                     spin_loop();
@@ -184,8 +212,8 @@ impl Ring<'_> {
 
     /// Pops up to `max` values the `take` callback accepts (skipping the
     /// ones it rejects), handing each to `taken`; returns how many. `head`
-    /// is stored once at the end, so a batch costs the producers one cache
-    /// line transfer, not one per value. Single consumer only.
+    /// is stored once at the end, so producers see one cache line move per
+    /// batch, not one per value. Single consumer only.
     pub fn pop_many(
         &self,
         max: usize,
@@ -197,26 +225,22 @@ impl Ring<'_> {
         let mut h = start;
         let mut n = 0;
         while n < max {
-            let slot = self.slot(h);
             // SYNC POINT (publish): Acquire pairs with the producer's
             // Release CAS; the descriptor it wrote is visible to `take`.
-            let word = slot.load(Ordering::Acquire);
+            let word = self.slot(h).load(Ordering::Acquire);
             if stamp_distance(word, h) != 1 {
                 break;
             }
-            let v = value(word);
-            let verdict = take(v);
-            // SYNC POINT (slot-free): Release orders our read of the value
-            // (and the take) before a producer reuses the slot.
-            slot.store(pack(h + self.capacity(), 0), Ordering::Release);
             h += 1;
-            if verdict == Take::Taken {
+            let v = value(word);
+            if take(v) == Take::Taken {
                 taken(v);
                 n += 1;
             }
         }
         if h != start {
-            // Release: recovery and reports read `head` after our frees.
+            // SYNC POINT (consumed): Release orders our reads of the
+            // values (and the takes) before producers reuse their slots.
             self.head.store(h, Ordering::Release);
         }
         n
@@ -264,29 +288,23 @@ impl Ring<'_> {
         }
     }
 
-    /// Repairs `head` after its consumer died mid-pop: moves it past slots
-    /// the consumer freed, and frees a slot whose value `was_taken` says the
-    /// dead consumer had already taken. Only call this while no consumer is
+    /// Repairs `head` after its consumer died in the middle of a batch:
+    /// moves it past published values that `was_taken` says the dead
+    /// consumer had already taken. Only call this while no consumer is
     /// running. Returns how many positions `head` moved.
     pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> u64 {
         let start = self.head.load(Ordering::Acquire);
         let mut h = start;
-        // A batch pop frees several slots before it moves `head` once.
         while h - start < self.capacity() {
-            let slot = self.slot(h);
-            let word = slot.load(Ordering::Acquire);
-            match stamp_distance(word, h) {
-                // Freed, `head` not advanced past it.
-                d if d == self.capacity() as i64 => h += 1,
-                // Taken by the dead consumer, not freed yet (at most one).
-                1 if was_taken(value(word)) => {
-                    slot.store(pack(h + self.capacity(), 0), Ordering::Release);
-                    h += 1;
-                }
-                _ => break,
+            let word = self.slot(h).load(Ordering::Acquire);
+            if stamp_distance(word, h) != 1 || !was_taken(value(word)) {
+                break;
             }
+            h += 1;
         }
-        self.head.store(h, Ordering::Release);
+        if h != start {
+            self.head.store(h, Ordering::Release);
+        }
         h - start
     }
 }
@@ -295,21 +313,54 @@ impl Ring<'_> {
 mod tests {
     use super::*;
 
-    fn ring_of(capacity: usize) -> (AtomicU64, AtomicU64, Vec<AtomicU64>) {
-        let slots = (0..capacity as u64)
-            .map(|i| AtomicU64::new(initial_slot(i)))
-            .collect();
-        (AtomicU64::new(0), AtomicU64::new(0), slots)
+    struct Store {
+        head: AtomicU64,
+        tail: AtomicU64,
+        head_seen: AtomicU64,
+        slots: Vec<AtomicU64>,
+    }
+
+    impl Store {
+        fn new(capacity: u64) -> Store {
+            Store::starting_at(capacity, 0)
+        }
+
+        /// A ring whose positions start at `start` (as after many laps).
+        fn starting_at(capacity: u64, start: u64) -> Store {
+            let slots = (0..capacity)
+                .map(|i| {
+                    // The last position that used slot i before `start`, or
+                    // i itself if none did.
+                    let p = start + ((i + capacity - start % capacity) % capacity);
+                    AtomicU64::new(if p >= capacity {
+                        pack(p + 1 - capacity, 0)
+                    } else {
+                        initial_slot(p)
+                    })
+                })
+                .collect();
+            Store {
+                head: AtomicU64::new(start),
+                tail: AtomicU64::new(start),
+                head_seen: AtomicU64::new(start),
+                slots,
+            }
+        }
+
+        fn ring(&self) -> Ring<'_> {
+            Ring {
+                head: &self.head,
+                tail: &self.tail,
+                head_seen: &self.head_seen,
+                slots: &self.slots,
+            }
+        }
     }
 
     #[test]
     fn fifo_order_and_full_then_empty() {
-        let (h, t, s) = ring_of(4);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
+        let st = Store::new(4);
+        let r = st.ring();
         for v in 10..14 {
             r.push(v).unwrap();
         }
@@ -321,23 +372,33 @@ mod tests {
         }
         assert_eq!(got, vec![10, 11, 12, 13]);
         assert!(r.is_empty());
-        // Many laps keep working.
+        // Many laps keep working, and full is detected on every lap.
         for lap in 0..1000u32 {
-            r.push(lap).unwrap();
-            r.push(lap + 1).unwrap();
-            assert_eq!(r.pop(|_| Take::Taken), Some(lap));
-            assert_eq!(r.pop(|_| Take::Taken), Some(lap + 1));
+            for k in 0..4 {
+                r.push(lap + k).unwrap();
+            }
+            assert_eq!(r.push(7), Err(PushError::Full));
+            for k in 0..4 {
+                assert_eq!(r.pop(|_| Take::Taken), Some(lap + k));
+            }
         }
     }
 
     #[test]
+    fn the_consumer_never_writes_a_slot() {
+        let st = Store::new(8);
+        let r = st.ring();
+        r.push(5).unwrap();
+        let before: Vec<u64> = st.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        assert_eq!(r.pop(|_| Take::Taken), Some(5));
+        let after: Vec<u64> = st.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
     fn skipped_values_are_dropped() {
-        let (h, t, s) = ring_of(8);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
+        let st = Store::new(8);
+        let r = st.ring();
         for v in 0..5 {
             r.push(v).unwrap();
         }
@@ -348,51 +409,20 @@ mod tests {
 
     #[test]
     fn lagging_tail_is_helped_forward() {
-        let (h, t, s) = ring_of(4);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
+        let st = Store::new(4);
+        let r = st.ring();
         // A producer that published position 0 and died before moving tail.
-        s[0].store(pack(1, 7), Ordering::Relaxed);
+        st.slots[0].store(pack(1, 7), Ordering::Relaxed);
         r.push(8).unwrap();
-        assert_eq!(t.load(Ordering::Relaxed), 2);
+        assert_eq!(st.tail.load(Ordering::Relaxed), 2);
         assert_eq!(r.pop(|_| Take::Taken), Some(7));
         assert_eq!(r.pop(|_| Take::Taken), Some(8));
     }
 
     #[test]
-    fn repair_head_after_consumer_died_mid_pop() {
-        let (h, t, s) = ring_of(4);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
-        r.push(1).unwrap();
-        r.push(2).unwrap();
-        // Died after freeing the slot, before moving head.
-        s[0].store(pack(4, 0), Ordering::Relaxed);
-        assert_eq!(r.repair_head(|_| false), 1);
-        assert_eq!(h.load(Ordering::Relaxed), 1);
-        // Died after taking value 2, before freeing its slot.
-        assert_eq!(r.repair_head(|v| v == 2), 1);
-        assert_eq!(r.pop(|_| Take::Taken), None);
-        // Nothing to repair on a healthy ring.
-        r.push(3).unwrap();
-        assert_eq!(r.repair_head(|_| false), 0);
-        assert_eq!(r.pop(|_| Take::Taken), Some(3));
-    }
-
-    #[test]
     fn pop_many_takes_a_batch_and_moves_head_once() {
-        let (h, t, s) = ring_of(8);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
+        let st = Store::new(8);
+        let r = st.ring();
         for v in 0..6 {
             assert_eq!(r.push(v), Ok(u64::from(v)));
         }
@@ -403,52 +433,63 @@ mod tests {
             |v| got.push(v),
         );
         assert_eq!((n, got), (4, vec![0, 2, 3, 4]));
-        assert_eq!(h.load(Ordering::Relaxed), 5);
+        assert_eq!(st.head.load(Ordering::Relaxed), 5);
         assert_eq!(r.sampled_depth(32), Some(28));
         assert_eq!(r.sampled_depth(1), None);
     }
 
     #[test]
-    fn repair_head_after_a_batch_consumer_died_before_moving_head() {
-        let (h, t, s) = ring_of(8);
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
+    fn repair_head_moves_past_values_a_dead_consumer_had_taken() {
+        let st = Store::new(8);
+        let r = st.ring();
         for v in 0..4 {
             r.push(v).unwrap();
         }
-        // Freed slots 0 and 1, took value 2 (slot not freed), then died.
-        s[0].store(pack(8, 0), Ordering::Relaxed);
-        s[1].store(pack(9, 0), Ordering::Relaxed);
-        assert_eq!(r.repair_head(|v| v == 2), 3);
+        // The dead consumer took 0, 1 and 2 but never stored head.
+        assert_eq!(r.repair_head(|v| v <= 2), 3);
         assert_eq!(r.pop(|_| Take::Taken), Some(3));
         assert_eq!(r.pop(|_| Take::Taken), None);
+        // Nothing to repair on a healthy ring.
+        r.push(9).unwrap();
+        assert_eq!(r.repair_head(|_| false), 0);
+        assert_eq!(r.pop(|_| Take::Taken), Some(9));
+    }
+
+    #[test]
+    fn producers_reread_head_only_when_their_copy_says_full() {
+        let st = Store::new(4);
+        let r = st.ring();
+        for v in 0..4 {
+            r.push(v).unwrap();
+        }
+        for _ in 0..4 {
+            r.pop(|_| Take::Taken).unwrap();
+        }
+        assert_eq!(
+            st.head_seen.load(Ordering::Relaxed),
+            0,
+            "not read while not full"
+        );
+        r.push(4).unwrap();
+        assert_eq!(
+            st.head_seen.load(Ordering::Relaxed),
+            4,
+            "refreshed at the lap"
+        );
     }
 
     #[test]
     fn stamps_wrap_around_40_bits() {
-        let (h, t, s) = ring_of(4);
-        let start = (1u64 << 40) - 2;
-        h.store(start, Ordering::Relaxed);
-        t.store(start, Ordering::Relaxed);
-        for (i, slot) in s.iter().enumerate() {
-            // Slot for position p is p % 4; start % 4 == 2.
-            let p = start + ((i as u64 + 4 - (start % 4)) % 4);
-            slot.store(initial_slot(p), Ordering::Relaxed);
-        }
-        let r = Ring {
-            head: &h,
-            tail: &t,
-            slots: &s,
-        };
-        for v in 0..4 {
-            r.push(v).unwrap();
-        }
-        assert_eq!(r.push(9), Err(PushError::Full));
-        for v in 0..4 {
-            assert_eq!(r.pop(|_| Take::Taken), Some(v));
+        let st = Store::starting_at(4, (1u64 << 40) - 2);
+        let r = st.ring();
+        for lap in 0..3 {
+            for v in 0..4 {
+                r.push(v + lap).unwrap();
+            }
+            assert_eq!(r.push(9), Err(PushError::Full));
+            for v in 0..4 {
+                assert_eq!(r.pop(|_| Take::Taken), Some(v + lap));
+            }
         }
     }
 }

@@ -485,12 +485,17 @@ impl Segment {
                 self.layout.ring_capacity as usize,
             )
         };
-        let (head, tail) = if which == 0 {
-            (&p.request_head.0, &p.request_tail.0.tail)
+        let (head, producers) = if which == 0 {
+            (&p.request_head.0, &p.request_tail.0)
         } else {
-            (&p.reply_head.0, &p.reply_tail.0.tail)
+            (&p.reply_head.0, &p.reply_tail.0)
         };
-        Ring { head, tail, slots }
+        Ring {
+            head,
+            tail: &producers.tail,
+            head_seen: &producers.head_seen,
+            slots,
+        }
     }
 
     /// The owner word of buffer `index` of `class`, or `None` if out of range.

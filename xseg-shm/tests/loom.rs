@@ -13,6 +13,7 @@ use xseg_shm::ring::{initial_slot, PushError, Ring, Take};
 struct Rings {
     head: AtomicU64,
     tail: AtomicU64,
+    head_seen: AtomicU64,
     slots: Vec<AtomicU64>,
 }
 
@@ -21,6 +22,7 @@ impl Rings {
         Rings {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
+            head_seen: AtomicU64::new(0),
             slots: (0..capacity)
                 .map(|i| AtomicU64::new(initial_slot(i)))
                 .collect(),
@@ -30,6 +32,7 @@ impl Rings {
         Ring {
             head: &self.head,
             tail: &self.tail,
+            head_seen: &self.head_seen,
             slots: &self.slots,
         }
     }

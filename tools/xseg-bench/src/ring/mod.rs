@@ -86,6 +86,7 @@ pub const CASES: &[Case] = &[
     xseg::REQ_YIELD,
     xseg::REQ_SLEEP,
     xseg::BULK,
+    xseg::STREAM,
 ];
 
 /// Everything a case's parent side needs to know.

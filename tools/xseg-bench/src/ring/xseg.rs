@@ -7,8 +7,11 @@
 //! * `req-yield`: the same with the default `yield` idle policy;
 //! * `req-sleep`: the `sleep` policy with no empty polls before sleeping,
 //!   so every wait ends on the futex doorbell, like baseline C;
-//! * `bulk`: batches of [`BATCH`] descriptors (get, fill, submit, accept,
-//!   respond, receive, put counted per descriptor), busy-polling.
+//! * `bulk`: batches of [`BATCH`] descriptors making the whole round trip
+//!   (get, fill, submit, accept, respond, receive, put), busy-polling;
+//! * `stream`: descriptors flowing one way in batches of [`BATCH`]: the
+//!   parent gets, fills and pushes, the peer pops and puts back (the pool
+//!   is the only flow control); a round is one batch pushed.
 
 use std::sync::Arc;
 
@@ -79,11 +82,22 @@ pub const BULK: Case = Case {
     peer: |args| req_peer(args, IdlePolicy::Spin, BATCH),
 };
 
+/// One-way streaming throughput: get, fill, push; pop, put.
+pub const STREAM: Case = Case {
+    name: "stream",
+    what: "xseg stream: get,fill,push | pop,put",
+    default_iters: 20_000,
+    per_round: BATCH,
+    parent: stream_parent,
+    peer: stream_peer,
+};
+
 fn ring_at(shm: &ShmFile, which: usize) -> Result<Ring<'_>> {
     let base = which * (2 * 128 + RING_SLOTS * 8);
     Ok(Ring {
         head: shm.atomic_u64(base)?,
         tail: shm.atomic_u64(base + 128)?,
+        head_seen: shm.atomic_u64(base + 136)?,
         slots: shm.atomic_u64_slice(base + 256, RING_SLOTS)?,
     })
 }
@@ -270,6 +284,67 @@ fn req_peer(args: &PeerArgs, policy: IdlePolicy, batch: u64) -> Result<()> {
             .respond_batch(&mut reqs)
             .map_err(|(_, e)| e)
             .context("respond")?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn stream_parent(ctx: &RunCtx) -> Result<Stats> {
+    let bench = BenchSegment::create()?;
+    let client = bench.seg.bind_dynamic()?;
+    let peer = ctx.peer().arg("segment", bench.name.to_string()).spawn()?;
+    let wd = peer.watchdog();
+    wd.spin_until(|| bench.seg.live_owner(SERVER).is_some())?;
+    let mut k = 0u64;
+    let mut reqs = Vec::with_capacity(BATCH as usize);
+    let stats = ctx.measure(|| {
+        while reqs.len() < BATCH as usize {
+            match client.get(SERVER) {
+                Ok(r) => {
+                    k += 1;
+                    let d = client.desc(&r);
+                    d.set_op(1);
+                    d.set_offset(k << 12);
+                    d.set_size(4096);
+                    d.set_tag(k);
+                    reqs.push(r);
+                }
+                // The pool is empty until the peer puts some back.
+                Err(xseg_shm::TransportError::Busy(_)) => wd.spin_until(|| true)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        client
+            .submit_batch(&mut reqs)
+            .map_err(|(_, e)| e)
+            .context("submit")
+    })?;
+    peer.wait()?;
+    Ok(stats)
+}
+
+fn stream_peer(args: &PeerArgs) -> Result<()> {
+    let wd = args.setup();
+    let name = SegmentName::parse(args.get("segment")?)?;
+    let seg = Arc::new(Segment::attach(&name, None)?);
+    let server = seg.bind(SERVER)?;
+    let mut reqs = Vec::with_capacity(BATCH as usize);
+    let mut expect = 1;
+    let mut left = args.rounds * BATCH;
+    while left > 0 {
+        let n = wait_for(&server, IdlePolicy::Spin, &wd, || {
+            let n = server.accept_batch(&mut reqs, BATCH as usize);
+            (n > 0).then_some(n)
+        })?;
+        for r in reqs.drain(..) {
+            ensure!(
+                server.desc(&r).tag() == expect,
+                "stream: got {} for {expect}",
+                server.desc(&r).tag()
+            );
+            expect += 1;
+            server.put(r);
+        }
         left -= n as u64;
     }
     Ok(())

@@ -37,6 +37,50 @@ pub mod pattern {
 }
 
 use std::io::{BufRead, BufReader};
+use std::time::Instant;
+
+use xseg_shm::{Port, Request, Segment};
+
+/// Op code that asks an `xseg-testpeer` server to exit.
+pub const OP_STOP: u32 = 0xDEAD;
+
+/// Waits (at most `timeout`) for a reply on `port`; panics on timeout.
+pub fn receive_within(port: &Port, timeout: Duration) -> Request {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = port.receive() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no reply within {timeout:?}");
+        port.sleep();
+    }
+}
+
+/// Asks the `xseg-testpeer` server on port `server` to exit, from `client`,
+/// and waits for its answer.
+pub fn stop_server(client: &Port, server: u32) {
+    let r = client.get(server).expect("a free descriptor");
+    client.desc(&r).set_op(OP_STOP);
+    client.submit(r).expect("submit stop");
+    let reply = receive_within(client, Duration::from_secs(30));
+    client.put(reply);
+}
+
+/// Asserts every descriptor and buffer of `seg` is back in its pool.
+pub fn assert_nothing_leaked(seg: &Segment) {
+    let report = seg.report();
+    assert_eq!(
+        report.requests_free, report.requests,
+        "descriptors leaked: {report:#?}"
+    );
+    for class in &report.buffers {
+        assert_eq!(
+            class.free, class.count,
+            "buffers of {} bytes leaked",
+            class.size
+        );
+    }
+}
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;

@@ -4,12 +4,13 @@
 //! bound again. Nothing may leak.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use archipelago_e2e::{pattern, workspace_bin, Peer, TempSegment};
-use xseg_shm::{code, status, Port, PortError, Segment, SegmentConfig, SegmentName};
+use archipelago_e2e::{
+    assert_nothing_leaked, pattern, receive_within, stop_server, workspace_bin, Peer, TempSegment,
+};
+use xseg_shm::{code, status, PortError, Segment, SegmentConfig, SegmentName};
 
-const OP_STOP: u32 = 0xDEAD;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn small_segment(tmp: &TempSegment) -> Arc<Segment> {
@@ -22,40 +23,6 @@ fn small_segment(tmp: &TempSegment) -> Arc<Segment> {
         ..Default::default()
     };
     Arc::new(Segment::create(&name, &config).unwrap())
-}
-
-fn assert_nothing_leaked(seg: &Segment) {
-    let report = seg.report();
-    assert_eq!(
-        report.requests_free, report.requests,
-        "descriptors leaked: {report:#?}"
-    );
-    for class in &report.buffers {
-        assert_eq!(
-            class.free, class.count,
-            "buffers of {} bytes leaked",
-            class.size
-        );
-    }
-}
-
-fn receive_within(port: &Port, timeout: Duration) -> xseg_shm::Request {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(r) = port.receive() {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "no reply within {timeout:?}");
-        port.sleep();
-    }
-}
-
-fn stop(client: &Port, server: u32) {
-    let r = client.get(server).unwrap();
-    client.desc(&r).set_op(OP_STOP);
-    client.submit(r).unwrap();
-    let reply = receive_within(client, WAIT);
-    client.put(reply);
 }
 
 fn xseg(args: &[&str]) -> String {
@@ -158,7 +125,7 @@ fn server_killed_holding_accepted_requests_fails_them_back_and_keeps_the_queued_
     }
     served.sort();
     assert_eq!(served, (8..12).collect::<Vec<_>>());
-    stop(&client, 1);
+    stop_server(&client, 1);
     assert!(server.wait_success(WAIT));
     drop(client);
     assert_nothing_leaked(&seg);
@@ -275,7 +242,7 @@ fn servers_killed_at_random_under_load_lose_no_request() {
     }
     let me = seg.bind_dynamic().unwrap();
     for port in [1, 2] {
-        stop(&me, port);
+        stop_server(&me, port);
     }
     for s in &mut servers {
         assert!(s.wait_success(WAIT));

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archipelago_e2e::{Peer, TempSegment};
+use archipelago_e2e::{assert_nothing_leaked, stop_server, Peer, TempSegment};
 use xseg_shm::{Segment, SegmentConfig, SegmentName};
-
-const OP_STOP: u32 = 0xDEAD;
 
 /// Requests per client: over a million in all.
 fn per_client() -> u64 {
@@ -16,25 +14,6 @@ fn per_client() -> u64 {
         350_000
     } else {
         400_000
-    }
-}
-
-fn stop_server(seg: &Arc<Segment>, port: u32) {
-    let me = seg.bind_dynamic().unwrap();
-    let r = me.get(port).unwrap();
-    me.desc(&r).set_op(OP_STOP);
-    me.submit(r).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(reply) = me.receive() {
-            me.put(reply);
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server on port {port} did not answer stop"
-        );
-        me.sleep();
     }
 }
 
@@ -79,24 +58,16 @@ fn three_clients_two_servers_every_request_exactly_once() {
         assert_eq!(line, format!("done {count} retried 0"));
         assert!(c.wait_success(Duration::from_secs(20)), "client failed");
     }
+    let me = seg.bind_dynamic().unwrap();
     for port in [1, 2] {
-        stop_server(&seg, port);
+        stop_server(&me, port);
     }
+    drop(me);
     for s in &mut servers {
         assert!(s.wait_success(Duration::from_secs(20)), "server failed");
     }
+    assert_nothing_leaked(&seg);
     let report = seg.report();
-    assert_eq!(
-        report.requests_free, report.requests,
-        "descriptors leaked: {report:?}"
-    );
-    for class in &report.buffers {
-        assert_eq!(
-            class.free, class.count,
-            "buffers of {} bytes leaked",
-            class.size
-        );
-    }
     assert!(
         report.port_list.iter().all(|p| p.state == "free"),
         "{:?}",

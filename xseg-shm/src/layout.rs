@@ -114,42 +114,42 @@ pub struct Padded<T>(pub T);
 #[repr(C)]
 pub struct RingTail {
     /// Next position to push.
-    pub tail: AtomicU64,
+    pub(crate) tail: AtomicU64,
     /// Deepest the ring has been (sampled).
-    pub high_water: AtomicU64,
+    pub(crate) high_water: AtomicU64,
     /// The producers' copy of the ring's head (see `ring.rs`).
-    pub head_seen: AtomicU64,
+    pub(crate) head_seen: AtomicU64,
 }
 
 /// One port (mailbox) in the segment.
 #[repr(C, align(128))]
 pub struct PortShm {
     /// Owner record: `generation << 32 | flags_and_pid` (see `port.rs`).
-    pub binding: AtomicU64,
+    pub(crate) binding: AtomicU64,
     /// Start time of the owner (`/proc` clock ticks), 0 while binding.
-    pub owner_start: AtomicU64,
+    pub(crate) owner_start: AtomicU64,
     /// Descriptors taken by this port and not yet put back.
-    pub requests_in_use: AtomicU32,
+    pub(crate) requests_in_use: AtomicU32,
     /// High-water mark of `requests_in_use`.
-    pub requests_high_water: AtomicU32,
+    pub(crate) requests_high_water: AtomicU32,
     /// Buffers held by this port's descriptors.
-    pub buffers_in_use: AtomicU32,
+    pub(crate) buffers_in_use: AtomicU32,
     /// High-water mark of `buffers_in_use`.
-    pub buffers_high_water: AtomicU32,
+    pub(crate) buffers_high_water: AtomicU32,
     /// Times a get, buffer allocation or push failed with `Busy`.
-    pub busy_events: AtomicU64,
+    pub(crate) busy_events: AtomicU64,
     /// Times this port was recovered after its owner died.
-    pub recoveries: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
     /// The consumer's doorbell.
-    pub doorbell: Padded<Doorbell>,
+    pub(crate) doorbell: Padded<Doorbell>,
     /// Request ring: next position the owner accepts.
-    pub request_head: Padded<AtomicU64>,
+    pub(crate) request_head: Padded<AtomicU64>,
     /// Request ring: producers' side.
-    pub request_tail: Padded<RingTail>,
+    pub(crate) request_tail: Padded<RingTail>,
     /// Reply ring: next position the owner receives.
-    pub reply_head: Padded<AtomicU64>,
+    pub(crate) reply_head: Padded<AtomicU64>,
     /// Reply ring: producers' side.
-    pub reply_tail: Padded<RingTail>,
+    pub(crate) reply_tail: Padded<RingTail>,
 }
 
 /// A request descriptor. Fields are atomics so that a misbehaving peer can
@@ -159,47 +159,47 @@ pub struct PortShm {
 #[repr(C, align(64))]
 pub struct RequestShm {
     /// Phase, holder port and serial (see `request.rs`).
-    pub ticket: AtomicU64,
+    pub(crate) ticket: AtomicU64,
     /// Operation code (defined by the layer above).
-    pub op: AtomicU32,
+    pub(crate) op: AtomicU32,
     /// Flags (defined by the layer above).
-    pub flags: AtomicU32,
+    pub(crate) flags: AtomicU32,
     /// Byte offset in the target.
-    pub offset: AtomicU64,
+    pub(crate) offset: AtomicU64,
     /// Bytes requested.
-    pub size: AtomicU64,
+    pub(crate) size: AtomicU64,
     /// Bytes serviced.
-    pub serviced: AtomicU64,
+    pub(crate) serviced: AtomicU64,
     /// Port that got the descriptor; replies go there.
-    pub src_port: AtomicU32,
+    pub(crate) src_port: AtomicU32,
     /// Generation of the source port's binding when it got the descriptor.
-    pub src_gen: AtomicU32,
+    pub(crate) src_gen: AtomicU32,
     /// Destination first submitted to.
-    pub dst_port: AtomicU32,
+    pub(crate) dst_port: AtomicU32,
     /// Current destination (changed by forward).
-    pub effective_dst: AtomicU32,
+    pub(crate) effective_dst: AtomicU32,
     /// 0 pending, 1 served, 2 failed.
-    pub status: AtomicU32,
+    pub(crate) status: AtomicU32,
     /// Error code when failed.
-    pub error: AtomicU32,
+    pub(crate) error: AtomicU32,
     /// Buffer handle (`class << 24 | index`) or `u32::MAX`.
-    pub buffer: AtomicU32,
+    pub(crate) buffer: AtomicU32,
     /// Length of the inline target name.
-    pub target_len: AtomicU32,
+    pub(crate) target_len: AtomicU32,
     /// Bytes of the buffer that hold data.
-    pub data_len: AtomicU64,
+    pub(crate) data_len: AtomicU64,
     /// Opaque value for the submitter.
-    pub tag: AtomicU64,
+    pub(crate) tag: AtomicU64,
     /// Segment clock ticks when submitted ([`crate::sys::Clock`]).
-    pub t_submit: AtomicU64,
+    pub(crate) t_submit: AtomicU64,
     /// Segment clock ticks when accepted.
-    pub t_accept: AtomicU64,
+    pub(crate) t_accept: AtomicU64,
     /// Segment clock ticks when responded.
-    pub t_complete: AtomicU64,
+    pub(crate) t_complete: AtomicU64,
     /// Zero.
-    pub reserved: [AtomicU64; 2],
+    pub(crate) reserved: [AtomicU64; 2],
     /// Target name bytes, 8 per word.
-    pub target: [AtomicU64; MAX_TARGET_LEN / 8],
+    pub(crate) target: [AtomicU64; MAX_TARGET_LEN / 8],
 }
 
 const _: () = {

@@ -9,12 +9,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use archipelago_e2e::pattern;
+use archipelago_e2e::{pattern, OP_STOP};
 use clap::{Parser, Subcommand};
 use xseg_shm::{code, status, Idle, IdlePolicy, Segment, SegmentName, TransportError};
-
-/// Op code that asks a server to exit.
-const OP_STOP: u32 = 0xDEAD;
 
 #[derive(Parser)]
 struct Args {

@@ -1,0 +1,63 @@
+//! Request flags.
+
+/// Flags of a request (a bit set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    /// No flag.
+    pub const NONE: Flags = Flags(0);
+    /// Do not wait: a lock that is taken fails at once with `Locked`.
+    pub const NO_WAIT: Flags = Flags(1);
+    /// Flush before completing (a write with this and size 0 is a flush).
+    pub const FLUSH: Flags = Flags(2);
+    /// Force unit access: this write is durable when acknowledged, even in
+    /// write-back mode.
+    pub const FUA: Flags = Flags(4);
+    /// Override ownership: break another owner's lock, force a close.
+    pub const FORCE: Flags = Flags(8);
+    /// Treat the target as a legacy v0 (Pithos) map.
+    pub const ASSUME_V0: Flags = Flags(16);
+    /// Every defined flag.
+    pub const ALL: Flags = Flags(31);
+
+    /// Whether every flag of `other` is set.
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Bits no flag defines (a request carrying any is invalid).
+    pub fn unknown_bits(self) -> u32 {
+        self.0 & !Flags::ALL.0
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_keep_the_original_values_and_combine() {
+        assert_eq!(
+            (
+                Flags::NO_WAIT.0,
+                Flags::FLUSH.0,
+                Flags::FUA.0,
+                Flags::FORCE.0,
+                Flags::ASSUME_V0.0
+            ),
+            (1, 2, 4, 8, 16)
+        );
+        let f = Flags::FUA | Flags::FORCE;
+        assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
+        assert_eq!(Flags(0x40 | 4).unknown_bits(), 0x40);
+        assert_eq!(f.unknown_bits(), 0);
+    }
+}

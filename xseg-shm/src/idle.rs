@@ -76,11 +76,17 @@ impl Idle {
     /// Call after a poll that found nothing: spins, yields or sleeps on
     /// `port`'s doorbell as the policy says.
     pub fn idle(&mut self, port: &Port) {
+        self.idle_unless(port, || false)
+    }
+
+    /// Like [`idle`](Self::idle), but never sleeps while `other_work` says
+    /// there is work outside the port's rings.
+    pub fn idle_unless(&mut self, port: &Port, other_work: impl Fn() -> bool) {
         self.empty = self.empty.saturating_add(1);
         match self.policy {
             IdlePolicy::Spin => core::hint::spin_loop(),
             IdlePolicy::Yield | IdlePolicy::Sleep if self.empty >= self.idle_polls => {
-                port.sleep();
+                port.sleep_unless(other_work);
                 self.empty = 0;
             }
             IdlePolicy::Yield => sys::yield_cpu(),

@@ -83,7 +83,7 @@ pub use crate::{
     error::{PortError, SegmentError, TransportError},
     idle::{Idle, IdlePolicy, DEFAULT_IDLE_POLLS},
     layout::RequestShm as Descriptor,
-    port::{Binding, Port, Rejected},
+    port::{Binding, Detached, Port, Rejected},
     recovery::RecoveryReport,
     report::{BufferClassReport, PortReport, SegmentReport},
     request::{code, status, Phase, Request, Target, Ticket},

@@ -75,6 +75,48 @@ pub(crate) fn decode_buffer(h: u32) -> Option<(usize, u32)> {
     (h != NO_BUFFER).then_some(((h >> 24) as usize, h & 0xFF_FFFF))
 }
 
+/// A request held by another thread than its port's (see [`Port::detach`]).
+pub struct Detached {
+    seg: Arc<Segment>,
+    req: Request,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `Detached` owns its request (the `Request` token is moved in,
+// so the port cannot touch it meanwhile) and keeps the mapping alive with
+// its `Arc<Segment>`; the buffer pointer stays valid and exclusively ours
+// on any thread, as the descriptor's ticket names our port as holder.
+unsafe impl Send for Detached {}
+
+impl Detached {
+    /// The descriptor.
+    pub fn desc(&self) -> &RequestShm {
+        self.seg
+            .request(self.req.index)
+            .expect("held request index is in range")
+    }
+
+    /// The data bytes (empty without a buffer).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: as in `Port::data`: the range was bounds-checked against
+        // the attached buffer when detached, the mapping is alive (our
+        // Arc), and we hold the descriptor and so its buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The data bytes, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; `&mut self` makes this the only slice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// The request, to give back to its port.
+    pub fn into_request(self) -> Request {
+        self.req
+    }
+}
+
 /// A request handed back with the reason it could not be sent.
 #[derive(Debug)]
 pub struct Rejected {
@@ -689,10 +731,31 @@ impl Port {
     /// Sleeps on the doorbell until work arrives or the futex timeout
     /// passes; returns at once if work is already there.
     pub fn sleep(&self) -> bool {
+        self.sleep_unless(|| false)
+    }
+
+    /// Like [`sleep`](Self::sleep), also staying awake while `other_work`
+    /// says so (e.g. completions from worker threads, which wake the port
+    /// with [`Segment::wake`] after making them visible).
+    pub fn sleep_unless(&self, other_work: impl Fn() -> bool) -> bool {
         self.shm()
             .doorbell
             .0
-            .sleep_unless(&self.futex, || self.has_work())
+            .sleep_unless(&self.futex, || self.has_work() || other_work())
+    }
+
+    /// Hands a request to another thread: the returned [`Detached`] owns it
+    /// and gives access to its descriptor and data buffer without the port
+    /// (which stays with its own thread). Give it back with
+    /// [`Detached::into_request`] to respond or put it.
+    pub fn detach(&self, req: Request) -> Detached {
+        let (ptr, len) = self.data_ptr(&req);
+        Detached {
+            seg: self.seg.clone(),
+            req,
+            ptr,
+            len,
+        }
     }
 
     /// Fails back a request with the transport's "busy" code (for a peer

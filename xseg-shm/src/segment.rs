@@ -518,6 +518,14 @@ impl Segment {
         unsafe { self.map.as_mut_ptr().add(off as usize) }
     }
 
+    /// Wakes port `n`'s owner if it sleeps on its doorbell (after making
+    /// work visible to it by other means than its rings).
+    pub fn wake(&self, n: u32) {
+        if let Some(p) = self.port(n) {
+            p.doorbell.0.ring(&crate::sys::KernelFutex::default());
+        }
+    }
+
     /// Pid of port `n`'s owner if it is alive.
     pub fn live_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;

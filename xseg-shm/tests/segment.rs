@@ -499,3 +499,32 @@ fn larger_max_buffers_add_classes_of_bounded_size() {
     assert_eq!(c.buffer_counts.len(), 5);
     assert!(SegmentConfig::default().with_max_buffer(3 << 20).is_err());
 }
+
+#[test]
+fn a_detached_request_is_served_from_another_thread() {
+    let tmp = Tmp::new("detach");
+    let seg = create(&tmp);
+    let server = seg.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let mut r = client.get(1).unwrap();
+    client.alloc_data(&mut r, 4096).unwrap();
+    client.desc(&r).set_tag(5);
+    client.submit(r).unwrap();
+    let r = server.accept().unwrap();
+    let mut detached = server.detach(r);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seg2 = seg.clone();
+    std::thread::spawn(move || {
+        assert_eq!(detached.desc().tag(), 5);
+        detached.data_mut().fill(7);
+        tx.send(detached).unwrap();
+        seg2.wake(1);
+    });
+    // Sleep until the worker wakes us; the channel is the other work.
+    while !server.sleep_unless(|| false) {}
+    let r = rx.recv().unwrap().into_request();
+    server.serve(r, 4096).unwrap();
+    let reply = client.receive().unwrap();
+    assert!(client.data(&reply).iter().all(|&b| b == 7));
+    client.put(reply);
+}

@@ -1,0 +1,353 @@
+//! Blocking calls to Archipelago peers over xseg.
+//!
+//! A [`Client`] binds a dynamic port and sends one request at a time,
+//! waiting for its reply. Every wait is bounded: past the timeout, or as
+//! soon as the destination's owner is found dead, the client recovers the
+//! dead port (which fails the request back) and returns
+//! [`ErrorCode::PeerDied`]; a peer that is merely slow gives
+//! [`ErrorCode::Busy`] after the timeout.
+//!
+//! ```no_run
+//! use archipelago_client::Client;
+//! let client = Client::connect("archipelago").unwrap();
+//! client.ping(1).unwrap();
+//! client.write(1, "obj1", 0, b"hello", false).unwrap();
+//! assert_eq!(client.read(1, "obj1", 0, 5).unwrap(), b"hello");
+//! ```
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archipelago_protocol::payload::{
+    CopyRequest, InfoReply, LockOwner, NameField, Payload, StatsReply,
+};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op, PROTOCOL_VERSION};
+use xseg_shm::{status, Port, Segment, SegmentName, TransportError};
+
+/// A reply: bytes serviced and the data buffer's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Bytes the peer reports done.
+    pub serviced: u64,
+    /// The data buffer after the call.
+    pub data: Vec<u8>,
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// Destination port.
+    pub dst: u32,
+    /// Operation.
+    pub op: Op,
+    /// Target name.
+    pub target: &'a [u8],
+    /// Byte offset.
+    pub offset: u64,
+    /// Byte count.
+    pub size: u64,
+    /// Flags.
+    pub flags: Flags,
+    /// Data sent (copied into the request's buffer).
+    pub data: &'a [u8],
+    /// Room for the reply in the buffer (the buffer is the larger of this
+    /// and `data`).
+    pub reply_room: u64,
+}
+
+impl<'a> Call<'a> {
+    /// A call of `op` on `target` at `dst`, everything else zero.
+    pub fn new(dst: u32, op: Op, target: &'a [u8]) -> Call<'a> {
+        Call {
+            dst,
+            op,
+            target,
+            offset: 0,
+            size: 0,
+            flags: Flags::NONE,
+            data: &[],
+            reply_room: 0,
+        }
+    }
+}
+
+/// A client port.
+pub struct Client {
+    port: Port,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Attaches to `segment` (name or path) and binds a dynamic port.
+    pub fn connect(segment: &str) -> Result<Client, Error> {
+        let name = SegmentName::parse(segment)
+            .map_err(|e| Error::with(ErrorCode::InvalidArgument, e.to_string()))?;
+        let seg = Segment::attach(&name, Some(PROTOCOL_VERSION))
+            .map_err(|e| Error::with(ErrorCode::Io, e.to_string()))?;
+        let port = Arc::new(seg)
+            .bind_dynamic()
+            .map_err(|e| Error::with(ErrorCode::Busy, e.to_string()))?;
+        Ok(Client {
+            port,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sets how long a call may wait for its reply.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client's port.
+    pub fn port(&self) -> &Port {
+        &self.port
+    }
+
+    /// Sends `call` and waits for its reply.
+    pub fn call(&self, call: &Call<'_>) -> Result<Reply, Error> {
+        let p = &self.port;
+        let transport = |e: TransportError| match e {
+            TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
+            TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => Error::with(
+                ErrorCode::PeerDied,
+                format!("no peer serves port {}", call.dst),
+            ),
+            _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
+        };
+        let mut req = p.get(call.dst).map_err(transport)?;
+        let fill = (|| {
+            p.set_target(&mut req, call.target)?;
+            let len = (call.data.len() as u64).max(call.reply_room);
+            if len > 0 {
+                p.alloc_data(&mut req, len)?;
+                p.data_mut(&mut req)[..call.data.len()].copy_from_slice(call.data);
+            }
+            Ok(())
+        })();
+        if let Err(e) = fill {
+            p.put(req);
+            return Err(transport(e));
+        }
+        let d = p.desc(&req);
+        d.set_op(call.op.code());
+        d.set_offset(call.offset);
+        d.set_size(call.size);
+        d.set_flags(call.flags.0);
+        if let Err(rejected) = p.submit(req) {
+            p.put(rejected.request);
+            return Err(transport(rejected.error));
+        }
+        let reply = self.wait(call.dst)?;
+        let d = p.desc(&reply);
+        let result = if d.status() == status::SERVED {
+            Ok(Reply {
+                serviced: d.serviced(),
+                data: p.data(&reply).to_vec(),
+            })
+        } else {
+            let code = ErrorCode::from_code(d.error());
+            // A lock refusal names the owner in the reply payload.
+            let detail = match (code, LockOwner::decode(p.data(&reply))) {
+                (ErrorCode::Locked, Ok(owner)) => owner.owner.to_string_lossy(),
+                _ => String::new(),
+            };
+            Err(Error::with(code, detail))
+        };
+        p.put(reply);
+        result
+    }
+
+    fn wait(&self, dst: u32) -> Result<xseg_shm::Request, Error> {
+        let start = Instant::now();
+        let seg = self.port.segment();
+        loop {
+            if let Some(r) = self.port.receive() {
+                return Ok(r);
+            }
+            // Every 200 ms at most (the doorbell's timeout): is the peer
+            // still there? If its owner died, recovering the port fails
+            // our request back to us.
+            if seg.live_owner(dst).is_none() {
+                match seg.recover(dst) {
+                    Ok(report) => log::warn!("port {dst}: its peer died; recovered: {report:?}"),
+                    Err(e) => log::debug!("port {dst}: {e}"),
+                }
+                if let Some(r) = self.port.receive() {
+                    return Ok(r);
+                }
+            }
+            if start.elapsed() > self.timeout {
+                return Err(Error::with(
+                    ErrorCode::Busy,
+                    format!("no reply from port {dst} within {:?}", self.timeout),
+                ));
+            }
+            self.port.sleep();
+        }
+    }
+
+    /// PING.
+    pub fn ping(&self, dst: u32) -> Result<(), Error> {
+        self.call(&Call::new(dst, Op::Ping, b"")).map(|_| ())
+    }
+
+    /// STATS.
+    pub fn stats(&self, dst: u32) -> Result<StatsReply, Error> {
+        let r = self.call(&Call {
+            reply_room: StatsReply::SIZE as u64,
+            ..Call::new(dst, Op::Stats, b"")
+        })?;
+        StatsReply::decode(&r.data)
+    }
+
+    /// READ `len` bytes of `name` at `offset`.
+    pub fn read(&self, dst: u32, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        let call = Call {
+            offset,
+            size: len,
+            reply_room: len,
+            ..Call::new(dst, Op::Read, name.as_bytes())
+        };
+        let mut r = self.call(&call)?;
+        r.data.truncate(len as usize);
+        Ok(r.data)
+    }
+
+    /// WRITE `data` into `name` at `offset`; `fua` makes it durable before
+    /// the reply.
+    pub fn write(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<(), Error> {
+        let flags = if fua { Flags::FUA } else { Flags::NONE };
+        let call = Call {
+            offset,
+            size: data.len() as u64,
+            flags,
+            data,
+            ..Call::new(dst, Op::Write, name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// WRITE_FULL: replace `name` with `data` atomically.
+    pub fn write_full(&self, dst: u32, name: &str, data: &[u8]) -> Result<(), Error> {
+        let call = Call {
+            size: data.len() as u64,
+            data,
+            ..Call::new(dst, Op::WriteFull, name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// DELETE.
+    pub fn delete(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.call(&Call::new(dst, Op::Delete, name.as_bytes()))
+            .map(|_| ())
+    }
+
+    /// INFO: the object's size.
+    pub fn info(&self, dst: u32, name: &str) -> Result<InfoReply, Error> {
+        let r = self.call(&Call {
+            reply_room: InfoReply::SIZE as u64,
+            ..Call::new(dst, Op::Info, name.as_bytes())
+        })?;
+        InfoReply::decode(&r.data)
+    }
+
+    /// COPY `len` bytes from `src` at `src_offset` to `dst_name` at `offset`.
+    pub fn copy(
+        &self,
+        dst: u32,
+        src: &str,
+        src_offset: u64,
+        dst_name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        let payload = CopyRequest {
+            src_offset,
+            src: NameField::new(src.as_bytes())?,
+        }
+        .to_vec();
+        let call = Call {
+            offset,
+            size: len,
+            data: &payload,
+            ..Call::new(dst, Op::Copy, dst_name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// HASH: store `len` bytes of `name` from `offset` under their content
+    /// name; returns it.
+    pub fn hash(&self, dst: u32, name: &str, offset: u64, len: u64) -> Result<String, Error> {
+        let call = Call {
+            offset,
+            size: len,
+            reply_room: NameField::SIZE as u64,
+            ..Call::new(dst, Op::Hash, name.as_bytes())
+        };
+        let r = self.call(&call)?;
+        Ok(NameField::decode(&r.data)?.to_string_lossy())
+    }
+
+    /// SYNC: everything acknowledged so far is durable.
+    pub fn sync(&self, dst: u32) -> Result<(), Error> {
+        self.call(&Call::new(dst, Op::Sync, b"")).map(|_| ())
+    }
+
+    /// ACQUIRE the lock `name` for `owner`; returns its fencing token.
+    pub fn acquire(&self, dst: u32, name: &str, owner: &str) -> Result<u64, Error> {
+        let payload = LockOwner {
+            token: 0,
+            owner: NameField::new(owner.as_bytes())?,
+        }
+        .to_vec();
+        let call = Call {
+            data: &payload,
+            flags: Flags::NO_WAIT,
+            ..Call::new(dst, Op::Acquire, name.as_bytes())
+        };
+        let r = self.call(&call)?;
+        Ok(LockOwner::decode(&r.data)?.token)
+    }
+
+    /// RELEASE the lock `name` held by `owner` (`force`: whoever holds it).
+    pub fn release(&self, dst: u32, name: &str, owner: &str, force: bool) -> Result<(), Error> {
+        let payload = LockOwner {
+            token: 0,
+            owner: NameField::new(owner.as_bytes())?,
+        }
+        .to_vec();
+        let flags = if force { Flags::FORCE } else { Flags::NONE };
+        let call = Call {
+            data: &payload,
+            flags,
+            ..Call::new(dst, Op::Release, name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// LIST object names starting with `prefix` (at most `room` bytes of
+    /// names).
+    pub fn list(&self, dst: u32, prefix: &str, room: u64) -> Result<Vec<String>, Error> {
+        let r = self.call(&Call {
+            reply_room: room,
+            ..Call::new(dst, Op::List, prefix.as_bytes())
+        })?;
+        let used = &r.data[..(r.serviced as usize).min(r.data.len())];
+        Ok(used
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
+    }
+}

@@ -102,8 +102,9 @@ pub struct CreateArgs {
     pub mode: u32,
 
     /// Protocol version of the layer above, recorded in the segment;
-    /// peers refuse a segment made for another version.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// peers refuse a segment made for another version (default: the
+    /// Archipelago protocol this build speaks).
+    #[arg(long, value_name = "N", default_value_t = archipelago_protocol::PROTOCOL_VERSION)]
     pub protocol_version: u32,
 }
 
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(a.requests, d.requests);
         assert_eq!(a.max_buffer, d.max_buffer());
         assert_eq!(a.mode, d.mode);
-        assert_eq!(a.protocol_version, d.protocol_version);
+        assert_eq!(a.protocol_version, archipelago_protocol::PROTOCOL_VERSION);
         assert!(a.buffers.is_empty());
         assert_eq!(cli.segment, SegmentName::Shm("archipelago".into()));
     }

@@ -213,8 +213,12 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_library_defaults() {
-        assert_eq!(config(&[]).unwrap(), SegmentConfig::default());
+    fn defaults_are_the_library_defaults_for_the_archipelago_protocol() {
+        let expected = SegmentConfig {
+            protocol_version: archipelago_protocol::PROTOCOL_VERSION,
+            ..SegmentConfig::default()
+        };
+        assert_eq!(config(&[]).unwrap(), expected);
     }
 
     #[test]

@@ -154,6 +154,10 @@ pub enum TransportError {
     /// A target name longer than a descriptor holds.
     #[error("target name of {0} bytes is longer than {max}", max = crate::layout::MAX_TARGET_LEN)]
     TargetTooLong(usize),
+    /// The request is not held by this port (used with another port, or
+    /// after its port unbound).
+    #[error("descriptor {0} is not held by this port")]
+    NotHeld(u32),
     /// A data length larger than the largest buffer.
     #[error("{0} bytes is more than the largest buffer ({1} bytes)")]
     TooLarge(u64, u64),

@@ -60,6 +60,8 @@ pub const MIN_BUFFER_SHIFT: u32 = 12;
 pub const MAX_TARGET_LEN: usize = 256;
 /// Most ports a segment can have (port numbers fit the ticket's holder field).
 pub const MAX_PORTS: u32 = 0xFFFF;
+/// Most buffers in one class (indexes fit a buffer handle's 24 bits).
+pub const MAX_BUFFERS_PER_CLASS: u32 = 0xFF_FFFF;
 /// Most request descriptors (indexes fit a ring value).
 pub const MAX_REQUESTS: u32 = crate::ring::MAX_VALUE;
 
@@ -155,7 +157,8 @@ pub struct PortShm {
 /// A request descriptor. Fields are atomics so that a misbehaving peer can
 /// corrupt values but never cause undefined behaviour in ours; only the
 /// current holder (see the ticket) writes them, with Relaxed stores that
-/// ring pushes publish with Release.
+/// the Release store of the ticket (and the ring push) publishes to the
+/// next holder's Acquire load of the ticket.
 #[repr(C, align(64))]
 pub struct RequestShm {
     /// Phase, holder port and serial (see `request.rs`).
@@ -258,6 +261,7 @@ impl Layout {
             || nr_requests == 0
             || nr_requests > MAX_REQUESTS
             || buffer_counts.len() > MAX_BUFFER_CLASSES
+            || buffer_counts.iter().any(|&c| c > MAX_BUFFERS_PER_CLASS)
         {
             return None;
         }
@@ -379,5 +383,6 @@ mod tests {
         assert!(Layout::compute(4, 2, MAX_REQUESTS + 1, &[]).is_none());
         assert!(Layout::compute(4, 2, 1, &[1; 17]).is_none());
         assert!(Layout::compute(MAX_PORTS + 1, 0, 1, &[]).is_none());
+        assert!(Layout::compute(4, 2, 1, &[MAX_BUFFERS_PER_CLASS + 1]).is_none());
     }
 }

@@ -7,12 +7,12 @@
 //! (as the original's port ranges did).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{PortError, TransportError};
 use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
-use crate::request::{code, status, Phase, Request, Ticket, NO_BUFFER};
+use crate::request::{code, status, Phase, Request, Ticket, NO_BUFFER, NO_PORT};
 use crate::ring::{PushError, Take};
 use crate::segment::Segment;
 use crate::sys::{self, Clock, KernelFutex};
@@ -78,9 +78,12 @@ pub(crate) fn decode_buffer(h: u32) -> Option<(usize, u32)> {
 /// A request held by another thread than its port's (see [`Port::detach`]).
 pub struct Detached {
     seg: Arc<Segment>,
-    req: Request,
+    req: Option<Request>,
+    index: u32,
     ptr: *mut u8,
     len: usize,
+    /// The port's count of detached requests, released on drop.
+    out: Arc<AtomicUsize>,
 }
 
 // SAFETY: a `Detached` owns its request (the `Request` token is moved in,
@@ -93,7 +96,7 @@ impl Detached {
     /// The descriptor.
     pub fn desc(&self) -> &RequestShm {
         self.seg
-            .request(self.req.index)
+            .request(self.index)
             .expect("held request index is in range")
     }
 
@@ -112,8 +115,19 @@ impl Detached {
     }
 
     /// The request, to give back to its port.
-    pub fn into_request(self) -> Request {
+    pub fn into_request(mut self) -> Request {
         self.req
+            .take()
+            .expect("a Detached holds its request until here")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Dropped without `into_request`, the request stays held by the
+        // port (its unbind fails it back); either way it no longer reaches
+        // the buffer.
+        self.out.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -211,6 +225,8 @@ pub struct Port {
     buffer_cursor: [Cell<u32>; MAX_BUFFER_CLASSES],
     futex: KernelFutex,
     clock: Clock,
+    /// Requests detached to other threads and not yet given back.
+    detached: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Port {
@@ -239,6 +255,7 @@ impl Port {
             cursor,
             buffer_cursor,
             futex: KernelFutex::default(),
+            detached: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -332,13 +349,13 @@ impl Port {
         }
         let r = self.desc(req);
         let l = self.seg.layout();
-        if let Some((class, _)) = self.buffer_of(r) {
+        if let Some((class, _)) = self.buffer_of(req.index) {
             if l.class_size(class) >= len {
                 r.data_len.store(len, Ordering::Relaxed);
                 return Ok(());
             }
-            self.free_buffer(req.index, r);
         }
+        self.free_buffer(req.index);
         let first = (0..l.buffer_counts.len())
             .find(|&c| l.class_size(c) >= len.max(1))
             .unwrap_or(0);
@@ -379,23 +396,24 @@ impl Port {
     }
 
     /// The buffer attached to `r`, bounds-checked.
-    fn buffer_of(&self, r: &RequestShm) -> Option<(usize, u32)> {
+    /// The buffer attached to descriptor `req`, if it is in range and its
+    /// owner word says it is this descriptor's (a handle left stale by a
+    /// holder killed mid-free must not reach a buffer someone else owns).
+    fn buffer_of(&self, req: u32) -> Option<(usize, u32)> {
+        let r = self.desc_of(req);
         let (class, index) = decode_buffer(r.buffer.load(Ordering::Relaxed))?;
-        self.seg.buffer_owner(class, index)?;
-        Some((class, index))
+        let owner = self.seg.buffer_owner(class, index)?;
+        (owner.load(Ordering::Acquire) == req + 1).then_some((class, index))
     }
 
-    fn free_buffer(&self, req: u32, r: &RequestShm) {
-        if let Some((class, index)) = self.buffer_of(r) {
-            release_buffer(&self.seg, req, class, index);
-        }
-        r.buffer.store(NO_BUFFER, Ordering::Relaxed);
-        r.data_len.store(0, Ordering::Relaxed);
+    fn free_buffer(&self, req: u32) {
+        detach_and_release_buffer(&self.seg, req);
+        self.desc_of(req).data_len.store(0, Ordering::Relaxed);
     }
 
     fn data_ptr(&self, req: &Request) -> (*mut u8, usize) {
         let r = self.desc(req);
-        match self.buffer_of(r) {
+        match self.buffer_of(req.index) {
             Some((class, index)) => {
                 let len = r.data_len().min(self.seg.layout().class_size(class));
                 (self.seg.buffer_ptr(class, index), len as usize)
@@ -432,10 +450,12 @@ impl Port {
             nr_ports,
         })?;
         let r = self.desc(req);
-        let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));
-        // Relaxed: published by the push's Release CAS below.
-        r.ticket
-            .store(Ticket::word(phase, self.no, t.serial), Ordering::Relaxed);
+        let t = self.held(req).ok_or(TransportError::NotHeld(req.index))?;
+        let in_ring = Ticket::word(phase, self.no, t.serial);
+        // SYNC POINT (hand-over): Release, so a consumer that takes the
+        // descriptor through any ring entry (an old one included), with
+        // its Acquire load of the ticket, sees what we wrote before.
+        r.ticket.store(in_ring, Ordering::Release);
         match self.seg.ring(dst, ring).push(req.index) {
             Ok(position) => {
                 if let Some(depth) = self.seg.ring(dst, ring).sampled_depth(position) {
@@ -449,10 +469,16 @@ impl Port {
                 Ok(())
             }
             Err(PushError::Full) => {
-                r.ticket.store(
-                    Ticket::word(Phase::Owned, self.no, t.serial),
-                    Ordering::Relaxed,
-                );
+                let owned = Ticket::word(Phase::Owned, self.no, t.serial);
+                // A CAS, not a store: a consumer may have taken it through
+                // an old entry for the same descriptor meanwhile, and then
+                // it was delivered after all.
+                if r.ticket
+                    .compare_exchange(in_ring, owned, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return Ok(());
+                }
                 self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
                 Err(TransportError::Busy("destination ring is full"))
             }
@@ -633,7 +659,7 @@ impl Port {
         let r = self.desc(&req);
         r.set_t_complete(self.clock.now());
         let src = r.src_port();
-        if !src_is_current(&self.seg, r) {
+        if !src_is_current(&self.seg, r.src_port(), r) {
             log::debug!(
                 "port {}: reply for stale source port {src}; request put back",
                 self.no
@@ -665,7 +691,7 @@ impl Port {
             let r = self.desc(&req);
             r.set_t_complete(now);
             let src = r.src_port();
-            if !src_is_current(&self.seg, r) {
+            if !src_is_current(&self.seg, r.src_port(), r) {
                 self.put(req);
                 continue;
             }
@@ -718,8 +744,24 @@ impl Port {
         out.len() - first
     }
 
+    /// The ticket of `req` if this port holds it (a `Request` used with
+    /// another port than the one that got it, or after its port unbound,
+    /// is not held and must not be acted on).
+    fn held(&self, req: &Request) -> Option<Ticket> {
+        let t = Ticket::from_word(self.desc(req).ticket.load(Ordering::Relaxed));
+        (t.phase == Some(Phase::Owned) && t.holder == self.no).then_some(t)
+    }
+
     /// Returns a request and its buffer to the pools.
     pub fn put(&self, req: Request) {
+        if self.held(&req).is_none() {
+            log::error!(
+                "port {}: put of descriptor {} it does not hold; ignored",
+                self.no,
+                req.index
+            );
+            return;
+        }
         put_descriptor(&self.seg, req.index, Some(self.no));
     }
 
@@ -750,11 +792,14 @@ impl Port {
     /// [`Detached::into_request`] to respond or put it.
     pub fn detach(&self, req: Request) -> Detached {
         let (ptr, len) = self.data_ptr(&req);
+        self.detached.fetch_add(1, Ordering::Relaxed);
         Detached {
             seg: self.seg.clone(),
-            req,
+            index: req.index,
+            req: Some(req),
             ptr,
             len,
+            out: self.detached.clone(),
         }
     }
 
@@ -767,24 +812,32 @@ impl Port {
 
 /// Whether the source port of `r` is still bound with the generation that
 /// got the descriptor.
-pub(crate) fn src_is_current(seg: &Segment, r: &RequestShm) -> bool {
-    let Some(p) = seg.port(r.src_port()) else {
+pub(crate) fn src_is_current(seg: &Segment, src: u32, r: &RequestShm) -> bool {
+    let Some(p) = seg.port(src) else {
         return false;
     };
     let b = Binding::from_word(p.binding.load(Ordering::Acquire));
     b.pid != 0 && !b.recovering && b.gen == r.src_gen.load(Ordering::Relaxed)
 }
 
-/// Frees buffer `class`/`index` if descriptor `req` owns it.
-pub(crate) fn release_buffer(seg: &Segment, req: u32, class: usize, index: u32) {
+/// Detaches descriptor `req`'s buffer, then frees it if `req` owns it.
+/// In that order: a holder killed between the two leaves a buffer owned by
+/// a descriptor without it attached, which recovery frees; the other order
+/// would leave a handle to a buffer someone else may own by then.
+pub(crate) fn detach_and_release_buffer(seg: &Segment, req: u32) {
+    let Some(r) = seg.request(req) else { return };
+    // Load and store: only the holder touches the field.
+    let handle = r.buffer.load(Ordering::Relaxed);
+    r.buffer.store(NO_BUFFER, Ordering::Relaxed);
+    let Some((class, index)) = decode_buffer(handle) else {
+        return;
+    };
     let Some(owner) = seg.buffer_owner(class, index) else {
         return;
     };
-    let Some(r) = seg.request(req) else { return };
     // SYNC POINT (buffer free): Release pairs with the Acquire CAS of the
     // next allocation: our use of the bytes is over before it starts. The
-    // expected value makes sure we free only a buffer this descriptor owns
-    // (a holder killed between freeing and detaching leaves a stale handle).
+    // expected value frees only a buffer this descriptor owns.
     if owner
         .compare_exchange(req + 1, 0, Ordering::Release, Ordering::Relaxed)
         .is_err()
@@ -792,7 +845,7 @@ pub(crate) fn release_buffer(seg: &Segment, req: u32, class: usize, index: u32) 
         log::debug!("buffer {class}/{index} not owned by descriptor {req}; left alone");
         return;
     }
-    if src_is_current(seg, r) {
+    if src_is_current(seg, r.src_port(), r) {
         if let Some(p) = seg.port(r.src_port()) {
             let _ = p
                 .buffers_in_use
@@ -805,11 +858,8 @@ pub(crate) fn release_buffer(seg: &Segment, req: u32, class: usize, index: u32) 
 /// recovery) holds it.
 pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
     let Some(r) = seg.request(req) else { return };
-    if let Some((class, index)) = decode_buffer(r.buffer.load(Ordering::Relaxed)) {
-        release_buffer(seg, req, class, index);
-    }
-    r.buffer.store(NO_BUFFER, Ordering::Relaxed);
-    if src_is_current(seg, r) {
+    detach_and_release_buffer(seg, req);
+    if src_is_current(seg, r.src_port(), r) {
         if let Some(p) = seg.port(r.src_port()) {
             let used = &p.requests_in_use;
             if by == Some(r.src_port()) {
@@ -826,6 +876,10 @@ pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
             }
         }
     }
+    // A pooled descriptor names no source: one taken by a `get` whose
+    // process is killed before `reset` is then not mistaken by recovery
+    // for a request of the previous source to fail back.
+    r.src_port.store(NO_PORT, Ordering::Relaxed);
     let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));
     // SYNC POINT (put): Release pairs with the Acquire CAS in `get`.
     r.ticket
@@ -834,6 +888,19 @@ pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        // SYNC POINT (detached): Acquire pairs with the Release decrement
+        // of each `Detached`: their last use of a buffer is over.
+        let out = self.detached.load(Ordering::Acquire);
+        if out > 0 {
+            // Putting their descriptors back would free buffers another
+            // thread still writes. Leave the port bound: once this process
+            // exits, crash recovery puts everything back.
+            log::error!(
+                "port {}: {out} detached request(s) still out; not unbinding (recovery will, after this process exits)",
+                self.no
+            );
+            return;
+        }
         if let Err(e) = crate::recovery::release_port(&self.seg, self.no, self.gen) {
             log::warn!("unbinding port {}: {e}", self.no);
         }

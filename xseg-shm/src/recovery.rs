@@ -6,9 +6,9 @@
 //! on one port, and a new owner cannot bind until recovery ends. Then:
 //!
 //! 1. **Rings.** `P` was the single consumer of its two rings. If it died
-//!    mid-pop, [`Ring::repair_head`](crate::ring::Ring::repair_head) frees
-//!    the slot or advances `head`; a value at `head` whose descriptor `P`
-//!    had already claimed is recognised by its ticket (`Owned` by `P`).
+//!    in the middle of a batch, [`Ring::repair_head`](crate::ring::Ring::repair_head)
+//!    advances `head` past the values whose descriptors `P` had already
+//!    claimed (their tickets say `Owned` by `P`).
 //! 2. **Descriptors.** Every descriptor whose ticket names `P` as holder
 //!    is claimed (a CAS for those in a ring, so a consumer that takes it at
 //!    the same moment wins cleanly and recovery leaves it):
@@ -18,12 +18,16 @@
 //!      are failed back to their sources with [`PEER_DIED`](crate::code::PEER_DIED);
 //!    - replies `P` was sending are sent again.
 //!
-//!    A ring entry for a claimed descriptor becomes stale: its consumer
-//!    skips it because the ticket no longer matches.
+//!    A descriptor in a ring phase (`Queued`, `Replied`) with `P` as pusher
+//!    is left alone if its entry is in the destination ring (the push
+//!    completed; a consumer never skips an entry addressed to it), and
+//!    claimed otherwise (`P` died before pushing, and nobody else will).
 //! 3. **Replies to `P`.** Its reply ring is drained into the pool: they
 //!    were for the dead incarnation. A reply a server sends after this (it
-//!    checked `P`'s generation just before recovery began) is put back by
-//!    the next owner's `receive`, which compares generations.
+//!    checked `P`'s generation just before recovery began) waits in the
+//!    ring until the port's next owner receives it and puts it back, as its
+//!    generation is stale; `xseg report` shows it as a queued reply of a
+//!    free port meanwhile.
 //! 4. **Buffers.** A buffer's owner word names its descriptor; buffers of
 //!    descriptors `P` held that are not attached (`P` died between
 //!    allocating and attaching) are freed.
@@ -33,7 +37,8 @@
 //!    incarnation is recognised as stale.
 //!
 //! A port's owner unbinding cleanly (dropping its [`Port`](crate::Port))
-//! runs the same steps on itself.
+//! runs the same steps on itself, except that what it pushed is known to be
+//! in its rings and is left there.
 
 use std::sync::atomic::Ordering;
 
@@ -42,7 +47,7 @@ use crate::port::{decode_buffer, put_descriptor, src_is_current, Binding};
 use crate::request::{code, status, Phase, Ticket};
 use crate::ring::Take;
 use crate::segment::Segment;
-use crate::sys::{self, KernelFutex};
+use crate::sys;
 
 /// What one recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -99,7 +104,7 @@ impl Segment {
             {
                 p.owner_start
                     .store(sys::process_start_time(me).unwrap_or(0), Ordering::Release);
-                let mut report = cleanup(self, n);
+                let mut report = cleanup(self, n, true);
                 report.dead_pid = if b.recovering { 0 } else { b.pid };
                 if b.pid != 0 {
                     p.recoveries.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +155,7 @@ pub(crate) fn release_port(seg: &Segment, n: u32, gen: u32) -> Result<(), PortEr
         // Someone recovered it from under us (we were taken for dead).
         return Err(PortError::Recovering { port: n, pid: 0 });
     }
-    cleanup(seg, n);
+    cleanup(seg, n, false);
     finish(seg, n, gen);
     Ok(())
 }
@@ -174,7 +179,19 @@ fn finish(seg: &Segment, n: u32, gen: u32) {
     );
 }
 
-fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
+/// Whether ring `which` of `port` has `value` published from its head on.
+fn ring_holds(seg: &Segment, port: u32, which: u32, value: u32) -> bool {
+    let mut found = false;
+    if let Some(ring) = seg.ring_checked(port, which) {
+        ring.for_each_published(|v| found |= v == value);
+    }
+    found
+}
+
+/// Puts back what port `n` held. `crashed`: its owner died, possibly in
+/// the middle of any operation; otherwise the owner itself unbinds, and
+/// everything it pushed is in its ring.
+fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
     let mut report = RecoveryReport {
         port: n,
         ..Default::default()
@@ -186,11 +203,12 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
         })
     };
     for which in 0..2 {
-        report.ring_repairs += seg.ring(n, which).repair_head(held_by_n) as u32;
+        if let Some(ring) = seg.ring_checked(n, which) {
+            report.ring_repairs += ring.repair_head(held_by_n) as u32;
+        }
     }
     free_orphan_buffers(seg, n, &mut report);
 
-    let futex = KernelFutex::default();
     for i in 0..seg.layout().nr_requests {
         let r = seg.request(i).expect("in range");
         let w = r.ticket.load(Ordering::Acquire);
@@ -201,6 +219,20 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
         let previous = match t.phase {
             Some(Phase::Owned) => Phase::Owned,
             Some(phase @ (Phase::Queued | Phase::Replied)) => {
+                if !crashed {
+                    continue; // pushed: its consumer takes it
+                }
+                // Did the dead owner finish the push? A consumer never
+                // skips an entry addressed to it, so an entry found now is
+                // delivered, and one not found never will be.
+                let (dst, which) = if phase == Phase::Queued {
+                    (r.effective_dst(), 0)
+                } else {
+                    (r.src_port(), 1)
+                };
+                if ring_holds(seg, dst, which, i) {
+                    continue;
+                }
                 let claimed = Ticket::word(Phase::Owned, n, t.serial);
                 if r.ticket
                     .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
@@ -212,7 +244,9 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             }
             _ => continue,
         };
-        if r.src_port() == n || !src_is_current(seg, r) {
+        // Read once: a misbehaving peer may change it under us.
+        let src = r.src_port();
+        if src == n || !src_is_current(seg, src, r) {
             put_descriptor(seg, i, None);
             report.requests_freed += 1;
             continue;
@@ -226,43 +260,51 @@ fn cleanup(seg: &Segment, n: u32) -> RecoveryReport {
             r.set_t_complete(seg.clock().now());
             report.failed_back += 1;
         }
-        let src = r.src_port();
-        r.ticket
-            .store(Ticket::word(Phase::Replied, n, t.serial), Ordering::Relaxed);
-        if seg.ring(src, 1).push(i).is_ok() {
-            if let Some(p) = seg.port(src) {
-                p.doorbell.0.ring(&futex);
-            }
-        } else {
+        let in_ring = Ticket::word(Phase::Replied, n, t.serial);
+        // SYNC POINT (hand-over): as in `Port::push`.
+        r.ticket.store(in_ring, Ordering::Release);
+        let pushed = seg
+            .ring_checked(src, 1)
+            .is_some_and(|ring| ring.push(i).is_ok());
+        if pushed {
+            seg.wake(src);
+            continue;
+        }
+        let owned = Ticket::word(Phase::Owned, n, t.serial);
+        if r.ticket
+            .compare_exchange(in_ring, owned, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
-            r.ticket
-                .store(Ticket::word(Phase::Owned, n, t.serial), Ordering::Relaxed);
             put_descriptor(seg, i, None);
             report.requests_freed += 1;
         }
+        // Else its source took it through an older entry: delivered.
     }
 
     // Replies addressed to the dead incarnation.
-    let ring = seg.ring(n, 1);
-    while let Some(i) = ring.pop(|v| {
-        let Some(r) = seg.request(v) else {
-            return Take::Skip;
-        };
-        let w = r.ticket.load(Ordering::Acquire);
-        let t = Ticket::from_word(w);
-        let claimed = Ticket::word(Phase::Owned, n, t.serial);
-        if t.phase == Some(Phase::Replied)
-            && r.ticket
-                .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            Take::Taken
-        } else {
-            Take::Skip
+    if let Some(ring) = seg.ring_checked(n, 1) {
+        while let Some(i) = ring.pop(|v| {
+            let Some(r) = seg.request(v) else {
+                return Take::Skip;
+            };
+            let w = r.ticket.load(Ordering::Acquire);
+            let t = Ticket::from_word(w);
+            let claimed = Ticket::word(Phase::Owned, n, t.serial);
+            if t.phase == Some(Phase::Replied)
+                && r.src_port() == n
+                && r.ticket
+                    .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                Take::Taken
+            } else {
+                Take::Skip
+            }
+        }) {
+            put_descriptor(seg, i, None);
+            report.requests_freed += 1;
         }
-    }) {
-        put_descriptor(seg, i, None);
-        report.requests_freed += 1;
     }
     report
 }

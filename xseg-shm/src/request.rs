@@ -18,8 +18,10 @@
 //! the instant a process is killed: recovery of a dead port claims exactly
 //! the descriptors whose holder it is (see `recovery.rs`). A consumer takes
 //! a descriptor out of a ring by CAS from `Queued`/`Replied` to `Owned` by
-//! itself; a ring entry whose ticket no longer matches (recovery claimed it)
-//! is stale and skipped.
+//! itself; a ring entry whose ticket no longer matches (recovery claimed
+//! it, or it was taken through another entry) is stale and skipped. The
+//! port methods act only on descriptors whose ticket names them (`Owned` by
+//! the port), so a `Request` token used with the wrong port is refused.
 
 use std::sync::atomic::Ordering;
 
@@ -98,6 +100,8 @@ pub mod code {
 
 /// No buffer attached.
 pub const NO_BUFFER: u32 = u32::MAX;
+/// No port (the source of a pooled descriptor).
+pub const NO_PORT: u32 = u32::MAX;
 
 /// A descriptor this port holds. Not `Clone`: handing it to `submit`,
 /// `respond`, `forward` or `put` gives it away. Dropping one without that

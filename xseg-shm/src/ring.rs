@@ -51,6 +51,9 @@ use crate::sync::{spin_loop, AtomicU64, Ordering};
 
 /// Bits of the value part of a slot word.
 pub const VALUE_BITS: u32 = 24;
+/// Attempts after which a push gives up (each failed attempt means another
+/// producer made progress, so only corruption reaches this).
+const MAX_PUSH_ATTEMPTS: u32 = 1 << 20;
 /// Largest value a ring can carry.
 pub const MAX_VALUE: u32 = (1 << VALUE_BITS) - 1;
 const STAMP_BITS: u32 = 64 - VALUE_BITS;
@@ -126,7 +129,7 @@ impl Ring<'_> {
     /// Whether the value of position `t - capacity` was popped, so position
     /// `t` may reuse its slot.
     fn lapped_slot_is_free(&self, t: u64) -> bool {
-        let need = (t + 1).saturating_sub(self.capacity());
+        let need = t.wrapping_add(1).saturating_sub(self.capacity());
         // SYNC POINT (consumed): Acquire, through the copy's release
         // sequence, pairs with the consumer's Release store of `head`: its
         // read of the old value is done before we overwrite the slot.
@@ -146,7 +149,14 @@ impl Ring<'_> {
         debug_assert!(value <= MAX_VALUE);
         debug_assert!(self.slots.len().is_power_of_two());
         let lapped = 1 - self.capacity() as i64;
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
+            if attempts > MAX_PUSH_ATTEMPTS {
+                // Only a corrupt `tail` (written by a misbehaving peer) keeps
+                // every attempt failing; report it as full, not hang.
+                return Err(PushError::Full);
+            }
             // Relaxed: `tail` is only a hint; the slot CAS below decides.
             let t = self.tail.load(Ordering::Relaxed);
             let slot = self.slot(t);
@@ -169,7 +179,7 @@ impl Ring<'_> {
                     if slot
                         .compare_exchange(
                             word,
-                            pack(t + 1, value),
+                            pack(t.wrapping_add(1), value),
                             Ordering::Release,
                             Ordering::Relaxed,
                         )
@@ -179,7 +189,7 @@ impl Ring<'_> {
                         // means another producer already helped.
                         let _ = self.tail.compare_exchange(
                             t,
-                            t + 1,
+                            t.wrapping_add(1),
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         );
@@ -189,9 +199,12 @@ impl Ring<'_> {
                 1 => {
                     // Published for `t` by a producer that has not moved
                     // `tail` yet (or died): help it.
-                    let _ =
-                        self.tail
-                            .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = self.tail.compare_exchange(
+                        t,
+                        t.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     spin_loop();
                 }
                 _ => {
@@ -231,7 +244,7 @@ impl Ring<'_> {
             if stamp_distance(word, h) != 1 {
                 break;
             }
-            h += 1;
+            h = h.wrapping_add(1);
             let v = value(word);
             if take(v) == Take::Taken {
                 taken(v);
@@ -251,9 +264,11 @@ impl Ring<'_> {
     /// pay for it on one push in 32. High-water marks built from it are
     /// approximate.
     pub fn sampled_depth(&self, position: u64) -> Option<u64> {
-        position
-            .is_multiple_of(32)
-            .then(|| (position + 1).saturating_sub(self.head.load(Ordering::Relaxed)))
+        position.is_multiple_of(32).then(|| {
+            position
+                .wrapping_add(1)
+                .saturating_sub(self.head.load(Ordering::Relaxed))
+        })
     }
 
     /// Whether a value is published at `head` (a racy snapshot: it can only
@@ -279,7 +294,8 @@ impl Ring<'_> {
     /// racy snapshot, for reports and recovery).
     pub fn for_each_published(&self, mut f: impl FnMut(u32)) {
         let head = self.head.load(Ordering::Relaxed);
-        for p in head..head + self.capacity() {
+        for k in 0..self.capacity() {
+            let p = head.wrapping_add(k);
             let word = self.slot(p).load(Ordering::Acquire);
             if stamp_distance(word, p) != 1 {
                 break;
@@ -295,17 +311,17 @@ impl Ring<'_> {
     pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> u64 {
         let start = self.head.load(Ordering::Acquire);
         let mut h = start;
-        while h - start < self.capacity() {
+        while h.wrapping_sub(start) < self.capacity() {
             let word = self.slot(h).load(Ordering::Acquire);
             if stamp_distance(word, h) != 1 || !was_taken(value(word)) {
                 break;
             }
-            h += 1;
+            h = h.wrapping_add(1);
         }
         if h != start {
             self.head.store(h, Ordering::Release);
         }
-        h - start
+        h.wrapping_sub(start)
     }
 }
 

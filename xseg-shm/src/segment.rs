@@ -472,9 +472,17 @@ impl Segment {
         Some(unsafe { &*self.map.as_mut_ptr().add(off as usize).cast::<RequestShm>() })
     }
 
-    /// Ring `which` (0 requests, 1 replies) of `port`, which must be in range.
+    /// Ring `which` (0 requests, 1 replies) of `port`, which must be in
+    /// range (a port number we checked or computed ourselves).
     pub(crate) fn ring(&self, port: u32, which: u32) -> Ring<'_> {
-        let p = self.port(port).expect("ring of a port in range");
+        self.ring_checked(port, which)
+            .expect("ring of a port in range")
+    }
+
+    /// Ring `which` of `port`, or `None` if `port` is out of range (for
+    /// port numbers read from shared memory).
+    pub(crate) fn ring_checked(&self, port: u32, which: u32) -> Option<Ring<'_>> {
+        let p = self.port(port)?;
         let off = self.layout.ring_off(port, which);
         // SAFETY: ring_off places 2 × nr_ports rings of ring_capacity
         // 8-byte slots inside the mapping, 8-aligned; AtomicU64 is valid
@@ -490,12 +498,12 @@ impl Segment {
         } else {
             (&p.reply_head.0, &p.reply_tail.0)
         };
-        Ring {
+        Some(Ring {
             head,
             tail: &producers.tail,
             head_seen: &producers.head_seen,
             slots,
-        }
+        })
     }
 
     /// The owner word of buffer `index` of `class`, or `None` if out of range.
@@ -524,6 +532,15 @@ impl Segment {
         if let Some(p) = self.port(n) {
             p.doorbell.0.ring(&crate::sys::KernelFutex::default());
         }
+    }
+
+    /// Pid of port `n`'s owner if it died (and nobody recovered the port
+    /// yet); `None` if the port is unbound or its owner lives.
+    pub fn dead_owner(&self, n: u32) -> Option<u32> {
+        let p = self.port(n)?;
+        let b = crate::port::Binding::from_word(p.binding.load(Ordering::Acquire));
+        (b.pid != 0 && !crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
+            .then_some(b.pid)
     }
 
     /// Pid of port `n`'s owner if it is alive.

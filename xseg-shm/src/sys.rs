@@ -83,10 +83,26 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 /// Whether the process recorded as (`pid`, `start`) is still running.
 /// `start == 0` means the owner was recorded before its start time was
 /// (a bind in progress): then the pid alone decides.
+///
+/// Only certain death counts: the pid does not exist (`kill(pid, 0)`
+/// fails with ESRCH), is a zombie, or runs a process started at another
+/// time (the pid was reused). A process we may not signal (EPERM) or whose
+/// `/proc` entry we may not read (`hidepid`) is alive. Peers sharing a
+/// segment must share one pid namespace.
 pub fn is_alive(pid: u32, start: u64) -> bool {
-    match process_start_time(pid) {
-        None => false,
-        Some(s) => start == 0 || s == start,
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    let pid_t = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(nix::errno::Errno::ESRCH) = nix::sys::signal::kill(pid_t, None) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true, // exists (kill said so), but /proc is hidden from us
+        Ok(_) => match process_start_time(pid) {
+            None => false, // a zombie
+            Some(s) => start == 0 || s == start,
+        },
     }
 }
 

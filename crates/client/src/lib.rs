@@ -170,7 +170,7 @@ impl Client {
             // Every 200 ms at most (the doorbell's timeout): is the peer
             // still there? If its owner died, recovering the port fails
             // our request back to us.
-            if seg.live_owner(dst).is_none() {
+            if seg.dead_owner(dst).is_some() {
                 match seg.recover(dst) {
                     Ok(report) => log::warn!("port {dst}: its peer died; recovered: {report:?}"),
                     Err(e) => log::debug!("port {dst}: {e}"),

@@ -1,0 +1,205 @@
+//! Regressions found in review: each test reproduces a kill window or an
+//! API misuse that once left a descriptor or a buffer with two owners.
+//! Kills are simulated by writing the shared state a killed process leaves
+//! behind, with a dead pid as the port's owner.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use xseg_shm::{Segment, SegmentConfig, SegmentName, TransportError};
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(t: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("xseg-regr-{}-{t}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Tmp(p)
+    }
+    fn name(&self) -> SegmentName {
+        SegmentName::parse(self.0.to_str().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Raw access to the segment, to play a killed process.
+struct Raw {
+    map: memmap2::MmapRaw,
+}
+
+impl Raw {
+    fn new(t: &Tmp) -> Raw {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&t.0)
+            .unwrap();
+        Raw {
+            map: memmap2::MmapRaw::map_raw(&f).unwrap(),
+        }
+    }
+    fn u64(&self, off: u64) -> &AtomicU64 {
+        assert!(off as usize + 8 <= self.map.len() && off.is_multiple_of(8));
+        // SAFETY: in bounds and aligned (checked above), the mapping lives
+        // as long as `self`, and any bits are a valid AtomicU64.
+        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
+    }
+    fn u32(&self, off: u64) -> &AtomicU32 {
+        assert!(off as usize + 4 <= self.map.len() && off.is_multiple_of(4));
+        // SAFETY: as in `u64`.
+        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
+    }
+    /// Makes port `n` look owned by a process that died.
+    fn kill_owner(&self, seg: &Segment, n: u32) {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        let binding = self.u64(seg.layout().ports_off + u64::from(n) * 768);
+        let gen = binding.load(Ordering::SeqCst) >> 32;
+        binding.store((gen << 32) | u64::from(pid), Ordering::SeqCst);
+    }
+}
+
+fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
+    let config = SegmentConfig {
+        ports: 8,
+        static_ports: 4,
+        requests,
+        buffer_counts: buffers,
+        ..Default::default()
+    };
+    Arc::new(Segment::create(&t.name(), &config).unwrap())
+}
+
+#[test]
+fn a_clean_unbind_never_takes_a_reply_meant_for_another_port() {
+    let t = Tmp::new("steal");
+    let seg = segment(&t, 1, vec![]);
+    let c = seg.bind_dynamic().unwrap();
+    let s = seg.bind_dynamic().unwrap();
+    let (d, d2) = (seg.bind(1).unwrap(), seg.bind(2).unwrap());
+    let r = c.get(1).unwrap();
+    c.submit(r).unwrap();
+    let a = d.accept().unwrap();
+    d.serve(a, 1).unwrap();
+    drop(d); // its clean unbind must not send the reply a second time
+    let rep = c.receive().unwrap();
+    c.put(rep);
+    let r = s.get(2).unwrap();
+    s.submit(r).unwrap();
+    let a = d2.accept().unwrap();
+    d2.serve(a, 7).unwrap();
+    drop(c);
+    let rep = s.receive().expect("the reply addressed to s reaches s");
+    assert_eq!(s.desc(&rep).serviced(), 7);
+    s.put(rep);
+}
+
+#[test]
+fn a_kill_inside_get_sends_no_reply_for_the_descriptors_previous_life() {
+    let t = Tmp::new("get");
+    let seg = segment(&t, 1, vec![]);
+    let raw = Raw::new(&t);
+    let s = seg.bind_dynamic().unwrap();
+    let d = seg.bind(1).unwrap();
+    let r = s.get(1).unwrap();
+    s.desc(&r).set_tag(0xDEAD);
+    s.submit(r).unwrap();
+    let a = d.accept().unwrap();
+    d.serve(a, 1).unwrap();
+    let rep = s.receive().unwrap();
+    s.put(rep);
+    // Port 2's process took descriptor 0 (Pooled -> Owned(2)) and was
+    // killed before resetting its fields.
+    let ticket = raw.u64(seg.layout().requests_off);
+    let w = ticket.load(Ordering::SeqCst);
+    ticket.store(1 | (2 << 4) | (((w >> 20) + 1) << 20), Ordering::SeqCst);
+    raw.kill_owner(&seg, 2);
+    let report = seg.recover(2).unwrap();
+    assert_eq!(
+        (report.failed_back, report.requests_freed),
+        (0, 1),
+        "{report:?}"
+    );
+    assert!(
+        s.receive().is_none(),
+        "a reply for a request already completed"
+    );
+    assert_eq!(seg.report().requests_free, 1);
+}
+
+#[test]
+fn a_kill_inside_a_buffer_free_never_fails_back_someone_elses_buffer() {
+    let t = Tmp::new("buf");
+    let seg = segment(&t, 4, vec![1]);
+    let raw = Raw::new(&t);
+    let s = seg.bind_dynamic().unwrap();
+    let d = seg.bind(1).unwrap();
+    let x = seg.bind(2).unwrap();
+    let mut r = s.get(1).unwrap();
+    s.alloc_data(&mut r, 100).unwrap();
+    s.submit(r).unwrap();
+    let a = d.accept().unwrap();
+    // d's process freed the buffer's owner word and was killed before
+    // detaching the handle (the order the code no longer uses, but a
+    // corrupt or old peer may leave it so).
+    raw.u32(seg.layout().owners_off[0])
+        .store(0, Ordering::SeqCst);
+    let _accepted = a; // held until the end, as by the killed process
+    std::mem::forget(d); // no clean unbind
+    raw.kill_owner(&seg, 1);
+    let mut xr = x.get(3).unwrap();
+    x.alloc_data(&mut xr, 100).unwrap();
+    x.data_mut(&mut xr).fill(0xAA);
+    seg.recover(1).unwrap();
+    let back = s.receive().unwrap();
+    assert!(
+        s.data(&back).is_empty(),
+        "the failed-back request reaches x's buffer"
+    );
+    assert!(x.data(&xr).iter().all(|&b| b == 0xAA));
+    s.put(back);
+    x.put(xr);
+}
+
+#[test]
+fn a_port_with_detached_requests_out_is_left_for_recovery_not_unbound() {
+    let t = Tmp::new("det");
+    let seg = segment(&t, 4, vec![1]);
+    let server = seg.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let mut r = client.get(1).unwrap();
+    client.alloc_data(&mut r, 4096).unwrap();
+    client.submit(r).unwrap();
+    let r = server.accept().unwrap();
+    let mut det = server.detach(r);
+    drop(server);
+    assert!(
+        client.receive().is_none(),
+        "failed back while a worker holds its buffer"
+    );
+    det.data_mut().fill(1); // still ours alone
+    assert_eq!(seg.report().buffers[0].free, 0);
+    assert_eq!(seg.live_owner(1), Some(std::process::id()));
+}
+
+#[test]
+fn a_request_used_with_another_port_is_refused() {
+    let t = Tmp::new("wrong-port");
+    let seg = segment(&t, 4, vec![]);
+    let a = seg.bind(1).unwrap();
+    let b = seg.bind(2).unwrap();
+    let r = a.get(2).unwrap();
+    let index = r.index();
+    let rejected = b.submit(r).unwrap_err();
+    assert_eq!(rejected.error, TransportError::NotHeld(index));
+    b.put(rejected.request); // refused too: a still holds it
+    assert_eq!(seg.report().requests_free, 3);
+}

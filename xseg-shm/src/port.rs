@@ -744,6 +744,29 @@ impl Port {
         out.len() - first
     }
 
+    /// Takes back a request this port submitted that is still waiting in
+    /// its destination's queue (not accepted yet), e.g. because the peer
+    /// there died. Returns `None` if it was accepted meanwhile (its reply
+    /// will come) or is not ours. The queue entry left behind is skipped
+    /// by its consumer.
+    pub fn cancel(&self, index: u32) -> Option<Request> {
+        let r = self.seg.request(index)?;
+        let w = r.ticket.load(Ordering::Acquire);
+        let t = Ticket::from_word(w);
+        if t.phase != Some(Phase::Queued)
+            || t.holder != self.no
+            || r.src_port() != self.no
+            || r.src_gen.load(Ordering::Relaxed) != self.gen
+        {
+            return None;
+        }
+        let owned = Ticket::word(Phase::Owned, self.no, t.serial);
+        r.ticket
+            .compare_exchange(w, owned, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Request { index })
+    }
+
     /// The ticket of `req` if this port holds it (a `Request` used with
     /// another port than the one that got it, or after its port unbound,
     /// is not held and must not be acted on).

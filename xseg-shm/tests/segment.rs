@@ -528,3 +528,24 @@ fn a_detached_request_is_served_from_another_thread() {
     assert!(client.data(&reply).iter().all(|&b| b == 7));
     client.put(reply);
 }
+
+#[test]
+fn a_submitted_request_can_be_taken_back_until_accepted() {
+    let tmp = Tmp::new("cancel");
+    let seg = create(&tmp);
+    let server = seg.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let r = client.get(1).unwrap();
+    let first = r.index();
+    client.submit(r).unwrap();
+    let back = client.cancel(first).expect("still queued");
+    assert!(server.accept().is_none(), "the withdrawn entry is skipped");
+    client.submit(back).unwrap();
+    let accepted = server.accept().unwrap();
+    assert!(client.cancel(first).is_none(), "accepted: the reply will come");
+    assert!(server.cancel(first).is_none(), "not the server's to take back");
+    server.serve(accepted, 0).unwrap();
+    let reply = client.receive().unwrap();
+    client.put(reply);
+    assert_eq!(seg.report().requests_free, 16);
+}

@@ -77,6 +77,7 @@ impl<'a> Call<'a> {
 pub struct Client {
     port: Port,
     timeout: Duration,
+    next_tag: std::cell::Cell<u64>,
 }
 
 impl Client {
@@ -92,6 +93,7 @@ impl Client {
         Ok(Client {
             port,
             timeout: Duration::from_secs(30),
+            next_tag: std::cell::Cell::new(1),
         })
     }
 
@@ -131,7 +133,11 @@ impl Client {
             p.put(req);
             return Err(transport(e));
         }
+        let index = req.index();
+        let tag = self.next_tag.get();
+        self.next_tag.set(tag.wrapping_add(1));
         let d = p.desc(&req);
+        d.set_tag(tag);
         d.set_op(call.op.code());
         d.set_offset(call.offset);
         d.set_size(call.size);
@@ -140,7 +146,7 @@ impl Client {
             p.put(rejected.request);
             return Err(transport(rejected.error));
         }
-        let reply = self.wait(call.dst)?;
+        let reply = self.wait(call.dst, index, tag)?;
         let d = p.desc(&reply);
         let result = if d.status() == status::SERVED {
             Ok(Reply {
@@ -160,23 +166,31 @@ impl Client {
         result
     }
 
-    fn wait(&self, dst: u32) -> Result<xseg_shm::Request, Error> {
+    fn wait(&self, dst: u32, index: u32, tag: u64) -> Result<xseg_shm::Request, Error> {
         let start = Instant::now();
         let seg = self.port.segment();
+        let died = || Error::with(ErrorCode::PeerDied, format!("the peer on port {dst} died"));
         loop {
-            if let Some(r) = self.port.receive() {
+            if let Some(r) = self.receive(tag) {
                 return Ok(r);
             }
             // Every 200 ms at most (the doorbell's timeout): is the peer
-            // still there? If its owner died, recovering the port fails
-            // our request back to us.
-            if seg.dead_owner(dst).is_some() {
+            // still there? If its owner died, recovering its port fails
+            // our request back to us if it had accepted it; if it had not,
+            // we take it back from the queue.
+            if let Some(pid) = seg.dead_owner(dst) {
                 match seg.recover(dst) {
-                    Ok(report) => log::warn!("port {dst}: its peer died; recovered: {report:?}"),
+                    Ok(report) => {
+                        log::warn!("port {dst}: its peer (pid {pid}) died; recovered: {report:?}")
+                    }
                     Err(e) => log::debug!("port {dst}: {e}"),
                 }
-                if let Some(r) = self.port.receive() {
+                if let Some(r) = self.receive(tag) {
                     return Ok(r);
+                }
+                if let Some(r) = self.port.cancel(index) {
+                    self.port.put(r);
+                    return Err(died());
                 }
             }
             if start.elapsed() > self.timeout {
@@ -187,6 +201,18 @@ impl Client {
             }
             self.port.sleep();
         }
+    }
+
+    /// The reply tagged `tag`, if it arrived; replies to calls that gave
+    /// up earlier are put back.
+    fn receive(&self, tag: u64) -> Option<xseg_shm::Request> {
+        while let Some(r) = self.port.receive() {
+            if self.port.desc(&r).tag() == tag {
+                return Some(r);
+            }
+            self.port.put(r);
+        }
+        None
     }
 
     /// PING.

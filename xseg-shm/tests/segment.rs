@@ -542,8 +542,14 @@ fn a_submitted_request_can_be_taken_back_until_accepted() {
     assert!(server.accept().is_none(), "the withdrawn entry is skipped");
     client.submit(back).unwrap();
     let accepted = server.accept().unwrap();
-    assert!(client.cancel(first).is_none(), "accepted: the reply will come");
-    assert!(server.cancel(first).is_none(), "not the server's to take back");
+    assert!(
+        client.cancel(first).is_none(),
+        "accepted: the reply will come"
+    );
+    assert!(
+        server.cancel(first).is_none(),
+        "not the server's to take back"
+    );
     server.serve(accepted, 0).unwrap();
     let reply = client.receive().unwrap();
     client.put(reply);

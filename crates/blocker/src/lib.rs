@@ -1,0 +1,259 @@
+//! The blocker: object store operations served over xseg.
+//!
+//! [`Blocker`] is the [`Handler`] the `blockerd` peer runs. The loop thread
+//! only decodes and validates; every store call runs on a pool of worker
+//! threads, each holding a detached request (its data buffer is read or
+//! filled in place, in the segment, with no copy), and completes through
+//! the peer's [`Completer`]. Two instances play the original's two roles:
+//! data objects (blockerb) and maps and locks (blockerm).
+//!
+//! | op | target | payload in | reply |
+//! |---|---|---|---|
+//! | READ | object | — | `size` bytes at `offset`, zeros past the end; missing object: `NotFound` |
+//! | WRITE | object | data | `serviced = size`; `FUA` makes it durable first |
+//! | WRITE_FULL | object | data | atomic replace |
+//! | DELETE | object | — | |
+//! | INFO | object | — | [`InfoReply`] |
+//! | COPY | destination | [`CopyRequest`] | `size` bytes from the source's `src_offset` to `offset` |
+//! | HASH | object | — | [`NameField`]: content name of `size` bytes at `offset`, stored |
+//! | SYNC, FLUSH | — | — | everything acknowledged is durable |
+//! | ACQUIRE | lock name | [`LockOwner`] | [`LockOwner`] with the fencing token; `Locked` with the owner |
+//! | RELEASE | lock name | [`LockOwner`] | `FORCE` breaks the lock whoever holds it |
+//! | LIST | prefix | — | names separated by NUL, `serviced` bytes |
+//!
+//! Locks never block: ACQUIRE of a lock another owner holds fails at once
+//! with `Locked` naming the owner, `NO_WAIT` or not (the original's blocking
+//! acquire tied up a worker forever).
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use archipelago_peer::{Completer, Done, Handler};
+use archipelago_protocol::payload::{CopyRequest, InfoReply, LockOwner, NameField, Payload};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use archipelago_store::{ObjectStore, StoreError};
+use crossbeam_channel::Sender;
+use xseg_shm::{Detached, Port, Request};
+
+fn store_err(e: StoreError) -> Error {
+    Error::with(e.code(), e.to_string())
+}
+
+fn too_small(have: usize, need: u64) -> Error {
+    Error::with(
+        ErrorCode::InvalidArgument,
+        format!("data buffer of {have} bytes, {need} needed"),
+    )
+}
+
+struct Job {
+    req: Detached,
+    op: Op,
+}
+
+/// The blocker handler: owns the worker pool.
+pub struct Blocker {
+    jobs: Option<Sender<(Job, Completer)>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Blocker {
+    /// Starts `threads` workers serving `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, threads: usize) -> Blocker {
+        let (tx, rx) = crossbeam_channel::unbounded::<(Job, Completer)>();
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                let store = store.clone();
+                std::thread::Builder::new()
+                    .name(format!("blocker-{i}"))
+                    .spawn(move || {
+                        for (mut job, completer) in rx {
+                            let done = Done::from(serve(&*store, job.op, &mut job.req));
+                            completer.complete(job.req, done);
+                        }
+                    })
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        Blocker {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Handler for Blocker {
+    fn handle(
+        &mut self,
+        port: &Port,
+        op: Op,
+        req: Request,
+        completer: &Completer,
+    ) -> Option<(Request, Done)> {
+        let supported = matches!(
+            op,
+            Op::Read
+                | Op::Write
+                | Op::WriteFull
+                | Op::Delete
+                | Op::Info
+                | Op::Copy
+                | Op::Hash
+                | Op::Sync
+                | Op::Flush
+                | Op::Acquire
+                | Op::Release
+                | Op::List
+        );
+        if !supported {
+            let e = Error::with(
+                ErrorCode::Unsupported,
+                format!("a blocker does not serve {op}"),
+            );
+            return Some((req, Done::Failed(e)));
+        }
+        let job = Job {
+            req: port.detach(req),
+            op,
+        };
+        let jobs = self.jobs.as_ref().expect("workers run until drop");
+        if let Err(err) = jobs.send((job, completer.clone())) {
+            // Workers gone: fail it back here.
+            let (job, _) = err.into_inner();
+            let e = Error::with(ErrorCode::ShuttingDown, "blocker workers stopped");
+            return Some((job.req.into_request(), Done::Failed(e)));
+        }
+        None
+    }
+}
+
+/// Serves one request on a worker thread; returns `serviced`.
+fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Error> {
+    let d = req.desc();
+    let target = d.target();
+    let name = String::from_utf8_lossy(target.as_bytes()).into_owned();
+    let (offset, size, flags) = (d.offset(), d.size(), Flags(d.flags()));
+    let durable = flags.contains(Flags::FUA);
+    let len = req.data().len();
+    let need = |n: u64| {
+        if (len as u64) < n {
+            Err(too_small(len, n))
+        } else {
+            Ok(n as usize)
+        }
+    };
+    match op {
+        Op::Read => {
+            let n = need(size)?;
+            store
+                .read(&name, offset, &mut req.data_mut()[..n])
+                .map_err(store_err)?;
+            Ok(size)
+        }
+        Op::Write => {
+            let n = need(size)?;
+            store
+                .write(&name, offset, &req.data()[..n], durable)
+                .map_err(store_err)?;
+            Ok(size)
+        }
+        Op::WriteFull => {
+            let n = need(size)?;
+            store
+                .write_full(&name, &req.data()[..n], durable)
+                .map_err(store_err)?;
+            Ok(size)
+        }
+        Op::Delete => store.delete(&name).map(|_| 0).map_err(store_err),
+        Op::Info => {
+            let stat = store.stat(&name).map_err(store_err)?;
+            let reply = InfoReply {
+                size: stat.size,
+                object_size: 0,
+                flags: 0,
+                reserved: 0,
+            };
+            reply.encode(req.data_mut())?;
+            Ok(InfoReply::SIZE as u64)
+        }
+        Op::Copy => {
+            let c = CopyRequest::decode(req.data())?;
+            let src = String::from_utf8_lossy(c.src.as_bytes()).into_owned();
+            store
+                .copy(&src, c.src_offset, &name, offset, size, durable)
+                .map_err(store_err)?;
+            Ok(size)
+        }
+        Op::Hash => {
+            if size == 0 {
+                return Err(Error::with(
+                    ErrorCode::InvalidArgument,
+                    "hash of zero bytes",
+                ));
+            }
+            need(NameField::SIZE as u64)?;
+            let mut content = vec![0u8; size as usize];
+            store.read(&name, offset, &mut content).map_err(store_err)?;
+            let hex = store.store_content(&content, durable).map_err(store_err)?;
+            NameField::new(hex.as_bytes())?.encode(req.data_mut())?;
+            Ok(NameField::SIZE as u64)
+        }
+        Op::Sync | Op::Flush => store.sync().map(|_| 0).map_err(store_err),
+        Op::Acquire | Op::Release => {
+            let who = LockOwner::decode(req.data())?;
+            let owner = who.owner.to_string_lossy();
+            if op == Op::Release {
+                return if flags.contains(Flags::FORCE) {
+                    store.break_lock(&name).map(|_| 0).map_err(store_err)
+                } else {
+                    store.unlock(&name, &owner).map(|_| 0).map_err(store_err)
+                };
+            }
+            match store.try_lock(&name, &owner) {
+                Ok(token) => {
+                    LockOwner {
+                        token,
+                        owner: who.owner,
+                    }
+                    .encode(req.data_mut())?;
+                    Ok(LockOwner::SIZE as u64)
+                }
+                Err(StoreError::Locked { owner: holder, .. }) => {
+                    // The reply names the holder, for "locked by ...".
+                    let field = NameField::new(holder.as_bytes())
+                        .unwrap_or_else(|_| NameField::new(b"?").expect("short"));
+                    LockOwner {
+                        token: 0,
+                        owner: field,
+                    }
+                    .encode(req.data_mut())?;
+                    Err(Error::with(ErrorCode::Locked, holder))
+                }
+                Err(e) => Err(store_err(e)),
+            }
+        }
+        Op::List => {
+            let names = store.list(&name).map_err(store_err)?;
+            let mut out = Vec::new();
+            for n in names {
+                out.extend_from_slice(n.as_bytes());
+                out.push(0);
+            }
+            let n = need(out.len() as u64)?;
+            req.data_mut()[..n].copy_from_slice(&out);
+            Ok(n as u64)
+        }
+        _ => Err(Error::new(ErrorCode::Unsupported)),
+    }
+}

@@ -1,0 +1,428 @@
+//! [`FaultyStore`]: a wrapper injecting failures into chosen operations.
+//!
+//! Rules say which operations fail and how:
+//!
+//! ```
+//! use archipelago_store::{Fault, FaultyStore, MemoryStore, ObjectStore, OpKind, Rule, StoreError};
+//!
+//! let store = FaultyStore::new(MemoryStore::new());
+//! store.fail_next(OpKind::Write, Fault::NoSpace);
+//! assert!(matches!(store.write("a", 0, b"x", false), Err(StoreError::NoSpace { .. })));
+//! store.write("a", 0, b"x", false).unwrap(); // only the next one failed
+//!
+//! // A torn write stores a prefix, then fails (a crash mid-write).
+//! store.add_rule(Rule::new(OpKind::Write, Fault::Torn { keep: 2 }).names_with_prefix("vol_").times(1));
+//! assert!(store.write("vol_1", 0, b"abcd", false).is_err());
+//! assert_eq!(store.inner().stat("vol_1").unwrap().size, 2);
+//! ```
+//!
+//! A fault is always reported as an error, never as success. Names are
+//! checked before rules are consulted, so an invalid name fails with
+//! `InvalidName` as it would without the wrapper.
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::{check_name, content_name_of, ObjectStat, ObjectStore, StoreError};
+
+/// `EIO`.
+const EIO: i32 = 5;
+
+/// The operations of [`ObjectStore`], as targets of rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// [`ObjectStore::read`].
+    Read,
+    /// [`ObjectStore::write`].
+    Write,
+    /// [`ObjectStore::write_full`].
+    WriteFull,
+    /// [`ObjectStore::delete`].
+    Delete,
+    /// [`ObjectStore::stat`].
+    Stat,
+    /// [`ObjectStore::copy`].
+    Copy,
+    /// [`ObjectStore::store_content`].
+    StoreContent,
+    /// [`ObjectStore::sync`].
+    Sync,
+    /// [`ObjectStore::try_lock`].
+    TryLock,
+    /// [`ObjectStore::unlock`].
+    Unlock,
+    /// [`ObjectStore::break_lock`].
+    BreakLock,
+    /// [`ObjectStore::lock_owner`].
+    LockOwner,
+    /// [`ObjectStore::list`].
+    List,
+}
+
+impl OpKind {
+    /// The method's name, as used in [`StoreError::Io`] messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+            OpKind::WriteFull => "write_full",
+            OpKind::Delete => "delete",
+            OpKind::Stat => "stat",
+            OpKind::Copy => "copy",
+            OpKind::StoreContent => "store_content",
+            OpKind::Sync => "sync",
+            OpKind::TryLock => "try_lock",
+            OpKind::Unlock => "unlock",
+            OpKind::BreakLock => "break_lock",
+            OpKind::LockOwner => "lock_owner",
+            OpKind::List => "list",
+        }
+    }
+}
+
+/// What happens to an operation a rule catches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with [`StoreError::Io`] (`EIO`), doing nothing.
+    Io,
+    /// Fails with [`StoreError::NoSpace`], doing nothing.
+    NoSpace,
+    /// A crash in the middle: `write` stores the first `keep` bytes of its
+    /// data and `copy` into an existing object copies the first `keep`
+    /// bytes of its range (into the inner store), then the operation fails
+    /// with `EIO`. Operations that are atomic by contract (`write_full`,
+    /// `store_content`, `copy` into a missing object, lock operations) and
+    /// those that write nothing fail without effect, as a crash before
+    /// their commit point would leave them.
+    Torn {
+        /// Bytes applied before the failure.
+        keep: u64,
+    },
+    /// Sleeps, then runs the operation normally.
+    Delay(Duration),
+}
+
+/// A fault injection rule: which operations (one kind, or all), which
+/// names, how many times.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    op: Option<OpKind>,
+    prefix: Option<String>,
+    fault: Fault,
+    remaining: Option<u64>,
+}
+
+impl Rule {
+    /// `fault` on every `op`, forever (narrow it with the other methods).
+    pub fn new(op: OpKind, fault: Fault) -> Rule {
+        Rule {
+            op: Some(op),
+            prefix: None,
+            fault,
+            remaining: None,
+        }
+    }
+
+    /// `fault` on every operation, forever.
+    pub fn any_op(fault: Fault) -> Rule {
+        Rule {
+            op: None,
+            prefix: None,
+            fault,
+            remaining: None,
+        }
+    }
+
+    /// Only operations on a name starting with `prefix` (either name of a
+    /// `copy`; the content name for `store_content`; never `sync` or
+    /// `list`, which have no name).
+    pub fn names_with_prefix(mut self, prefix: impl Into<String>) -> Rule {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only the next `n` matching operations; the rule then disappears.
+    pub fn times(mut self, n: u64) -> Rule {
+        self.remaining = Some(n);
+        self
+    }
+
+    /// The name this rule catches among `names`, or `None`.
+    fn catches<'a>(&self, op: OpKind, names: &[&'a str]) -> Option<&'a str> {
+        if self.op.is_some_and(|o| o != op) {
+            return None;
+        }
+        match &self.prefix {
+            None => Some(names.last().copied().unwrap_or("(store)")),
+            Some(p) => names.iter().copied().find(|n| n.starts_with(p.as_str())),
+        }
+    }
+}
+
+/// An [`ObjectStore`] that forwards to `inner` except where a [`Rule`]
+/// injects a [`Fault`].
+#[derive(Debug)]
+pub struct FaultyStore<S: ObjectStore> {
+    inner: S,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    fired: u64,
+}
+
+/// What an operation does after consulting the rules.
+enum Verdict {
+    /// Run it normally.
+    Run,
+    /// Fail it with this error after applying `keep` bytes (torn).
+    Torn(u64, StoreError),
+    /// Fail it without effect.
+    Fail(StoreError),
+}
+
+impl<S: ObjectStore> FaultyStore<S> {
+    /// Wraps `inner`, injecting nothing until told to.
+    pub fn new(inner: S) -> FaultyStore<S> {
+        FaultyStore {
+            inner,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The wrapped store (to look behind the faults).
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a rule; rules are consulted in the order they were added and
+    /// the first that catches an operation decides.
+    pub fn add_rule(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Injects `fault` into the next `op` only.
+    pub fn fail_next(&self, op: OpKind, fault: Fault) {
+        self.add_rule(Rule::new(op, fault).times(1));
+    }
+
+    /// Injects `fault` into every `op` from now on.
+    pub fn fail_always(&self, op: OpKind, fault: Fault) {
+        self.add_rule(Rule::new(op, fault));
+    }
+
+    /// Injects `fault` into every `op` on a name starting with `prefix`.
+    pub fn fail_names_with_prefix(&self, op: OpKind, prefix: &str, fault: Fault) {
+        self.add_rule(Rule::new(op, fault).names_with_prefix(prefix));
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// How many faults have been injected (delays included).
+    pub fn injected(&self) -> u64 {
+        self.lock().fired
+    }
+
+    /// Consults the rules for `op` on `names` (already checked).
+    fn verdict(&self, op: OpKind, names: &[&str]) -> Verdict {
+        let (fault, name) = {
+            let mut state = self.lock();
+            let Some((i, name)) = state
+                .rules
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| r.catches(op, names).map(|n| (i, n)))
+            else {
+                return Verdict::Run;
+            };
+            state.fired += 1;
+            let rule = &mut state.rules[i];
+            let fault = rule.fault.clone();
+            if let Some(n) = &mut rule.remaining {
+                *n -= 1;
+                if *n == 0 {
+                    state.rules.remove(i);
+                }
+            }
+            (fault, name.to_owned())
+        };
+        let eio = |name: String| StoreError::Io {
+            name,
+            op: op.as_str(),
+            source: io::Error::from_raw_os_error(EIO),
+        };
+        match fault {
+            Fault::Delay(d) => {
+                std::thread::sleep(d);
+                Verdict::Run
+            }
+            Fault::Io => Verdict::Fail(eio(name)),
+            Fault::NoSpace => Verdict::Fail(StoreError::NoSpace { name }),
+            Fault::Torn { keep } => Verdict::Torn(keep, eio(name)),
+        }
+    }
+
+    /// For operations a tear cannot apply partially.
+    fn check(&self, op: OpKind, names: &[&str]) -> Result<(), StoreError> {
+        for n in names {
+            check_name(n)?;
+        }
+        match self.verdict(op, names) {
+            Verdict::Run => Ok(()),
+            Verdict::Fail(e) | Verdict::Torn(_, e) => Err(e),
+        }
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
+    fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
+        self.check(OpKind::Read, &[name])?;
+        self.inner.read(name, offset, buf)
+    }
+
+    fn write(&self, name: &str, offset: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        check_name(name)?;
+        match self.verdict(OpKind::Write, &[name]) {
+            Verdict::Run => self.inner.write(name, offset, data, durable),
+            Verdict::Fail(e) => Err(e),
+            Verdict::Torn(keep, e) => {
+                let keep = keep.min(data.len() as u64) as usize;
+                self.inner.write(name, offset, &data[..keep], durable)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        self.check(OpKind::WriteFull, &[name])?;
+        self.inner.write_full(name, data, durable)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.check(OpKind::Delete, &[name])?;
+        self.inner.delete(name)
+    }
+
+    fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
+        self.check(OpKind::Stat, &[name])?;
+        self.inner.stat(name)
+    }
+
+    fn copy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        check_name(src)?;
+        check_name(dst)?;
+        match self.verdict(OpKind::Copy, &[src, dst]) {
+            Verdict::Run => self
+                .inner
+                .copy(src, src_offset, dst, dst_offset, len, durable),
+            Verdict::Fail(e) => Err(e),
+            Verdict::Torn(keep, e) => {
+                // Into a missing destination a copy is atomic (nothing is
+                // left on failure): only an existing one can be torn.
+                if self.inner.stat(dst).is_ok() {
+                    self.inner
+                        .copy(src, src_offset, dst, dst_offset, keep.min(len), durable)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
+        let name = content_name_of(data);
+        self.check(OpKind::StoreContent, &[&name])?;
+        self.inner.store_content(data, durable)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.check(OpKind::Sync, &[])?;
+        self.inner.sync()
+    }
+
+    fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
+        self.check(OpKind::TryLock, &[name])?;
+        self.inner.try_lock(name, owner)
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.check(OpKind::Unlock, &[name])?;
+        self.inner.unlock(name, owner)
+    }
+
+    fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.check(OpKind::BreakLock, &[name])?;
+        self.inner.break_lock(name)
+    }
+
+    fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.check(OpKind::LockOwner, &[name])?;
+        self.inner.lock_owner(name)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.check(OpKind::List, &[])?;
+        self.inner.list(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn rules_fire_in_order_and_expire() {
+        let s = FaultyStore::new(MemoryStore::new());
+        s.add_rule(Rule::new(OpKind::Stat, Fault::Io).times(2));
+        s.write("a", 0, b"x", false).unwrap();
+        assert!(s.stat("a").is_err());
+        assert!(s.stat("a").is_err());
+        assert!(s.stat("a").is_ok());
+        assert_eq!(s.injected(), 2);
+    }
+
+    #[test]
+    fn prefix_rules_only_catch_matching_names() {
+        let s = FaultyStore::new(MemoryStore::new());
+        s.fail_names_with_prefix(OpKind::Write, "bad", Fault::NoSpace);
+        s.write("good", 0, b"x", false).unwrap();
+        let e = s.write("bad1", 0, b"x", false).unwrap_err();
+        assert!(e.to_string().contains("bad1"), "{e}");
+        s.fail_names_with_prefix(OpKind::Copy, "bad", Fault::Io);
+        let e = s.copy("good", 0, "bad2", 0, 1, false).unwrap_err();
+        assert!(e.to_string().contains("bad2"), "{e}");
+        s.clear();
+        s.copy("good", 0, "bad2", 0, 1, false).unwrap();
+    }
+
+    #[test]
+    fn delays_do_not_fail() {
+        let s = FaultyStore::new(MemoryStore::new());
+        s.add_rule(Rule::any_op(Fault::Delay(Duration::from_millis(1))).times(1));
+        s.write("a", 0, b"x", false).unwrap();
+        assert_eq!(s.injected(), 1);
+    }
+}

@@ -1,0 +1,341 @@
+//! Object stores: where volume data lives.
+//!
+//! A volume is cut into objects (4 MiB by default) kept in a flat namespace
+//! of an object store. This crate defines what every store promises, the
+//! [`ObjectStore`] trait, and its drivers:
+//!
+//! - [`FileStore`]: one file per object under a directory (local disk or a
+//!   shared filesystem), the rebuild of the original `archip-filed`.
+//! - [`MemoryStore`]: in memory, for tests and benchmarks.
+//! - [`FaultyStore`]: wraps another store and injects failures (I/O errors,
+//!   a full disk, torn writes, delays) into chosen operations, for crash and
+//!   error-path tests.
+//!
+//! Names are checked against the protocol's store-name grammar
+//! ([`check_store_name`](archipelago_protocol::names::check_store_name)) by
+//! every method of every driver before anything else happens, so a name
+//! can never be a path (`a/b`, `..`). Errors are [`StoreError`], each
+//! naming its object and mapping onto a protocol
+//! [`ErrorCode`](archipelago_protocol::ErrorCode) with [`StoreError::code`].
+//!
+//! Besides objects, a store keeps **locks**, in a namespace of their own
+//! (the lock `x` and the object `x` are unrelated). A lock records its
+//! owner (an opaque string compared byte for byte) and a **fencing token**
+//! that strictly increases with every grant of that lock, breaks included,
+//! so that whoever receives requests from lock holders can refuse those
+//! carrying an older token.
+//!
+//! [`conformance`] is the test suite every driver passes; a new driver
+//! runs it with [`conformance_tests!`].
+//!
+//! # Example
+//!
+//! ```
+//! use archipelago_store::{FileStore, FileStoreOptions, MemoryStore, ObjectStore, StoreError};
+//!
+//! fn demo(store: &dyn ObjectStore) -> Result<(), StoreError> {
+//!     // Objects are sparse: writing at 8 reads back zeros before it.
+//!     store.write("vol_0000000000000001_0000000000000000", 8, b"data", false)?;
+//!     let mut buf = [0xff; 16];
+//!     let size = store.read("vol_0000000000000001_0000000000000000", 0, &mut buf)?;
+//!     assert_eq!(size, 12);
+//!     assert_eq!(&buf[..12], b"\0\0\0\0\0\0\0\0data");
+//!     assert_eq!(&buf[12..], &[0; 4]); // past the end: zeros
+//!
+//!     // Content-addressed blocks: trailing zeros do not count.
+//!     let name = store.store_content(b"block\0\0\0", true)?;
+//!     assert_eq!(name, store.store_content(b"block", true)?);
+//!     assert_eq!(store.stat(&name)?.size, 5);
+//!
+//!     // Locks hand out fencing tokens.
+//!     let token = store.try_lock("vol", "host_1")?;
+//!     assert!(matches!(store.try_lock("vol", "host_10"), Err(StoreError::Locked { .. })));
+//!     assert_eq!(store.try_lock("vol", "host_1")?, token); // idempotent
+//!     assert_eq!(store.break_lock("vol")?.as_deref(), Some("host_1"));
+//!     assert!(store.try_lock("vol", "host_10")? > token);
+//!     Ok(())
+//! }
+//!
+//! demo(&MemoryStore::new()).unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! let files = FileStore::open(dir.path(), FileStoreOptions { sync: true, fd_cache: 64 }).unwrap();
+//! demo(&files).unwrap();
+//! ```
+//!
+//! # Threads and asynchrony
+//!
+//! The methods are synchronous: callers (peers) run them on worker threads,
+//! and a store is `Send + Sync` so one instance serves every worker.
+//! Operations on different objects are independent. Operations on the same
+//! object from several threads are each atomic with respect to the others
+//! only where a method says so (`write_full`, `store_content`, the lock
+//! methods); concurrent `write`s or `copy`s to overlapping ranges of one
+//! object leave an unspecified mix, and callers (the volume layer)
+//! serialise them.
+//!
+//! # How a RADOS driver maps onto librados
+//!
+//! The method set is kept one-to-one with operations librados can do, so a
+//! RADOS driver needs no emulation beyond `copy`. Each of the calls below
+//! has an `rados_aio_*` form completing on a callback; when that driver
+//! lands, the trait gains an asynchronous submission method (submit an
+//! operation, get its result through a completion) and these synchronous
+//! methods stay as the "submit and wait" form.
+//!
+//! | method | librados |
+//! |---|---|
+//! | `read` | one read op: `rados_read_op_stat` + `rados_read_op_read` (size and data read atomically); `ENOENT` → `NotFound`; the buffer past the returned length is zeroed client-side |
+//! | `write` | `rados_aio_write`, completed on *commit* (RADOS acknowledges only replicated, durable writes, so `durable` costs nothing more) |
+//! | `write_full` | `rados_aio_write_full`: atomic replace on the OSD |
+//! | `delete` | `rados_aio_remove` |
+//! | `stat` | `rados_aio_stat` |
+//! | `copy` | client-side `rados_aio_read` of the source range, then `rados_aio_write` to the destination (librados' `copy_from` copies whole objects only). Into a missing destination: a write op with `rados_write_op_create(EXCLUSIVE)` so nothing partial is created |
+//! | `store_content` | one write op: `rados_write_op_create(LIBRADOS_CREATE_EXCLUSIVE)` + `rados_write_op_write_full`; `EEXIST` means the content is already there: success, nothing written |
+//! | `sync` | `rados_aio_flush` (nothing is ever acknowledged before commit, so it only waits for in-flight operations) |
+//! | `try_lock`, `unlock`, `break_lock` | compare-and-set on the lock object `<name>_lock`: a read op fetches its `owner` and `token` xattrs, then a write op guarded by `rados_write_op_cmpxattr` (token unchanged) sets the new owner and `token + 1` (or removes the owner, keeping the token); `ECANCELED` means someone raced us: re-read and decide again |
+//! | `lock_owner` | a read op with `rados_read_op_getxattrs` on the lock object |
+//! | `list` | `rados_nobjects_list_open` / `_next` over the whole pool, filtered by prefix and sorted client-side |
+//!
+//! On RADOS the token can also fence data writes: a write op may carry
+//! `cmpxattr` on the lock object's token (objects and their lock share a
+//! placement group only with an object locator, so this is left to the
+//! driver's design).
+
+#![warn(missing_docs)]
+
+pub mod conformance;
+mod content;
+mod error;
+mod faulty;
+mod file;
+mod memory;
+
+pub use content::{content_name_of, strip_trailing_zeros};
+pub use error::StoreError;
+pub use faulty::{Fault, FaultyStore, OpKind, Rule};
+pub use file::{FileStore, FileStoreOptions};
+pub use memory::MemoryStore;
+
+use archipelago_protocol::payload::NAME_CAPACITY;
+
+/// What [`ObjectStore::stat`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Bytes from offset 0 to the end of the last byte ever written
+    /// (holes included).
+    pub size: u64,
+}
+
+/// A flat namespace of objects plus a namespace of locks.
+///
+/// Common to every method:
+///
+/// - Every name (object or lock) is checked with
+///   [`check_store_name`](archipelago_protocol::names::check_store_name)
+///   first; a bad one fails with [`StoreError::InvalidName`] and touches
+///   nothing.
+/// - Offsets and lengths are bytes; `offset + len` must not pass
+///   `i64::MAX` ([`StoreError::InvalidArgument`]). The store enforces no
+///   maximum object size; the volume layer does.
+/// - A full backend fails with [`StoreError::NoSpace`], any other backend
+///   failure with [`StoreError::Io`]; both name the object.
+/// - "Durable" means on stable storage: it survives a crash of the host.
+///   Whether an acknowledged operation is durable without asking depends
+///   on the store's sync mode (see each driver); `sync()` makes everything
+///   acknowledged so far durable.
+pub trait ObjectStore: Send + Sync {
+    /// Reads `buf.len()` bytes of `name` from `offset` into `buf`.
+    ///
+    /// On success every byte of `buf` is written: object bytes where the
+    /// object has them, zeros past its end (and in holes). Returns the
+    /// object's size, so the caller knows how much was real.
+    ///
+    /// Errors: [`StoreError::NotFound`] if the object does not exist (a
+    /// missing object is not read as zeros); on any error the content of
+    /// `buf` is unspecified. Reads change nothing.
+    fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError>;
+
+    /// Writes `data` into `name` at `offset`, creating the object if it
+    /// does not exist (bytes before `offset` read as zeros). The object's
+    /// size becomes at least `offset + data.len()`; an empty `data`
+    /// creates a missing object (size 0) and otherwise changes nothing.
+    ///
+    /// Success means every byte was written: a short write is an error,
+    /// never a success. With `durable` the data (and the object's
+    /// existence) is on stable storage before this returns, whatever the
+    /// sync mode (FUA).
+    ///
+    /// On error (and on a crash before a durable acknowledgement) the
+    /// range may hold any mix of old and new bytes, and the object may
+    /// have been created or extended: an in-place write is not atomic.
+    fn write(&self, name: &str, offset: u64, data: &[u8], durable: bool) -> Result<(), StoreError>;
+
+    /// Replaces the whole content of `name` with `data`, creating it if
+    /// missing. Atomic: concurrent readers, and the object after a crash,
+    /// see the old content or the new one, never a mix; on error the
+    /// object is as it was. With `durable` the replacement is on stable
+    /// storage before this returns.
+    fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError>;
+
+    /// Deletes the object `name`. [`StoreError::NotFound`] if it does not
+    /// exist. The object's lock, if any, is untouched (another namespace).
+    fn delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The object's size. [`StoreError::NotFound`] if it does not exist.
+    fn stat(&self, name: &str) -> Result<ObjectStat, StoreError>;
+
+    /// Copies `len` bytes of `src` from `src_offset` into `dst` at
+    /// `dst_offset`, inside the store. Source bytes past the source's end
+    /// (at the start of the copy) are copied as zeros. `dst` is created
+    /// if missing; otherwise the range is overwritten (never appended),
+    /// exactly like [`write`](ObjectStore::write) of the source bytes at
+    /// `dst_offset`, including for `len == 0`. `src == dst` is allowed:
+    /// the result is as if the source range had been read first.
+    ///
+    /// Errors: [`StoreError::NotFound`] naming `src` if the source does
+    /// not exist. If `dst` did not exist, an error leaves it missing;
+    /// if it did, an error may leave the range partly written, as for
+    /// `write`. `durable` as for `write`.
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        durable: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Stores `data` by content: strips its trailing zero bytes, names it
+    /// by the lowercase hex SHA-256 of what remains
+    /// ([`content_name_of`]), creates the object under that name unless
+    /// it exists, and returns the name.
+    ///
+    /// If the object exists nothing is written (content objects are
+    /// immutable; the existing one is trusted). Creation is atomic: the
+    /// name never refers to partial content, even after a crash, and on
+    /// error nothing is left behind. With `durable` a newly created object
+    /// is on stable storage before this returns.
+    fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError>;
+
+    /// Makes every operation acknowledged so far durable. On error some of
+    /// them may not be (and, after a failed `fsync`, data acknowledged
+    /// since the previous successful `sync` may be lost).
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Takes the lock `name` for `owner` without blocking and returns its
+    /// fencing token.
+    ///
+    /// - Free: granted with a token larger than any token this lock was
+    ///   ever granted with (breaks included, and across restarts of the
+    ///   store); the grant is durable before this returns.
+    /// - Held by `owner` (exact byte comparison): returns the token it
+    ///   holds, changing nothing (idempotent).
+    /// - Held by another owner: [`StoreError::Locked`] naming it.
+    ///
+    /// `owner` must be 1 to 256 bytes ([`StoreError::InvalidArgument`]).
+    fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError>;
+
+    /// Releases the lock `name` held by `owner`.
+    /// [`StoreError::NotFound`] if it is not held,
+    /// [`StoreError::Locked`] (naming the holder) if another owner holds
+    /// it; owners are compared exactly (`host_1` is not `host_10`).
+    fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Releases the lock `name` whoever holds it, returning the previous
+    /// owner (`None` if it was free). The next grant still gets a larger
+    /// token.
+    fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// The owner and token of the lock `name`, `None` if it is free.
+    fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError>;
+
+    /// Names of the objects starting with `prefix` (which is not checked
+    /// against the grammar: any string, including empty, filters), sorted.
+    /// Not a snapshot: objects created or deleted meanwhile may or may not
+    /// appear. Cost is driver-specific and may be the whole store (see
+    /// each driver); it is meant for tools, not the I/O path.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+macro_rules! forward {
+    ($($t:tt)*) => {
+        $($t)* {
+            fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
+                (**self).read(name, offset, buf)
+            }
+            fn write(&self, name: &str, offset: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
+                (**self).write(name, offset, data, durable)
+            }
+            fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError> {
+                (**self).write_full(name, data, durable)
+            }
+            fn delete(&self, name: &str) -> Result<(), StoreError> {
+                (**self).delete(name)
+            }
+            fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
+                (**self).stat(name)
+            }
+            fn copy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, durable: bool) -> Result<(), StoreError> {
+                (**self).copy(src, src_offset, dst, dst_offset, len, durable)
+            }
+            fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
+                (**self).store_content(data, durable)
+            }
+            fn sync(&self) -> Result<(), StoreError> {
+                (**self).sync()
+            }
+            fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
+                (**self).try_lock(name, owner)
+            }
+            fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+                (**self).unlock(name, owner)
+            }
+            fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError> {
+                (**self).break_lock(name)
+            }
+            fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
+                (**self).lock_owner(name)
+            }
+            fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+                (**self).list(prefix)
+            }
+        }
+    };
+}
+
+forward!(impl<S: ObjectStore + ?Sized> ObjectStore for std::sync::Arc<S>);
+forward!(impl<S: ObjectStore + ?Sized> ObjectStore for Box<S>);
+forward!(impl<S: ObjectStore + ?Sized> ObjectStore for &S);
+
+/// Checks an object or lock name.
+pub(crate) fn check_name(name: &str) -> Result<&str, StoreError> {
+    Ok(archipelago_protocol::names::check_store_name(
+        name.as_bytes(),
+    )?)
+}
+
+/// Checks that `[offset, offset + len)` is addressable (ends at or before
+/// `i64::MAX`, the largest file offset).
+pub(crate) fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "the byte range ends past the largest offset (i64::MAX)",
+        }),
+    }
+}
+
+/// Checks a lock owner: 1 to [`NAME_CAPACITY`] bytes (it travels in a
+/// [`LockOwner`](archipelago_protocol::payload::LockOwner) payload).
+pub(crate) fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
+    if owner.is_empty() || owner.len() > NAME_CAPACITY {
+        return Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "a lock owner must be 1 to 256 bytes",
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! `blockerd`: serves an object store over xseg. Two instances play the
+//! original's two roles: data objects (blockerb, port 1 by default) and
+//! maps and locks (blockerm, port 2).
+//!
+//! ```text
+//! blockerd --port 1 --backend files --data-dir /var/lib/archipelago/blocks
+//! blockerd --port 2 --backend memory
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use archipelago_blocker::Blocker;
+use archipelago_peer::{init_logging, Peer, PeerArgs};
+use archipelago_store::{FileStore, FileStoreOptions, MemoryStore, ObjectStore};
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// One file per object under --data-dir.
+    Files,
+    /// In memory: lost when the process exits (tests, benchmarks).
+    Memory,
+}
+
+/// Serve an object store (files or memory) over xseg.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    peer: PeerArgs,
+
+    /// Where objects live.
+    #[arg(long, value_enum, default_value_t = Backend::Files)]
+    backend: Backend,
+
+    /// Directory of the files backend (created if missing).
+    #[arg(long, value_name = "DIR", required_if_eq("backend", "files"))]
+    data_dir: Option<PathBuf>,
+
+    /// Write-back: acknowledge writes from the page cache (SYNC, FLUSH and
+    /// FUA writes still reach stable storage).
+    #[arg(long)]
+    no_sync: bool,
+
+    /// Open files kept cached (files backend).
+    #[arg(long, default_value_t = 256)]
+    fd_cache: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.peer.log_level);
+    let store: Arc<dyn ObjectStore> = match cli.backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Files => {
+            let dir = cli
+                .data_dir
+                .clone()
+                .expect("clap requires --data-dir with files");
+            let options = FileStoreOptions {
+                sync: !cli.no_sync,
+                fd_cache: cli.fd_cache,
+            };
+            match FileStore::open(&dir, options) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    eprintln!("blockerd: {}: {e}", dir.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut peer = match Peer::start(&cli.peer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("blockerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut blocker = Blocker::new(store, cli.peer.threads as usize);
+    match peer.run(&mut blocker) {
+        Ok(true) => {
+            drop(blocker);
+            drop(peer);
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            // Requests are still held by workers: leave the port bound so
+            // its next owner recovers them, rather than unbind under them.
+            log::error!(
+                "exiting with requests in flight; the next owner of the port recovers them"
+            );
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("blockerd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

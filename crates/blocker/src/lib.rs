@@ -29,12 +29,12 @@
 
 use std::sync::Arc;
 
-use archipelago_peer::{Completer, Done, Handler};
+use archipelago_peer::{Completer, Ctx, Done, Handler};
 use archipelago_protocol::payload::{CopyRequest, InfoReply, LockOwner, NameField, Payload};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_store::{ObjectStore, StoreError};
 use crossbeam_channel::Sender;
-use xseg_shm::{Detached, Port, Request};
+use xseg_shm::{Detached, Request};
 
 fn store_err(e: StoreError) -> Error {
     Error::with(e.code(), e.to_string())
@@ -94,13 +94,7 @@ impl Drop for Blocker {
 }
 
 impl Handler for Blocker {
-    fn handle(
-        &mut self,
-        port: &Port,
-        op: Op,
-        req: Request,
-        completer: &Completer,
-    ) -> Option<(Request, Done)> {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
         let supported = matches!(
             op,
             Op::Read
@@ -124,11 +118,11 @@ impl Handler for Blocker {
             return Some((req, Done::Failed(e)));
         }
         let job = Job {
-            req: port.detach(req),
+            req: ctx.port().detach(req),
             op,
         };
         let jobs = self.jobs.as_ref().expect("workers run until drop");
-        if let Err(err) = jobs.send((job, completer.clone())) {
+        if let Err(err) = jobs.send((job, ctx.completer().clone())) {
             // Workers gone: fail it back here.
             let (job, _) = err.into_inner();
             let e = Error::with(ErrorCode::ShuttingDown, "blocker workers stopped");

@@ -155,10 +155,10 @@ impl Client {
             })
         } else {
             let code = ErrorCode::from_code(d.error());
-            // A lock refusal names the owner in the reply payload.
+            // A lock refusal names the owner; other errors name the target.
             let detail = match (code, LockOwner::decode(p.data(&reply))) {
                 (ErrorCode::Locked, Ok(owner)) => owner.owner.to_string_lossy(),
-                _ => String::new(),
+                _ => String::from_utf8_lossy(call.target).into_owned(),
             };
             Err(Error::with(code, detail))
         };

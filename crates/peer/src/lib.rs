@@ -21,4 +21,4 @@ mod args;
 mod runtime;
 
 pub use args::{init_logging, PeerArgs};
-pub use runtime::{Completer, Done, Handler, Peer, PeerError};
+pub use runtime::{Completer, Ctx, Done, Handler, Peer, PeerError};

@@ -1,5 +1,6 @@
 //! The peer loop.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 use archipelago_protocol::payload::{Payload, StatsReply};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, PROTOCOL_VERSION};
 use crossbeam_channel::{Receiver, Sender};
-use xseg_shm::{Detached, Idle, Port, PortError, Request, Segment, SegmentError, SegmentName};
+use xseg_shm::{
+    code, status, Detached, Idle, Port, PortError, Rejected, Request, Segment, SegmentError,
+    SegmentName,
+};
 
 use crate::args::PeerArgs;
 
@@ -34,16 +38,57 @@ impl From<Result<u64, Error>> for Done {
 pub trait Handler {
     /// Serves an accepted request (never PING or STATS, which the runtime
     /// answers; `op` is a known op with known flags). Return the request
-    /// and its outcome to complete it now, or `None` after detaching it
-    /// ([`Port::detach`]) and handing it to a worker that finishes it with
+    /// and its outcome to complete it now; or keep it and complete it later
+    /// with [`Ctx::complete`] (e.g. when sub-requests come back); or detach
+    /// it ([`Port::detach`]) and hand it to a worker that completes it with
     /// the [`Completer`].
-    fn handle(
-        &mut self,
-        port: &Port,
-        op: Op,
-        req: Request,
-        completer: &Completer,
-    ) -> Option<(Request, Done)>;
+    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)>;
+
+    /// The reply to a sub-request submitted with [`Ctx::submit`] under
+    /// `cookie` (a sub-request to a peer that died comes back failed with
+    /// "peer died"). The handler owns `reply` and must put it back.
+    fn on_reply(&mut self, ctx: &mut Ctx<'_>, reply: Request, cookie: u64) {
+        let _ = cookie;
+        ctx.port().put(reply);
+    }
+}
+
+/// What a handler may do besides answering: submit sub-requests to other
+/// peers and complete requests it kept.
+pub struct Ctx<'a> {
+    port: &'a Port,
+    completer: &'a Completer,
+    pending: &'a mut HashMap<u32, (u32, u64)>,
+    completions: &'a mut Vec<(Request, Done)>,
+}
+
+impl Ctx<'_> {
+    /// The peer's port.
+    pub fn port(&self) -> &Port {
+        self.port
+    }
+
+    /// The completer for detached requests.
+    pub fn completer(&self) -> &Completer {
+        self.completer
+    }
+
+    /// Submits a sub-request (got from [`Ctx::port`] and filled); its reply
+    /// reaches [`Handler::on_reply`] with `cookie`. The wait is bounded: if
+    /// the destination's peer dies, the runtime recovers its port and the
+    /// reply comes back failed with "peer died".
+    pub fn submit(&mut self, req: Request, cookie: u64) -> Result<(), Rejected> {
+        let index = req.index();
+        let dst = self.port.desc(&req).effective_dst();
+        self.port.submit(req)?;
+        self.pending.insert(index, (dst, cookie));
+        Ok(())
+    }
+
+    /// Completes a request this peer accepted and kept.
+    pub fn complete(&mut self, req: Request, done: Done) {
+        self.completions.push((req, done));
+    }
 }
 
 /// Finishes detached requests from any thread: the peer's loop responds.
@@ -89,6 +134,9 @@ pub enum PeerError {
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
+/// How often destinations of pending sub-requests are checked for life.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
 extern "C" fn on_signal(_: nix::libc::c_int) {
     // Only an atomic store: async-signal-safe. The loop notices within one
     // futex timeout at most (a signal also interrupts the wait).
@@ -121,6 +169,10 @@ pub struct Peer {
     done_tx: Sender<(Detached, Done)>,
     done_rx: Receiver<(Detached, Done)>,
     pidfile: Option<PathBuf>,
+    /// Sub-requests in flight: descriptor index → (destination, cookie).
+    pending: HashMap<u32, (u32, u64)>,
+    /// Completions handlers asked for through `Ctx`.
+    completions: Vec<(Request, Done)>,
 }
 
 impl Peer {
@@ -159,6 +211,8 @@ impl Peer {
             done_tx,
             done_rx,
             pidfile,
+            pending: HashMap::new(),
+            completions: Vec::new(),
         })
     }
 
@@ -186,17 +240,29 @@ impl Peer {
     /// passed with requests still held (the caller should then exit without
     /// unbinding, so the port's next owner recovers them).
     pub fn run(&mut self, handler: &mut impl Handler) -> Result<bool, PeerError> {
+        self.run_until(handler, || false)
+    }
+
+    /// [`run`](Self::run), also stopping (and draining) once `stop` says
+    /// so: for peers embedded in tests and tools.
+    pub fn run_until(
+        &mut self,
+        handler: &mut impl Handler,
+        stop: impl Fn() -> bool,
+    ) -> Result<bool, PeerError> {
         let completer = self.completer();
         let mut idle = Idle::new(self.args.idle_policy, self.args.idle_polls);
         let mut accepted = Vec::new();
+        let mut replies = Vec::new();
         let mut deadline: Option<Instant> = None;
+        let mut next_watch = Instant::now();
         loop {
-            let stopping = Self::shutdown_requested();
+            let stopping = Self::shutdown_requested() || stop();
             if stopping && deadline.is_none() {
                 log::info!("stopping: {} request(s) in flight", self.in_flight);
                 deadline = Some(Instant::now() + Duration::from_secs(self.args.drain_timeout));
             }
-            if stopping && self.in_flight == 0 {
+            if stopping && self.in_flight == 0 && self.pending.is_empty() {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() > d) {
@@ -211,15 +277,26 @@ impl Peer {
                 self.finish(detached.into_request(), done);
                 progress = true;
             }
+            if self.port.receive_batch(&mut replies, 64) > 0 {
+                progress = true;
+                for reply in std::mem::take(&mut replies) {
+                    self.reply(handler, reply, &completer);
+                }
+            }
+            if !self.pending.is_empty() && Instant::now() >= next_watch {
+                next_watch = Instant::now() + WATCH_INTERVAL;
+                progress |= self.watch_destinations(handler, &completer);
+            }
             if !stopping {
                 let room = (self.args.max_inflight as u64).saturating_sub(self.in_flight) as usize;
                 if room > 0 && self.port.accept_batch(&mut accepted, room) > 0 {
                     progress = true;
-                    for req in accepted.drain(..) {
+                    for req in std::mem::take(&mut accepted) {
                         self.in_flight += 1;
                         if let Some((req, done)) = self.dispatch(handler, req, &completer) {
                             self.finish(req, done);
                         }
+                        self.flush_completions();
                     }
                 }
             }
@@ -230,6 +307,74 @@ impl Peer {
                 idle.idle_unless(&self.port, || !rx.is_empty());
             }
         }
+    }
+
+    fn ctx<'a>(&'a mut self, completer: &'a Completer) -> Ctx<'a> {
+        Ctx {
+            port: &self.port,
+            completer,
+            pending: &mut self.pending,
+            completions: &mut self.completions,
+        }
+    }
+
+    fn flush_completions(&mut self) {
+        for (req, done) in std::mem::take(&mut self.completions) {
+            self.finish(req, done);
+        }
+    }
+
+    fn reply(&mut self, handler: &mut impl Handler, reply: Request, completer: &Completer) {
+        match self.pending.remove(&reply.index()) {
+            Some((_, cookie)) => handler.on_reply(&mut self.ctx(completer), reply, cookie),
+            None => {
+                log::warn!(
+                    "reply for descriptor {} that was not a pending sub-request; dropped",
+                    reply.index()
+                );
+                self.port.put(reply);
+            }
+        }
+        self.flush_completions();
+    }
+
+    /// Recovers destinations of pending sub-requests whose peer died: what
+    /// it had accepted comes back failed with "peer died" (as replies);
+    /// what was still queued is taken back and failed here.
+    fn watch_destinations(&mut self, handler: &mut impl Handler, completer: &Completer) -> bool {
+        let seg = self.port.segment().clone();
+        let mut dsts: Vec<u32> = self.pending.values().map(|&(d, _)| d).collect();
+        dsts.sort_unstable();
+        dsts.dedup();
+        let mut progress = false;
+        for dst in dsts {
+            let Some(pid) = seg.dead_owner(dst) else {
+                continue;
+            };
+            match seg.recover(dst) {
+                Ok(report) => {
+                    log::warn!("port {dst}: its peer (pid {pid}) died; recovered: {report:?}")
+                }
+                Err(e) => log::debug!("port {dst}: {e}"),
+            }
+            let queued: Vec<u32> = self
+                .pending
+                .iter()
+                .filter(|(_, &(d, _))| d == dst)
+                .map(|(&i, _)| i)
+                .collect();
+            for index in queued {
+                if let Some(req) = self.port.cancel(index) {
+                    let d = self.port.desc(&req);
+                    d.set_status(status::FAILED);
+                    d.set_error(code::PEER_DIED);
+                    d.set_serviced(0);
+                    self.reply(handler, req, completer);
+                    progress = true;
+                }
+            }
+        }
+        progress
     }
 
     fn dispatch(
@@ -256,7 +401,7 @@ impl Peer {
         match op {
             Op::Ping => Some((req, Done::Served(0))),
             Op::Stats => Some(self.stats(req)),
-            _ => handler.handle(&self.port, op, req, completer),
+            _ => handler.handle(&mut self.ctx(completer), op, req),
         }
     }
 

@@ -4,30 +4,13 @@
 //! behind, with a dead pid as the port's owner.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use xseg_shm::{Segment, SegmentConfig, SegmentName, TransportError};
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(t: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("xseg-regr-{}-{t}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        Tmp(p)
-    }
-    fn name(&self) -> SegmentName {
-        SegmentName::parse(self.0.to_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod common;
+use common::Tmp;
 
 /// Raw access to the segment, to play a killed process.
 struct Raw {

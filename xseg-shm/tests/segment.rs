@@ -3,31 +3,14 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use xseg_shm::{
     code, status, PortError, Segment, SegmentConfig, SegmentError, SegmentName, TransportError,
 };
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(test: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("xseg-unit-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        Tmp(p)
-    }
-    fn name(&self) -> SegmentName {
-        SegmentName::parse(self.0.to_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod common;
+use common::Tmp;
 
 fn small() -> SegmentConfig {
     SegmentConfig {

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use xseg_shm::{Segment, SegmentConfig, SegmentName, TransportError};
+use xseg_shm::{Segment, SegmentConfig, TransportError};
 
 mod common;
 use common::Tmp;

@@ -14,7 +14,8 @@
 //! Volume names must also not collide with derived names: they may not
 //! start with `archip_` (the original's legacy prefix), end with `_lock` or
 //! `_hash`, contain `_` followed by 16 hex digits at a word end (data
-//! objects, map chunks), or be 64 hex digits (content names).
+//! objects, map chunks), or be 64 hex digits (content names) or 16 hex
+//! digits (volume ids, which start chunk and data object names).
 
 /// Longest volume or snapshot name.
 pub const MAX_VOLUME_NAME: usize = MAX_OBJECT_NAME - DATA_SUFFIX_LEN;
@@ -142,6 +143,11 @@ pub fn check_volume_name(name: &[u8]) -> Result<&str, NameError> {
     if is_content_name(name) {
         return reserved("64 hex digits is the form of a content name");
     }
+    if name.len() == 16 && is_hex(name) {
+        return reserved(
+            "16 hex digits is the form of a volume id in map chunk and data object names",
+        );
+    }
     // `_` + 16 hex digits ending the name or followed by `_`: a data
     // object's or map chunk's suffix.
     for (i, _) in s.match_indices('_') {
@@ -229,6 +235,7 @@ mod tests {
             "vol_0000000000000002",
             "vol_0000000000000002_000000000000001f",
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "0123456789abcdef",
         ] {
             assert!(
                 matches!(

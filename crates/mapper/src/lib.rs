@@ -1,0 +1,1506 @@
+//! The mapper's volume logic, in process: plain synchronous Rust over two
+//! [`ObjectStore`]s, the **map store** (headers, chunks, locks) and the
+//! **data store** (volume objects). The `mapperd` peer wraps a [`Mapper`]
+//! and gives it stores that speak xseg to the blockers.
+//!
+//! Maps are [`archipelago_mapfmt`] version 3: a header `<volume>` refers to
+//! immutable chunks; every change writes new chunks first and then
+//! replaces the header with one atomic `write_full`, the single commit
+//! point. Old maps (v1, v2, and v0 when asked) are read in place and
+//! converted by [`Mapper::update`].
+//!
+//! # Operations
+//!
+//! | operation | lock (storage lock `<volume>` for this host) | writes (in order) | errors |
+//! |---|---|---|---|
+//! | [`create`](Mapper::create) | target, for the operation | header | `Exists`, `Locked`, `InvalidArgument` |
+//! | [`info`](Mapper::info) | none | nothing | `NotFound` |
+//! | [`open`](Mapper::open) writable | taken, kept until the last [`close`](Mapper::close) (opens on one host are counted) | nothing | `Locked` (detail: owner), `ReadOnly` (snapshot, old format: "run vlmc upgrade NAME"), `NotFound` |
+//! | [`open`](Mapper::open) read-only | none | nothing | `NotFound` |
+//! | [`snapshot`](Mapper::snapshot) | volume: held or taken for the operation; snapshot name: taken for the operation | volume header, then snapshot header | `Exists`, `Locked`, `ReadOnly`, `Busy` (uncommitted writes) |
+//! | [`clone_volume`](Mapper::clone_volume) | new name, for the operation | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists` |
+//! | [`remove`](Mapper::remove) | held or taken | header (REMOVED) | `Exists` (a snapshot with clones), `Locked` |
+//! | [`rename`](Mapper::rename) | both names, for the operation | marker, new header, delete old header, delete marker | `Busy` (open here), `Exists`, `Locked` |
+//! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |
+//! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |
+//! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
+//! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
+//! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
+//! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
+//!
+//! Every error is an [`archipelago_protocol::Error`] whose detail names the
+//! volume (for `Locked`, the detail is the lock's owner).
+//!
+//! # The composer's contract (what vlmcd does with extents)
+//!
+//! - **Read**: for each [`Extent`] of [`map_read`](Mapper::map_read), an
+//!   extent without an object reads as zeros; an extent with
+//!   [`Extent::missing_reads_zero`] (an object the volume owns) reads as
+//!   zeros if the object does not exist; [`read_extent`] does both.
+//!   A missing content or legacy object is an error.
+//! - **Write**: write each extent of [`map_write`](Mapper::map_write)
+//!   into its object; once every write to an extent marked
+//!   [`Extent::pending`] has succeeded, call
+//!   [`commit_writes`](Mapper::commit_writes) with their indexes. If a
+//!   write failed, do not commit that index: the map still shows the old
+//!   data.
+//!
+//! # Crash outcomes
+//!
+//! | crash after | state | consequence |
+//! |---|---|---|
+//! | copy-up copy, before the chunk/header | orphan data object | the next write copies again into the same name (idempotent) |
+//! | chunk written, header not | orphan chunk | the old view is intact; the next change rewrites the same serial |
+//! | first write to a **zero** entry: header committed, data never written | entry names a missing owned object | reads as zeros (contract above), which is what the object held |
+//! | full overwrite of a **shared** object: data written, `commit_writes` never called | orphan data object | the entry still names the shared object: old data, never zeros |
+//! | partial write of a shared object | copy-up happened before the commit | the new object holds the old data before any new byte |
+//! | snapshot: volume header written, snapshot header not | the volume moved to the next epoch; no snapshot | nothing corrupted (mapfmt) |
+//! | rename: marker written, new header not | the old name is live; marker stale | harmless; overwritten by the next rename of this volume |
+//! | rename: new header written, old not deleted | both headers exist; the marker says old → new | loads of the old name answer `NotFound` (the rename counts as done): never two live volumes sharing writable objects |
+//! | shrink: cut bytes zeroed, header not | the volume keeps its size; the bytes being cut read as zeros | only bytes the caller was dropping (with `force`) |
+//! | update: chunks written, header not | old map intact, orphan chunks | the update did not happen |
+//! | hash: chunks written, header not | old snapshot map intact | the hash did not happen |
+//!
+//! # Concurrency and caching
+//!
+//! Operations on one volume are serialised by a per-volume mutex (two
+//! volumes are locked in name order). Decoded headers are cached only
+//! while this host holds the volume's lock (a writable open); every other
+//! operation re-reads the header from storage. Committed chunks are
+//! immutable, so decoded chunks are kept in a bounded LRU whatever the
+//! lock (a chunk is cached only after the header naming it committed, so
+//! an orphan chunk that a later change rewrites is never cached).
+//! Before each header commit of a held volume the lock's owner and fencing
+//! token are checked; a broken lock fails the write with `Fenced` and
+//! drops the open.
+//!
+//! # Simplifications
+//!
+//! - Removing frees nothing (garbage collection is later work).
+//! - Hashing is single-threaded and reads whole objects one by one.
+//! - Clones of old-format maps need an [`update`](Mapper::update) first;
+//!   removing or renaming one too.
+//! - Read-only opens are not counted ([`close`](Mapper::close) closes
+//!   writable opens only); the per-volume state of every name touched stays
+//!   in memory (a few bytes each).
+//! - A write to an object that is still pending is pending too; the
+//!   composer commits an index only when every write to it succeeded.
+//! - Snapshot and resize refuse a volume with pending writes (`Busy`): the
+//!   composer drains writes first, as vlmcd freezes I/O.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod cache;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use archipelago_mapfmt::{
+    clone_from, detect, owned_object_name, resize, set_entries, snapshot, upgrade, v0, v1, v2,
+    Chunk, ChunkRef, Detected, Entry, Header, LegacyMap, MapError, DEFAULT_OBJECT_SIZE_LOG2,
+    ENTRIES_PER_CHUNK, MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
+};
+use archipelago_protocol::names::check_volume_name;
+use archipelago_protocol::sizes::check_volume_size;
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::{ObjectStore, StoreError};
+use cache::Lru;
+
+/// Decoded chunks kept in memory by default.
+pub const DEFAULT_CHUNK_CACHE: usize = 256;
+
+/// The internal volume id given to an old-format map decoded for reading
+/// (its entries name legacy or content objects, never owned ones).
+const LEGACY_READ_ID: u64 = 1;
+
+/// What [`Mapper::info`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// A snapshot (or an old read-only map).
+    pub readonly: bool,
+    /// Removed, waiting for garbage collection.
+    pub removed: bool,
+    /// Every entry is zero or content.
+    pub hashed: bool,
+    /// The epoch.
+    pub epoch: u64,
+    /// The volume id (0 for an old-format map, which has none).
+    pub volume_id: u64,
+    /// The parent's name (latest snapshot, or the clone source).
+    pub parent: Option<String>,
+    /// The map format: 0, 1, 2 or 3.
+    pub format_version: u32,
+}
+
+/// A piece of an I/O request inside one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// Object index in the volume.
+    pub index: u64,
+    /// The data object; `None` reads as zeros (never in a write reply).
+    pub object: Option<String>,
+    /// Offset inside the object.
+    pub offset_in_object: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Write replies only: the entry is committed by
+    /// [`Mapper::commit_writes`] after the data write succeeded.
+    pub pending: bool,
+    /// The object is owned by a volume: if it does not exist, it reads as
+    /// zeros (a first write to a zero entry commits the entry before the
+    /// data lands).
+    pub missing_reads_zero: bool,
+}
+
+/// What [`Mapper::hash`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashReport {
+    /// Non-zero entries before hashing (objects read or already content).
+    pub objects: u64,
+    /// Distinct content objects the snapshot refers to afterwards.
+    pub distinct: u64,
+    /// Objects found to be all zeros (their entries became zero).
+    pub zero_objects: u64,
+    /// `(objects - distinct) × object size`: storage the snapshot no
+    /// longer needs once its old objects are collected.
+    pub bytes_saved: u64,
+}
+
+/// Reads `buf.len()` bytes of an extent (of [`Mapper::map_read`]) from the
+/// data store, following the composer's contract: no object, or a missing
+/// owned object, reads as zeros.
+pub fn read_extent(data: &dyn ObjectStore, extent: &Extent, buf: &mut [u8]) -> Result<(), Error> {
+    let Some(name) = &extent.object else {
+        buf.fill(0);
+        return Ok(());
+    };
+    match data.read(name, extent.offset_in_object, buf) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) if extent.missing_reads_zero => {
+            buf.fill(0);
+            Ok(())
+        }
+        Err(e) => Err(store_err(name, e)),
+    }
+}
+
+/// Entry changes by chunk slot: the chunk now referenced, and the
+/// `(index, entry)` updates to apply to it.
+type Updates = BTreeMap<usize, (Arc<Chunk>, Vec<(u64, Entry)>)>;
+
+/// Per-volume state on this host.
+#[derive(Default)]
+struct VolState {
+    /// Writable opens on this host; the storage lock is held iff > 0.
+    opens: u32,
+    /// The fencing token of the held lock.
+    token: u64,
+    /// The header, cached while the lock is held.
+    header: Option<Header>,
+    /// Indexes returned as pending by `map_write`, not yet committed.
+    pending: HashSet<u64>,
+}
+
+/// A loaded map: a version 3 header, or an old map converted in memory.
+struct Vol {
+    version: u32,
+    header: Header,
+    legacy_chunks: Option<HashMap<ChunkRef, Arc<Chunk>>>,
+}
+
+/// The mapper: volume operations over a map store and a data store.
+pub struct Mapper {
+    maps: Arc<dyn ObjectStore>,
+    data: Arc<dyn ObjectStore>,
+    host_id: String,
+    volumes: Mutex<HashMap<String, Arc<Mutex<VolState>>>>,
+    chunks: Mutex<Lru<ChunkRef, Arc<Chunk>>>,
+}
+
+fn store_err(name: &str, e: StoreError) -> Error {
+    match e {
+        StoreError::Locked { owner, .. } => Error::with(ErrorCode::Locked, owner),
+        e => Error::with(e.code(), format!("{name}: {e}")),
+    }
+}
+
+fn map_err(name: &str, e: MapError) -> Error {
+    let code = match &e {
+        MapError::ReadOnly => ErrorCode::ReadOnly,
+        MapError::Removed => ErrorCode::NotFound,
+        MapError::OutOfRange { .. } => ErrorCode::OutOfRange,
+        MapError::NotASnapshot
+        | MapError::CloneShrinks { .. }
+        | MapError::InvalidSize(_)
+        | MapError::InvalidObjectSize { .. }
+        | MapError::BadName { .. }
+        | MapError::NameTooLong { .. } => ErrorCode::InvalidArgument,
+        MapError::Exhausted { .. } => ErrorCode::NoSpace,
+        _ => ErrorCode::Io,
+    };
+    Error::with(code, format!("{name}: {e}"))
+}
+
+fn err(code: ErrorCode, detail: impl Into<String>) -> Error {
+    Error::with(code, detail)
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    check_volume_name(name.as_bytes())
+        .map(|_| ())
+        .map_err(|e| err(ErrorCode::InvalidArgument, format!("{name}: {e}")))
+}
+
+fn upgrade_hint(name: &str) -> Error {
+    err(
+        ErrorCode::ReadOnly,
+        format!("{name} is in an old map format: run vlmc upgrade {name}"),
+    )
+}
+
+/// A random nonzero u64: /dev/urandom, or SHA-256 of the time, pid and a
+/// counter if that fails.
+fn random_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut b = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    let mut id = u64::from_le_bytes(b);
+    if !ok || id == 0 {
+        use sha2::{Digest, Sha256};
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut h = Sha256::new();
+        h.update(t.to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
+        h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        h.update(b);
+        let d = h.finalize();
+        id = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+    }
+    id.max(1)
+}
+
+/// The rename intent marker of a volume id, in the map store:
+/// `{id:016x}_0000000000000000`, the chunk name of serial 0, which no
+/// chunk uses.
+fn marker_name(volume_id: u64) -> String {
+    format!("{volume_id:016x}_{:016x}", 0)
+}
+
+fn hex_digest(name: &str) -> Option<[u8; 32]> {
+    if name.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, pair) in name.as_bytes().chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        d[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(d)
+}
+
+/// Splits `[offset, offset + len)` at object boundaries:
+/// `(index, offset in object, len)`.
+fn split(offset: u64, len: u64, object_size: u64) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let index = pos / object_size;
+        let off = pos % object_size;
+        let n = (object_size - off).min(end - pos);
+        out.push((index, off, n));
+        pos += n;
+    }
+    out
+}
+
+/// A storage lock this call took (released by `release`), or one an open
+/// holds.
+struct Held {
+    name: String,
+    token: u64,
+    took: bool,
+}
+
+impl Mapper {
+    /// A mapper for `host_id` (the owner string of its storage locks).
+    pub fn new(maps: Arc<dyn ObjectStore>, data: Arc<dyn ObjectStore>, host_id: String) -> Self {
+        Self::with_cache(maps, data, host_id, DEFAULT_CHUNK_CACHE)
+    }
+
+    /// [`new`](Self::new) with a chunk cache of `chunks` entries.
+    pub fn with_cache(
+        maps: Arc<dyn ObjectStore>,
+        data: Arc<dyn ObjectStore>,
+        host_id: String,
+        chunks: usize,
+    ) -> Self {
+        Self {
+            maps,
+            data,
+            host_id,
+            volumes: Mutex::new(HashMap::new()),
+            chunks: Mutex::new(Lru::new(chunks)),
+        }
+    }
+
+    /// The owner string of this mapper's locks.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    // ---- state, locks, loading ----
+
+    fn state(&self, name: &str) -> Arc<Mutex<VolState>> {
+        let mut v = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        v.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn lock_state(s: &Arc<Mutex<VolState>>) -> MutexGuard<'_, VolState> {
+        s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `name`'s storage lock unless this host's opens hold it.
+    fn acquire(&self, name: &str, st: &VolState) -> Result<Held, Error> {
+        if st.opens > 0 {
+            return Ok(Held {
+                name: name.to_owned(),
+                token: st.token,
+                took: false,
+            });
+        }
+        let token = self
+            .maps
+            .try_lock(name, &self.host_id)
+            .map_err(|e| store_err(name, e))?;
+        Ok(Held {
+            name: name.to_owned(),
+            token,
+            took: true,
+        })
+    }
+
+    fn release(&self, held: Held) {
+        if held.took {
+            let _ = self.maps.unlock(&held.name, &self.host_id);
+        }
+    }
+
+    /// Runs `f` holding `name`'s lock (taken for the call if no open holds
+    /// it).
+    fn locked<T>(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        f: impl FnOnce(&mut VolState, &Held) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let held = self.acquire(name, st)?;
+        let r = f(st, &held);
+        self.release(held);
+        r
+    }
+
+    fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let size = match self.maps.stat(name) {
+            Ok(s) => s.size,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_err(name, e)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        match self.maps.read(name, 0, &mut buf) {
+            Ok(_) => Ok(Some(buf)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(name, e)),
+        }
+    }
+
+    fn not_found(name: &str) -> Error {
+        err(ErrorCode::NotFound, format!("volume {name} not found"))
+    }
+
+    /// Reads and decodes `name`'s map, resolving an interrupted rename.
+    fn load(&self, name: &str, assume_v0: bool, v0_size: Option<u64>) -> Result<Vol, Error> {
+        check_name(name)?;
+        let bytes = self
+            .read_whole(name)?
+            .ok_or_else(|| Self::not_found(name))?;
+        let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
+        let detected = detect(first, assume_v0).map_err(|e| map_err(name, e))?;
+        if detected == Detected::V3 {
+            let header = Header::decode(&bytes).map_err(|e| map_err(name, e))?;
+            if self.renamed_away(name, &header)? {
+                return Err(Self::not_found(name));
+            }
+            return Ok(Vol {
+                version: 3,
+                header,
+                legacy_chunks: None,
+            });
+        }
+        let map = self.load_legacy(name, detected, &bytes, v0_size)?;
+        let (header, chunks) = upgrade(&map, LEGACY_READ_ID).map_err(|e| map_err(name, e))?;
+        Ok(Vol {
+            version: detected.version(),
+            header,
+            legacy_chunks: Some(chunks.into_iter().map(|c| (c.id(), Arc::new(c))).collect()),
+        })
+    }
+
+    fn load_legacy(
+        &self,
+        name: &str,
+        detected: Detected,
+        bytes: &[u8],
+        v0_size: Option<u64>,
+    ) -> Result<LegacyMap, Error> {
+        let me = |e| map_err(name, e);
+        match detected {
+            Detected::V0 => v0::decode(bytes, v0_size).map_err(me),
+            Detected::V1 => v1::decode(bytes).map_err(me),
+            Detected::V2 => {
+                let h = v2::decode_header(bytes).map_err(me)?;
+                let per = v2::entries_per_object(h.blocksize);
+                let total = h.nr_objects();
+                let mut entries = Vec::with_capacity(total as usize);
+                let mut block = 0;
+                while (entries.len() as u64) < total {
+                    let n = per.min(total - entries.len() as u64);
+                    let obj = v2::map_object_name(name, block);
+                    let mut buf = vec![0u8; (n as usize) * v2::ENTRY_LEN];
+                    self.maps
+                        .read(&obj, 0, &mut buf)
+                        .map_err(|e| store_err(&obj, e))?;
+                    entries.extend(v2::decode_entries(&buf).map_err(me)?);
+                    block += 1;
+                }
+                v2::assemble(&h, entries).map_err(me)
+            }
+            Detected::V3 => unreachable!("handled by load"),
+        }
+    }
+
+    /// Whether a rename marker says `name` was renamed away (the new
+    /// header exists with the same id).
+    fn renamed_away(&self, name: &str, header: &Header) -> Result<bool, Error> {
+        let marker = marker_name(header.volume_id);
+        let Some(bytes) = self.read_whole(&marker)? else {
+            return Ok(false);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut parts = text.split('\n');
+        let (Some(old), Some(new)) = (parts.next(), parts.next()) else {
+            return Ok(false);
+        };
+        if old != name {
+            return Ok(false);
+        }
+        Ok(match self.read_whole(new)? {
+            Some(b) => Header::decode(&b).is_ok_and(|h| h.volume_id == header.volume_id),
+            None => false,
+        })
+    }
+
+    fn load_v3(&self, name: &str) -> Result<Header, Error> {
+        let vol = self.load(name, false, None)?;
+        if vol.version != 3 {
+            return Err(upgrade_hint(name));
+        }
+        Ok(vol.header)
+    }
+
+    /// The current header of a volume this call may change: the cached
+    /// one while held, else from storage.
+    fn current(&self, name: &str, st: &VolState) -> Result<Header, Error> {
+        match &st.header {
+            Some(h) if st.opens > 0 => Ok(h.clone()),
+            _ => self.load_v3(name),
+        }
+    }
+
+    /// Whether `name` exists (a readable header, removed or not); errors
+    /// other than "not found" are errors, never "absent" (bug 7.3.14).
+    fn exists(&self, name: &str) -> Result<bool, Error> {
+        match self.load(name, false, None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == ErrorCode::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn chunk(&self, vol: &Vol, r: ChunkRef) -> Result<Arc<Chunk>, Error> {
+        if r.is_zero() {
+            return Ok(Arc::new(Chunk::empty(ChunkRef::ZERO)));
+        }
+        if let Some(l) = &vol.legacy_chunks {
+            return l
+                .get(&r)
+                .cloned()
+                .ok_or_else(|| err(ErrorCode::Io, "legacy chunk missing"));
+        }
+        if let Some(c) = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r)
+        {
+            return Ok(c);
+        }
+        let name = r.object_name().expect("nonzero");
+        let bytes = self
+            .read_whole(&name)?
+            .ok_or_else(|| err(ErrorCode::Io, format!("map chunk {name} is missing")))?;
+        let c = Arc::new(Chunk::decode_as(&bytes, r).map_err(|e| map_err(&name, e))?);
+        self.cache_chunk(c.clone());
+        Ok(c)
+    }
+
+    fn cache_chunk(&self, c: Arc<Chunk>) {
+        self.chunks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.id(), c);
+    }
+
+    /// Writes `chunks`, then `header` under `name`: the commit point. With
+    /// `held`, checks first that the lock is still ours (fencing).
+    fn commit(
+        &self,
+        name: &str,
+        st: Option<&mut VolState>,
+        held: Option<&Held>,
+        chunks: Vec<Chunk>,
+        header: &Header,
+    ) -> Result<(), Error> {
+        for c in &chunks {
+            let cname = c.id().object_name().expect("a written chunk is nonzero");
+            let bytes = c.encode().map_err(|e| map_err(name, e))?;
+            self.maps
+                .write_full(&cname, &bytes, true)
+                .map_err(|e| store_err(&cname, e))?;
+        }
+        if let Some(held) = held {
+            let owner = self.maps.lock_owner(name).map_err(|e| store_err(name, e))?;
+            if owner != Some((self.host_id.clone(), held.token)) {
+                if let Some(st) = st {
+                    *st = VolState::default();
+                }
+                return Err(err(
+                    ErrorCode::Fenced,
+                    format!("{name}: our lock was broken"),
+                ));
+            }
+        }
+        let bytes = header.encode().map_err(|e| map_err(name, e))?;
+        self.maps
+            .write_full(name, &bytes, true)
+            .map_err(|e| store_err(name, e))?;
+        for c in chunks {
+            self.cache_chunk(Arc::new(c));
+        }
+        if let Some(st) = st {
+            if st.opens > 0 {
+                st.header = Some(header.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn info_of(vol: &Vol) -> VolumeInfo {
+        let h = &vol.header;
+        VolumeInfo {
+            size: h.size,
+            object_size: h.object_size(),
+            readonly: h.flags.readonly,
+            removed: h.flags.removed,
+            hashed: h.flags.hashed,
+            epoch: h.epoch,
+            volume_id: if vol.version == 3 { h.volume_id } else { 0 },
+            parent: h.parent.as_ref().map(|p| p.name.clone()),
+            format_version: vol.version,
+        }
+    }
+
+    // ---- operations ----
+
+    /// Creates the volume `name` of `size` bytes with objects of
+    /// `object_size` bytes (default 4 MiB).
+    pub fn create(&self, name: &str, size: u64, object_size: Option<u64>) -> Result<(), Error> {
+        check_name(name)?;
+        check_volume_size(size)
+            .map_err(|e| err(ErrorCode::InvalidArgument, format!("{name}: {e}")))?;
+        let log2 = match object_size {
+            None => DEFAULT_OBJECT_SIZE_LOG2,
+            Some(os)
+                if os.is_power_of_two()
+                    && (MIN_OBJECT_SIZE_LOG2..=MAX_OBJECT_SIZE_LOG2)
+                        .contains(&os.trailing_zeros()) =>
+            {
+                os.trailing_zeros()
+            }
+            Some(os) => {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{name}: object size {os} is not a power of two from 4 KiB to 1 GiB"),
+                ))
+            }
+        };
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+        }
+        self.locked(name, &mut st, |st, held| {
+            if self.exists(name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+            }
+            let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), vec![], &h)
+        })
+    }
+
+    /// What `name` is (any format but v0).
+    pub fn info(&self, name: &str) -> Result<VolumeInfo, Error> {
+        Ok(Self::info_of(&self.load(name, false, None)?))
+    }
+
+    /// [`info`](Self::info), reading a map without a header as v0 (a
+    /// Pithos hashmap) of `size_hint` bytes if given.
+    pub fn info_assume_v0(&self, name: &str, size_hint: Option<u64>) -> Result<VolumeInfo, Error> {
+        Ok(Self::info_of(&self.load(name, true, size_hint)?))
+    }
+
+    /// Opens `name`. Writable: takes its storage lock (shared by every
+    /// writable open on this host, released by the last
+    /// [`close`](Self::close)). Read-only: checks it can be read and takes
+    /// nothing (there is nothing to close).
+    pub fn open(&self, name: &str, writable: bool) -> Result<VolumeInfo, Error> {
+        if !writable {
+            let vol = self.load(name, false, None)?;
+            if vol.header.flags.removed {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("volume {name} was removed"),
+                ));
+            }
+            return Ok(Self::info_of(&vol));
+        }
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        self.open_locked(name, &mut st)
+    }
+
+    fn open_locked(&self, name: &str, st: &mut VolState) -> Result<VolumeInfo, Error> {
+        if st.opens > 0 {
+            let h = st.header.clone().expect("a held volume is cached");
+            st.opens += 1;
+            return Ok(Self::info_of(&Vol {
+                version: 3,
+                header: h,
+                legacy_chunks: None,
+            }));
+        }
+        check_name(name)?;
+        let held = self.acquire(name, st)?;
+        let r = (|| {
+            let vol = self.load(name, false, None)?;
+            if vol.version != 3 {
+                return Err(upgrade_hint(name));
+            }
+            if vol.header.flags.removed {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("volume {name} was removed"),
+                ));
+            }
+            if vol.header.flags.readonly {
+                return Err(err(
+                    ErrorCode::ReadOnly,
+                    format!("{name} is a snapshot: clone it to write"),
+                ));
+            }
+            Ok(vol)
+        })();
+        match r {
+            Ok(vol) => {
+                st.opens = 1;
+                st.token = held.token;
+                st.header = Some(vol.header.clone());
+                st.pending.clear();
+                Ok(Self::info_of(&vol))
+            }
+            Err(e) => {
+                self.release(held);
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes one writable open of `name`; the last one releases the lock
+    /// (the close completes even if the release fails, which is then
+    /// reported).
+    pub fn close(&self, name: &str) -> Result<(), Error> {
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens == 0 {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("{name} is not open for writing on this host"),
+            ));
+        }
+        st.opens -= 1;
+        if st.opens > 0 {
+            return Ok(());
+        }
+        *st = VolState::default();
+        match self.maps.unlock(name, &self.host_id) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(name, e)),
+        }
+    }
+
+    /// Whether this host holds `name` open for writing (test and peer
+    /// introspection).
+    pub fn is_open(&self, name: &str) -> bool {
+        let s = self.state(name);
+        let st = Self::lock_state(&s);
+        st.opens > 0
+    }
+
+    fn two<'a>(
+        a: &'a Arc<Mutex<VolState>>,
+        b: &'a Arc<Mutex<VolState>>,
+        a_first: bool,
+    ) -> (MutexGuard<'a, VolState>, MutexGuard<'a, VolState>) {
+        if a_first {
+            let ga = Self::lock_state(a);
+            let gb = Self::lock_state(b);
+            (ga, gb)
+        } else {
+            let gb = Self::lock_state(b);
+            let ga = Self::lock_state(a);
+            (ga, gb)
+        }
+    }
+
+    /// Snapshots `volume` as `snap_name` (the volume must be open for
+    /// writing here, or unlocked).
+    pub fn snapshot(&self, volume: &str, snap_name: &str) -> Result<(), Error> {
+        check_name(volume)?;
+        check_name(snap_name)?;
+        if volume == snap_name {
+            return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+        }
+        let (sv, ss) = (self.state(volume), self.state(snap_name));
+        let (mut vst, mut sst) = Self::two(&sv, &ss, volume < snap_name);
+        if sst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+        }
+        if !vst.pending.is_empty() {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{volume} has uncommitted writes"),
+            ));
+        }
+        self.locked(volume, &mut vst, |vst, vheld| {
+            let h = self.current(volume, vst)?;
+            self.locked(snap_name, &mut sst, |_, sheld| {
+                if self.exists(snap_name)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+                }
+                let (snap, going_on) = snapshot(&h, snap_name).map_err(|e| map_err(volume, e))?;
+                // The volume first: it freezes the old epoch.
+                self.commit(volume, Some(vst), Some(vheld), vec![], &going_on)?;
+                self.commit(snap_name, None, Some(sheld), vec![], &snap)
+            })
+        })
+    }
+
+    /// Clones the snapshot `snap` as `new_name`, `size` bytes (default:
+    /// the snapshot's; never smaller).
+    pub fn clone_volume(&self, snap: &str, new_name: &str, size: Option<u64>) -> Result<(), Error> {
+        check_name(snap)?;
+        check_name(new_name)?;
+        if snap == new_name {
+            return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        }
+        let (sa, sb) = (self.state(snap), self.state(new_name));
+        let (_src_st, mut nst) = Self::two(&sa, &sb, snap < new_name);
+        if nst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        }
+        let src = self.load_v3(snap)?;
+        if src.flags.removed {
+            return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
+        }
+        if !src.flags.readonly {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{snap} is not a snapshot"),
+            ));
+        }
+        let size = size.unwrap_or(src.size);
+        if size < src.size {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
+                    src.size
+                ),
+            ));
+        }
+        self.locked(new_name, &mut nst, |nst, held| {
+            if self.exists(new_name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+            }
+            let mut tries = 0;
+            let h = loop {
+                match clone_from(&src, snap, random_id(), size) {
+                    Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
+                    r => break r.map_err(|e| map_err(new_name, e))?,
+                }
+            };
+            self.commit(new_name, Some(nst), Some(held), vec![], &h)
+        })
+    }
+
+    /// Names of the live volumes cloned from the snapshot `snap` (header
+    /// `h`): other ids whose parent is `(h.volume_id, h.epoch)`.
+    fn clones_of(&self, snap: &str, h: &Header) -> Result<Vec<String>, Error> {
+        let names = self.maps.list("").map_err(|e| store_err(snap, e))?;
+        let mut out = Vec::new();
+        for n in names {
+            if n == snap || check_volume_name(n.as_bytes()).is_err() {
+                continue;
+            }
+            let Some(bytes) = self.read_whole(&n)? else {
+                continue;
+            };
+            let Ok(c) = Header::decode(&bytes) else {
+                continue;
+            };
+            let is_clone = c.volume_id != h.volume_id
+                && !c.flags.removed
+                && c.parent
+                    .as_ref()
+                    .is_some_and(|p| p.volume_id == h.volume_id && p.epoch == h.epoch);
+            if is_clone && !self.renamed_away(&n, &c)? {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks `name` REMOVED (frees nothing; garbage collection is later
+    /// work). Refused for a snapshot with clones and for a volume locked
+    /// by another host. An open on this host is closed.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        let was_open = st.opens > 0;
+        self.locked(name, &mut st, |st, held| {
+            let mut h = self.current(name, st)?;
+            if h.flags.removed {
+                return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+            }
+            if h.flags.readonly {
+                let clones = self.clones_of(name, &h)?;
+                if !clones.is_empty() {
+                    return Err(err(
+                        ErrorCode::Exists,
+                        format!("snapshot {name} still has clones: {}", clones.join(", ")),
+                    ));
+                }
+            }
+            h.flags.removed = true;
+            h.commit_seq += 1;
+            self.commit(name, Some(st), Some(held), vec![], &h)
+        })?;
+        if was_open {
+            *st = VolState::default();
+            let _ = self.maps.unlock(name, &self.host_id);
+        }
+        Ok(())
+    }
+
+    /// Renames `old` to `new` (not while open on this host).
+    ///
+    /// Order: a marker `{id}_0000000000000000` recording `old\nnew`, the
+    /// header under `new`, delete `old`, delete the marker. While the
+    /// marker names both and `new` holds the same volume id, `old` loads as
+    /// not found: a crash anywhere leaves exactly one live name.
+    pub fn rename(&self, old: &str, new: &str) -> Result<(), Error> {
+        check_name(old)?;
+        check_name(new)?;
+        if old == new {
+            return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+        }
+        let (sa, sb) = (self.state(old), self.state(new));
+        let (mut ost, mut nst) = Self::two(&sa, &sb, old < new);
+        if ost.opens > 0 {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{old} is open on this host: close it first"),
+            ));
+        }
+        if nst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+        }
+        self.locked(old, &mut ost, |_, _| {
+            self.locked(new, &mut nst, |_, nheld| {
+                let mut h = self.load_v3(old)?;
+                if h.flags.removed {
+                    return Err(err(ErrorCode::NotFound, format!("{old} was removed")));
+                }
+                if self.exists(new)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+                }
+                let marker = marker_name(h.volume_id);
+                self.maps
+                    .write_full(&marker, format!("{old}\n{new}").as_bytes(), true)
+                    .map_err(|e| store_err(old, e))?;
+                h.commit_seq += 1;
+                self.commit(new, None, Some(nheld), vec![], &h)?;
+                match self.maps.delete(old) {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(store_err(old, e)),
+                }
+                let _ = self.maps.delete(&marker);
+                Ok(())
+            })
+        })
+    }
+
+    /// Resizes `name` to `new_size`: growing adds zeros; shrinking needs
+    /// `force` (the tail's data is dropped from the map).
+    pub fn resize(&self, name: &str, new_size: u64, force: bool) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if !st.pending.is_empty() {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{name} has uncommitted writes"),
+            ));
+        }
+        self.locked(name, &mut st, |st, held| {
+            let h = self.current(name, st)?;
+            if h.flags.readonly {
+                return Err(err(ErrorCode::ReadOnly, format!("{name} is a snapshot")));
+            }
+            check_volume_size(new_size)
+                .map_err(|e| err(ErrorCode::InvalidArgument, format!("{name}: {e}")))?;
+            if new_size < h.size && !force {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{name}: shrinking from {} to {new_size} needs force",
+                        h.size
+                    ),
+                ));
+            }
+            let vol = Vol {
+                version: 3,
+                header: h.clone(),
+                legacy_chunks: None,
+            };
+            // Shrinking mid-object: zero the cut bytes of the new last
+            // object, so a later grow or a larger clone reads zeros there.
+            let (h, mut chunks) = if new_size < h.size {
+                self.zero_tail(name, &vol, new_size, h.size)?
+            } else {
+                (h, Vec::new())
+            };
+            let tail = if new_size < h.size {
+                let objects = new_size.div_ceil(h.object_size());
+                let slot = ((objects - 1) / ENTRIES_PER_CHUNK as u64) as usize;
+                match chunks.iter().find(|c| c.id() == h.chunks[slot]) {
+                    Some(c) => Some(Arc::new(c.clone())),
+                    None => Some(self.chunk(&vol, h.chunks[slot])?),
+                }
+            } else {
+                None
+            };
+            let (nh, chunk) =
+                resize(&h, new_size, tail.as_deref()).map_err(|e| map_err(name, e))?;
+            chunks.extend(chunk);
+            // A chunk zero_tail wrote and resize trimmed again is not needed.
+            chunks.retain(|c| nh.chunks.contains(&c.id()));
+            self.commit(name, Some(st), Some(held), chunks, &nh)
+        })
+    }
+
+    /// Before shrinking to `from` (old size `to`): the bytes of the new
+    /// last object past `from` must read as zeros should they come back
+    /// inside the volume (grow, larger clone). Zeroes them in the volume's
+    /// own object (copying a shared one up first) and returns the header
+    /// and chunk to commit with the resize.
+    fn zero_tail(
+        &self,
+        name: &str,
+        vol: &Vol,
+        from: u64,
+        to: u64,
+    ) -> Result<(Header, Vec<Chunk>), Error> {
+        let h = &vol.header;
+        let os = h.object_size();
+        let off = from % os;
+        if off == 0 {
+            return Ok((h.clone(), Vec::new()));
+        }
+        let index = from / os;
+        let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+        let chunk = self.chunk(vol, h.chunks[slot])?;
+        let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
+        if entry.is_zero() {
+            return Ok((h.clone(), Vec::new()));
+        }
+        let own = owned_object_name(h.volume_id, h.epoch, index);
+        let zeros = vec![0u8; (os.min(to - index * os) - off) as usize];
+        if h.is_writable(&entry) {
+            self.data
+                .write(&own, off, &zeros, true)
+                .map_err(|e| store_err(&own, e))?;
+            return Ok((h.clone(), Vec::new()));
+        }
+        let old = entry.object_name(index).expect("nonzero entry");
+        match self.data.copy(&old, 0, &own, 0, os, true) {
+            Ok(()) => {}
+            Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {}
+            Err(e) => return Err(store_err(&old, e)),
+        }
+        self.data
+            .write(&own, off, &zeros, true)
+            .map_err(|e| store_err(&own, e))?;
+        let (c, nh) =
+            set_entries(h, &chunk, vec![(index, h.own_entry())]).map_err(|e| map_err(name, e))?;
+        Ok((nh, vec![c]))
+    }
+
+    fn check_range(name: &str, h: &Header, offset: u64, len: u64) -> Result<(), Error> {
+        match offset.checked_add(len) {
+            Some(end) if end <= h.size => Ok(()),
+            _ => Err(err(
+                ErrorCode::OutOfRange,
+                format!("{name}: {len} bytes at {offset} pass the end ({})", h.size),
+            )),
+        }
+    }
+
+    /// Where `len` bytes at `offset` of `name` are, split at object
+    /// boundaries. Takes no lock. See the composer's contract.
+    pub fn map_read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let st = Self::lock_state(&s);
+        let vol = match &st.header {
+            Some(h) if st.opens > 0 => Vol {
+                version: 3,
+                header: h.clone(),
+                legacy_chunks: None,
+            },
+            _ => self.load(name, false, None)?,
+        };
+        drop(st);
+        self.extents_of(name, &vol, offset, len)
+    }
+
+    /// [`map_read`](Self::map_read) of a v0 map (a Pithos hashmap).
+    pub fn map_read_assume_v0(
+        &self,
+        name: &str,
+        size_hint: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Extent>, Error> {
+        let vol = self.load(name, true, size_hint)?;
+        self.extents_of(name, &vol, offset, len)
+    }
+
+    fn extents_of(
+        &self,
+        name: &str,
+        vol: &Vol,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Extent>, Error> {
+        let h = &vol.header;
+        if h.flags.removed {
+            return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+        }
+        Self::check_range(name, h, offset, len)?;
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, Arc<Chunk>)> = None;
+        for (index, off, n) in split(offset, len, h.object_size()) {
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let chunk = match &cur {
+                Some((s, c)) if *s == slot => c.clone(),
+                _ => {
+                    let c = self.chunk(vol, h.chunks[slot])?;
+                    cur = Some((slot, c.clone()));
+                    c
+                }
+            };
+            let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
+            out.push(Extent {
+                index,
+                object: entry.object_name(index),
+                offset_in_object: off,
+                len: n,
+                pending: false,
+                missing_reads_zero: matches!(entry, Entry::Owned { .. }),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Prepares a write of `len` bytes at `offset` of `name`: returns the
+    /// objects to write, copying up shared objects first and committing
+    /// their entries (see the composer's contract for `pending` extents).
+    /// Opens the volume implicitly if this host does not hold it (the
+    /// implicit open is released by one [`close`](Self::close)).
+    pub fn map_write(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens == 0 {
+            self.open_locked(name, &mut st)?;
+        }
+        let h = st.header.clone().expect("a held volume is cached");
+        Self::check_range(name, &h, offset, len)?;
+        let os = h.object_size();
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let mut out = Vec::new();
+        // slot -> (chunk, updates)
+        let mut updates: Updates = BTreeMap::new();
+        let mut new_pending = Vec::new();
+        for (index, off, n) in split(offset, len, os) {
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let chunk = match updates.get(&slot) {
+                Some((c, _)) => c.clone(),
+                None => {
+                    let c = self.chunk(&vol, h.chunks[slot])?;
+                    updates.insert(slot, (c.clone(), Vec::new()));
+                    c
+                }
+            };
+            let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
+            let own = owned_object_name(h.volume_id, h.epoch, index);
+            let mut ext = Extent {
+                index,
+                object: Some(own.clone()),
+                offset_in_object: off,
+                len: n,
+                pending: false,
+                missing_reads_zero: true,
+            };
+            if h.is_writable(&entry) {
+                ext.object = entry.object_name(index);
+            } else if st.pending.contains(&index) {
+                ext.pending = true;
+            } else {
+                let in_volume = os.min(h.size - index * os);
+                let full = off == 0 && n >= in_volume;
+                if entry.is_zero() {
+                    updates
+                        .get_mut(&slot)
+                        .expect("inserted")
+                        .1
+                        .push((index, h.own_entry()));
+                } else if full {
+                    ext.pending = true;
+                    new_pending.push(index);
+                } else {
+                    let old = entry.object_name(index).expect("nonzero entry");
+                    match self.data.copy(&old, 0, &own, 0, os, true) {
+                        Ok(()) => {}
+                        // A missing owned object reads as zeros: nothing to copy.
+                        Err(StoreError::NotFound { .. })
+                            if matches!(entry, Entry::Owned { .. }) => {}
+                        Err(e) => return Err(store_err(&old, e)),
+                    }
+                    updates
+                        .get_mut(&slot)
+                        .expect("inserted")
+                        .1
+                        .push((index, h.own_entry()));
+                }
+            }
+            out.push(ext);
+        }
+        self.apply_updates(name, &mut st, h, updates)?;
+        st.pending.extend(new_pending);
+        Ok(out)
+    }
+
+    /// Sets entries chunk by chunk, then commits all chunks and one header.
+    fn apply_updates(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        mut h: Header,
+        updates: Updates,
+    ) -> Result<(), Error> {
+        let mut chunks = Vec::new();
+        for (_, (chunk, ups)) in updates {
+            if ups.is_empty() {
+                continue;
+            }
+            let (c, nh) = set_entries(&h, &chunk, ups).map_err(|e| map_err(name, e))?;
+            chunks.push(c);
+            h = nh;
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let held = Held {
+            name: name.to_owned(),
+            token: st.token,
+            took: false,
+        };
+        self.commit(name, Some(st), Some(&held), chunks, &h)
+    }
+
+    /// Commits the entries of `indexes`, returned `pending` by
+    /// [`map_write`](Self::map_write), once their data writes succeeded.
+    pub fn commit_writes(&self, name: &str, indexes: &[u64]) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens == 0 {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("{name} is not open for writing on this host"),
+            ));
+        }
+        let h = st.header.clone().expect("a held volume is cached");
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let mut updates: Updates = BTreeMap::new();
+        for &index in indexes {
+            if !st.pending.contains(&index) {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{name}: object {index} has no pending write"),
+                ));
+            }
+            let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let ups = match updates.entry(slot) {
+                std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    &mut v.insert((self.chunk(&vol, h.chunks[slot])?, Vec::new())).1
+                }
+            };
+            if !ups.iter().any(|(i, _)| *i == index) {
+                ups.push((index, h.own_entry()));
+            }
+        }
+        self.apply_updates(name, &mut st, h, updates)?;
+        for i in indexes {
+            st.pending.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Replaces every entry of the snapshot `snap` by its content object
+    /// (all-zero objects by zero entries), single-threaded. The old data
+    /// objects are left for garbage collection.
+    ///
+    /// The new chunks are owned by a fresh random id, not the snapshot's:
+    /// a snapshot shares its id and serials with its volume, which keeps
+    /// writing chunks.
+    pub fn hash(&self, snap: &str) -> Result<HashReport, Error> {
+        check_name(snap)?;
+        let s = self.state(snap);
+        let mut st = Self::lock_state(&s);
+        self.locked(snap, &mut st, |_, held| {
+            let mut h = self.load_v3(snap)?;
+            if h.flags.removed {
+                return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
+            }
+            if !h.flags.readonly {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{snap} is not a snapshot"),
+                ));
+            }
+            let vol = Vol {
+                version: 3,
+                header: h.clone(),
+                legacy_chunks: None,
+            };
+            let os = h.object_size();
+            let owner = loop {
+                let id = random_id();
+                if id != h.volume_id && !h.chunks.iter().any(|r| r.owner == id) {
+                    break id;
+                }
+            };
+            let mut report = HashReport::default();
+            let mut distinct = HashSet::new();
+            let mut chunks = Vec::new();
+            let mut new_refs = h.chunks.clone();
+            let mut buf = vec![0u8; os as usize];
+            let mut serial = 0;
+            for (slot, r) in h.chunks.iter().enumerate() {
+                if r.is_zero() {
+                    continue;
+                }
+                let chunk = self.chunk(&vol, *r)?;
+                let mut entries = Vec::with_capacity(chunk.entries().len());
+                let mut changed = false;
+                for (at, e) in chunk.entries().iter().enumerate() {
+                    let index = (slot * ENTRIES_PER_CHUNK + at) as u64;
+                    let new = match e {
+                        Entry::Zero => Entry::Zero,
+                        Entry::Content(d) => {
+                            report.objects += 1;
+                            distinct.insert(*d);
+                            e.clone()
+                        }
+                        Entry::Owned { .. } | Entry::Legacy(_) => {
+                            report.objects += 1;
+                            changed = true;
+                            let name = e.object_name(index).expect("nonzero");
+                            match self.data.read(&name, 0, &mut buf) {
+                                Ok(_) => {}
+                                Err(StoreError::NotFound { .. })
+                                    if matches!(e, Entry::Owned { .. }) =>
+                                {
+                                    buf.fill(0)
+                                }
+                                Err(e) => return Err(store_err(&name, e)),
+                            }
+                            if buf.iter().all(|&b| b == 0) {
+                                report.zero_objects += 1;
+                                Entry::Zero
+                            } else {
+                                let cname = self
+                                    .data
+                                    .store_content(&buf, true)
+                                    .map_err(|e| store_err(snap, e))?;
+                                let d = hex_digest(&cname).ok_or_else(|| {
+                                    err(ErrorCode::Io, format!("bad content name {cname}"))
+                                })?;
+                                distinct.insert(d);
+                                Entry::content(d)
+                            }
+                        }
+                    };
+                    entries.push(new);
+                }
+                if changed {
+                    serial += 1;
+                    let id = ChunkRef { owner, serial };
+                    let c = Chunk::from_entries(id, entries).map_err(|e| map_err(snap, e))?;
+                    new_refs[slot] = if c.entries().is_empty() {
+                        ChunkRef::ZERO
+                    } else {
+                        chunks.push(c);
+                        id
+                    };
+                }
+            }
+            report.distinct = distinct.len() as u64;
+            report.bytes_saved = (report.objects - report.distinct) * os;
+            h.chunks = new_refs;
+            h.flags.hashed = true;
+            h.commit_seq += 1;
+            h.validate().map_err(|e| map_err(snap, e))?;
+            self.commit(snap, None, Some(held), chunks, &h)?;
+            Ok(report)
+        })
+    }
+
+    /// Converts an old-format map (v1, v2) to format 3 in place.
+    /// Already format 3: nothing to do.
+    pub fn update(&self, name: &str) -> Result<(), Error> {
+        self.update_impl(name, false, None)
+    }
+
+    /// [`update`](Self::update), reading a map without a header as v0 of
+    /// `size_hint` bytes if given.
+    pub fn update_assume_v0(&self, name: &str, size_hint: Option<u64>) -> Result<(), Error> {
+        self.update_impl(name, true, size_hint)
+    }
+
+    fn update_impl(&self, name: &str, assume_v0: bool, hint: Option<u64>) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Ok(()); // only format 3 volumes open for writing
+        }
+        self.locked(name, &mut st, |st, held| {
+            let bytes = self
+                .read_whole(name)?
+                .ok_or_else(|| Self::not_found(name))?;
+            let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
+            let detected = detect(first, assume_v0).map_err(|e| map_err(name, e))?;
+            if detected == Detected::V3 {
+                return Ok(());
+            }
+            let map = self.load_legacy(name, detected, &bytes, hint)?;
+            let (h, chunks) = upgrade(&map, random_id()).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), chunks, &h)?;
+            if detected == Detected::V2 {
+                // Best effort: the old map-data objects are garbage now.
+                let per = v2::entries_per_object(map.object_size as u32).max(1);
+                for block in 0..map.nr_objects().div_ceil(per) {
+                    let _ = self.maps.delete(&v2::map_object_name(name, block));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_split_at_object_boundaries() {
+        assert_eq!(split(0, 0, 4096), vec![]);
+        assert_eq!(
+            split(4000, 5000, 4096),
+            vec![(0, 4000, 96), (1, 0, 4096), (2, 0, 808)]
+        );
+    }
+
+    #[test]
+    fn markers_and_digests() {
+        assert_eq!(marker_name(0xab), "00000000000000ab_0000000000000000");
+        let d = [0x5au8; 32];
+        let name = archipelago_protocol::names::content_name(&d);
+        assert_eq!(hex_digest(&name), Some(d));
+        assert_eq!(hex_digest("xyz"), None);
+        assert_ne!(random_id(), 0);
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_mapper_is_send_and_sync() {
+        assert_send_sync::<Mapper>();
+    }
+}

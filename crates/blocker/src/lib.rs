@@ -16,9 +16,11 @@
 //! | INFO | object | — | [`InfoReply`] |
 //! | COPY | destination | [`CopyRequest`] | `size` bytes from the source's `src_offset` to `offset` |
 //! | HASH | object | — | [`NameField`]: content name of `size` bytes at `offset`, stored |
+//! | HASH | empty | data (`size` bytes) | [`NameField`]: the data stored by content (`store_content`) |
 //! | SYNC, FLUSH | — | — | everything acknowledged is durable |
 //! | ACQUIRE | lock name | [`LockOwner`] | [`LockOwner`] with the fencing token; `Locked` with the owner |
-//! | RELEASE | lock name | [`LockOwner`] | `FORCE` breaks the lock whoever holds it |
+//! | RELEASE | lock name | [`LockOwner`] | `FORCE` breaks the lock whoever holds it, replying a [`LockOwner`] naming the previous owner (empty: it was free); `Locked` with the holder |
+//! | LOCK_INFO | lock name | — | [`LockOwner`]: holder and token; `NotFound` if free |
 //! | LIST | prefix | — | names separated by NUL, `serviced` bytes |
 //!
 //! Locks never block: ACQUIRE of a lock another owner holds fails at once
@@ -108,6 +110,7 @@ impl Handler for Blocker {
                 | Op::Flush
                 | Op::Acquire
                 | Op::Release
+                | Op::LockInfo
                 | Op::List
         );
         if !supported {
@@ -189,6 +192,16 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
                 .map_err(store_err)?;
             Ok(size)
         }
+        Op::Hash if name.is_empty() => {
+            // Store the request's own data by content.
+            let n = need(size)?;
+            need(NameField::SIZE as u64)?;
+            let hex = store
+                .store_content(&req.data()[..n], durable)
+                .map_err(store_err)?;
+            NameField::new(hex.as_bytes())?.encode(req.data_mut())?;
+            Ok(NameField::SIZE as u64)
+        }
         Op::Hash => {
             if size == 0 {
                 return Err(Error::with(
@@ -207,14 +220,22 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
         Op::Acquire | Op::Release => {
             let who = LockOwner::decode(req.data())?;
             let owner = who.owner.to_string_lossy();
-            if op == Op::Release {
-                return if flags.contains(Flags::FORCE) {
-                    store.break_lock(&name).map(|_| 0).map_err(store_err)
-                } else {
-                    store.unlock(&name, &owner).map(|_| 0).map_err(store_err)
-                };
+            if op == Op::Release && flags.contains(Flags::FORCE) {
+                let previous = store.break_lock(&name).map_err(store_err)?;
+                LockOwner {
+                    token: 0,
+                    owner: NameField::new(previous.unwrap_or_default().as_bytes())?,
+                }
+                .encode(req.data_mut())?;
+                return Ok(LockOwner::SIZE as u64);
             }
-            match store.try_lock(&name, &owner) {
+            let result = if op == Op::Release {
+                store.unlock(&name, &owner).map(|_| 0)
+            } else {
+                store.try_lock(&name, &owner)
+            };
+            match result {
+                Ok(_) if op == Op::Release => Ok(0),
                 Ok(token) => {
                     LockOwner {
                         token,
@@ -235,6 +256,23 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
                     Err(Error::with(ErrorCode::Locked, holder))
                 }
                 Err(e) => Err(store_err(e)),
+            }
+        }
+        Op::LockInfo => {
+            need(LockOwner::SIZE as u64)?;
+            match store.lock_owner(&name).map_err(store_err)? {
+                Some((owner, token)) => {
+                    LockOwner {
+                        token,
+                        owner: NameField::new(owner.as_bytes())?,
+                    }
+                    .encode(req.data_mut())?;
+                    Ok(LockOwner::SIZE as u64)
+                }
+                None => Err(Error::with(
+                    ErrorCode::NotFound,
+                    format!("lock {name} is free"),
+                )),
             }
         }
         Op::List => {

@@ -20,6 +20,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod remote;
+mod volume;
+
+pub use remote::RemoteStore;
+pub use volume::{VolumeExtent, VolumeInfo};
+
 use archipelago_protocol::payload::{
     CopyRequest, InfoReply, LockOwner, NameField, Payload, StatsReply,
 };
@@ -360,6 +366,54 @@ impl Client {
             ..Call::new(dst, Op::Release, name.as_bytes())
         };
         self.call(&call).map(|_| ())
+    }
+
+    /// HASH with an empty target: stores `data` by content (trailing zeros
+    /// stripped) and returns its content name.
+    pub fn store_content(&self, dst: u32, data: &[u8], fua: bool) -> Result<String, Error> {
+        let call = Call {
+            size: data.len() as u64,
+            data,
+            flags: if fua { Flags::FUA } else { Flags::NONE },
+            reply_room: NameField::SIZE as u64,
+            ..Call::new(dst, Op::Hash, b"")
+        };
+        let r = self.call(&call)?;
+        Ok(NameField::decode(&r.data)?.to_string_lossy())
+    }
+
+    /// RELEASE with FORCE: breaks the lock `name` whoever holds it; returns
+    /// the previous owner (`None` if it was free).
+    pub fn break_lock(&self, dst: u32, name: &str) -> Result<Option<String>, Error> {
+        let payload = LockOwner {
+            token: 0,
+            owner: NameField::new(b"")?,
+        }
+        .to_vec();
+        let call = Call {
+            data: &payload,
+            flags: Flags::FORCE,
+            ..Call::new(dst, Op::Release, name.as_bytes())
+        };
+        let r = self.call(&call)?;
+        let owner = LockOwner::decode(&r.data)?.owner.to_string_lossy();
+        Ok((!owner.is_empty()).then_some(owner))
+    }
+
+    /// LOCK_INFO: the owner and token of the lock `name`, `None` if free.
+    pub fn lock_owner(&self, dst: u32, name: &str) -> Result<Option<(String, u64)>, Error> {
+        let call = Call {
+            reply_room: LockOwner::SIZE as u64,
+            ..Call::new(dst, Op::LockInfo, name.as_bytes())
+        };
+        match self.call(&call) {
+            Ok(r) => {
+                let l = LockOwner::decode(&r.data)?;
+                Ok(Some((l.owner.to_string_lossy(), l.token)))
+            }
+            Err(e) if e.code == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// LIST object names starting with `prefix` (at most `room` bytes of

@@ -18,8 +18,10 @@ impl Flags {
     pub const FORCE: Flags = Flags(8);
     /// Treat the target as a legacy v0 (Pithos) map.
     pub const ASSUME_V0: Flags = Flags(16);
+    /// OPEN: open the volume writable (take its lock).
+    pub const WRITABLE: Flags = Flags(32);
     /// Every defined flag.
-    pub const ALL: Flags = Flags(31);
+    pub const ALL: Flags = Flags(63);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -58,6 +60,7 @@ mod tests {
         let f = Flags::FUA | Flags::FORCE;
         assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
         assert_eq!(Flags(0x40 | 4).unknown_bits(), 0x40);
+        assert_eq!(Flags::WRITABLE.0, 32);
         assert_eq!(f.unknown_bits(), 0);
     }
 }

@@ -57,11 +57,16 @@ pub enum Op {
     WriteFull = 25,
     /// Names of objects with a prefix (reply: names separated by NUL).
     List = 26,
+    /// Owner and fencing token of the lock named by the target (reply:
+    /// [`payload::LockOwner`](crate::payload::LockOwner)); `NotFound` if free.
+    LockInfo = 27,
+    /// Commit a volume's pending writes (data: [`payload::encode_commit`](crate::payload::encode_commit)).
+    MapCommit = 28,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 26] = [
+    pub const ALL: [Op; 28] = [
         Op::Ping,
         Op::Read,
         Op::Write,
@@ -88,6 +93,8 @@ impl Op {
         Op::Stats,
         Op::WriteFull,
         Op::List,
+        Op::LockInfo,
+        Op::MapCommit,
     ];
 
     /// The code carried in a request.
@@ -129,6 +136,8 @@ impl Op {
             Op::Stats => "stats",
             Op::WriteFull => "write-full",
             Op::List => "list",
+            Op::LockInfo => "lock-info",
+            Op::MapCommit => "map-commit",
         }
     }
 }

@@ -14,6 +14,17 @@
 //! | [`InfoReply`] | INFO: size, object size, flags | 24 |
 //! | [`LockOwner`] | ACQUIRE/RELEASE: owner and fencing token | 272 |
 //! | [`StatsReply`] | STATS: a peer's counters | 40 |
+//! | [`VolumeInfoReply`] | mapper INFO, OPEN: a volume's state and parent | 304 |
+//! | [`MapExtent`] | MAP_READ, MAP_WRITE reply records (after an 8-byte header) | 296 |
+//! | [`HashReply`] | mapper HASH: what hashing a snapshot did | 32 |
+//!
+//! Variable-length layouts (bounds-checked by their decoders):
+//!
+//! - MAP_READ / MAP_WRITE reply ([`encode_extents`], [`decode_extents`]):
+//!   `u32 count, u32 reserved`, then `count` [`MapExtent`] records.
+//! - MAP_COMMIT data ([`encode_commit`], [`decode_commit`]):
+//!   `u32 count, u32 reserved`, then `count` little-endian `u64` object
+//!   indexes.
 
 use crate::{Error, ErrorCode};
 
@@ -354,6 +365,257 @@ impl Payload for StatsReply {
     }
 }
 
+/// Mapper INFO and OPEN reply: a volume's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
+pub struct VolumeInfoReply {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// [`VolumeInfoReply::READONLY`], [`VolumeInfoReply::REMOVED`],
+    /// [`VolumeInfoReply::HASHED`].
+    pub flags: u32,
+    /// Map format version (0 to 3).
+    pub format_version: u32,
+    /// The epoch.
+    pub epoch: u64,
+    /// The volume id (0 for an old-format map).
+    pub volume_id: u64,
+    /// The parent's name (empty: none).
+    pub parent: NameField,
+}
+sized!(VolumeInfoReply, 304);
+
+impl VolumeInfoReply {
+    /// A snapshot (or an old read-only map).
+    pub const READONLY: u32 = 1;
+    /// Removed, waiting for garbage collection.
+    pub const REMOVED: u32 = 2;
+    /// Every entry is zero or content.
+    pub const HASHED: u32 = 4;
+}
+
+impl Payload for VolumeInfoReply {
+    const SIZE: usize = 304;
+    fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
+        if out.len() < Self::SIZE {
+            return Err(short("volume info", out.len(), Self::SIZE));
+        }
+        let mut w = Writer(out, 0);
+        w.u64(self.size);
+        w.u64(self.object_size);
+        w.u32(self.flags);
+        w.u32(self.format_version);
+        w.u64(self.epoch);
+        w.u64(self.volume_id);
+        self.parent.write(&mut w);
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() < Self::SIZE {
+            return Err(short("volume info", bytes.len(), Self::SIZE));
+        }
+        let mut r = Reader(bytes, 0);
+        Ok(VolumeInfoReply {
+            size: r.u64(),
+            object_size: r.u64(),
+            flags: r.u32(),
+            format_version: r.u32(),
+            epoch: r.u64(),
+            volume_id: r.u64(),
+            parent: NameField::read(&mut r)?,
+        })
+    }
+}
+
+/// One extent of a MAP_READ or MAP_WRITE reply: a piece of the request
+/// inside one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
+pub struct MapExtent {
+    /// Object index in the volume.
+    pub index: u64,
+    /// Offset inside the object.
+    pub offset_in_object: u64,
+    /// Bytes.
+    pub len: u64,
+    /// [`MapExtent::ZERO`], [`MapExtent::PENDING`],
+    /// [`MapExtent::MISSING_READS_ZERO`].
+    pub flags: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The data object (empty with `ZERO`).
+    pub object: NameField,
+}
+sized!(MapExtent, 296);
+
+impl MapExtent {
+    /// No object: reads as zeros.
+    pub const ZERO: u32 = 1;
+    /// Write replies: commit the index with MAP_COMMIT once written.
+    pub const PENDING: u32 = 2;
+    /// The object is owned by the volume: missing, it reads as zeros.
+    pub const MISSING_READS_ZERO: u32 = 4;
+    /// Every defined extent flag.
+    pub const ALL_FLAGS: u32 = 7;
+}
+
+impl Payload for MapExtent {
+    const SIZE: usize = 296;
+    fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
+        if out.len() < Self::SIZE {
+            return Err(short("map extent", out.len(), Self::SIZE));
+        }
+        let mut w = Writer(out, 0);
+        w.u64(self.index);
+        w.u64(self.offset_in_object);
+        w.u64(self.len);
+        w.u32(self.flags);
+        w.u32(0);
+        self.object.write(&mut w);
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() < Self::SIZE {
+            return Err(short("map extent", bytes.len(), Self::SIZE));
+        }
+        let mut r = Reader(bytes, 0);
+        let (index, offset_in_object, len, flags) = (r.u64(), r.u64(), r.u64(), r.u32());
+        let _reserved = r.u32();
+        let object = NameField::read(&mut r)?;
+        if flags & !MapExtent::ALL_FLAGS != 0 {
+            return Err(Error::with(
+                ErrorCode::InvalidArgument,
+                format!("unknown map extent flags {flags:#x}"),
+            ));
+        }
+        Ok(MapExtent {
+            index,
+            offset_in_object,
+            len,
+            flags,
+            reserved: 0,
+            object,
+        })
+    }
+}
+
+/// Bytes of the header of a list payload (map reply, commit list).
+pub const LIST_HEADER: usize = 8;
+
+/// Bytes a MAP_READ / MAP_WRITE reply of `count` extents takes.
+pub fn extents_size(count: usize) -> usize {
+    LIST_HEADER + count * MapExtent::SIZE
+}
+
+fn list_count(bytes: &[u8], what: &str, item: usize) -> Result<usize, Error> {
+    if bytes.len() < LIST_HEADER {
+        return Err(short(what, bytes.len(), LIST_HEADER));
+    }
+    let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    let need = count
+        .checked_mul(item)
+        .and_then(|n| n.checked_add(LIST_HEADER))
+        .ok_or_else(|| Error::with(ErrorCode::InvalidArgument, format!("{what}: count {count}")))?;
+    if bytes.len() < need {
+        return Err(short(what, bytes.len(), need));
+    }
+    Ok(count)
+}
+
+/// Encodes a map reply into `out`; returns the bytes used.
+pub fn encode_extents(extents: &[MapExtent], out: &mut [u8]) -> Result<usize, Error> {
+    let need = extents_size(extents.len());
+    if out.len() < need {
+        return Err(short("map reply", out.len(), need));
+    }
+    let count = u32::try_from(extents.len())
+        .map_err(|_| Error::with(ErrorCode::InvalidArgument, "too many extents"))?;
+    out[..4].copy_from_slice(&count.to_le_bytes());
+    out[4..8].fill(0);
+    for (i, e) in extents.iter().enumerate() {
+        e.encode(&mut out[LIST_HEADER + i * MapExtent::SIZE..])?;
+    }
+    Ok(need)
+}
+
+/// Decodes a map reply.
+pub fn decode_extents(bytes: &[u8]) -> Result<Vec<MapExtent>, Error> {
+    let count = list_count(bytes, "map reply", MapExtent::SIZE)?;
+    (0..count)
+        .map(|i| MapExtent::decode(&bytes[LIST_HEADER + i * MapExtent::SIZE..]))
+        .collect()
+}
+
+/// Encodes a MAP_COMMIT list of object indexes.
+pub fn encode_commit(indexes: &[u64]) -> Result<Vec<u8>, Error> {
+    let count = u32::try_from(indexes.len())
+        .map_err(|_| Error::with(ErrorCode::InvalidArgument, "too many indexes"))?;
+    let mut v = Vec::with_capacity(LIST_HEADER + 8 * indexes.len());
+    v.extend_from_slice(&count.to_le_bytes());
+    v.extend_from_slice(&[0; 4]);
+    for i in indexes {
+        v.extend_from_slice(&i.to_le_bytes());
+    }
+    Ok(v)
+}
+
+/// Decodes a MAP_COMMIT list of object indexes.
+pub fn decode_commit(bytes: &[u8]) -> Result<Vec<u64>, Error> {
+    let count = list_count(bytes, "commit list", 8)?;
+    Ok(bytes[LIST_HEADER..LIST_HEADER + 8 * count]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Mapper HASH reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct HashReply {
+    /// Non-zero entries before hashing.
+    pub objects: u64,
+    /// Distinct content objects afterwards.
+    pub distinct: u64,
+    /// Storage no longer needed once old objects are collected.
+    pub bytes_saved: u64,
+    /// Objects found to be all zeros.
+    pub zero_objects: u64,
+}
+sized!(HashReply, 32);
+
+impl Payload for HashReply {
+    const SIZE: usize = 32;
+    fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
+        if out.len() < Self::SIZE {
+            return Err(short("hash", out.len(), Self::SIZE));
+        }
+        let mut w = Writer(out, 0);
+        for v in [
+            self.objects,
+            self.distinct,
+            self.bytes_saved,
+            self.zero_objects,
+        ] {
+            w.u64(v);
+        }
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() < Self::SIZE {
+            return Err(short("hash", bytes.len(), Self::SIZE));
+        }
+        let mut r = Reader(bytes, 0);
+        Ok(HashReply {
+            objects: r.u64(),
+            distinct: r.u64(),
+            bytes_saved: r.u64(),
+            zero_objects: r.u64(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +707,100 @@ mod tests {
         );
         assert!(NameField::new(&[0; 257]).is_err());
         assert!(StatsReply::default().encode(&mut [0; 39]).is_err());
+    }
+
+    #[test]
+    fn mapper_payloads_golden_bytes_and_round_trips() {
+        let v = VolumeInfoReply {
+            size: 1 << 20,
+            object_size: 4096,
+            flags: VolumeInfoReply::READONLY | VolumeInfoReply::HASHED,
+            format_version: 3,
+            epoch: 2,
+            volume_id: 9,
+            parent: NameField::new(b"snap").unwrap(),
+        };
+        let b = v.to_vec();
+        assert_eq!(b.len(), 304);
+        assert_eq!(&b[..8], &[0, 0, 16, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[8..16], &[0, 16, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[16..24], &[5, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!((b[24], b[32]), (2, 9));
+        assert_eq!(&b[40..44], &[4, 0, 0, 0]);
+        assert_eq!(&b[48..52], b"snap");
+        assert_eq!(VolumeInfoReply::decode(&b).unwrap(), v);
+
+        let e = MapExtent {
+            index: 1,
+            offset_in_object: 2,
+            len: 3,
+            flags: MapExtent::PENDING | MapExtent::MISSING_READS_ZERO,
+            reserved: 0,
+            object: NameField::new(b"obj").unwrap(),
+        };
+        let z = MapExtent {
+            index: 7,
+            offset_in_object: 0,
+            len: 4096,
+            flags: MapExtent::ZERO,
+            reserved: 0,
+            object: NameField::new(b"").unwrap(),
+        };
+        let mut out = vec![0xff; extents_size(2)];
+        assert_eq!(
+            encode_extents(&[e.clone(), z.clone()], &mut out).unwrap(),
+            600
+        );
+        assert_eq!(&out[..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((out[8], out[16], out[24], out[32]), (1, 2, 3, 6));
+        assert_eq!(&out[40..44], &[3, 0, 0, 0]);
+        assert_eq!(&out[48..51], b"obj");
+        assert_eq!(decode_extents(&out).unwrap(), vec![e, z]);
+        assert!(encode_extents(&[], &mut [0; 7]).is_err());
+
+        let c = encode_commit(&[5, 1 << 40]).unwrap();
+        assert_eq!(
+            c,
+            [2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+        assert_eq!(decode_commit(&c).unwrap(), vec![5, 1 << 40]);
+
+        let h = HashReply {
+            objects: 1,
+            distinct: 2,
+            bytes_saved: 3,
+            zero_objects: 4,
+        };
+        let hb = h.to_vec();
+        assert_eq!(hb.chunks(8).map(|c| c[0]).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(HashReply::decode(&hb).unwrap(), h);
+    }
+
+    #[test]
+    fn hostile_mapper_payloads_are_errors_not_panics() {
+        let bad = |r: Result<Vec<MapExtent>, Error>| {
+            assert_eq!(r.unwrap_err().code, ErrorCode::InvalidArgument)
+        };
+        bad(decode_extents(&[]));
+        bad(decode_extents(&[1, 0, 0, 0, 0, 0, 0, 0]));
+        bad(decode_extents(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+        let mut one = vec![0; extents_size(1)];
+        one[0] = 1;
+        one[32] = 0x80; // unknown extent flag
+        bad(decode_extents(&one));
+        one[32] = 0;
+        one[40] = 0xff;
+        one[41] = 0xff; // name length past the field
+        bad(decode_extents(&one));
+        assert!(decode_commit(&[3, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        assert!(decode_commit(&[0xff; 8]).is_err());
+        assert!(decode_commit(&[0; 4]).is_err());
+        assert_eq!(decode_commit(&[0; 8]).unwrap(), Vec::<u64>::new());
+        assert!(VolumeInfoReply::decode(&[0; 303]).is_err());
+        assert!(HashReply::decode(&[0; 31]).is_err());
+        let mut v = VolumeInfoReply::decode(&[0; 304]).unwrap().to_vec();
+        v[40] = 0xff;
+        v[41] = 0xff;
+        assert!(VolumeInfoReply::decode(&v).is_err());
     }
 }

@@ -1,0 +1,243 @@
+//! [`RemoteStore`]: an [`ObjectStore`] served by a blocker over xseg.
+
+use std::sync::Mutex;
+
+use archipelago_protocol::names::check_store_name;
+use archipelago_protocol::payload::NAME_CAPACITY;
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::{ObjectStat, ObjectStore, StoreError};
+
+use crate::Client;
+
+/// An [`ObjectStore`] whose objects live behind a blocker port.
+///
+/// Each call takes a [`Client`] from a small pool (a client owns a dynamic
+/// port and serves one call at a time), creating one on demand, and gives
+/// it back afterwards; concurrent callers each use their own client.
+///
+/// Names, lock owners and byte ranges are checked here first, as every
+/// driver does, so bad arguments fail with the exact [`StoreError`] variant
+/// without a round trip. Remote failures map back by protocol code:
+/// `NotFound`, `Locked` (owner from the reply), `NoSpace`,
+/// `InvalidArgument`; anything else (including a dead blocker) is
+/// [`StoreError::Io`] carrying the protocol error.
+///
+/// [`read`](ObjectStore::read) costs two calls, a READ then an INFO (for
+/// the size it must return): the size is not atomic with the data, which
+/// only matters to a caller racing writers of the same object.
+pub struct RemoteStore {
+    segment: String,
+    port: u32,
+    pool: Mutex<Vec<Client>>,
+}
+
+impl RemoteStore {
+    /// A store served by the blocker on `port` of `segment` (clients are
+    /// connected lazily, on the first calls).
+    pub fn new(segment: &str, port: u32) -> RemoteStore {
+        RemoteStore {
+            segment: segment.to_owned(),
+            port,
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The blocker port.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    fn with<T>(
+        &self,
+        name: &str,
+        op: &'static str,
+        f: impl FnOnce(&Client, u32) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        let client = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let client = match client {
+            Some(c) => c,
+            None => Client::connect(&self.segment).map_err(|e| to_store(name, op, e))?,
+        };
+        let r = f(&client, self.port);
+        // A client whose call failed in transport (its peer died, or it
+        // timed out) may have replies in flight: drop it, binding a fresh
+        // one next time.
+        let keep = !matches!(
+            &r,
+            Err(e) if matches!(e.code, ErrorCode::PeerDied | ErrorCode::Busy)
+        );
+        if keep {
+            self.pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(client);
+        }
+        r.map_err(|e| to_store(name, op, e))
+    }
+}
+
+/// Maps a protocol error of a call about `name` onto a [`StoreError`].
+fn to_store(name: &str, op: &'static str, e: Error) -> StoreError {
+    let name = name.to_owned();
+    match e.code {
+        ErrorCode::NotFound => StoreError::NotFound { name },
+        ErrorCode::Exists => StoreError::Exists { name },
+        ErrorCode::Locked => StoreError::Locked {
+            name,
+            owner: e.detail,
+        },
+        ErrorCode::NoSpace => StoreError::NoSpace { name },
+        ErrorCode::InvalidArgument => StoreError::InvalidArgument {
+            name,
+            why: "refused by the blocker",
+        },
+        ErrorCode::Unsupported => StoreError::Unsupported,
+        _ => StoreError::Io {
+            name,
+            op,
+            source: std::io::Error::other(e.to_string()),
+        },
+    }
+}
+
+fn check_name(name: &str) -> Result<(), StoreError> {
+    check_store_name(name.as_bytes())?;
+    Ok(())
+}
+
+fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "the byte range ends past the largest offset (i64::MAX)",
+        }),
+    }
+}
+
+fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
+    if owner.is_empty() || owner.len() > NAME_CAPACITY {
+        return Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "a lock owner must be 1 to 256 bytes",
+        });
+    }
+    Ok(())
+}
+
+impl ObjectStore for RemoteStore {
+    fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
+        check_name(name)?;
+        check_range(name, offset, buf.len() as u64)?;
+        self.with(name, "read", |c, port| {
+            let data = c.read(port, name, offset, buf.len() as u64)?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            buf[n..].fill(0);
+            Ok(c.info(port, name)?.size)
+        })
+    }
+
+    fn write(&self, name: &str, offset: u64, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_range(name, offset, data.len() as u64)?;
+        self.with(name, "write", |c, port| {
+            c.write(port, name, offset, data, durable)
+        })
+    }
+
+    fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.with(name, "write_full", |c, port| {
+            c.write_full(port, name, data)?;
+            if durable {
+                // WRITE_FULL carries no FUA: make it durable with a SYNC.
+                c.sync(port)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.with(name, "delete", |c, port| c.delete(port, name))
+    }
+
+    fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
+        check_name(name)?;
+        self.with(name, "stat", |c, port| {
+            Ok(ObjectStat {
+                size: c.info(port, name)?.size,
+            })
+        })
+    }
+
+    fn copy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        check_name(src)?;
+        check_name(dst)?;
+        check_range(src, src_offset, len)?;
+        check_range(dst, dst_offset, len)?;
+        // The destination is created if missing: NotFound is the source's.
+        self.with(src, "copy", |c, port| {
+            c.copy(port, src, src_offset, dst, dst_offset, len)?;
+            if durable {
+                c.sync(port)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
+        self.with("(content)", "store_content", |c, port| {
+            c.store_content(port, data, durable)
+        })
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.with("(store)", "sync", |c, port| c.sync(port))
+    }
+
+    fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
+        check_name(name)?;
+        check_owner(name, owner)?;
+        self.with(name, "try_lock", |c, port| c.acquire(port, name, owner))
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_owner(name, owner)?;
+        self.with(name, "unlock", |c, port| {
+            c.release(port, name, owner, false)
+        })
+    }
+
+    fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_name(name)?;
+        self.with(name, "break_lock", |c, port| c.break_lock(port, name))
+    }
+
+    fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
+        check_name(name)?;
+        self.with(name, "lock_owner", |c, port| c.lock_owner(port, name))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Grow the reply room until the names fit (the blocker fails a
+        // LIST whose names do not fit with InvalidArgument).
+        let mut room = 64 << 10;
+        loop {
+            match self.with(prefix, "list", |c, port| c.list(port, prefix, room)) {
+                Err(StoreError::InvalidArgument { .. }) if room < (4 << 20) => room *= 4,
+                r => return r,
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Calls to the mapper (`mapperd`): volume operations.
+
+use archipelago_protocol::payload::{
+    decode_extents, encode_commit, extents_size, CloneRequest, CreateRequest, HashReply, LockOwner,
+    MapExtent, NameField, Payload, VolumeInfoReply,
+};
+use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
+use archipelago_protocol::{Error, Flags, Op};
+
+use crate::{Call, Client, Reply};
+
+/// A volume's state, as the mapper reports it (INFO, OPEN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// A snapshot (or an old read-only map).
+    pub readonly: bool,
+    /// Removed, waiting for garbage collection.
+    pub removed: bool,
+    /// Every entry is zero or content.
+    pub hashed: bool,
+    /// The epoch.
+    pub epoch: u64,
+    /// The volume id (0 for an old-format map).
+    pub volume_id: u64,
+    /// The parent's name.
+    pub parent: Option<String>,
+    /// The map format version.
+    pub format_version: u32,
+}
+
+impl From<VolumeInfoReply> for VolumeInfo {
+    fn from(r: VolumeInfoReply) -> VolumeInfo {
+        let parent = r.parent.to_string_lossy();
+        VolumeInfo {
+            size: r.size,
+            object_size: r.object_size,
+            readonly: r.flags & VolumeInfoReply::READONLY != 0,
+            removed: r.flags & VolumeInfoReply::REMOVED != 0,
+            hashed: r.flags & VolumeInfoReply::HASHED != 0,
+            epoch: r.epoch,
+            volume_id: r.volume_id,
+            parent: (!parent.is_empty()).then_some(parent),
+            format_version: r.format_version,
+        }
+    }
+}
+
+/// A piece of a volume range inside one object (MAP_READ, MAP_WRITE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeExtent {
+    /// Object index in the volume.
+    pub index: u64,
+    /// The data object; `None` reads as zeros.
+    pub object: Option<String>,
+    /// Offset inside the object.
+    pub offset_in_object: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Commit the index with [`Client::map_commit`] once written.
+    pub pending: bool,
+    /// A missing object reads as zeros.
+    pub missing_reads_zero: bool,
+}
+
+impl From<MapExtent> for VolumeExtent {
+    fn from(e: MapExtent) -> VolumeExtent {
+        VolumeExtent {
+            index: e.index,
+            object: (e.flags & MapExtent::ZERO == 0).then(|| e.object.to_string_lossy()),
+            offset_in_object: e.offset_in_object,
+            len: e.len,
+            pending: e.flags & MapExtent::PENDING != 0,
+            missing_reads_zero: e.flags & MapExtent::MISSING_READS_ZERO != 0,
+        }
+    }
+}
+
+/// Largest map reply a client asks room for.
+const MAX_MAP_REPLY: u64 = 4 << 20;
+
+/// Room for any mapper reply: at least a [`LockOwner`], which carries the
+/// owner of a `Locked` refusal.
+fn room(n: usize) -> u64 {
+    n.max(LockOwner::SIZE) as u64
+}
+
+impl Client {
+    fn volume_call(
+        &self,
+        dst: u32,
+        op: Op,
+        name: &str,
+        data: &[u8],
+        reply: usize,
+    ) -> Result<Reply, Error> {
+        self.call(&Call {
+            data,
+            reply_room: room(reply),
+            ..Call::new(dst, op, name.as_bytes())
+        })
+    }
+
+    /// CREATE a volume of `size` bytes (`object_size` `None`: the default).
+    pub fn create_volume(
+        &self,
+        dst: u32,
+        name: &str,
+        size: u64,
+        object_size: Option<u64>,
+    ) -> Result<(), Error> {
+        let payload = CreateRequest {
+            size,
+            object_size: object_size.unwrap_or(0),
+            flags: 0,
+            reserved: 0,
+        }
+        .to_vec();
+        self.volume_call(dst, Op::Create, name, &payload, 0)
+            .map(|_| ())
+    }
+
+    /// INFO of a volume.
+    pub fn volume_info(&self, dst: u32, name: &str) -> Result<VolumeInfo, Error> {
+        let r = self.volume_call(dst, Op::Info, name, &[], VolumeInfoReply::SIZE)?;
+        Ok(VolumeInfoReply::decode(&r.data)?.into())
+    }
+
+    /// OPEN a volume (`writable`: take its lock for this mapper's host).
+    pub fn open_volume(&self, dst: u32, name: &str, writable: bool) -> Result<VolumeInfo, Error> {
+        let r = self.call(&Call {
+            flags: if writable {
+                Flags::WRITABLE
+            } else {
+                Flags::NONE
+            },
+            reply_room: room(VolumeInfoReply::SIZE),
+            ..Call::new(dst, Op::Open, name.as_bytes())
+        })?;
+        Ok(VolumeInfoReply::decode(&r.data)?.into())
+    }
+
+    /// CLOSE a volume.
+    pub fn close_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.volume_call(dst, Op::Close, name, &[], 0).map(|_| ())
+    }
+
+    /// SNAPSHOT `volume` as `snap`.
+    pub fn snapshot(&self, dst: u32, volume: &str, snap: &str) -> Result<(), Error> {
+        let payload = NameField::new(snap.as_bytes())?.to_vec();
+        self.volume_call(dst, Op::Snapshot, volume, &payload, 0)
+            .map(|_| ())
+    }
+
+    /// CLONE snapshot `snap` as `new_name` (`size` `None`: the snapshot's).
+    pub fn clone_volume(
+        &self,
+        dst: u32,
+        snap: &str,
+        new_name: &str,
+        size: Option<u64>,
+    ) -> Result<(), Error> {
+        let payload = CloneRequest {
+            size: size.unwrap_or(0),
+            src: NameField::new(snap.as_bytes())?,
+        }
+        .to_vec();
+        self.volume_call(dst, Op::Clone, new_name, &payload, 0)
+            .map(|_| ())
+    }
+
+    /// DELETE (remove) a volume or snapshot.
+    pub fn remove_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.volume_call(dst, Op::Delete, name, &[], 0).map(|_| ())
+    }
+
+    /// RENAME a volume.
+    pub fn rename_volume(&self, dst: u32, old: &str, new: &str) -> Result<(), Error> {
+        let payload = NameField::new(new.as_bytes())?.to_vec();
+        self.volume_call(dst, Op::Rename, old, &payload, 0)
+            .map(|_| ())
+    }
+
+    /// RESIZE a volume (`force`: allow shrinking).
+    pub fn resize_volume(&self, dst: u32, name: &str, size: u64, force: bool) -> Result<(), Error> {
+        self.call(&Call {
+            size,
+            flags: if force { Flags::FORCE } else { Flags::NONE },
+            reply_room: room(0),
+            ..Call::new(dst, Op::Resize, name.as_bytes())
+        })
+        .map(|_| ())
+    }
+
+    fn map(
+        &self,
+        dst: u32,
+        op: Op,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<VolumeExtent>, Error> {
+        // Room for the most extents `len` bytes can cover (smallest
+        // objects, unaligned at both ends).
+        let most = (len / MIN_OBJECT_SIZE).saturating_add(2);
+        let reply = most
+            .saturating_mul(MapExtent::SIZE as u64)
+            .saturating_add(extents_size(0) as u64)
+            .min(MAX_MAP_REPLY);
+        let r = self.call(&Call {
+            offset,
+            size: len,
+            reply_room: room(reply as usize),
+            ..Call::new(dst, op, name.as_bytes())
+        })?;
+        Ok(decode_extents(&r.data)?
+            .into_iter()
+            .map(VolumeExtent::from)
+            .collect())
+    }
+
+    /// MAP_READ: the objects holding `len` bytes of `name` at `offset`.
+    pub fn map_read(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<VolumeExtent>, Error> {
+        self.map(dst, Op::MapRead, name, offset, len)
+    }
+
+    /// MAP_WRITE: the objects to write `len` bytes of `name` at `offset`
+    /// into (copying up shared ones); commit pending extents with
+    /// [`map_commit`](Client::map_commit) once written.
+    pub fn map_write(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<VolumeExtent>, Error> {
+        self.map(dst, Op::MapWrite, name, offset, len)
+    }
+
+    /// MAP_COMMIT the pending writes to these object indexes.
+    pub fn map_commit(&self, dst: u32, name: &str, indexes: &[u64]) -> Result<(), Error> {
+        let payload = encode_commit(indexes)?;
+        self.volume_call(dst, Op::MapCommit, name, &payload, 0)
+            .map(|_| ())
+    }
+
+    /// HASH a snapshot: convert its objects to content objects.
+    pub fn hash_snapshot(&self, dst: u32, snap: &str) -> Result<HashReply, Error> {
+        let r = self.volume_call(dst, Op::Hash, snap, &[], HashReply::SIZE)?;
+        HashReply::decode(&r.data)
+    }
+
+    /// UPDATE an old-format map to the current format.
+    pub fn update_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.volume_call(dst, Op::Update, name, &[], 0).map(|_| ())
+    }
+}

@@ -1,0 +1,471 @@
+//! The mapper handler: decodes mapper requests and runs them on worker
+//! threads against a [`Mapper`].
+//!
+//! | op | target | request | reply |
+//! |---|---|---|---|
+//! | CREATE | volume | [`CreateRequest`] (object size 0: default) | — |
+//! | INFO | volume | `ASSUME_V0`: `size` is the v0 size hint (0: none) | [`VolumeInfoReply`] |
+//! | OPEN | volume | `WRITABLE` flag | [`VolumeInfoReply`] |
+//! | CLOSE | volume | — | — |
+//! | SNAPSHOT | volume | [`NameField`]: the snapshot | — |
+//! | CLONE | new volume | [`CloneRequest`] (size 0: the snapshot's) | — |
+//! | DELETE | volume | — (remove) | — |
+//! | RENAME | volume | [`NameField`]: the new name | — |
+//! | RESIZE | volume | `size`, `FORCE` to shrink | — |
+//! | MAP_READ, MAP_WRITE | volume | `offset`, `size` (`ASSUME_V0` for MAP_READ) | map reply ([`encode_extents`]) |
+//! | MAP_COMMIT | volume | [`decode_commit`] list of indexes | — |
+//! | HASH | snapshot | — | [`HashReply`] |
+//! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
+//!
+//! A `Locked` failure writes a [`LockOwner`] naming the holder into the
+//! data buffer (when it has room), which clients print as "locked by".
+
+use std::sync::Arc;
+
+use archipelago_mapper::{Extent, Mapper, VolumeInfo};
+use archipelago_peer::{Completer, Ctx, Done, Handler};
+use archipelago_protocol::payload::{
+    decode_commit, encode_extents, CloneRequest, CreateRequest, HashReply, LockOwner, MapExtent,
+    NameField, Payload, VolumeInfoReply,
+};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use crossbeam_channel::Sender;
+use xseg_shm::{Detached, Request};
+
+/// The ops a mapper serves (besides PING and STATS, the runtime's).
+pub fn serves(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Create
+            | Op::Info
+            | Op::Open
+            | Op::Close
+            | Op::Snapshot
+            | Op::Clone
+            | Op::Delete
+            | Op::Rename
+            | Op::Resize
+            | Op::MapRead
+            | Op::MapWrite
+            | Op::MapCommit
+            | Op::Hash
+            | Op::Update
+    )
+}
+
+/// A request's header fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a> {
+    /// Target name.
+    pub target: &'a [u8],
+    /// Byte offset.
+    pub offset: u64,
+    /// Byte count.
+    pub size: u64,
+    /// Flags.
+    pub flags: Flags,
+}
+
+fn text(bytes: &[u8], what: &str) -> Result<String, Error> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::with(ErrorCode::InvalidArgument, format!("{what} is not UTF-8")))
+}
+
+fn hint(size: u64) -> Option<u64> {
+    (size != 0).then_some(size)
+}
+
+fn info_reply(info: &VolumeInfo) -> Result<VolumeInfoReply, Error> {
+    let mut flags = 0;
+    for (set, bit) in [
+        (info.readonly, VolumeInfoReply::READONLY),
+        (info.removed, VolumeInfoReply::REMOVED),
+        (info.hashed, VolumeInfoReply::HASHED),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    Ok(VolumeInfoReply {
+        size: info.size,
+        object_size: info.object_size,
+        flags,
+        format_version: info.format_version,
+        epoch: info.epoch,
+        volume_id: info.volume_id,
+        parent: NameField::new(info.parent.as_deref().unwrap_or("").as_bytes())?,
+    })
+}
+
+fn put<P: Payload>(p: &P, buf: &mut [u8]) -> Result<u64, Error> {
+    p.encode(buf)?;
+    Ok(P::SIZE as u64)
+}
+
+fn put_extents(extents: &[Extent], buf: &mut [u8]) -> Result<u64, Error> {
+    let records = extents
+        .iter()
+        .map(|e| {
+            let mut flags = 0;
+            if e.object.is_none() {
+                flags |= MapExtent::ZERO;
+            }
+            if e.pending {
+                flags |= MapExtent::PENDING;
+            }
+            if e.missing_reads_zero {
+                flags |= MapExtent::MISSING_READS_ZERO;
+            }
+            Ok(MapExtent {
+                index: e.index,
+                offset_in_object: e.offset_in_object,
+                len: e.len,
+                flags,
+                reserved: 0,
+                object: NameField::new(e.object.as_deref().unwrap_or("").as_bytes())?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(encode_extents(&records, buf)? as u64)
+}
+
+/// Serves one mapper request: `buf` is the request's data buffer, read as
+/// the request payload and overwritten with the reply. Returns `serviced`
+/// (the reply's length). A `Locked` error also leaves a [`LockOwner`]
+/// naming the holder in `buf` when it fits.
+pub fn serve(mapper: &Mapper, op: Op, args: Args<'_>, buf: &mut [u8]) -> Result<u64, Error> {
+    let r = serve_op(mapper, op, args, buf);
+    if let Err(e) = &r {
+        if e.code == ErrorCode::Locked && buf.len() >= LockOwner::SIZE {
+            if let Ok(owner) = NameField::new(e.detail.as_bytes()) {
+                let _ = LockOwner { token: 0, owner }.encode(buf);
+            }
+        }
+    }
+    r
+}
+
+fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64, Error> {
+    let name = text(a.target, "the target")?;
+    let v0 = a.flags.contains(Flags::ASSUME_V0);
+    match op {
+        Op::Create => {
+            let c = CreateRequest::decode(buf)?;
+            let object_size = (c.object_size != 0).then_some(c.object_size);
+            mapper.create(&name, c.size, object_size).map(|_| 0)
+        }
+        Op::Info => {
+            let info = if v0 {
+                mapper.info_assume_v0(&name, hint(a.size))?
+            } else {
+                mapper.info(&name)?
+            };
+            put(&info_reply(&info)?, buf)
+        }
+        Op::Open => {
+            let info = mapper.open(&name, a.flags.contains(Flags::WRITABLE))?;
+            put(&info_reply(&info)?, buf)
+        }
+        Op::Close => mapper.close(&name).map(|_| 0),
+        Op::Snapshot => {
+            let snap = text(NameField::decode(buf)?.as_bytes(), "the snapshot name")?;
+            mapper.snapshot(&name, &snap).map(|_| 0)
+        }
+        Op::Clone => {
+            let c = CloneRequest::decode(buf)?;
+            let src = text(c.src.as_bytes(), "the snapshot name")?;
+            mapper.clone_volume(&src, &name, hint(c.size)).map(|_| 0)
+        }
+        Op::Delete => mapper.remove(&name).map(|_| 0),
+        Op::Rename => {
+            let new = text(NameField::decode(buf)?.as_bytes(), "the new name")?;
+            mapper.rename(&name, &new).map(|_| 0)
+        }
+        Op::Resize => mapper
+            .resize(&name, a.size, a.flags.contains(Flags::FORCE))
+            .map(|_| 0),
+        Op::MapRead => {
+            let extents = if v0 {
+                mapper.map_read_assume_v0(&name, None, a.offset, a.size)?
+            } else {
+                mapper.map_read(&name, a.offset, a.size)?
+            };
+            put_extents(&extents, buf)
+        }
+        Op::MapWrite => {
+            let extents = mapper.map_write(&name, a.offset, a.size)?;
+            put_extents(&extents, buf)
+        }
+        Op::MapCommit => {
+            let indexes = decode_commit(buf)?;
+            mapper.commit_writes(&name, &indexes).map(|_| 0)
+        }
+        Op::Hash => {
+            let h = mapper.hash(&name)?;
+            let reply = HashReply {
+                objects: h.objects,
+                distinct: h.distinct,
+                bytes_saved: h.bytes_saved,
+                zero_objects: h.zero_objects,
+            };
+            put(&reply, buf)
+        }
+        Op::Update => {
+            if v0 {
+                mapper.update_assume_v0(&name, hint(a.size)).map(|_| 0)
+            } else {
+                mapper.update(&name).map(|_| 0)
+            }
+        }
+        _ => Err(Error::with(
+            ErrorCode::Unsupported,
+            format!("a mapper does not serve {op}"),
+        )),
+    }
+}
+
+struct Job {
+    req: Detached,
+    op: Op,
+}
+
+fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Error> {
+    let d = req.desc();
+    let target = d.target().as_bytes().to_vec();
+    let args = Args {
+        target: &target,
+        offset: d.offset(),
+        size: d.size(),
+        flags: Flags(d.flags()),
+    };
+    serve(mapper, op, args, req.data_mut())
+}
+
+/// The mapper handler: owns the worker pool.
+pub struct MapperHandler {
+    jobs: Option<Sender<(Job, Completer)>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl MapperHandler {
+    /// Starts `threads` workers serving `mapper`.
+    pub fn new(mapper: Arc<Mapper>, threads: usize) -> MapperHandler {
+        let (tx, rx) = crossbeam_channel::unbounded::<(Job, Completer)>();
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                let mapper = mapper.clone();
+                std::thread::Builder::new()
+                    .name(format!("mapper-{i}"))
+                    .spawn(move || {
+                        for (mut job, completer) in rx {
+                            let done = Done::from(serve_detached(&mapper, job.op, &mut job.req));
+                            if let Done::Failed(e) = &done {
+                                log::debug!("{} failed: {e}", job.op);
+                            }
+                            completer.complete(job.req, done);
+                        }
+                    })
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        MapperHandler {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+}
+
+impl Drop for MapperHandler {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Handler for MapperHandler {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
+        if !serves(op) {
+            let e = Error::with(
+                ErrorCode::Unsupported,
+                format!("a mapper does not serve {op}"),
+            );
+            return Some((req, Done::Failed(e)));
+        }
+        let job = Job {
+            req: ctx.port().detach(req),
+            op,
+        };
+        let jobs = self.jobs.as_ref().expect("workers run until drop");
+        if let Err(err) = jobs.send((job, ctx.completer().clone())) {
+            let (job, _) = err.into_inner();
+            let e = Error::with(ErrorCode::ShuttingDown, "mapper workers stopped");
+            return Some((job.req.into_request(), Done::Failed(e)));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archipelago_protocol::payload::{decode_extents, encode_commit};
+    use archipelago_store::{MemoryStore, ObjectStore};
+
+    fn args(target: &str) -> Args<'_> {
+        Args {
+            target: target.as_bytes(),
+            offset: 0,
+            size: 0,
+            flags: Flags::NONE,
+        }
+    }
+
+    fn call(m: &Mapper, op: Op, a: Args<'_>, data: &[u8], room: usize) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0; room.max(data.len())];
+        buf[..data.len()].copy_from_slice(data);
+        let n = serve(m, op, a, &mut buf)?;
+        buf.truncate(n as usize);
+        Ok(buf)
+    }
+
+    #[test]
+    fn create_write_commit_read_snapshot_clone() {
+        let maps: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let data: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let m = Mapper::new(maps.clone(), data.clone(), "host-a".into());
+        let create = CreateRequest {
+            size: 1 << 20,
+            object_size: 64 << 10,
+            flags: 0,
+            reserved: 0,
+        }
+        .to_vec();
+        call(&m, Op::Create, args("vol"), &create, 0).unwrap();
+        let info = call(&m, Op::Info, args("vol"), &[], 304).unwrap();
+        let info = VolumeInfoReply::decode(&info).unwrap();
+        assert_eq!(
+            (info.size, info.object_size, info.flags),
+            (1 << 20, 64 << 10, 0)
+        );
+
+        let w = Args {
+            offset: 60 << 10,
+            size: 8 << 10,
+            ..args("vol")
+        };
+        let reply = call(&m, Op::MapWrite, w, &[], 8192).unwrap();
+        let extents = decode_extents(&reply).unwrap();
+        assert_eq!(extents.len(), 2);
+        assert_eq!((extents[0].index, extents[1].index), (0, 1));
+        let pending: Vec<u64> = extents
+            .iter()
+            .filter(|e| e.flags & MapExtent::PENDING != 0)
+            .map(|e| e.index)
+            .collect();
+        for e in &extents {
+            data.write(
+                &e.object.to_string_lossy(),
+                e.offset_in_object,
+                &vec![7; e.len as usize],
+                false,
+            )
+            .unwrap();
+        }
+        let commit = encode_commit(&pending).unwrap();
+        call(&m, Op::MapCommit, args("vol"), &commit, 0).unwrap();
+        let extents = decode_extents(&call(&m, Op::MapRead, w, &[], 8192).unwrap()).unwrap();
+        assert!(extents.iter().all(|e| e.flags & MapExtent::ZERO == 0));
+
+        let snap = NameField::new(b"snap").unwrap().to_vec();
+        call(&m, Op::Snapshot, args("vol"), &snap, 0).unwrap();
+        let clone = CloneRequest {
+            size: 0,
+            src: NameField::new(b"snap").unwrap(),
+        }
+        .to_vec();
+        call(&m, Op::Clone, args("clone"), &clone, 0).unwrap();
+        let info = call(&m, Op::Info, args("clone"), &[], 304).unwrap();
+        let info = VolumeInfoReply::decode(&info).unwrap();
+        assert_eq!(info.parent.as_bytes(), b"snap");
+        let info =
+            VolumeInfoReply::decode(&call(&m, Op::Info, args("snap"), &[], 304).unwrap()).unwrap();
+        assert_ne!(info.flags & VolumeInfoReply::READONLY, 0);
+        assert_eq!(
+            call(&m, Op::Delete, args("snap"), &[], 0).unwrap_err().code,
+            ErrorCode::Exists
+        );
+        let h = HashReply::decode(&call(&m, Op::Hash, args("snap"), &[], 32).unwrap()).unwrap();
+        assert_eq!(h.objects, 2);
+
+        // Too small a reply buffer, hostile payloads, foreign ops.
+        assert_eq!(
+            call(&m, Op::MapRead, w, &[], 100).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            call(&m, Op::MapCommit, args("vol"), &[9, 0, 0, 0, 0, 0, 0, 0], 0)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            call(&m, Op::Create, args("x"), &[1, 2, 3], 0)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            call(
+                &m,
+                Op::Info,
+                Args {
+                    target: b"\xff",
+                    ..args("")
+                },
+                &[],
+                304
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            call(&m, Op::Read, args("vol"), &[], 0).unwrap_err().code,
+            ErrorCode::Unsupported
+        );
+    }
+
+    #[test]
+    fn a_writable_open_elsewhere_is_locked_and_names_its_owner() {
+        let maps: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let data: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let a = Mapper::new(maps.clone(), data.clone(), "host-a".into());
+        let b = Mapper::new(maps, data, "host-b".into());
+        let create = CreateRequest {
+            size: 1 << 20,
+            object_size: 0,
+            flags: 0,
+            reserved: 0,
+        }
+        .to_vec();
+        call(&a, Op::Create, args("vol"), &create, 0).unwrap();
+        let w = Args {
+            flags: Flags::WRITABLE,
+            ..args("vol")
+        };
+        call(&a, Op::Open, w, &[], 304).unwrap();
+        let mut buf = vec![0; 304];
+        let e = serve(&b, Op::Open, w, &mut buf).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Locked);
+        assert_eq!(
+            LockOwner::decode(&buf).unwrap().owner.to_string_lossy(),
+            e.detail
+        );
+        assert!(e.detail.contains("host-a"), "{e}");
+        call(&a, Op::Close, args("vol"), &[], 0).unwrap();
+        call(&b, Op::Open, w, &[], 304).unwrap();
+    }
+}

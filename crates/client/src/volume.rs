@@ -1,4 +1,6 @@
-//! Calls to the mapper (`mapperd`): volume operations.
+//! Volume operations: management calls served by the mapper (`mapperd`),
+//! which the composer (`vlmcd`) also accepts and passes on, and volume I/O
+//! through the composer. Every call takes the port to send to.
 
 use archipelago_protocol::payload::{
     decode_extents, encode_commit, extents_size, CloneRequest, CreateRequest, HashReply, LockOwner,
@@ -262,5 +264,40 @@ impl Client {
     /// UPDATE an old-format map to the current format.
     pub fn update_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
         self.volume_call(dst, Op::Update, name, &[], 0).map(|_| ())
+    }
+}
+
+/// Volume I/O through the composer (`vlmcd`).
+impl Client {
+    /// READ `len` bytes of volume `name` at `offset` (unwritten space reads
+    /// as zeros; past the end is `OutOfRange`).
+    pub fn volume_read(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, Error> {
+        self.read(dst, name, offset, len)
+    }
+
+    /// WRITE `data` into volume `name` at `offset`; `fua` makes it durable
+    /// before the reply.
+    pub fn volume_write(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<(), Error> {
+        self.write(dst, name, offset, data, fua)
+    }
+
+    /// FLUSH volume `name`: once its writes in flight have finished, makes
+    /// everything written durable.
+    pub fn volume_flush(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.call(&Call::new(dst, Op::Flush, name.as_bytes()))
+            .map(|_| ())
     }
 }

@@ -1,0 +1,586 @@
+//! The composer's handler: one record per client request, keyed by an id
+//! that its sub-requests carry (through their cookies), driven by the
+//! replies of the mapper and the data blocker.
+//!
+//! | client op | sub-requests |
+//! |---|---|
+//! | READ | MAP_READ to the mapper; READ to the blocker per non-zero extent (zero extents are zero-filled here) |
+//! | WRITE | MAP_WRITE; WRITE per extent (FUA passed on); MAP_COMMIT of the pending extents once all writes succeeded |
+//! | FLUSH, SYNC, zero-length WRITE with FLUSH | SYNC to the blocker (after the volume's I/O drained) |
+//! | CLOSE, SNAPSHOT, DELETE, RENAME, RESIZE | copied to the mapper after the volume's I/O drained |
+//! | CREATE, INFO, OPEN, CLONE, HASH, UPDATE | copied to the mapper at once |
+//!
+//! Data is copied between the client's buffer and each sub-request's own
+//! buffer (zero-copy aliasing is a later optimisation).
+
+use std::collections::HashMap;
+
+use archipelago_peer::{Ctx, Done, Handler};
+use archipelago_protocol::payload::{
+    decode_extents, encode_commit, extents_size, LockOwner, MapExtent, Payload,
+};
+use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use xseg_shm::{status, Port, Request, TransportError};
+
+use crate::compose::{class, plan, Action, Class, Commits, Gate, Io, Step};
+
+/// Where the composer sends sub-requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// The mapper.
+    pub mapper: u32,
+    /// The blocker holding volume data.
+    pub blocker: u32,
+}
+
+/// A client request being served.
+struct Pending {
+    req: Request,
+    op: Op,
+    class: Class,
+    volume: Vec<u8>,
+    offset: u64,
+    size: u64,
+    flags: Flags,
+    /// Sub-requests in flight.
+    outstanding: usize,
+    /// The first failure of a piece.
+    error: Option<Error>,
+    /// Indexes of the pending extents this write joined.
+    pend: Vec<u64>,
+    /// Of those, the ones whose outcome is not known yet.
+    waiting: usize,
+}
+
+/// What a sub-request is for.
+#[derive(Debug, Clone, Copy)]
+enum Sub {
+    Map,
+    Data {
+        pos: u64,
+        len: u64,
+        missing_reads_zero: bool,
+    },
+    Commit {
+        index: u64,
+    },
+    Sync,
+    Forward,
+}
+
+/// A sub-request to build.
+struct Spec<'a> {
+    dst: u32,
+    op: Op,
+    target: &'a [u8],
+    offset: u64,
+    size: u64,
+    flags: Flags,
+    len: u64,
+}
+
+fn transport(e: TransportError) -> Error {
+    match e {
+        TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
+        TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => {
+            Error::with(ErrorCode::PeerDied, e.to_string())
+        }
+        _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
+    }
+}
+
+/// Takes a descriptor, fills it as `s` says, and lets `fill` write its
+/// data buffer (of `s.len` bytes).
+fn build(port: &Port, s: &Spec<'_>, fill: impl FnOnce(&mut [u8])) -> Result<Request, Error> {
+    let mut r = port.get(s.dst).map_err(transport)?;
+    let prepared = (|| {
+        port.set_target(&mut r, s.target)?;
+        if s.len > 0 {
+            port.alloc_data(&mut r, s.len)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = prepared {
+        port.put(r);
+        return Err(transport(e));
+    }
+    if s.len > 0 {
+        fill(port.data_mut(&mut r));
+    }
+    let d = port.desc(&r);
+    d.set_op(s.op.code());
+    d.set_offset(s.offset);
+    d.set_size(s.size);
+    d.set_flags(s.flags.0);
+    Ok(r)
+}
+
+/// Room for a map reply covering `size` bytes: the most extents that many
+/// bytes can touch (smallest objects, unaligned at both ends), within the
+/// segment's largest buffer.
+pub fn map_room(size: u64, max_buffer: u64) -> u64 {
+    let most = (size / MIN_OBJECT_SIZE).saturating_add(2);
+    let room = (extents_size(0) as u64).saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
+    room.max(LockOwner::SIZE as u64).min(max_buffer)
+}
+
+/// The volume composer.
+pub struct Composer {
+    ports: Ports,
+    next: u64,
+    reqs: HashMap<u64, Pending>,
+    /// Sub-request cookie → (client request id, what it is for).
+    subs: HashMap<u64, (u64, Sub)>,
+    gate: Gate<u64>,
+    commits: Commits<u64>,
+}
+
+impl Composer {
+    /// A composer sending to `ports`.
+    pub fn new(ports: Ports) -> Composer {
+        Composer {
+            ports,
+            next: 1,
+            reqs: HashMap::new(),
+            subs: HashMap::new(),
+            gate: Gate::default(),
+            commits: Commits::default(),
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    /// Submits `r` for request `id`.
+    fn send(&mut self, ctx: &mut Ctx<'_>, id: u64, sub: Sub, r: Request) -> Result<(), Error> {
+        let cookie = self.id();
+        match ctx.submit(r, cookie) {
+            Ok(()) => {
+                self.subs.insert(cookie, (id, sub));
+                if let Some(p) = self.reqs.get_mut(&id) {
+                    p.outstanding += 1;
+                }
+                Ok(())
+            }
+            Err(rejected) => {
+                let e = transport(rejected.error);
+                ctx.port().put(rejected.request);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts requests the gate let go, finishing any that fail at once.
+    fn start_all(&mut self, ctx: &mut Ctx<'_>, mut todo: Vec<u64>) {
+        let mut i = 0;
+        while i < todo.len() {
+            let id = todo[i];
+            if let Err(e) = self.start(ctx, id) {
+                let more = self.finish(ctx, id, Done::Failed(e));
+                todo.extend(more);
+            }
+            i += 1;
+        }
+    }
+
+    fn start(&mut self, ctx: &mut Ctx<'_>, id: u64) -> Result<(), Error> {
+        let Some(p) = self.reqs.get(&id) else {
+            return Ok(());
+        };
+        let port = ctx.port();
+        let (sub, r) = match p.class {
+            Class::Io(io) => {
+                let op = match io {
+                    Io::Read => Op::MapRead,
+                    Io::Write => Op::MapWrite,
+                };
+                let spec = Spec {
+                    dst: self.ports.mapper,
+                    op,
+                    target: &p.volume,
+                    offset: p.offset,
+                    size: p.size,
+                    flags: Flags(p.flags.0 & Flags::ASSUME_V0.0),
+                    len: map_room(p.size, port.segment().max_buffer()),
+                };
+                (Sub::Map, build(port, &spec, |_| {})?)
+            }
+            Class::Barrier(Action::Sync) | Class::Free(Action::Sync) => {
+                let spec = Spec {
+                    dst: self.ports.blocker,
+                    op: Op::Sync,
+                    target: b"",
+                    offset: 0,
+                    size: 0,
+                    flags: Flags::NONE,
+                    len: 0,
+                };
+                (Sub::Sync, build(port, &spec, |_| {})?)
+            }
+            Class::Barrier(Action::Forward) | Class::Free(Action::Forward) => {
+                let data = port.data(&p.req);
+                let spec = Spec {
+                    dst: self.ports.mapper,
+                    op: p.op,
+                    target: &p.volume,
+                    offset: p.offset,
+                    size: p.size,
+                    flags: p.flags,
+                    len: data.len() as u64,
+                };
+                (
+                    Sub::Forward,
+                    build(port, &spec, |buf| buf.copy_from_slice(data))?,
+                )
+            }
+            Class::Nothing | Class::Unsupported => return Ok(()),
+        };
+        self.send(ctx, id, sub, r)
+    }
+
+    /// Completes request `id`; returns what the gate lets go because of it.
+    fn finish(&mut self, ctx: &mut Ctx<'_>, id: u64, done: Done) -> Vec<u64> {
+        let Some(p) = self.reqs.remove(&id) else {
+            return Vec::new();
+        };
+        ctx.complete(p.req, done);
+        match p.class {
+            Class::Io(_) => self.gate.io_done(&p.volume),
+            Class::Barrier(_) => self.gate.barrier_done(&p.volume),
+            _ => Vec::new(),
+        }
+    }
+
+    fn finish_and_go_on(&mut self, ctx: &mut Ctx<'_>, id: u64, done: Done) {
+        let next = self.finish(ctx, id, done);
+        self.start_all(ctx, next);
+    }
+
+    /// The map reply for I/O request `id`: zero-fill zero extents, send the
+    /// data sub-requests.
+    fn serve_map(&mut self, ctx: &mut Ctx<'_>, id: u64, map: &[u8]) -> Result<(), Error> {
+        let Some(p) = self.reqs.get_mut(&id) else {
+            return Ok(());
+        };
+        let write = p.class == Class::Io(Io::Write);
+        let pieces = plan(&decode_extents(map)?, p.size, write)?;
+        for piece in pieces.iter().filter(|p| p.pending) {
+            self.commits.join(&p.volume, piece.index);
+            p.pend.push(piece.index);
+        }
+        let flags = if write && p.flags.contains(Flags::FUA) {
+            Flags::FUA
+        } else {
+            Flags::NONE
+        };
+        for piece in pieces {
+            let (pos, len) = (piece.pos as usize, piece.len as usize);
+            let Some(p) = self.reqs.get_mut(&id) else {
+                break;
+            };
+            let Some(object) = &piece.object else {
+                ctx.port().data_mut(&mut p.req)[pos..pos + len].fill(0);
+                continue;
+            };
+            let port = ctx.port();
+            let spec = Spec {
+                dst: self.ports.blocker,
+                op: if write { Op::Write } else { Op::Read },
+                target: object,
+                offset: piece.offset_in_object,
+                size: piece.len,
+                flags,
+                len: piece.len,
+            };
+            let built = if write {
+                let data = &port.data(&p.req)[pos..pos + len];
+                build(port, &spec, |buf| buf[..len].copy_from_slice(data))
+            } else {
+                build(port, &spec, |_| {})
+            };
+            let sent = built.and_then(|r| {
+                let sub = Sub::Data {
+                    pos: piece.pos,
+                    len: piece.len,
+                    missing_reads_zero: piece.missing_reads_zero,
+                };
+                self.send(ctx, id, sub, r)
+            });
+            let Some(p) = self.reqs.get_mut(&id) else {
+                break;
+            };
+            match sent {
+                Ok(()) => {}
+                Err(e) => {
+                    p.error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All data sub-requests of `id` are back: complete it, or settle the
+    /// pending indexes it joined first.
+    fn data_done(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+        let Some(p) = self.reqs.get_mut(&id) else {
+            return;
+        };
+        if p.pend.is_empty() {
+            let done = match p.error.take() {
+                Some(e) => Done::Failed(e),
+                None => Done::Served(p.size),
+            };
+            return self.finish_and_go_on(ctx, id, done);
+        }
+        let result = match &p.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        };
+        let volume = p.volume.clone();
+        let pend = std::mem::take(&mut p.pend);
+        p.waiting = pend.len();
+        for index in pend {
+            match self.commits.written(&volume, index, id, result.clone()) {
+                Step::Wait => {}
+                Step::Resolved(r) => self.resolve(ctx, r),
+                Step::Commit => {
+                    if let Err(e) = self.commit(ctx, id, &volume, index) {
+                        let r = self.commits.committed(&volume, index, Err(e));
+                        self.resolve(ctx, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends MAP_COMMIT of `index` on behalf of `id`.
+    fn commit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u64,
+        volume: &[u8],
+        index: u64,
+    ) -> Result<(), Error> {
+        log::debug!(
+            "committing object {index} of {}",
+            String::from_utf8_lossy(volume)
+        );
+        let payload = encode_commit(&[index])?;
+        let spec = Spec {
+            dst: self.ports.mapper,
+            op: Op::MapCommit,
+            target: volume,
+            offset: 0,
+            size: 0,
+            flags: Flags::NONE,
+            len: payload.len() as u64,
+        };
+        let r = build(ctx.port(), &spec, |buf| buf.copy_from_slice(&payload))?;
+        self.send(ctx, id, Sub::Commit { index }, r)
+    }
+
+    /// Writes learnt the outcome of a pending index: those that know all
+    /// of theirs complete.
+    fn resolve(&mut self, ctx: &mut Ctx<'_>, resolved: Vec<(u64, Result<(), Error>)>) {
+        for (id, result) in resolved {
+            let Some(p) = self.reqs.get_mut(&id) else {
+                continue;
+            };
+            if let Err(e) = result {
+                p.error.get_or_insert(e);
+            }
+            p.waiting = p.waiting.saturating_sub(1);
+            if p.waiting == 0 {
+                let done = match p.error.take() {
+                    Some(e) => Done::Failed(e),
+                    None => Done::Served(p.size),
+                };
+                self.finish_and_go_on(ctx, id, done);
+            }
+        }
+    }
+}
+
+impl Handler for Composer {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
+        let d = ctx.port().desc(&req);
+        let volume = d.target().as_bytes().to_vec();
+        let (offset, size, flags) = (d.offset(), d.size(), Flags(d.flags()));
+        let class = class(op, flags, size, &volume);
+        match class {
+            Class::Nothing => return Some((req, Done::Served(0))),
+            Class::Unsupported => {
+                let e = Error::with(
+                    ErrorCode::Unsupported,
+                    format!("a volume composer does not serve {op}"),
+                );
+                return Some((req, Done::Failed(e)));
+            }
+            Class::Io(_) if d.data_len() < size => {
+                let e = Error::with(
+                    ErrorCode::InvalidArgument,
+                    format!("{op} of {size} bytes with a {}-byte buffer", d.data_len()),
+                );
+                return Some((req, Done::Failed(e)));
+            }
+            _ => {}
+        }
+        let id = self.id();
+        let start = match class {
+            Class::Io(_) => self.gate.admit(&volume, false, id),
+            Class::Barrier(_) => self.gate.admit(&volume, true, id),
+            _ => vec![id],
+        };
+        self.reqs.insert(
+            id,
+            Pending {
+                req,
+                op,
+                class,
+                volume,
+                offset,
+                size,
+                flags,
+                outstanding: 0,
+                error: None,
+                pend: Vec::new(),
+                waiting: 0,
+            },
+        );
+        self.start_all(ctx, start);
+        None
+    }
+
+    fn on_reply(&mut self, ctx: &mut Ctx<'_>, reply: Request, cookie: u64) {
+        let Some((id, sub)) = self.subs.remove(&cookie) else {
+            ctx.port().put(reply);
+            return;
+        };
+        let Some(p) = self.reqs.get_mut(&id) else {
+            ctx.port().put(reply);
+            return;
+        };
+        p.outstanding -= 1;
+        let port = ctx.port();
+        let d = port.desc(&reply);
+        let failure = (d.status() != status::SERVED).then(|| {
+            let code = ErrorCode::from_code(d.error());
+            Error::with(
+                code,
+                format!(
+                    "{} of {}",
+                    Op::from_code(d.op()).map_or("request", Op::name),
+                    String::from_utf8_lossy(d.target().as_bytes())
+                ),
+            )
+        });
+        let serviced = d.serviced();
+        match sub {
+            Sub::Map => {
+                let r = match failure {
+                    Some(e) => {
+                        port.put(reply);
+                        Err(e)
+                    }
+                    None => {
+                        let map = port.data(&reply).to_vec();
+                        port.put(reply);
+                        self.serve_map(ctx, id, &map)
+                    }
+                };
+                if let Err(e) = r {
+                    if let Some(p) = self.reqs.get_mut(&id) {
+                        p.error.get_or_insert(e);
+                    }
+                }
+                self.data_done_if_idle(ctx, id);
+            }
+            Sub::Data {
+                pos,
+                len,
+                missing_reads_zero,
+            } => {
+                let read = p.class == Class::Io(Io::Read);
+                let range = pos as usize..(pos + len) as usize;
+                match failure {
+                    None if read => {
+                        let src = &port.data(&reply)[..len as usize];
+                        port.data_mut(&mut p.req)[range].copy_from_slice(src);
+                    }
+                    None => {}
+                    Some(e) if read && missing_reads_zero && e.code == ErrorCode::NotFound => {
+                        port.data_mut(&mut p.req)[range].fill(0);
+                    }
+                    Some(e) => {
+                        p.error.get_or_insert(e);
+                    }
+                }
+                port.put(reply);
+                self.data_done_if_idle(ctx, id);
+            }
+            Sub::Commit { index } => {
+                port.put(reply);
+                let volume = p.volume.clone();
+                let result = match failure {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+                let r = self.commits.committed(&volume, index, result);
+                self.resolve(ctx, r);
+            }
+            Sub::Sync => {
+                port.put(reply);
+                let done = match failure {
+                    Some(e) => Done::Failed(e),
+                    None => Done::Served(0),
+                };
+                self.finish_and_go_on(ctx, id, done);
+            }
+            Sub::Forward => {
+                let src = port.data(&reply);
+                let dst = port.data_mut(&mut p.req);
+                let n = src.len().min(dst.len());
+                dst[..n].copy_from_slice(&src[..n]);
+                port.put(reply);
+                let done = match failure {
+                    Some(e) => Done::Failed(e),
+                    None => Done::Served(serviced),
+                };
+                self.finish_and_go_on(ctx, id, done);
+            }
+        }
+    }
+}
+
+impl Composer {
+    fn data_done_if_idle(&mut self, ctx: &mut Ctx<'_>, id: u64) {
+        if self.reqs.get(&id).is_some_and(|p| p.outstanding == 0) {
+            self.data_done(ctx, id);
+        }
+    }
+
+    /// Client requests being served.
+    pub fn in_progress(&self) -> usize {
+        self.reqs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_room_fits_the_worst_case_within_the_largest_buffer() {
+        assert_eq!(
+            map_room(0, 1 << 22),
+            LockOwner::SIZE.max(8 + 2 * 296) as u64
+        );
+        assert_eq!(map_room(8192, 1 << 22), 8 + 4 * 296);
+        assert_eq!(map_room(1 << 30, 1 << 22), 1 << 22);
+    }
+}

@@ -1,0 +1,66 @@
+//! `vlmcd`: the volume composer. Clients send every volume operation here;
+//! it asks the mapper (`--mapper-port`) where a range lives and does the
+//! data I/O on the data blocker (`--blockerb-port`), forwarding volume
+//! management to the mapper.
+//!
+//! ```text
+//! vlmcd --port 4 --mapper-port 3 --blockerb-port 1
+//! ```
+
+mod compose;
+mod handler;
+
+use std::process::ExitCode;
+
+use archipelago_peer::{init_logging, Peer, PeerArgs};
+use clap::Parser;
+
+/// Serve volume I/O over xseg, composed from the mapper and the data blocker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    peer: PeerArgs,
+
+    /// Port of the mapper.
+    #[arg(long, default_value_t = 3)]
+    mapper_port: u32,
+
+    /// Port of the blocker holding volume data.
+    #[arg(long, default_value_t = 1)]
+    blockerb_port: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.peer.log_level);
+    let mut peer = match Peer::start(&cli.peer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vlmcd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut composer = handler::Composer::new(handler::Ports {
+        mapper: cli.mapper_port,
+        blocker: cli.blockerb_port,
+    });
+    match peer.run(&mut composer) {
+        Ok(true) => {
+            drop(peer);
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            log::error!(
+                "exiting with {} request(s) in progress; the next owner of the port recovers them",
+                composer.in_progress()
+            );
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("vlmcd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -200,3 +200,272 @@ impl Drop for Peer {
         }
     }
 }
+
+pub mod pipeline {
+    //! The whole volume pipeline as processes on a private segment: two
+    //! `blockerd`s (data on [`BLOCKERB`], maps and locks on [`BLOCKERM`]),
+    //! `mapperd` on [`MAPPER`] and `vlmcd` on [`VLMCD`]. Every peer can be
+    //! stopped (SIGTERM), killed (SIGKILL) and restarted with its original
+    //! arguments.
+
+    use std::path::PathBuf;
+    use std::process::{Child, Command, ExitStatus};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use archipelago_client::Client;
+    use archipelago_protocol::PROTOCOL_VERSION;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use xseg_shm::{Segment, SegmentConfig, SegmentName};
+
+    use crate::{workspace_bin, TempSegment};
+
+    /// Port of the data blocker.
+    pub const BLOCKERB: u32 = 1;
+    /// Port of the map (and lock) blocker.
+    pub const BLOCKERM: u32 = 2;
+    /// Port of the mapper.
+    pub const MAPPER: u32 = 3;
+    /// Port of the composer.
+    pub const VLMCD: u32 = 4;
+
+    /// Creates the segment at `tmp` (buffers up to 4 MiB).
+    pub fn segment(tmp: &TempSegment) -> Arc<Segment> {
+        let name = SegmentName::parse(&tmp.arg()).unwrap();
+        let config = SegmentConfig {
+            ports: 64,
+            static_ports: 16,
+            requests: 1024,
+            buffer_counts: vec![1024, 256, 128, 64, 64, 32, 16, 16, 8, 4, 4],
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        };
+        Arc::new(Segment::create(&name, &config).unwrap())
+    }
+
+    /// A peer process, killed on drop; restartable with the same arguments.
+    pub struct Proc {
+        child: Option<Child>,
+        segment: String,
+        bin: String,
+        port: u32,
+        extra: Vec<String>,
+    }
+
+    impl Proc {
+        /// Starts `bin` on `port` of `segment` with `extra` arguments and
+        /// waits until it answers PING.
+        pub fn start(segment: &str, bin: &str, port: u32, extra: &[String]) -> Proc {
+            let mut p = Proc {
+                child: None,
+                segment: segment.to_owned(),
+                bin: bin.to_owned(),
+                port,
+                extra: extra.to_vec(),
+            };
+            p.restart();
+            p
+        }
+
+        /// Starts the process again (it must not be running).
+        pub fn restart(&mut self) {
+            assert!(self.child.is_none(), "{} is running", self.bin);
+            let child = Command::new(workspace_bin(&self.bin))
+                .args([
+                    "--segment",
+                    &self.segment,
+                    "--port",
+                    &self.port.to_string(),
+                    "--log-level",
+                    "warn",
+                ])
+                .args(&self.extra)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin));
+            self.child = Some(child);
+            self.wait_ready();
+        }
+
+        fn wait_ready(&mut self) {
+            let client = Client::connect(&self.segment)
+                .unwrap()
+                .with_timeout(Duration::from_secs(5));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while client.ping(self.port).is_err() {
+                let child = self.child.as_mut().expect("running");
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("{} exited: {status}", self.bin);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not answer PING",
+                    self.bin
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// The process id, if running.
+        pub fn pid(&self) -> Option<u32> {
+            self.child.as_ref().map(Child::id)
+        }
+
+        /// Sends SIGTERM and waits (at most `timeout`) for the exit.
+        pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+            let mut child = self.child.take().expect("running");
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{} did not exit within {timeout:?} of SIGTERM", self.bin);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Kills with SIGKILL and reaps.
+        pub fn kill9(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            self.kill9();
+        }
+    }
+
+    /// Where a blocker keeps its objects.
+    #[derive(Debug, Clone)]
+    pub enum Backend {
+        /// In memory (lost when the process exits).
+        Memory,
+        /// One file per object under this directory.
+        Files(PathBuf),
+    }
+
+    impl Backend {
+        fn args(&self) -> Vec<String> {
+            match self {
+                Backend::Memory => vec!["--backend".into(), "memory".into()],
+                Backend::Files(dir) => vec![
+                    "--backend".into(),
+                    "files".into(),
+                    "--data-dir".into(),
+                    dir.to_str().expect("utf-8 dir").into(),
+                ],
+            }
+        }
+    }
+
+    /// The four peers on their own segment. Fields drop in order: the
+    /// peers first, then the segment.
+    pub struct Pipeline {
+        /// The composer.
+        pub vlmcd: Proc,
+        /// The mapper.
+        pub mapperd: Proc,
+        /// The map blocker.
+        pub blockerm: Proc,
+        /// The data blocker.
+        pub blockerb: Proc,
+        _seg: Arc<Segment>,
+        /// The segment's path.
+        pub tmp: TempSegment,
+    }
+
+    impl Pipeline {
+        /// Starts everything: data on `data`, maps on `maps`, the mapper
+        /// as `host_id`.
+        pub fn start(name: &str, host_id: &str, data: &Backend, maps: &Backend) -> Pipeline {
+            let tmp = TempSegment::new(name);
+            let seg = segment(&tmp);
+            let s = tmp.arg();
+            let blockerb = Proc::start(&s, "blockerd", BLOCKERB, &data.args());
+            let blockerm = Proc::start(&s, "blockerd", BLOCKERM, &maps.args());
+            let mapperd = Proc::start(
+                &s,
+                "mapperd",
+                MAPPER,
+                &[
+                    "--host-id".into(),
+                    host_id.into(),
+                    "--blockerb-port".into(),
+                    BLOCKERB.to_string(),
+                    "--blockerm-port".into(),
+                    BLOCKERM.to_string(),
+                ],
+            );
+            let vlmcd = Proc::start(
+                &s,
+                "vlmcd",
+                VLMCD,
+                &[
+                    "--mapper-port".into(),
+                    MAPPER.to_string(),
+                    "--blockerb-port".into(),
+                    BLOCKERB.to_string(),
+                ],
+            );
+            Pipeline {
+                vlmcd,
+                mapperd,
+                blockerm,
+                blockerb,
+                _seg: seg,
+                tmp,
+            }
+        }
+
+        /// A new client on the segment with a `timeout` per call.
+        pub fn client(&self, timeout: Duration) -> Client {
+            Client::connect(&self.tmp.arg())
+                .unwrap()
+                .with_timeout(timeout)
+        }
+
+        /// The peers from the top of the stack down.
+        pub fn peers(&mut self) -> [&mut Proc; 4] {
+            [
+                &mut self.vlmcd,
+                &mut self.mapperd,
+                &mut self.blockerm,
+                &mut self.blockerb,
+            ]
+        }
+
+        /// SIGTERM to every peer, top down; each must exit successfully.
+        pub fn terminate_all(&mut self) {
+            for p in self.peers() {
+                let bin = p.bin.clone();
+                let status = p.terminate(Duration::from_secs(30));
+                assert!(status.success(), "{bin} exited with {status} on SIGTERM");
+            }
+        }
+
+        /// SIGKILL to every peer.
+        pub fn kill9_all(&mut self) {
+            for p in self.peers() {
+                p.kill9();
+            }
+        }
+
+        /// Restarts every peer, bottom up.
+        pub fn restart_all(&mut self) {
+            let [v, m, bm, bb] = self.peers();
+            for p in [bb, bm, m, v] {
+                p.restart();
+            }
+        }
+    }
+}

@@ -1,51 +1,73 @@
-//! A small LRU cache by count, for decoded chunks.
+//! A small LRU cache bounded by bytes, for decoded chunks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-/// At most `capacity` values; the least recently used one goes first.
-/// Eviction scans for the oldest entry (O(n)), which is fine for the few
-/// hundred chunks kept.
+/// Values whose estimated sizes sum to at most `budget` bytes; the least
+/// recently used ones go first. A value larger than the whole budget is
+/// not kept. Lookups, inserts and evictions are O(log n).
 pub(crate) struct Lru<K, V> {
-    capacity: usize,
+    budget: usize,
+    used: usize,
     tick: u64,
-    map: HashMap<K, (V, u64)>,
+    /// key -> (value, last use, size)
+    map: HashMap<K, (V, u64, usize)>,
+    /// last use -> key, oldest first
+    order: BTreeMap<u64, K>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Self {
-            capacity,
+            budget,
+            used: 0,
             tick: 0,
             map: HashMap::new(),
+            order: BTreeMap::new(),
         }
     }
 
     pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
-        self.map.get_mut(key).map(|(v, t)| {
-            *t = tick;
-            v.clone()
-        })
+        let (v, t, _) = self.map.get_mut(key)?;
+        self.order.remove(t);
+        *t = tick;
+        self.order.insert(tick, key.clone());
+        Some(v.clone())
     }
 
-    pub(crate) fn insert(&mut self, key: K, value: V) {
-        if self.capacity == 0 {
+    /// Keeps `value` of `size` bytes (estimated), evicting the least
+    /// recently used values until it fits.
+    pub(crate) fn insert(&mut self, key: K, value: V, size: usize) {
+        self.remove(&key);
+        if size > self.budget {
             return;
         }
-        self.tick += 1;
-        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            {
-                self.map.remove(&oldest);
+        while self.used + size > self.budget {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, _, s)) = self.map.remove(&oldest) {
+                self.used -= s;
             }
         }
-        self.map.insert(key, (value, self.tick));
+        self.tick += 1;
+        self.used += size;
+        self.order.insert(self.tick, key.clone());
+        self.map.insert(key, (value, self.tick, size));
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some((_, t, s)) = self.map.remove(key) {
+            self.order.remove(&t);
+            self.used -= s;
+        }
+    }
+
+    /// The estimated bytes kept.
+    pub(crate) fn used(&self) -> usize {
+        self.used
     }
 
     #[cfg(test)]
@@ -60,14 +82,40 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_goes_first() {
-        let mut c = Lru::new(2);
-        c.insert(1, "a");
-        c.insert(2, "b");
+        let mut c = Lru::new(20);
+        c.insert(1, "a", 10);
+        c.insert(2, "b", 10);
         assert_eq!(c.get(&1), Some("a"));
-        c.insert(3, "c");
+        c.insert(3, "c", 10);
         assert_eq!(c.get(&2), None);
         assert_eq!(c.get(&1), Some("a"));
         assert_eq!(c.get(&3), Some("c"));
         assert_eq!(c.len(), 2);
+        assert_eq!(c.used(), 20);
+    }
+
+    #[test]
+    fn the_byte_budget_holds() {
+        let mut c = Lru::new(100);
+        for i in 0..1000usize {
+            c.insert(i, i, 1 + i % 37);
+            assert!(c.used() <= 100);
+            assert_eq!(c.used(), c.map.values().map(|(_, _, s)| s).sum::<usize>());
+            assert_eq!(c.order.len(), c.map.len());
+        }
+        // Too big for the whole budget: not kept, nothing else evicted.
+        let before = c.len();
+        c.insert(5000, 5000, 101);
+        assert_eq!(c.get(&5000), None);
+        assert_eq!(c.len(), before);
+        // Replacing a key accounts its new size.
+        c.insert(7, 7, 50);
+        c.insert(7, 7, 60);
+        assert!(c.used() <= 100);
+        assert_eq!(c.get(&7), Some(7));
+        let mut z = Lru::new(0);
+        z.insert(1, 1, 0);
+        z.insert(2, 2, 1);
+        assert_eq!(z.get(&2), None);
     }
 }

@@ -64,25 +64,44 @@
 //! # Concurrency and caching
 //!
 //! Operations on one volume are serialised by a per-volume mutex (two
-//! volumes are locked in name order). Decoded headers are cached only
-//! while this host holds the volume's lock (a writable open); every other
-//! operation re-reads the header from storage. Committed chunks are
-//! immutable, so decoded chunks are kept in a bounded LRU whatever the
-//! lock (a chunk is cached only after the header naming it committed, so
-//! an orphan chunk that a later change rewrites is never cached).
-//! Before each header commit of a held volume the lock's owner and fencing
-//! token are checked; a broken lock fails the write with `Fenced` and
-//! drops the open.
+//! volumes are locked in name order).
+//!
+//! **A cached map never outlives the lock that justifies it.** The rule:
+//!
+//! - A decoded header is cached only while this host holds the volume's
+//!   storage lock through a writable open. It is set when the first open
+//!   takes the lock (read from storage then) and replaced by each commit
+//!   through the open; it is dropped with the lock: on the last
+//!   [`close`](Mapper::close), on a `Fenced` commit (the lock was broken)
+//!   and when [`remove`](Mapper::remove) finishes. [`rename`](Mapper::rename)
+//!   refuses a volume open here, so neither name has a cached header.
+//!   Every other operation (and every operation of a volume not open here)
+//!   reads the header from storage: a volume another host changed under
+//!   its own lock is never served stale after we reopen it.
+//! - Before each header commit of a held volume the lock's owner and
+//!   fencing token are checked; a broken lock fails the write with
+//!   `Fenced` and drops the open and its cached header. Between commits,
+//!   [`map_read`](Mapper::map_read) of a held volume trusts the lock (it
+//!   does not ask the store), as the lock's owner is the only writer.
+//! - Committed chunks are immutable, so decoded chunks are kept whatever
+//!   the lock, in an LRU bounded by bytes ([`DEFAULT_CACHE_BYTES`],
+//!   [`Mapper::with_cache_bytes`]; a chunk counts 40 bytes an entry plus
+//!   its legacy names). A chunk is cached only after the header naming it
+//!   committed, so an orphan chunk that a later change rewrites is never
+//!   cached.
+//! - Per-volume state (opens, fencing token, cached header, pending
+//!   writes) is dropped when the last operation using it ends with no
+//!   open and no pending write: names never touched again cost nothing.
 //!
 //! # Simplifications
 //!
 //! - Removing frees nothing (garbage collection is later work).
-//! - Hashing is single-threaded and reads whole objects one by one.
+//! - Hashing reads whole objects, on every core by default
+//!   ([`Mapper::with_hash_threads`]); the commit is single-threaded.
 //! - Clones of old-format maps need an [`update`](Mapper::update) first;
 //!   removing or renaming one too.
 //! - Read-only opens are not counted ([`close`](Mapper::close) closes
-//!   writable opens only); the per-volume state of every name touched stays
-//!   in memory (a few bytes each).
+//!   writable opens only).
 //! - A write to an object that is still pending is pending too; the
 //!   composer commits an index only when every write to it succeeded.
 //! - Snapshot and resize refuse a volume with pending writes (`Busy`): the
@@ -108,8 +127,25 @@ use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 use cache::Lru;
 
-/// Decoded chunks kept in memory by default.
-pub const DEFAULT_CHUNK_CACHE: usize = 256;
+/// The default budget of the decoded-chunk cache: 64 MiB (estimated).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Estimated in-memory bytes of one decoded entry.
+const ENTRY_BYTES: usize = 40;
+
+/// Estimated in-memory bytes of a decoded chunk: its entries, the names of
+/// its legacy entries, and a little for the chunk itself.
+fn chunk_bytes(c: &Chunk) -> usize {
+    let names: usize = c
+        .entries()
+        .iter()
+        .map(|e| match e {
+            Entry::Legacy(n) => n.len(),
+            _ => 0,
+        })
+        .sum();
+    c.entries().len() * ENTRY_BYTES + names + 64
+}
 
 /// The internal volume id given to an old-format map decoded for reading
 /// (its entries name legacy or content objects, never owned ones).
@@ -194,6 +230,9 @@ pub fn read_extent(data: &dyn ObjectStore, extent: &Extent, buf: &mut [u8]) -> R
 /// `(index, entry)` updates to apply to it.
 type Updates = BTreeMap<usize, (Arc<Chunk>, Vec<(u64, Entry)>)>;
 
+/// `(job, digest)` pairs of one hash worker (`None`: all zeros).
+type JobDigests = Vec<(usize, Option<[u8; 32]>)>;
+
 /// Per-volume state on this host.
 #[derive(Default)]
 struct VolState {
@@ -221,6 +260,49 @@ pub struct Mapper {
     host_id: String,
     volumes: Mutex<HashMap<String, Arc<Mutex<VolState>>>>,
     chunks: Mutex<Lru<ChunkRef, Arc<Chunk>>>,
+    /// Worker threads of [`Mapper::hash`]; `None`: every core.
+    hash_threads: Option<usize>,
+}
+
+/// A use of a volume's state. Dropping the last use of an idle state
+/// (no writable open, no pending write) removes it from the mapper, so
+/// names never touched again cost nothing.
+struct StateRef<'a> {
+    volumes: &'a Mutex<HashMap<String, Arc<Mutex<VolState>>>>,
+    name: String,
+    state: Option<Arc<Mutex<VolState>>>,
+}
+
+impl std::ops::Deref for StateRef<'_> {
+    type Target = Arc<Mutex<VolState>>;
+    fn deref(&self) -> &Self::Target {
+        self.state.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for StateRef<'_> {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        // New uses are only handed out under this lock, and ours is dropped
+        // under it too: a count of 2 (the map's and ours) is exact.
+        let mut v = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&state) == 2 {
+            let idle = match state.try_lock() {
+                Ok(st) => st.opens == 0 && st.pending.is_empty(),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    let st = p.into_inner();
+                    st.opens == 0 && st.pending.is_empty()
+                }
+                Err(std::sync::TryLockError::WouldBlock) => false,
+            };
+            if idle {
+                v.remove(&self.name);
+            }
+        }
+        drop(state);
+    }
 }
 
 fn store_err(name: &str, e: StoreError) -> Error {
@@ -336,24 +418,48 @@ struct Held {
 
 impl Mapper {
     /// A mapper for `host_id` (the owner string of its storage locks).
+    /// Its chunk cache holds [`DEFAULT_CACHE_BYTES`]; hashing uses every
+    /// core.
     pub fn new(maps: Arc<dyn ObjectStore>, data: Arc<dyn ObjectStore>, host_id: String) -> Self {
-        Self::with_cache(maps, data, host_id, DEFAULT_CHUNK_CACHE)
-    }
-
-    /// [`new`](Self::new) with a chunk cache of `chunks` entries.
-    pub fn with_cache(
-        maps: Arc<dyn ObjectStore>,
-        data: Arc<dyn ObjectStore>,
-        host_id: String,
-        chunks: usize,
-    ) -> Self {
         Self {
             maps,
             data,
             host_id,
             volumes: Mutex::new(HashMap::new()),
-            chunks: Mutex::new(Lru::new(chunks)),
+            chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
+            hash_threads: None,
         }
+    }
+
+    /// This mapper with a decoded-chunk cache of at most `bytes`
+    /// (estimated: 40 bytes an entry plus legacy names; 0 disables it).
+    pub fn with_cache_bytes(self, bytes: usize) -> Self {
+        Self {
+            chunks: Mutex::new(Lru::new(bytes)),
+            ..self
+        }
+    }
+
+    /// This mapper with [`hash`](Self::hash) reading and storing objects
+    /// on `threads` worker threads (at least 1; default: every core, from
+    /// [`std::thread::available_parallelism`]).
+    pub fn with_hash_threads(self, threads: usize) -> Self {
+        Self {
+            hash_threads: Some(threads.max(1)),
+            ..self
+        }
+    }
+
+    /// The estimated bytes of the decoded-chunk cache (never more than
+    /// its budget).
+    pub fn cache_bytes(&self) -> usize {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner()).used()
+    }
+
+    /// How many volumes this mapper keeps state for: those open for
+    /// writing, and those an operation is using right now.
+    pub fn tracked_volumes(&self) -> usize {
+        self.volumes.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The owner string of this mapper's locks.
@@ -363,9 +469,14 @@ impl Mapper {
 
     // ---- state, locks, loading ----
 
-    fn state(&self, name: &str) -> Arc<Mutex<VolState>> {
+    fn state(&self, name: &str) -> StateRef<'_> {
         let mut v = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
-        v.entry(name.to_owned()).or_default().clone()
+        let state = v.entry(name.to_owned()).or_default().clone();
+        StateRef {
+            volumes: &self.volumes,
+            name: name.to_owned(),
+            state: Some(state),
+        }
     }
 
     fn lock_state(s: &Arc<Mutex<VolState>>) -> MutexGuard<'_, VolState> {
@@ -567,10 +678,11 @@ impl Mapper {
     }
 
     fn cache_chunk(&self, c: Arc<Chunk>) {
+        let size = chunk_bytes(&c);
         self.chunks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(c.id(), c);
+            .insert(c.id(), c, size);
     }
 
     /// Writes `chunks`, then `header` under `name`: the commit point. With
@@ -1322,8 +1434,10 @@ impl Mapper {
     }
 
     /// Replaces every entry of the snapshot `snap` by its content object
-    /// (all-zero objects by zero entries), single-threaded. The old data
-    /// objects are left for garbage collection.
+    /// (all-zero objects by zero entries). Objects are read and stored on
+    /// the hash threads ([`with_hash_threads`](Self::with_hash_threads));
+    /// the chunks and then the header are committed as for any change.
+    /// The old data objects are left for garbage collection.
     ///
     /// The new chunks are owned by a fresh random id, not the snapshot's:
     /// a snapshot shares its id and serials with its volume, which keeps
@@ -1355,21 +1469,34 @@ impl Mapper {
                     break id;
                 }
             };
-            let mut report = HashReport::default();
-            let mut distinct = HashSet::new();
-            let mut chunks = Vec::new();
-            let mut new_refs = h.chunks.clone();
-            let mut buf = vec![0u8; os as usize];
-            let mut serial = 0;
+            // Load every chunk, and list the entries to read and store.
+            let mut loaded = Vec::new();
+            let mut jobs = Vec::new();
             for (slot, r) in h.chunks.iter().enumerate() {
                 if r.is_zero() {
                     continue;
                 }
                 let chunk = self.chunk(&vol, *r)?;
+                for (at, e) in chunk.entries().iter().enumerate() {
+                    if matches!(e, Entry::Owned { .. } | Entry::Legacy(_)) {
+                        jobs.push((loaded.len(), at));
+                    }
+                }
+                loaded.push((slot, chunk));
+            }
+            // Read and store them on the workers: a digest each, or `None`
+            // for an all-zero object.
+            let digests = self.hash_objects(snap, &loaded, &jobs, os)?;
+            let mut report = HashReport::default();
+            let mut distinct = HashSet::new();
+            let mut chunks = Vec::new();
+            let mut new_refs = h.chunks.clone();
+            let mut serial = 0;
+            let mut next = digests.into_iter();
+            for (slot, chunk) in &loaded {
                 let mut entries = Vec::with_capacity(chunk.entries().len());
                 let mut changed = false;
-                for (at, e) in chunk.entries().iter().enumerate() {
-                    let index = (slot * ENTRIES_PER_CHUNK + at) as u64;
+                for e in chunk.entries() {
                     let new = match e {
                         Entry::Zero => Entry::Zero,
                         Entry::Content(d) => {
@@ -1380,29 +1507,15 @@ impl Mapper {
                         Entry::Owned { .. } | Entry::Legacy(_) => {
                             report.objects += 1;
                             changed = true;
-                            let name = e.object_name(index).expect("nonzero");
-                            match self.data.read(&name, 0, &mut buf) {
-                                Ok(_) => {}
-                                Err(StoreError::NotFound { .. })
-                                    if matches!(e, Entry::Owned { .. }) =>
-                                {
-                                    buf.fill(0)
+                            match next.next().expect("one digest a job") {
+                                None => {
+                                    report.zero_objects += 1;
+                                    Entry::Zero
                                 }
-                                Err(e) => return Err(store_err(&name, e)),
-                            }
-                            if buf.iter().all(|&b| b == 0) {
-                                report.zero_objects += 1;
-                                Entry::Zero
-                            } else {
-                                let cname = self
-                                    .data
-                                    .store_content(&buf, true)
-                                    .map_err(|e| store_err(snap, e))?;
-                                let d = hex_digest(&cname).ok_or_else(|| {
-                                    err(ErrorCode::Io, format!("bad content name {cname}"))
-                                })?;
-                                distinct.insert(d);
-                                Entry::content(d)
+                                Some(d) => {
+                                    distinct.insert(d);
+                                    Entry::content(d)
+                                }
                             }
                         }
                     };
@@ -1412,7 +1525,7 @@ impl Mapper {
                     serial += 1;
                     let id = ChunkRef { owner, serial };
                     let c = Chunk::from_entries(id, entries).map_err(|e| map_err(snap, e))?;
-                    new_refs[slot] = if c.entries().is_empty() {
+                    new_refs[*slot] = if c.entries().is_empty() {
                         ChunkRef::ZERO
                     } else {
                         chunks.push(c);
@@ -1429,6 +1542,105 @@ impl Mapper {
             self.commit(snap, None, Some(held), chunks, &h)?;
             Ok(report)
         })
+    }
+
+    /// Reads the objects of `jobs` (`(index in loaded, entry index)`) and
+    /// stores their content, on the hash threads (each with its own buffer,
+    /// taking the next job as it goes). Returns, in job order, each
+    /// object's digest, `None` for an all-zero object.
+    fn hash_objects(
+        &self,
+        snap: &str,
+        loaded: &[(usize, Arc<Chunk>)],
+        jobs: &[(usize, usize)],
+        os: u64,
+    ) -> Result<Vec<Option<[u8; 32]>>, Error> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let threads = self
+            .hash_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, jobs.len().max(1));
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let work = || -> Result<JobDigests, Error> {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; os as usize];
+            while !failed.load(Ordering::Relaxed) {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(c, at)) = jobs.get(j) else {
+                    break;
+                };
+                let (slot, chunk) = &loaded[c];
+                let e = &chunk.entries()[at];
+                let index = (slot * ENTRIES_PER_CHUNK + at) as u64;
+                let r = self.hash_object(snap, e, index, &mut buf);
+                match r {
+                    Ok(d) => out.push((j, d)),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let results: Vec<_> = if threads == 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(err(
+                                ErrorCode::Io,
+                                format!("{snap}: a hash worker panicked"),
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut digests = vec![None; jobs.len()];
+        let mut done = 0;
+        for r in results {
+            for (j, d) in r? {
+                digests[j] = d;
+                done += 1;
+            }
+        }
+        if done != jobs.len() {
+            return Err(err(ErrorCode::Io, format!("{snap}: hashing stopped early")));
+        }
+        Ok(digests)
+    }
+
+    /// Reads the object of entry `e` (at `index`) into `buf` and stores
+    /// its content: its digest, `None` if it is all zeros.
+    fn hash_object(
+        &self,
+        snap: &str,
+        e: &Entry,
+        index: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<[u8; 32]>, Error> {
+        let name = e.object_name(index).expect("nonzero");
+        match self.data.read(&name, 0, buf) {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) if matches!(e, Entry::Owned { .. }) => buf.fill(0),
+            Err(e) => return Err(store_err(&name, e)),
+        }
+        if buf.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let cname = self
+            .data
+            .store_content(buf, true)
+            .map_err(|e| store_err(snap, e))?;
+        let d = hex_digest(&cname)
+            .ok_or_else(|| err(ErrorCode::Io, format!("bad content name {cname}")))?;
+        Ok(Some(d))
     }
 
     /// Converts an old-format map (v1, v2) to format 3 in place.

@@ -3,12 +3,15 @@
 //! Subcommands:
 //! * `ring`: cross-process ping-pong one-way latency of xseg and of
 //!   reference mechanisms (see [`ring`]).
+//! * `snapshot`: snapshot + clone time against the volume size, in process
+//!   (see [`snapshot`]).
 //!
 //! The building blocks ([`harness`], [`stats`]) are meant for reuse by
 //! further benchmarks.
 
 mod harness;
 mod ring;
+mod snapshot;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +27,8 @@ struct Cli {
 enum Cmd {
     /// Cross-process ping-pong: one-way latency per mechanism.
     Ring(ring::RingArgs),
+    /// Snapshot + clone time against the volume size (in process).
+    Snapshot(snapshot::SnapshotArgs),
     /// Peer side of a `ring` case (spawned by `ring` itself).
     #[command(name = "ring-peer", hide = true)]
     RingPeer(harness::PeerArgs),
@@ -34,5 +39,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Ring(args) => ring::run(&args),
         Cmd::RingPeer(args) => ring::run_peer(&args),
+        Cmd::Snapshot(args) => snapshot::run(&args),
     }
 }

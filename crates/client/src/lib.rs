@@ -20,9 +20,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod queue;
 mod remote;
 mod volume;
 
+pub use queue::{
+    CompletedData, CompletedRef, Completion, IoQueue, DEFAULT_DEPTH, HEALTH_CHECK_INTERVAL,
+};
 pub use remote::RemoteStore;
 pub use volume::{VolumeExtent, VolumeInfo};
 

@@ -205,9 +205,22 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<Vec<VolumeExtent>, Error> {
-        // Room for the most extents `len` bytes can cover (smallest
+        self.map_sized(dst, op, name, offset, len, len)
+    }
+
+    /// A map request with room for the extents `cover` bytes can touch.
+    fn map_sized(
+        &self,
+        dst: u32,
+        op: Op,
+        name: &str,
+        offset: u64,
+        len: u64,
+        cover: u64,
+    ) -> Result<Vec<VolumeExtent>, Error> {
+        // Room for the most extents `cover` bytes can touch (smallest
         // objects, unaligned at both ends).
-        let most = (len / MIN_OBJECT_SIZE).saturating_add(2);
+        let most = (cover / MIN_OBJECT_SIZE).saturating_add(2);
         let reply = most
             .saturating_mul(MapExtent::SIZE as u64)
             .saturating_add(extents_size(0) as u64)
@@ -246,6 +259,22 @@ impl Client {
         len: u64,
     ) -> Result<Vec<VolumeExtent>, Error> {
         self.map(dst, Op::MapWrite, name, offset, len)
+    }
+
+    /// DISCARD `len` bytes of `name` at `offset` at the mapper itself:
+    /// objects covered whole get zero entries; returns the write extents
+    /// of the partly covered objects, which the caller must fill with
+    /// zeros (and commit, if pending). The composer does all of it: see
+    /// [`volume_discard`](Client::volume_discard).
+    pub fn map_discard(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<VolumeExtent>, Error> {
+        // At most two partly covered objects come back.
+        self.map_sized(dst, Op::Discard, name, offset, len, 0)
     }
 
     /// MAP_COMMIT the pending writes to these object indexes.
@@ -292,6 +321,35 @@ impl Client {
         fua: bool,
     ) -> Result<(), Error> {
         self.write(dst, name, offset, data, fua)
+    }
+
+    /// DISCARD `len` bytes of volume `name` at `offset`: they read as
+    /// zeros afterwards; objects covered whole stop referring to storage.
+    pub fn volume_discard(&self, dst: u32, name: &str, offset: u64, len: u64) -> Result<(), Error> {
+        self.zero_range(dst, Op::Discard, name, offset, len)
+    }
+
+    /// WRITE_ZEROES over `len` bytes of volume `name` at `offset` (as
+    /// [`volume_discard`](Client::volume_discard): the zeros are
+    /// guaranteed either way).
+    pub fn volume_write_zeroes(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        self.zero_range(dst, Op::WriteZeroes, name, offset, len)
+    }
+
+    fn zero_range(&self, dst: u32, op: Op, name: &str, offset: u64, len: u64) -> Result<(), Error> {
+        self.call(&Call {
+            offset,
+            size: len,
+            reply_room: room(0),
+            ..Call::new(dst, op, name.as_bytes())
+        })
+        .map(|_| ())
     }
 
     /// FLUSH volume `name`: once its writes in flight have finished, makes

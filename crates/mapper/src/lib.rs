@@ -24,6 +24,7 @@
 //! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |
 //! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |
 //! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
+//! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
@@ -58,6 +59,7 @@
 //! | rename: marker written, new header not | the old name is live; marker stale | harmless; overwritten by the next rename of this volume |
 //! | rename: new header written, old not deleted | both headers exist; the marker says old → new | loads of the old name answer `NotFound` (the rename counts as done): never two live volumes sharing writable objects |
 //! | shrink: cut bytes zeroed, header not | the volume keeps its size; the bytes being cut read as zeros | only bytes the caller was dropping (with `force`) |
+//! | discard: a private whole object deleted, header not | the owned entry names a missing object | reads as zeros, which the discard was making it |
 //! | update: chunks written, header not | old map intact, orphan chunks | the update did not happen |
 //! | hash: chunks written, header not | old snapshot map intact | the hash did not happen |
 //!
@@ -1284,6 +1286,41 @@ impl Mapper {
     /// Opens the volume implicitly if this host does not hold it (the
     /// implicit open is released by one [`close`](Self::close)).
     pub fn map_write(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, false)
+    }
+
+    /// Discards `len` bytes at `offset` of `name` (DISCARD and
+    /// WRITE_ZEROES alike): every object the range covers whole gets a
+    /// zero entry (committed as any map change: chunks, then the header),
+    /// so it reads as zeros without touching storage. Returns the write
+    /// extents (as [`map_write`](Self::map_write) would, copy-on-write
+    /// included) of the partly covered objects, which the composer must
+    /// fill with zeros; a partly covered object whose entry is already
+    /// zero needs nothing and is left out.
+    ///
+    /// For a whole object with a non-zero entry, the object of this
+    /// volume's id and *current* epoch at that index (which no snapshot or
+    /// clone can refer to: a snapshot moves the volume to a new epoch) is
+    /// deleted from the data store *before* the zero entry commits: were
+    /// it kept, a later partial write (which re-owns a zero entry without
+    /// copying) would expose its stale bytes. A crash in between leaves an
+    /// owned entry naming a missing object, which reads as zeros. Objects
+    /// shared with a snapshot (older epochs, a parent's, content or legacy
+    /// objects) are only dereferenced, left for garbage collection. Locks, read-only snapshots and ranges are checked as
+    /// for [`map_write`](Self::map_write).
+    pub fn discard(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, true)
+    }
+
+    /// [`map_write`](Self::map_write) (`discard` false) or
+    /// [`discard`](Self::discard).
+    fn change(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        discard: bool,
+    ) -> Result<Vec<Extent>, Error> {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
@@ -1314,6 +1351,31 @@ impl Mapper {
             };
             let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
             let own = owned_object_name(h.volume_id, h.epoch, index);
+            if discard {
+                let in_volume = os.min(h.size - index * os);
+                let whole = off == 0 && n >= in_volume;
+                if whole {
+                    if !entry.is_zero() {
+                        // `own` (this id, current epoch) is private: the
+                        // entry's object, or an orphan of a full overwrite
+                        // that never committed. Either way it must go
+                        // before the zero entry commits (see `discard`).
+                        match self.data.delete(&own) {
+                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(store_err(&own, e)),
+                        }
+                        updates
+                            .get_mut(&slot)
+                            .expect("inserted")
+                            .1
+                            .push((index, Entry::Zero));
+                    }
+                    continue;
+                }
+                if entry.is_zero() && !st.pending.contains(&index) {
+                    continue; // already reads as zeros
+                }
+            }
             let mut ext = Extent {
                 index,
                 object: Some(own.clone()),

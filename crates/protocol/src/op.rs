@@ -47,7 +47,9 @@ pub enum Op {
     Flush = 20,
     /// Rewrite a map in the current format.
     Update = 21,
-    /// Release the space of a byte range (reads return zeros).
+    /// Release the space of a byte range (reads return zeros); target,
+    /// `offset`, `size`, no data buffer. To a mapper: the extents still to
+    /// be zero-filled (a map reply).
     Discard = 22,
     /// Change a volume's size.
     Resize = 23,
@@ -62,11 +64,14 @@ pub enum Op {
     LockInfo = 27,
     /// Commit a volume's pending writes (data: [`payload::encode_commit`](crate::payload::encode_commit)).
     MapCommit = 28,
+    /// Make a byte range of the target read as zeros (like DISCARD, but
+    /// the zeros are guaranteed; no data buffer).
+    WriteZeroes = 29,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 28] = [
+    pub const ALL: [Op; 29] = [
         Op::Ping,
         Op::Read,
         Op::Write,
@@ -95,6 +100,7 @@ impl Op {
         Op::List,
         Op::LockInfo,
         Op::MapCommit,
+        Op::WriteZeroes,
     ];
 
     /// The code carried in a request.
@@ -138,6 +144,7 @@ impl Op {
             Op::List => "list",
             Op::LockInfo => "lock-info",
             Op::MapCommit => "map-commit",
+            Op::WriteZeroes => "write-zeroes",
         }
     }
 }
@@ -188,6 +195,8 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }
         assert_eq!(Op::from_code(10), None, "COMMIT was never used");
+        assert_eq!(Op::from_code(29), Some(Op::WriteZeroes));
+        assert_eq!(Op::from_code(30), None);
         assert_eq!(Op::from_code(9999), None);
         let mut names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
         names.dedup();

@@ -13,6 +13,7 @@
 //! | RENAME | volume | [`NameField`]: the new name | — |
 //! | RESIZE | volume | `size`, `FORCE` to shrink | — |
 //! | MAP_READ, MAP_WRITE | volume | `offset`, `size` (`ASSUME_V0` for MAP_READ) | map reply ([`encode_extents`]) |
+//! | DISCARD, WRITE_ZEROES | volume | `offset`, `size`: whole objects get zero entries | map reply: the write extents of the partly covered objects, to fill with zeros |
 //! | MAP_COMMIT | volume | [`decode_commit`] list of indexes | — |
 //! | HASH | snapshot | — | [`HashReply`] |
 //! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
@@ -48,6 +49,8 @@ pub fn serves(op: Op) -> bool {
             | Op::MapRead
             | Op::MapWrite
             | Op::MapCommit
+            | Op::Discard
+            | Op::WriteZeroes
             | Op::Hash
             | Op::Update
     )
@@ -194,6 +197,10 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
         }
         Op::MapWrite => {
             let extents = mapper.map_write(&name, a.offset, a.size)?;
+            put_extents(&extents, buf)
+        }
+        Op::Discard | Op::WriteZeroes => {
+            let extents = mapper.discard(&name, a.offset, a.size)?;
             put_extents(&extents, buf)
         }
         Op::MapCommit => {
@@ -436,6 +443,41 @@ mod tests {
             call(&m, Op::Read, args("vol"), &[], 0).unwrap_err().code,
             ErrorCode::Unsupported
         );
+    }
+
+    #[test]
+    fn discard_zeroes_whole_objects_and_returns_the_partial_ones() {
+        let maps: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let data: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let m = Mapper::new(maps, data, "host-a".into());
+        let create = CreateRequest {
+            size: 1 << 20,
+            object_size: 64 << 10,
+            flags: 0,
+            reserved: 0,
+        }
+        .to_vec();
+        call(&m, Op::Create, args("vol"), &create, 0).unwrap();
+        let all = Args {
+            size: 3 << 16,
+            ..args("vol")
+        };
+        let w = decode_extents(&call(&m, Op::MapWrite, all, &[], 8192).unwrap()).unwrap();
+        assert_eq!(w.len(), 3);
+        for op in [Op::Discard, Op::WriteZeroes] {
+            let d = Args {
+                offset: 100,
+                size: (2 << 16) - 100,
+                ..args("vol")
+            };
+            let reply = decode_extents(&call(&m, op, d, &[], 8192).unwrap()).unwrap();
+            assert_eq!(reply.len(), 1, "{op}: object 0 partly, 1 whole");
+            assert_eq!((reply[0].index, reply[0].offset_in_object), (0, 100));
+            assert_eq!(reply[0].flags & MapExtent::ZERO, 0);
+        }
+        let r = decode_extents(&call(&m, Op::MapRead, all, &[], 8192).unwrap()).unwrap();
+        let zero: Vec<bool> = r.iter().map(|e| e.flags & MapExtent::ZERO != 0).collect();
+        assert_eq!(zero, [false, true, false]);
     }
 
     #[test]

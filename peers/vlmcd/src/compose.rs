@@ -32,6 +32,10 @@ pub enum Io {
     Read,
     /// WRITE: MAP_WRITE, blocker writes, MAP_COMMIT of pending extents.
     Write,
+    /// DISCARD, WRITE_ZEROES: DISCARD to the mapper (whole objects get zero
+    /// entries), then zeros written as WRITE does to the extents it
+    /// returns (the partly covered objects). No data buffer.
+    Zero,
 }
 
 /// What a barrier or free request does once started.
@@ -52,6 +56,8 @@ pub fn class(op: Op, flags: Flags, size: u64, target: &[u8]) -> Class {
         Op::Write if size == 0 && flags.contains(Flags::FLUSH) => Class::Barrier(Action::Sync),
         Op::Write if size == 0 => Class::Nothing,
         Op::Write => Class::Io(Io::Write),
+        Op::Discard | Op::WriteZeroes if size == 0 => Class::Nothing,
+        Op::Discard | Op::WriteZeroes => Class::Io(Io::Zero),
         Op::Flush | Op::Sync if target.is_empty() => Class::Free(Action::Sync),
         Op::Flush | Op::Sync => Class::Barrier(Action::Sync),
         Op::Close | Op::Snapshot | Op::Delete | Op::Rename | Op::Resize => {
@@ -118,6 +124,39 @@ pub fn plan(extents: &[MapExtent], size: u64, write: bool) -> Result<Vec<Piece>,
     }
     if pos != size {
         return Err(bad(format!("extents cover {pos} of {size} bytes")));
+    }
+    Ok(pieces)
+}
+
+/// Turns the mapper's reply to a DISCARD of `size` bytes into the pieces to
+/// fill with zeros (the partly covered objects; `pos` counts the bytes of
+/// the pieces before). Checks that every extent names an object, and that
+/// they cover at most `size` bytes.
+pub fn plan_zeroes(extents: &[MapExtent], size: u64) -> Result<Vec<Piece>, Error> {
+    let bad = |what: String| Error::with(ErrorCode::Io, format!("bad discard reply: {what}"));
+    let mut pos = 0u64;
+    let mut pieces = Vec::with_capacity(extents.len());
+    for e in extents {
+        if e.len == 0 {
+            return Err(bad(format!("empty extent for object {}", e.index)));
+        }
+        if e.flags & MapExtent::ZERO != 0 || e.object.as_bytes().is_empty() {
+            return Err(bad(format!("extent {} names no object", e.index)));
+        }
+        let end = pos
+            .checked_add(e.len)
+            .filter(|&end| end <= size)
+            .ok_or_else(|| bad(format!("extents cover more than {size} bytes")))?;
+        pieces.push(Piece {
+            pos,
+            len: e.len,
+            object: Some(e.object.as_bytes().to_vec()),
+            offset_in_object: e.offset_in_object,
+            index: e.index,
+            pending: e.flags & MapExtent::PENDING != 0,
+            missing_reads_zero: e.flags & MapExtent::MISSING_READS_ZERO != 0,
+        });
+        pos = end;
     }
     Ok(pieces)
 }
@@ -454,6 +493,10 @@ mod tests {
         ] {
             assert_eq!(c(op, Flags::NONE, 0, b"v"), Class::Free(Action::Forward));
         }
+        for op in [Op::Discard, Op::WriteZeroes] {
+            assert_eq!(c(op, Flags::NONE, 1, b"v"), Class::Io(Io::Zero));
+            assert_eq!(c(op, Flags::NONE, 0, b"v"), Class::Nothing);
+        }
         for op in [Op::MapRead, Op::MapCommit, Op::Copy, Op::Acquire, Op::List] {
             assert_eq!(c(op, Flags::NONE, 0, b"v"), Class::Unsupported);
         }
@@ -488,6 +531,24 @@ mod tests {
         )
         .is_err());
         assert_eq!(plan(&[], 0, true).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn zero_plans_name_objects_within_the_range() {
+        let extents = [
+            ext(0, 4000, 96, MapExtent::MISSING_READS_ZERO, "a"),
+            ext(2, 0, 8, MapExtent::PENDING, "c"),
+        ];
+        let p = plan_zeroes(&extents, 4200).unwrap();
+        assert_eq!(
+            p.iter().map(|p| (p.index, p.len)).collect::<Vec<_>>(),
+            [(0, 96), (2, 8)]
+        );
+        assert!(p[1].pending && p[0].missing_reads_zero);
+        assert_eq!(plan_zeroes(&[], 4200).unwrap(), vec![]);
+        assert!(plan_zeroes(&extents, 100).is_err());
+        assert!(plan_zeroes(&[ext(1, 0, 4096, MapExtent::ZERO, "")], 8192).is_err());
+        assert!(plan_zeroes(&[ext(1, 0, 0, 0, "a")], 8192).is_err());
     }
 
     #[test]

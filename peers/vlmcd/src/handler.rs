@@ -6,6 +6,7 @@
 //! |---|---|
 //! | READ | MAP_READ to the mapper; READ to the blocker per non-zero extent (zero extents are zero-filled here) |
 //! | WRITE | MAP_WRITE; WRITE per extent (FUA passed on); MAP_COMMIT of the pending extents once all writes succeeded |
+//! | DISCARD, WRITE_ZEROES | DISCARD to the mapper (whole objects get zero entries); WRITE of zeros per extent it returns (the partly covered objects, copy-on-write done by the mapper); MAP_COMMIT of the pending ones, as WRITE. I/O for the barriers |
 //! | FLUSH, SYNC, zero-length WRITE with FLUSH | SYNC to the blocker (after the volume's I/O drained) |
 //! | CLOSE, SNAPSHOT, DELETE, RENAME, RESIZE | copied to the mapper after the volume's I/O drained |
 //! | CREATE, INFO, OPEN, CLONE, HASH, UPDATE | copied to the mapper at once |
@@ -23,7 +24,7 @@ use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use xseg_shm::{status, Port, Request, TransportError};
 
-use crate::compose::{class, plan, Action, Class, Commits, Gate, Io, Step};
+use crate::compose::{class, plan, plan_zeroes, Action, Class, Commits, Gate, Io, Step};
 
 /// Where the composer sends sub-requests.
 #[derive(Debug, Clone, Copy)]
@@ -194,9 +195,11 @@ impl Composer {
         let port = ctx.port();
         let (sub, r) = match p.class {
             Class::Io(io) => {
-                let op = match io {
-                    Io::Read => Op::MapRead,
-                    Io::Write => Op::MapWrite,
+                let (op, room) = match io {
+                    Io::Read => (Op::MapRead, p.size),
+                    Io::Write => (Op::MapWrite, p.size),
+                    // At most two partly covered objects come back.
+                    Io::Zero => (Op::Discard, 0),
                 };
                 let spec = Spec {
                     dst: self.ports.mapper,
@@ -205,7 +208,7 @@ impl Composer {
                     offset: p.offset,
                     size: p.size,
                     flags: Flags(p.flags.0 & Flags::ASSUME_V0.0),
-                    len: map_room(p.size, port.segment().max_buffer()),
+                    len: map_room(room, port.segment().max_buffer()),
                 };
                 (Sub::Map, build(port, &spec, |_| {})?)
             }
@@ -266,8 +269,14 @@ impl Composer {
         let Some(p) = self.reqs.get_mut(&id) else {
             return Ok(());
         };
-        let write = p.class == Class::Io(Io::Write);
-        let pieces = plan(&decode_extents(map)?, p.size, write)?;
+        let zero = p.class == Class::Io(Io::Zero);
+        let write = zero || p.class == Class::Io(Io::Write);
+        let extents = decode_extents(map)?;
+        let pieces = if zero {
+            plan_zeroes(&extents, p.size)?
+        } else {
+            plan(&extents, p.size, write)?
+        };
         for piece in pieces.iter().filter(|p| p.pending) {
             self.commits.join(&p.volume, piece.index);
             p.pend.push(piece.index);
@@ -296,7 +305,9 @@ impl Composer {
                 flags,
                 len: piece.len,
             };
-            let built = if write {
+            let built = if zero {
+                build(port, &spec, |buf| buf[..len].fill(0))
+            } else if write {
                 let data = &port.data(&p.req)[pos..pos + len];
                 build(port, &spec, |buf| buf[..len].copy_from_slice(data))
             } else {
@@ -421,7 +432,7 @@ impl Handler for Composer {
                 );
                 return Some((req, Done::Failed(e)));
             }
-            Class::Io(_) if d.data_len() < size => {
+            Class::Io(io) if io != Io::Zero && d.data_len() < size => {
                 let e = Error::with(
                     ErrorCode::InvalidArgument,
                     format!("{op} of {size} bytes with a {}-byte buffer", d.data_len()),

@@ -1147,6 +1147,9 @@ impl Mapper {
             } else {
                 None
             };
+            if new_size < h.size {
+                self.delete_cut_objects(name, &vol, new_size)?;
+            }
             let (nh, chunk) =
                 resize(&h, new_size, tail.as_deref()).map_err(|e| map_err(name, e))?;
             chunks.extend(chunk);
@@ -1154,6 +1157,45 @@ impl Mapper {
             chunks.retain(|c| nh.chunks.contains(&c.id()));
             self.commit(name, Some(st), Some(held), chunks, &nh)
         })
+    }
+
+    /// Before shrinking to `new_size`: deletes the data objects this
+    /// volume owns at its current epoch for the objects cut off entirely.
+    /// Their names would come back should the volume grow again (a zero
+    /// entry re-owns the same name without copying), with stale bytes
+    /// where zeros are due. Deleted before the commit: a crash between
+    /// leaves missing owned objects, which read as zeros, in a range the
+    /// caller asked to destroy anyway. Shared objects are only dropped
+    /// from the map (garbage collection is later work).
+    fn delete_cut_objects(&self, name: &str, vol: &Vol, new_size: u64) -> Result<(), Error> {
+        let h = &vol.header;
+        let os = h.object_size();
+        let first = new_size.div_ceil(os);
+        let end = h.size.div_ceil(os);
+        let mut index = first;
+        while index < end {
+            let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let chunk = self.chunk(vol, h.chunks[slot])?;
+            let chunk_start = slot as u64 * ENTRIES_PER_CHUNK as u64;
+            let chunk_end = (chunk_start + ENTRIES_PER_CHUNK as u64).min(end);
+            for i in index..chunk_end {
+                let entry = chunk
+                    .get((i - chunk_start) as usize)
+                    .cloned()
+                    .unwrap_or(Entry::Zero);
+                if h.is_writable(&entry) {
+                    let obj = entry
+                        .object_name(i)
+                        .expect("a writable entry names an object");
+                    match self.data.delete(&obj) {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(store_err(&obj, e)),
+                    }
+                }
+            }
+            index = chunk_end;
+        }
+        Ok(())
     }
 
     /// Before shrinking to `from` (old size `to`): the bytes of the new

@@ -361,3 +361,24 @@ fn concurrent_writers_on_one_volume() {
         }
     }
 }
+
+#[test]
+fn objects_cut_off_by_a_shrink_do_not_come_back_with_old_bytes_on_a_grow() {
+    let e = Env::new();
+    e.m.create("vol", 4 * OS, Some(OS)).unwrap();
+    let data = pattern(9, 4 * OS as usize);
+    e.write("vol", 0, &data);
+    e.m.resize("vol", 2 * OS, true).unwrap();
+    e.m.resize("vol", 4 * OS, false).unwrap();
+    // A partial write re-owns object 3 under the same epoch: the rest of
+    // it must read as zeros, not as the bytes written before the shrink.
+    e.write("vol", 3 * OS, b"new");
+    let back = e.read("vol", 3 * OS, OS);
+    assert_eq!(&back[..3], b"new");
+    assert!(
+        back[3..].iter().all(|&b| b == 0),
+        "stale bytes after shrink and grow"
+    );
+    assert_eq!(e.read("vol", 2 * OS, OS), vec![0; OS as usize]);
+    assert_eq!(e.read("vol", 0, 2 * OS), data[..2 * OS as usize]);
+}

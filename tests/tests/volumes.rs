@@ -266,9 +266,10 @@ fn legacy_update(c: &Client, img: &mut Images, vol: &str, version: u32, write_at
         code(c.volume_write(VLMCD, vol, 0, &[1], false)),
         ErrorCode::ReadOnly
     );
-    // The mapper's detail names the upgrade ("run vlmc upgrade NAME");
-    // the wire carries the code only.
-    assert_eq!(code(c.open_volume(VLMCD, vol, true)), ErrorCode::ReadOnly);
+    // The mapper's detail reaches the client through vlmcd.
+    let e = c.open_volume(VLMCD, vol, true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ReadOnly);
+    assert!(e.to_string().contains(&format!("upgrade {vol}")), "{e}");
     c.update_volume(VLMCD, vol).unwrap();
     let info = c.volume_info(VLMCD, vol).unwrap();
     assert_eq!((info.format_version, info.readonly), (3, false));

@@ -164,13 +164,10 @@ impl Client {
                 data: p.data(&reply).to_vec(),
             })
         } else {
-            let code = ErrorCode::from_code(d.error());
-            // A lock refusal names the owner; other errors name the target.
-            let detail = match (code, LockOwner::decode(p.data(&reply))) {
-                (ErrorCode::Locked, Ok(owner)) => owner.owner.to_string_lossy(),
-                _ => String::from_utf8_lossy(call.target).into_owned(),
-            };
-            Err(Error::with(code, detail))
+            // The peer's detail if it gave one, else the name we asked about.
+            Err(archipelago_protocol::reply::error_of(d, || {
+                String::from_utf8_lossy(call.target).into_owned()
+            }))
         };
         p.put(reply);
         result

@@ -58,7 +58,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archipelago_protocol::payload::{LockOwner, Payload};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, PROTOCOL_VERSION};
 use xseg_shm::{status, Port, Request, Segment, SegmentName, TransportError};
 
@@ -421,13 +420,10 @@ impl IoQueue {
                 }),
             );
         } else {
-            let code = ErrorCode::from_code(d.error());
-            // A lock refusal names the owner; other errors name the target.
-            let detail = match (code, LockOwner::decode(data)) {
-                (ErrorCode::Locked, Ok(owner)) => owner.owner.to_string_lossy(),
-                _ => String::from_utf8_lossy(d.target().as_bytes()).into_owned(),
-            };
-            f(p.user_tag, Err(Error::with(code, detail)));
+            let error = archipelago_protocol::reply::error_of(d, || {
+                String::from_utf8_lossy(d.target().as_bytes()).into_owned()
+            });
+            f(p.user_tag, Err(error));
         }
     }
 

@@ -431,7 +431,7 @@ impl Peer {
             Done::Failed(e) => {
                 self.failed += 1;
                 log::debug!("request failed: {e}");
-                self.port.fail(req, e.code.code())
+                archipelago_protocol::reply::fail_with_detail(&self.port, req, &e)
             }
         };
         if let Err(rejected) = sent {

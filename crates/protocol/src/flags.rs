@@ -20,7 +20,11 @@ impl Flags {
     pub const ASSUME_V0: Flags = Flags(16);
     /// OPEN: open the volume writable (take its lock).
     pub const WRITABLE: Flags = Flags(32);
-    /// Every defined flag.
+    /// Reply-only: set by a peer in a failed reply whose target field it
+    /// replaced by a message for people (see [`crate::reply`]). Never valid
+    /// in a request.
+    pub const DETAIL: Flags = Flags(1 << 31);
+    /// Every flag a request may carry.
     pub const ALL: Flags = Flags(63);
 
     /// Whether every flag of `other` is set.

@@ -22,6 +22,7 @@ mod flags;
 pub mod names;
 mod op;
 pub mod payload;
+pub mod reply;
 mod role;
 pub mod sizes;
 

@@ -480,15 +480,13 @@ impl Handler for Composer {
         let port = ctx.port();
         let d = port.desc(&reply);
         let failure = (d.status() != status::SERVED).then(|| {
-            let code = ErrorCode::from_code(d.error());
-            Error::with(
-                code,
+            archipelago_protocol::reply::error_of(d, || {
                 format!(
                     "{} of {}",
                     Op::from_code(d.op()).map_or("request", Op::name),
                     String::from_utf8_lossy(d.target().as_bytes())
-                ),
-            )
+                )
+            })
         });
         let serviced = d.serviced();
         match sub {

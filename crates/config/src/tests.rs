@@ -1,0 +1,237 @@
+use super::*;
+
+fn user_env() -> Env {
+    Env {
+        uid: 1000,
+        home: Some("/home/u".into()),
+        hostname: "host-a".into(),
+        ..Env::default()
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with(text, &user_env())
+}
+
+fn err(text: &str) -> String {
+    match parse(text) {
+        Ok(c) => panic!("accepted {text:?}: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.segment.name, "archipelago");
+    assert_eq!((c.segment.ports, c.segment.static_ports), (128, 32));
+    assert_eq!(c.segment.requests, 4096);
+    assert_eq!(c.segment.max_buffer, "4M");
+    assert_eq!(c.segment.idle_policy, IdlePolicy::Yield);
+    assert_eq!(c.segment.idle_polls, 100);
+    assert_eq!(c.host.id, "host-a");
+    for role in Role::ALL {
+        assert_eq!(c.port(role), role.default_port());
+    }
+    assert_eq!(c.blockerb.backend, Backend::Files);
+    assert!(c.blockerb.sync);
+    assert_eq!(
+        c.blockerb.data_dir,
+        PathBuf::from("/home/u/.local/share/archipelago/blocks")
+    );
+    assert_eq!(
+        c.blockerm.data_dir,
+        PathBuf::from("/home/u/.local/share/archipelago/maps")
+    );
+    assert_eq!(
+        c.nbdd.socket,
+        PathBuf::from("/tmp/archipelago-1000/nbd.sock")
+    );
+    assert_eq!(c.nbdd.listen, "127.0.0.1:10809");
+    let seg = c.segment_config().unwrap();
+    assert_eq!(seg.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(seg.buffer_counts, SegmentConfig::default().buffer_counts);
+    assert!(Config::default_for_this_user().segment.name == "archipelago");
+}
+
+#[test]
+fn path_defaults_for_root_and_users() {
+    let root = Env {
+        uid: 0,
+        home: Some("/root".into()),
+        ..Env::default()
+    };
+    assert_eq!(
+        root.default_paths(),
+        PathsSection {
+            data_dir: "/var/lib/archipelago".into(),
+            run_dir: "/run/archipelago".into(),
+            log_dir: "/var/log/archipelago".into(),
+        }
+    );
+    assert_eq!(
+        user_env().default_paths(),
+        PathsSection {
+            data_dir: "/home/u/.local/share/archipelago".into(),
+            run_dir: "/tmp/archipelago-1000".into(),
+            log_dir: "/home/u/.local/state/archipelago".into(),
+        }
+    );
+    let xdg = Env {
+        xdg_data_home: Some("/x/data".into()),
+        xdg_runtime_dir: Some("/run/user/1000".into()),
+        xdg_state_home: Some("/x/state".into()),
+        ..user_env()
+    };
+    assert_eq!(
+        xdg.default_paths(),
+        PathsSection {
+            data_dir: "/x/data/archipelago".into(),
+            run_dir: "/run/user/1000/archipelago".into(),
+            log_dir: "/x/state/archipelago".into(),
+        }
+    );
+    // Role directories follow [paths].
+    let c = parse("[paths]\ndata_dir = \"/d\"\nrun_dir = \"/r\"\n").unwrap();
+    assert_eq!(c.blockerb.data_dir, PathBuf::from("/d/blocks"));
+    assert_eq!(c.nbdd.socket, PathBuf::from("/r/nbd.sock"));
+}
+
+#[test]
+fn round_trip() {
+    let text = r#"
+        [segment]
+        name = "/tmp/seg"
+        ports = 64
+        static_ports = 16
+        requests = 1024
+        buffer_mib = 64
+        max_buffer = "1M"
+        idle_policy = "sleep"
+        idle_polls = 7
+        [host]
+        id = "h1"
+        [blockerb]
+        port = 10
+        threads = 2
+        backend = "memory"
+        sync = false
+        [blockerm]
+        backend = "rados"
+        pool = "maps"
+        [mapperd]
+        port = 11
+        cache_mib = 32
+        [vlmcd]
+        port = 12
+        threads = 8
+        [nbdd]
+        port = 13
+        listen = "0.0.0.0:1"
+    "#;
+    let c = parse(text).unwrap();
+    let back = parse(&c.to_toml()).unwrap();
+    assert_eq!(c, back);
+    let d = parse("").unwrap();
+    assert_eq!(parse(&d.to_toml()).unwrap(), d);
+    assert_eq!(c.segment_config().unwrap().max_buffer(), 1 << 20);
+}
+
+#[test]
+fn buffer_mib_scales_the_buffers() {
+    let c = parse("[segment]\nbuffer_mib = 64\n").unwrap();
+    let seg = c.segment_config().unwrap();
+    let total: u64 = seg
+        .buffer_counts
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (4096u64 << i) * u64::from(n))
+        .sum();
+    assert!(total <= (64 << 20) + (4 << 20) * 11, "{total}");
+    assert!(seg.buffer_counts.iter().all(|&n| n > 0));
+}
+
+#[test]
+fn every_error_names_its_key() {
+    for (text, key) in [
+        ("bogus = 1", "bogus"),
+        ("[segment]\nbogus = 1", "bogus"),
+        ("[blockerb]\ncolour = \"red\"", "colour"),
+        ("[nope]", "nope"),
+        ("[segment]\nports = \"x\"", "ports"),
+        ("[segment]\nmax_buffer = \"huge\"", "segment.max_buffer"),
+        ("[segment]\nmax_buffer = \"3K\"", "segment.max_buffer"),
+        ("[segment]\nidle_policy = \"nap\"", "segment.idle_policy"),
+        ("[segment]\nports = 0", "segment.ports"),
+        ("[segment]\nstatic_ports = 200", "segment.static_ports"),
+        ("[segment]\nrequests = 0", "segment.requests"),
+        ("[segment]\nbuffer_mib = 0", "segment.buffer_mib"),
+        ("[segment]\nname = \"\"", "segment.name"),
+        ("[host]\nid = \"\"", "host.id"),
+        ("[blockerb]\nbackend = \"tape\"", "blockerb.backend"),
+        ("[blockerm]\npool = \"p\"", "blockerm.pool"),
+        ("[mapperd]\nthreads = 0", "mapperd.threads"),
+        ("[vlmcd]\nthreads = 1000", "vlmcd.threads"),
+        ("[nbdd]\nlisten = \"here\"", "nbdd.listen"),
+        ("[vlmcd]\nport = 3", "vlmcd.port: 3 is also mapperd.port"),
+        (
+            "[blockerm]\nport = 1",
+            "blockerm.port: 1 is also blockerb.port",
+        ),
+        ("[nbdd]\nport = 32", "nbdd.port: 32 is not a static port"),
+        (
+            "[segment]\nstatic_ports = 4",
+            "vlmcd.port: 4 is not a static port",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.contains(key), "{text:?}: {e:?} does not name {key:?}");
+    }
+}
+
+#[test]
+fn peer_command_lines() {
+    let c = parse(
+        "[segment]\nname = \"/tmp/s\"\n[blockerb]\nbackend = \"memory\"\n[blockerm]\ndata_dir = \"/m\"\nsync = false\n",
+    )
+    .unwrap();
+    let a = c.peer_args(Role::Blockerb).join(" ");
+    assert!(
+        a.starts_with("--segment /tmp/s --port 1 --threads 4"),
+        "{a}"
+    );
+    assert!(a.contains("--host-id host-a"), "{a}");
+    assert!(a.ends_with("--backend memory"), "{a}");
+    let a = c.peer_args(Role::Blockerm).join(" ");
+    assert!(
+        a.ends_with("--backend files --data-dir /m --no-sync"),
+        "{a}"
+    );
+    let a = c.peer_args(Role::Mapperd).join(" ");
+    assert!(a.ends_with("--blockerm-port 2 --blockerb-port 1"), "{a}");
+    let a = c.peer_args(Role::Vlmcd).join(" ");
+    assert!(a.contains("--port 4 "), "{a}");
+    assert!(a.ends_with("--mapper-port 3 --blockerb-port 1"), "{a}");
+    assert_eq!(Config::binary(Role::Blockerm), "blockerd");
+    assert!(c.unsupported(Role::Blockerb).is_none());
+    let r = parse("[blockerb]\nbackend = \"rados\"\npool = \"b\"").unwrap();
+    assert!(r
+        .unsupported(Role::Blockerb)
+        .unwrap()
+        .contains("not supported yet"));
+}
+
+#[test]
+fn load_reads_the_named_file() {
+    let dir = std::env::temp_dir().join(format!("archipelago-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("a.toml");
+    std::fs::write(&f, "[host]\nid = \"from-file\"\n").unwrap();
+    assert_eq!(Config::load(Some(&f)).unwrap().host.id, "from-file");
+    std::fs::write(&f, "[host]\nidd = 1\n").unwrap();
+    let e = Config::load(Some(&f)).unwrap_err().to_string();
+    assert!(e.contains("a.toml") && e.contains("idd"), "{e}");
+    let missing = dir.join("missing.toml");
+    assert!(Config::load(Some(&missing)).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

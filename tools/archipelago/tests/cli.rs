@@ -1,0 +1,342 @@
+//! The real `archipelago` binary on a private configuration: start,
+//! status, the pipeline in use, a crashed role restarted by the
+//! supervisor, stop; and configurations and starts that must fail.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use archipelago_client::Client;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_archipelago");
+const VLMCD: u32 = 9;
+
+/// A private installation: config, segment, data, run and log dirs in a
+/// temporary directory. Drop kills every process it saw.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    pids: BTreeSet<u32>,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let bin_dir = Path::new(EXE).parent().unwrap();
+        for peer in ["blockerd", "mapperd", "vlmcd"] {
+            assert!(
+                bin_dir.join(peer).exists(),
+                "{peer} is not built next to {EXE}: run `cargo build --workspace --bins` first"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let text = format!(
+            r#"
+[segment]
+name = "{d}/segment"
+ports = 64
+static_ports = 16
+requests = 1024
+buffer_mib = 64
+[host]
+id = "test-host"
+[paths]
+data_dir = "{d}/data"
+run_dir = "{d}/run"
+log_dir = "{d}/log"
+[blockerb]
+port = 6
+threads = 2
+backend = "memory"
+[blockerm]
+port = 7
+threads = 2
+backend = "files"
+[mapperd]
+port = 8
+threads = 2
+[vlmcd]
+port = {VLMCD}
+threads = 2
+[nbdd]
+port = 10
+{extra}
+"#
+        );
+        let config = dir.path().join("archipelago.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            dir,
+            config,
+            pids: BTreeSet::new(),
+        }
+    }
+
+    fn run(&mut self, args: &[&str]) -> Output {
+        let out = Command::new(EXE)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("ARCHIPELAGO_CONFIG")
+            .output()
+            .unwrap();
+        self.note_pids();
+        out
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn pid_of(&self, file: &str) -> Option<u32> {
+        std::fs::read_to_string(self.path(&format!("run/{file}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Remembers every pid in the run directory, to kill on drop.
+    fn note_pids(&mut self) {
+        for f in ["supervisor", "blockerb", "blockerm", "mapperd", "vlmcd"] {
+            if let Some(pid) = self.pid_of(f) {
+                self.pids.insert(pid);
+            }
+        }
+    }
+
+    fn status(&mut self) -> (bool, Value) {
+        let out = self.run(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)));
+        for r in v["roles"].as_array().unwrap() {
+            if let Some(pid) = r["pid"].as_u64() {
+                self.pids.insert(pid as u32);
+            }
+        }
+        (out.status.success(), v)
+    }
+
+    fn segment(&self) -> String {
+        self.path("segment").display().to_string()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.note_pids();
+        for &pid in &self.pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == name)
+        .unwrap()
+}
+
+/// Alive and not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 1..].trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt ^ (i >> 8) as u8)
+        .collect()
+}
+
+#[test]
+fn start_use_crash_restart_stop() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+
+    let (ok, st) = s.status();
+    assert!(ok, "status: {st:#}");
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+        let r = role(&st, name);
+        assert_eq!(r["alive"], true, "{st:#}");
+        assert!(r["uptime_ms"].is_u64(), "no STATS for {name}: {st:#}");
+        assert_eq!(
+            r["pid"].as_u64().map(|p| p as u32),
+            s.pid_of(name),
+            "pid file of {name}"
+        );
+    }
+    let before: Vec<Value> = ["blockerb", "blockerm", "mapperd", "vlmcd"]
+        .iter()
+        .map(|n| role(&st, n)["pid"].clone())
+        .collect();
+
+    // Starting what runs is a no-op.
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "second start: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok);
+    let after: Vec<Value> = ["blockerb", "blockerm", "mapperd", "vlmcd"]
+        .iter()
+        .map(|n| role(&st, n)["pid"].clone())
+        .collect();
+    assert_eq!(before, after, "a second start restarted something");
+
+    // The pipeline works.
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    client
+        .create_volume(VLMCD, "volume-a", 16 << 20, None)
+        .unwrap();
+    let data = pattern(256 << 10, 7);
+    client
+        .volume_write(VLMCD, "volume-a", 1 << 20, &data, true)
+        .unwrap();
+    assert_eq!(
+        client
+            .volume_read(VLMCD, "volume-a", 1 << 20, data.len() as u64)
+            .unwrap(),
+        data
+    );
+
+    // A crashed mapperd comes back, and the data is still there.
+    let old = s.pid_of("mapperd").expect("mapperd pid file");
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, st) = s.status();
+        let m = role(&st, "mapperd");
+        if ok
+            && m["alive"] == true
+            && m["pid"].as_u64() != Some(u64::from(old))
+            && m["restarts"].as_u64() >= Some(1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mapperd not restarted: {st:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = loop {
+        match client.volume_read(VLMCD, "volume-a", 1 << 20, data.len() as u64) {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "read after the restart: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(back, data);
+    drop(client);
+
+    // Stop: everything goes, status says so.
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(!ok, "status after stop: {st:#}");
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+        assert_eq!(role(&st, name)["alive"], false, "{st:#}");
+    }
+    assert!(st["supervisor_pid"].is_null(), "{st:#}");
+    let left: Vec<u32> = s.pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn bad_configurations_name_the_key() {
+    for (extra, expect) in [
+        ("[colour]\nred = 1\n", "colour"),
+        ("", "vlmcd.port: 8 is also mapperd.port"),
+    ] {
+        let mut s = Setup::new(extra);
+        if extra.is_empty() {
+            let text = std::fs::read_to_string(&s.config)
+                .unwrap()
+                .replace("port = 9", "port = 8");
+            std::fs::write(&s.config, text).unwrap();
+        }
+        for args in [&["config"][..], &["start"], &["status"]] {
+            let out = s.run(args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} accepted: {}", text(&out));
+            assert!(err.contains(expect), "{args:?}: {err:?} lacks {expect:?}");
+        }
+    }
+    // And the effective configuration prints and reloads.
+    let mut s = Setup::new("");
+    let out = s.run(&["config"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains("[mapperd]") && printed.contains("port = 8"),
+        "{printed}"
+    );
+    std::fs::write(&s.config, &printed).unwrap();
+    let again = s.run(&["config", "--json"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["host"]["id"], "test-host");
+}
+
+#[test]
+fn a_role_that_cannot_start_is_named_with_its_log() {
+    // blockerm's data directory is a regular file: blockerd exits.
+    let mut s = Setup::new("");
+    let blocker_file = s.path("not-a-dir");
+    std::fs::write(&blocker_file, "x").unwrap();
+    let text_cfg = std::fs::read_to_string(&s.config).unwrap().replace(
+        "backend = \"files\"",
+        &format!(
+            "backend = \"files\"\ndata_dir = \"{}\"",
+            blocker_file.display()
+        ),
+    );
+    std::fs::write(&s.config, text_cfg).unwrap();
+    let out = s.run(&["start"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(err.contains("blockerm"), "{err}");
+    assert!(err.contains("last lines of"), "{err}");
+    assert!(err.contains("not-a-dir"), "the log is not shown: {err}");
+    // Nothing was left running: blockerb was stopped again.
+    let (ok, st) = s.status();
+    assert!(!ok);
+    assert_eq!(role(&st, "blockerb")["alive"], false, "{st:#}");
+
+    let mut s = Setup::new("");
+    let text_cfg = std::fs::read_to_string(&s.config).unwrap().replace(
+        "backend = \"memory\"",
+        "backend = \"rados\"\npool = \"blocks\"",
+    );
+    std::fs::write(&s.config, text_cfg).unwrap();
+    let out = s.run(&["start"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("blockerb.backend") && err.contains("not supported yet"),
+        "{err}"
+    );
+}

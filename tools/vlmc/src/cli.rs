@@ -1,0 +1,209 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Manage Archipelago volumes and snapshots.
+///
+/// Management calls go to the composer (vlmcd), which passes them on to
+/// the mapper; `list` reads the map blocker's object names, `lock` and
+/// `unlock` its storage locks. Errors are one line on stderr,
+/// `vlmc: <volume>: <cause>`, with exit code 1; usage errors exit with 2.
+#[derive(Debug, Parser)]
+#[command(name = "vlmc", version)]
+pub struct Cli {
+    /// Where to find the peers.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// Flags every verb accepts.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: $ARCHIPELAGO_CONFIG, else
+    /// /etc/archipelago/archipelago.toml if it exists, else built-in
+    /// defaults]; the flags below override its values.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Segment name or path [default: $ARCHIPELAGO_SEGMENT, else segment.name].
+    #[arg(long, global = true, value_name = "NAME|PATH")]
+    pub segment: Option<String>,
+    /// Port of the composer (vlmcd) [default: vlmcd.port].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub vlmcd_port: Option<u32>,
+    /// Port of the mapper (mapperd) [default: mapperd.port].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub mapperd_port: Option<u32>,
+    /// Port of the map blocker (maps and locks) [default: blockerm.port].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub blockerm_port: Option<u32>,
+    /// Port of the data blocker [default: blockerb.port].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub blockerb_port: Option<u32>,
+    /// Owner name for `lock` and `unlock` [default: host.id].
+    #[arg(long, global = true, value_name = "ID")]
+    pub host_id: Option<String>,
+    /// Print JSON instead of text (verbs that print).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Create a volume, or clone a snapshot with --snap.
+    Create {
+        /// The new volume.
+        name: String,
+        /// Size (K, M, G, T: powers of 1024; a multiple of 512). Required
+        /// without --snap; with it, at least the snapshot's (default).
+        #[arg(long, required_unless_present = "snap")]
+        size: Option<String>,
+        /// Object size (a power of two) [default: the mapper's, 4M].
+        #[arg(long, conflicts_with = "snap")]
+        object_size: Option<String>,
+        /// Clone this snapshot.
+        #[arg(long, value_name = "SNAP")]
+        snap: Option<String>,
+    },
+    /// Snapshot a volume.
+    Snapshot {
+        /// The volume.
+        volume: String,
+        /// The snapshot's name.
+        snap: String,
+    },
+    /// Remove a volume or snapshot (refused while open, or for a snapshot
+    /// with clones).
+    Remove {
+        /// The volume or snapshot.
+        name: String,
+    },
+    /// Rename a volume (refused while open).
+    Rename {
+        /// The current name.
+        old: String,
+        /// The new name.
+        new: String,
+    },
+    /// Resize a volume.
+    Resize {
+        /// The volume.
+        name: String,
+        /// The new size.
+        #[arg(long)]
+        size: String,
+        /// Allow shrinking (the tail's data is lost).
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// List volumes and snapshots.
+    ///
+    /// Text: one line each, NAME SIZE OBJECT-SIZE PARENT FLAGS FORMAT.
+    /// --json: an array of the objects `vlmc help info` describes.
+    List {
+        /// Include removed volumes.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a volume or snapshot.
+    ///
+    /// --json: an object with `name`, `size` and `object_size` (bytes),
+    /// `readonly` (a snapshot or old map), `removed`, `hashed`, `epoch`,
+    /// `volume_id`, `parent` (the nearest ancestor snapshot not removed,
+    /// or null: a volume's latest snapshot, a clone's source),
+    /// `format_version`, and
+    /// `lock_owner` (who holds its storage lock, null if free: a volume
+    /// open for writing is locked by its mapper's host).
+    Info {
+        /// The volume or snapshot.
+        name: String,
+    },
+    /// List the volumes whose parent is a snapshot.
+    ///
+    /// --json: an array of the objects `vlmc help info` describes, each
+    /// with `clone`: true for a clone (another volume id), false for the
+    /// snapshot's own volume.
+    Children {
+        /// The snapshot.
+        snap: String,
+    },
+    /// Open a volume for writing (takes its storage lock for the mapper's
+    /// host until `close`).
+    Open {
+        /// The volume.
+        name: String,
+    },
+    /// Close a volume.
+    Close {
+        /// The volume.
+        name: String,
+    },
+    /// Take a volume's storage lock for --host-id.
+    Lock {
+        /// The volume.
+        name: String,
+    },
+    /// Release a volume's storage lock held by --host-id.
+    Unlock {
+        /// Break the lock whoever holds it.
+        #[arg(short, long)]
+        force: bool,
+        /// The volume.
+        name: String,
+    },
+    /// Hash a snapshot: store its objects by content.
+    ///
+    /// --json: `{"snapshot", "objects" (non-zero objects before),
+    /// "distinct" (content objects after), "zero_objects", "bytes_saved"}`.
+    Hash {
+        /// The snapshot.
+        snap: String,
+    },
+    /// Upgrade an old-format map to the current format.
+    Upgrade {
+        /// The volume.
+        name: String,
+    },
+    /// Import a raw image into a new volume of the file's size (rounded up
+    /// to 512 bytes); all-zero chunks are not written.
+    ///
+    /// --json: `{"volume", "file", "size" (the volume's), "bytes_written",
+    /// "chunks", "chunks_skipped"}`.
+    Import {
+        /// The new volume.
+        name: String,
+        /// The raw image.
+        file: PathBuf,
+        #[command(flatten)]
+        io: IoArgs,
+    },
+    /// Export a volume or snapshot as a sparse raw image (a writable
+    /// volume through a temporary snapshot, so the image is consistent).
+    ///
+    /// --json: `{"volume", "file", "size", "bytes_written", "chunks",
+    /// "chunks_skipped"}`.
+    Export {
+        /// The volume or snapshot.
+        name: String,
+        /// The image to write (created or truncated).
+        file: PathBuf,
+        #[command(flatten)]
+        io: IoArgs,
+    },
+}
+
+/// How import and export move data.
+#[derive(Debug, Clone, Args)]
+pub struct IoArgs {
+    /// Bytes per request.
+    #[arg(long, default_value = "1M", value_name = "SIZE")]
+    pub chunk: String,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub depth: usize,
+}

@@ -1,0 +1,570 @@
+//! The verbs. Every name is checked against the grammar and every size
+//! parsed before the first call, so a bad argument changes nothing.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use archipelago_client::{Client, VolumeInfo};
+use archipelago_protocol::names::check_volume_name;
+use archipelago_protocol::sizes::{check_volume_size, parse_size, MIN_OBJECT_SIZE};
+use archipelago_protocol::ErrorCode;
+use serde::Serialize;
+
+use crate::cli::{Cli, Verb};
+use crate::failure::{Failure, On};
+use crate::progress::Progress;
+use crate::target::Target;
+use crate::transfer;
+
+/// Room for the map blocker's object names in a LIST reply.
+const LIST_ROOM: u64 = 4 << 20;
+
+/// Runs the verb, printing to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let t = Target::resolve(&cli.global)?;
+    let json = cli.global.json;
+    match &cli.verb {
+        Verb::Create {
+            name,
+            size,
+            object_size,
+            snap,
+        } => {
+            check_name(name)?;
+            let size = size.as_deref().map(|s| volume_size(name, s)).transpose()?;
+            let object_size = object_size
+                .as_deref()
+                .map(|s| parse_object_size(name, s))
+                .transpose()?;
+            match snap {
+                Some(snap) => {
+                    check_name(snap)?;
+                    connect(&t)?
+                        .clone_volume(t.vlmcd, snap, name, size)
+                        .on(name)
+                }
+                None => {
+                    let size = size.expect("clap requires --size without --snap");
+                    connect(&t)?
+                        .create_volume(t.vlmcd, name, size, object_size)
+                        .on(name)
+                }
+            }
+        }
+        Verb::Snapshot { volume, snap } => {
+            check_name(volume)?;
+            check_name(snap)?;
+            connect(&t)?.snapshot(t.vlmcd, volume, snap).on(volume)
+        }
+        Verb::Remove { name } => {
+            check_name(name)?;
+            remove(&t, &connect(&t)?, name)
+        }
+        Verb::Rename { old, new } => {
+            check_name(old)?;
+            check_name(new)?;
+            rename(&t, &connect(&t)?, old, new)
+        }
+        Verb::Resize {
+            name,
+            size,
+            allow_shrink,
+        } => {
+            check_name(name)?;
+            let size = volume_size(name, size)?;
+            let c = connect(&t)?;
+            let info = c.volume_info(t.vlmcd, name).on(name)?;
+            if size < info.size && !*allow_shrink {
+                return Err(Failure::new(
+                    name,
+                    format!(
+                        "shrinking from {} to {} bytes loses data: pass --allow-shrink",
+                        info.size, size
+                    ),
+                ));
+            }
+            c.resize_volume(t.vlmcd, name, size, *allow_shrink).on(name)
+        }
+        Verb::List { all } => {
+            let c = connect(&t)?;
+            let mut family = Family::load(&t, &c)?;
+            let mut views = Vec::new();
+            for (name, info) in family.all() {
+                if info.removed && !*all {
+                    continue;
+                }
+                views.push(View::new(&t, &c, &mut family, name, info)?);
+            }
+            print_views(out, &views, json)
+        }
+        Verb::Info { name } => {
+            check_name(name)?;
+            let c = connect(&t)?;
+            let info = c.volume_info(t.vlmcd, name).on(name)?;
+            let mut family = Family::empty(&t, &c);
+            let view = View::new(&t, &c, &mut family, name.clone(), info)?;
+            if json {
+                print_json(out, &view)
+            } else {
+                print_info(out, &view)
+            }
+        }
+        Verb::Children { snap } => {
+            check_name(snap)?;
+            let c = connect(&t)?;
+            let sinfo = c.volume_info(t.vlmcd, snap).on(snap)?;
+            let mut family = Family::load(&t, &c)?;
+            let mut views = Vec::new();
+            for (name, info) in family.children(snap)? {
+                let clone = info.volume_id != sinfo.volume_id;
+                let mut v = View::new(&t, &c, &mut family, name, info)?;
+                v.clone = Some(clone);
+                views.push(v);
+            }
+            print_views(out, &views, json)
+        }
+        Verb::Open { name } => {
+            check_name(name)?;
+            connect(&t)?
+                .open_volume(t.vlmcd, name, true)
+                .map(|_| ())
+                .on(name)
+        }
+        Verb::Close { name } => {
+            check_name(name)?;
+            connect(&t)?.close_volume(t.vlmcd, name).on(name)
+        }
+        Verb::Lock { name } => {
+            check_name(name)?;
+            connect(&t)?
+                .acquire(t.blockerm, name, &t.host_id)
+                .map(|_| ())
+                .on(name)
+        }
+        Verb::Unlock { force, name } => {
+            check_name(name)?;
+            let c = connect(&t)?;
+            if *force {
+                c.break_lock(t.blockerm, name).map(|_| ()).on(name)
+            } else {
+                c.release(t.blockerm, name, &t.host_id, false).on(name)
+            }
+        }
+        Verb::Hash { snap } => {
+            check_name(snap)?;
+            let c = connect(&t)?;
+            let mut progress = Progress::new(format!("hashing {snap}"), 1);
+            let r = c.hash_snapshot(t.vlmcd, snap).on(snap)?;
+            progress.add(1);
+            progress.finish();
+            let view = HashView {
+                snapshot: snap.clone(),
+                objects: r.objects,
+                distinct: r.distinct,
+                zero_objects: r.zero_objects,
+                bytes_saved: r.bytes_saved,
+            };
+            if json {
+                print_json(out, &view)
+            } else {
+                writeln!(
+                    out,
+                    "{snap}: {} objects, {} distinct, {} zero, {} saved",
+                    view.objects,
+                    view.distinct,
+                    view.zero_objects,
+                    human(view.bytes_saved)
+                )
+                .on("stdout")
+            }
+        }
+        Verb::Upgrade { name } => {
+            check_name(name)?;
+            connect(&t)?.update_volume(t.vlmcd, name).on(name)
+        }
+        Verb::Import { name, file, io } => {
+            check_name(name)?;
+            let io = transfer::IoPlan::parse(name, io)?;
+            let r = transfer::import(&t, &connect(&t)?, name, file, &io)?;
+            print_transfer(out, &r, json, "imported")
+        }
+        Verb::Export { name, file, io } => {
+            check_name(name)?;
+            let io = transfer::IoPlan::parse(name, io)?;
+            let r = transfer::export(&t, &connect(&t)?, name, file, &io)?;
+            print_transfer(out, &r, json, "exported")
+        }
+    }
+}
+
+/// Checks a volume or snapshot name against the grammar.
+pub fn check_name(name: &str) -> Result<(), Failure> {
+    check_volume_name(name.as_bytes()).map(|_| ()).on(name)
+}
+
+/// Parses and checks a volume size.
+fn volume_size(name: &str, s: &str) -> Result<u64, Failure> {
+    let size = parse_size(s).on(name)?;
+    check_volume_size(size).on(name)
+}
+
+fn parse_object_size(name: &str, s: &str) -> Result<u64, Failure> {
+    let size = parse_size(s).on(name)?;
+    if !size.is_power_of_two() || size < MIN_OBJECT_SIZE {
+        return Err(Failure::new(
+            name,
+            format!("object size {size} must be a power of two of at least {MIN_OBJECT_SIZE}"),
+        ));
+    }
+    Ok(size)
+}
+
+/// A client on the target's segment.
+pub fn connect(t: &Target) -> Result<Client, Failure> {
+    Client::connect(&t.segment).on(&t.segment)
+}
+
+/// The volumes and snapshots on the map blocker, removed ones included,
+/// with their INFO, and the lineage between them.
+///
+/// A volume's `parent` as the mapper reports it is its latest snapshot
+/// (or, for a clone never snapshotted, the clone's source), even once that
+/// snapshot is removed (as `export`'s temporary snapshots are). Here a
+/// volume's parent is its nearest ancestor that is not removed.
+struct Family<'a> {
+    t: &'a Target,
+    c: &'a Client,
+    /// Every name seen: its INFO, `None` if it has none (vanished).
+    infos: BTreeMap<String, Option<VolumeInfo>>,
+}
+
+impl<'a> Family<'a> {
+    /// Nothing known yet (INFO is asked for as needed).
+    fn empty(t: &'a Target, c: &'a Client) -> Family<'a> {
+        Family {
+            t,
+            c,
+            infos: BTreeMap::new(),
+        }
+    }
+
+    /// Every volume and snapshot on the map blocker.
+    fn load(t: &'a Target, c: &'a Client) -> Result<Family<'a>, Failure> {
+        let mut f = Family::empty(t, c);
+        let names = c
+            .list(t.blockerm, "", LIST_ROOM)
+            .on(&format!("port {}", t.blockerm))?;
+        for name in names {
+            if check_volume_name(name.as_bytes()).is_ok() {
+                f.get(&name)?;
+            }
+        }
+        Ok(f)
+    }
+
+    /// INFO of `name` (cached); `None` if it has none.
+    fn get(&mut self, name: &str) -> Result<Option<VolumeInfo>, Failure> {
+        if let Some(i) = self.infos.get(name) {
+            return Ok(i.clone());
+        }
+        let info = match self.c.volume_info(self.t.vlmcd, name) {
+            Ok(info) => Some(info),
+            // Not a header (or renamed meanwhile).
+            Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument) => None,
+            Err(e) => return Err(Failure::new(name, e)),
+        };
+        self.infos.insert(name.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Every volume and snapshot with INFO, sorted by name.
+    fn all(&self) -> Vec<(String, VolumeInfo)> {
+        self.infos
+            .iter()
+            .filter_map(|(n, i)| i.clone().map(|i| (n.clone(), i)))
+            .collect()
+    }
+
+    /// The nearest ancestor of a volume (INFO `info`) not removed.
+    fn parent(&mut self, info: &VolumeInfo) -> Result<Option<String>, Failure> {
+        let mut p = info.parent.clone();
+        // A chain longer than this is a loop.
+        for _ in 0..10_000 {
+            let Some(name) = p else {
+                return Ok(None);
+            };
+            match self.get(&name)? {
+                Some(i) if i.removed => p = i.parent,
+                _ => return Ok(Some(name)),
+            }
+        }
+        Ok(p)
+    }
+
+    /// Live volumes and snapshots whose parent is `snap`.
+    fn children(&mut self, snap: &str) -> Result<Vec<(String, VolumeInfo)>, Failure> {
+        let mut out = Vec::new();
+        for (name, info) in self.all() {
+            if name != snap && !info.removed && self.parent(&info)?.as_deref() == Some(snap) {
+                out.push((name, info));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses a volume that is open (its storage lock is held).
+fn refuse_open(t: &Target, c: &Client, name: &str, what: &str) -> Result<(), Failure> {
+    if let Some((owner, _)) = c.lock_owner(t.blockerm, name).on(name)? {
+        return Err(Failure::new(
+            name,
+            format!(
+                "open or locked (its lock is held by {owner}): close or unlock it before {what}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn remove(t: &Target, c: &Client, name: &str) -> Result<(), Failure> {
+    let info = c.volume_info(t.vlmcd, name).on(name)?;
+    if info.removed {
+        return Err(Failure::new(name, "already removed"));
+    }
+    refuse_open(t, c, name, "removing it")?;
+    if info.readonly {
+        let clones: Vec<String> = Family::load(t, c)?
+            .children(name)?
+            .into_iter()
+            .filter(|(_, i)| i.volume_id != info.volume_id)
+            .map(|(n, _)| n)
+            .collect();
+        if !clones.is_empty() {
+            return Err(Failure::new(
+                name,
+                format!("snapshot has clones: {}", clones.join(", ")),
+            ));
+        }
+    }
+    c.remove_volume(t.vlmcd, name).on(name)
+}
+
+fn rename(t: &Target, c: &Client, old: &str, new: &str) -> Result<(), Failure> {
+    let info = c.volume_info(t.vlmcd, old).on(old)?;
+    if info.removed {
+        return Err(Failure::new(old, "removed"));
+    }
+    refuse_open(t, c, old, "renaming it")?;
+    match c.volume_info(t.vlmcd, new) {
+        Ok(_) => return Err(Failure::new(new, "already exists")),
+        Err(e) if e.code == ErrorCode::NotFound => {}
+        Err(e) => return Err(Failure::new(new, e)),
+    }
+    c.rename_volume(t.vlmcd, old, new).on(old)
+}
+
+/// What `info`, `list` and `children` print.
+#[derive(Debug, Serialize)]
+struct View {
+    name: String,
+    size: u64,
+    object_size: u64,
+    readonly: bool,
+    removed: bool,
+    hashed: bool,
+    epoch: u64,
+    volume_id: u64,
+    parent: Option<String>,
+    format_version: u32,
+    lock_owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clone: Option<bool>,
+}
+
+impl View {
+    fn new(
+        t: &Target,
+        c: &Client,
+        family: &mut Family<'_>,
+        name: String,
+        i: VolumeInfo,
+    ) -> Result<View, Failure> {
+        let lock_owner = c.lock_owner(t.blockerm, &name).on(&name)?.map(|(o, _)| o);
+        let parent = family.parent(&i)?;
+        Ok(View {
+            name,
+            size: i.size,
+            object_size: i.object_size,
+            readonly: i.readonly,
+            removed: i.removed,
+            hashed: i.hashed,
+            epoch: i.epoch,
+            volume_id: i.volume_id,
+            parent,
+            format_version: i.format_version,
+            lock_owner,
+            clone: None,
+        })
+    }
+
+    fn flags(&self) -> String {
+        let mut f: Vec<&str> = Vec::new();
+        if self.readonly {
+            f.push("snapshot");
+        }
+        if self.removed {
+            f.push("removed");
+        }
+        if self.hashed {
+            f.push("hashed");
+        }
+        if self.lock_owner.is_some() {
+            f.push("locked");
+        }
+        if self.clone == Some(true) {
+            f.push("clone");
+        }
+        if f.is_empty() {
+            "-".to_owned()
+        } else {
+            f.join(",")
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HashView {
+    snapshot: String,
+    objects: u64,
+    distinct: u64,
+    zero_objects: u64,
+    bytes_saved: u64,
+}
+
+fn print_json(out: &mut dyn Write, v: &impl Serialize) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).on("json")?;
+    writeln!(out, "{s}").on("stdout")
+}
+
+fn print_views(out: &mut dyn Write, views: &[View], json: bool) -> Result<(), Failure> {
+    if json {
+        return print_json(out, &views);
+    }
+    let w = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
+    let p = views
+        .iter()
+        .map(|v| v.parent.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    writeln!(
+        out,
+        "{:w$}  {:>10}  {:>8}  {:p$}  {:24}  FORMAT",
+        "NAME", "SIZE", "OBJECT", "PARENT", "FLAGS"
+    )
+    .on("stdout")?;
+    for v in views {
+        writeln!(
+            out,
+            "{:w$}  {:>10}  {:>8}  {:p$}  {:24}  v{}",
+            v.name,
+            human(v.size),
+            human(v.object_size),
+            v.parent.as_deref().unwrap_or("-"),
+            v.flags(),
+            v.format_version
+        )
+        .on("stdout")?;
+    }
+    Ok(())
+}
+
+fn print_info(out: &mut dyn Write, v: &View) -> Result<(), Failure> {
+    let lines = [
+        ("name", v.name.clone()),
+        ("size", format!("{} ({})", v.size, human(v.size))),
+        (
+            "object size",
+            format!("{} ({})", v.object_size, human(v.object_size)),
+        ),
+        ("parent", v.parent.clone().unwrap_or_else(|| "-".into())),
+        ("flags", v.flags()),
+        ("epoch", v.epoch.to_string()),
+        ("volume id", format!("{:016x}", v.volume_id)),
+        ("format", format!("v{}", v.format_version)),
+        (
+            "lock owner",
+            v.lock_owner.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    for (k, val) in lines {
+        writeln!(out, "{:12} {val}", format!("{k}:")).on("stdout")?;
+    }
+    Ok(())
+}
+
+fn print_transfer(
+    out: &mut dyn Write,
+    r: &transfer::Report,
+    json: bool,
+    verb: &str,
+) -> Result<(), Failure> {
+    if json {
+        return print_json(out, r);
+    }
+    writeln!(
+        out,
+        "{verb} {} ({}): {} written, {} of {} chunks all zeros",
+        r.volume,
+        human(r.size),
+        human(r.bytes_written),
+        r.chunks_skipped,
+        r.chunks
+    )
+    .on("stdout")
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut unit = 0;
+    let mut v = n as f64;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_binary_units() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(4 << 20), "4 MiB");
+    }
+
+    #[test]
+    fn names_and_sizes_are_checked_locally() {
+        assert!(check_name("vol-1.a").is_ok());
+        for bad in ["", "-x", "a/b", "archip_x", "x_lock", "0123456789abcdef"] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.subject, bad);
+        }
+        assert_eq!(volume_size("v", "1M"), Ok(1 << 20));
+        assert!(volume_size("v", "1000").is_err());
+        assert!(volume_size("v", "0").is_err());
+        assert!(volume_size("v", "1X").is_err());
+        assert!(parse_object_size("v", "3K").is_err());
+        assert_eq!(parse_object_size("v", "64K"), Ok(64 << 10));
+    }
+}

@@ -1,0 +1,290 @@
+//! The `vlmc` binary against the whole pipeline (two blockerds, mapperd,
+//! vlmcd) on a private segment: a volume's life from import to removal,
+//! and every refused input leaving everything as it was.
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use archipelago_e2e::pipeline::{Backend, Pipeline};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+struct Vlmc {
+    segment: String,
+}
+
+impl Vlmc {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vlmc"))
+            .args(["--segment", &self.segment])
+            .args(args)
+            .output()
+            .expect("run vlmc")
+    }
+
+    /// Runs `args`, which must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "vlmc {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).expect("utf-8 output")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// Runs `args`, which must fail with exit code 1 and one line on
+    /// stderr `vlmc: <subject>: ...` mentioning `why`.
+    fn fails(&self, args: &[&str], subject: &str, why: &str) {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "vlmc {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(
+            err.starts_with(&format!("vlmc: {subject}: ")),
+            "vlmc {args:?}: {err:?}"
+        );
+        assert!(err.contains(why), "vlmc {args:?}: {err:?} lacks {why:?}");
+        assert!(o.stdout.is_empty(), "nothing printed on stdout");
+    }
+
+    fn info(&self, name: &str) -> Value {
+        self.json(&["info", name])
+    }
+
+    /// Names listed (live ones, or all with `--all`).
+    fn names(&self, all: bool) -> Vec<String> {
+        let v = if all {
+            self.json(&["list", "--all"])
+        } else {
+            self.json(&["list"])
+        };
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A pattern that is never all zeros in any 512-byte block.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+/// An image with data, holes and data at the very end.
+fn make_image(path: &Path, size: u64) -> Vec<u8> {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut img = vec![0u8; size as usize];
+    for (off, len, seed) in [
+        (0, 300 << 10, 1u8),
+        (2 * MIB + 4096, 100 << 10, 2),
+        (size - 512, 512, 3),
+    ] {
+        let data = pattern(len as usize, seed);
+        f.write_all_at(&data, off).unwrap();
+        img[off as usize..(off + len) as usize].copy_from_slice(&data);
+    }
+    img
+}
+
+fn check_export(vlmc: &Vlmc, name: &str, path: &Path, expect: &[u8]) {
+    vlmc.ok(&["export", name, path.to_str().unwrap()]);
+    let got = std::fs::read(path).unwrap();
+    assert!(got == expect, "{name}: the export differs from the image");
+    let meta = std::fs::metadata(path).unwrap();
+    assert_eq!(meta.len(), expect.len() as u64);
+    assert!(
+        meta.blocks() * 512 < meta.len(),
+        "{name}: the export is not sparse ({} blocks for {} bytes)",
+        meta.blocks(),
+        meta.len()
+    );
+}
+
+#[test]
+fn volume_lifecycle_and_refusals() {
+    let p = Pipeline::start("vlmc-cli", "host-a", &Backend::Memory, &Backend::Memory);
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    let dir = std::env::temp_dir().join(format!("vlmc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image_path = dir.join("image.raw");
+    let export_path = dir.join("export.raw");
+    let size = 6 * MIB + 1024;
+    let image = make_image(&image_path, size);
+
+    // Import, then export: identical and sparse.
+    let r = vlmc.json(&["import", "vol", image_path.to_str().unwrap()]);
+    assert_eq!(r["size"], size);
+    assert!(r["chunks_skipped"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["bytes_written"].as_u64().unwrap() < size, "{r}");
+    let info = vlmc.info("vol");
+    assert_eq!(info["size"], size);
+    assert_eq!(info["readonly"], false);
+    assert_eq!(info["lock_owner"], Value::Null, "import closed the volume");
+    check_export(&vlmc, "vol", &export_path, &image);
+    assert_eq!(vlmc.names(false), ["vol"], "the export's snapshot is gone");
+
+    // Snapshot and clone.
+    vlmc.ok(&["snapshot", "vol", "snap1"]);
+    vlmc.ok(&["create", "clone1", "--snap", "snap1"]);
+    let snap = vlmc.info("snap1");
+    assert_eq!(snap["readonly"], true);
+    let clone = vlmc.info("clone1");
+    assert_eq!(clone["parent"], "snap1");
+    assert_eq!(clone["size"], size);
+    check_export(&vlmc, "clone1", &export_path, &image);
+    check_export(&vlmc, "snap1", &export_path, &image);
+    let kids = vlmc.json(&["children", "snap1"]);
+    let clones: Vec<&str> = kids
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["clone"] == true)
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(clones, ["clone1"], "{kids}");
+    let mut names = vlmc.names(false);
+    names.sort();
+    assert_eq!(names, ["clone1", "snap1", "vol"]);
+    let text = vlmc.ok(&["list"]);
+    assert!(
+        text.lines().count() == 4 && text.contains("snapshot"),
+        "{text}"
+    );
+
+    // Hash the snapshot.
+    let h = vlmc.json(&["hash", "snap1"]);
+    assert!(h["objects"].as_u64().unwrap() >= 2, "{h}");
+    assert!(h["distinct"].as_u64().unwrap() >= 1, "{h}");
+    assert_eq!(vlmc.info("snap1")["hashed"], true);
+    check_export(&vlmc, "snap1", &export_path, &image);
+
+    // Resize: grow; shrinking needs --allow-shrink.
+    vlmc.ok(&["resize", "clone1", "--size", "8M"]);
+    assert_eq!(vlmc.info("clone1")["size"], 8 * MIB);
+    vlmc.fails(
+        &["resize", "clone1", "--size", "1M"],
+        "clone1",
+        "--allow-shrink",
+    );
+    assert_eq!(vlmc.info("clone1")["size"], 8 * MIB);
+    vlmc.ok(&["resize", "clone1", "--size", "7M", "--allow-shrink"]);
+    assert_eq!(vlmc.info("clone1")["size"], 7 * MIB);
+
+    // Rename.
+    vlmc.ok(&["rename", "clone1", "clone2"]);
+    vlmc.fails(&["info", "clone1"], "clone1", "not found");
+    assert_eq!(vlmc.info("clone2")["parent"], "snap1");
+
+    // Refusals, each changing nothing.
+    let before = vlmc.json(&["list", "--all"]);
+    vlmc.fails(&["remove", "snap1"], "snap1", "clone2");
+    vlmc.ok(&["open", "vol"]);
+    assert_eq!(vlmc.info("vol")["lock_owner"], "host-a");
+    vlmc.fails(&["remove", "vol"], "vol", "close");
+    vlmc.fails(&["rename", "vol", "vol2"], "vol", "close");
+    vlmc.ok(&["close", "vol"]);
+    vlmc.fails(&["rename", "vol", "snap1"], "snap1", "exists");
+    vlmc.fails(&["create", "vol", "--size", "1M"], "vol", "exists");
+    vlmc.fails(&["create", "new", "--size", "1000"], "new", "512");
+    vlmc.fails(&["create", "new", "--size", "0"], "new", "512");
+    vlmc.fails(&["create", "new", "--size", "1X"], "new", "not a size");
+    vlmc.fails(
+        &["create", "new", "--size", "1M", "--object-size", "3K"],
+        "new",
+        "power of two",
+    );
+    vlmc.fails(&["create", "new", "--snap", "vol"], "new", "snapshot");
+    for bad in [
+        "bad/name",
+        ".x",
+        "archip_x",
+        "x_lock",
+        "x_hash",
+        "0123456789abcdef",
+    ] {
+        vlmc.fails(&["create", bad, "--size", "1M"], bad, "name");
+        vlmc.fails(&["snapshot", "vol", bad], bad, "name");
+        vlmc.fails(&["rename", "vol", bad], bad, "name");
+        vlmc.fails(&["import", bad, image_path.to_str().unwrap()], bad, "name");
+    }
+    let long = "a".repeat(167);
+    vlmc.fails(&["create", &long, "--size", "1M"], &long, "more than 166");
+    vlmc.fails(&["info", "nosuch"], "nosuch", "not found");
+    vlmc.fails(&["remove", "nosuch"], "nosuch", "not found");
+    vlmc.fails(
+        &["import", "vol", image_path.to_str().unwrap()],
+        "vol",
+        "exists",
+    );
+    vlmc.fails(
+        &["import", "new", "/nonexistent/file"],
+        "/nonexistent/file",
+        "",
+    );
+    assert_eq!(vlmc.json(&["list", "--all"]), before, "nothing changed");
+    assert_eq!(vlmc.info("vol")["size"], size);
+
+    // Usage errors are clap's.
+    assert_eq!(vlmc.run(&["create", "x"]).status.code(), Some(2));
+    assert_eq!(vlmc.run(&["frobnicate"]).status.code(), Some(2));
+
+    // The configuration file gives the defaults; a bad one is an error.
+    let config = dir.join("archipelago.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[segment]\nname = {:?}\n[host]\nid = \"cfg-host\"\n",
+            vlmc.segment
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vlmc"))
+        .args(["--config", config.to_str().unwrap(), "lock", "vol"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(vlmc.info("vol")["lock_owner"], "cfg-host");
+    vlmc.ok(&["--host-id", "cfg-host", "unlock", "vol"]);
+    std::fs::write(&config, "[segment]\nnoise = 1\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vlmc"))
+        .args(["--config", config.to_str().unwrap(), "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("vlmc: configuration: "), "{err}");
+
+    // Storage locks.
+    vlmc.ok(&["--host-id", "h1", "lock", "vol"]);
+    assert_eq!(vlmc.info("vol")["lock_owner"], "h1");
+    vlmc.fails(&["--host-id", "h2", "lock", "vol"], "vol", "locked");
+    vlmc.fails(&["remove", "vol"], "vol", "h1");
+    vlmc.ok(&["--host-id", "h2", "unlock", "-f", "vol"]);
+    assert_eq!(vlmc.info("vol")["lock_owner"], Value::Null);
+
+    // Remove everything: the clone, then the snapshot, then the volume.
+    vlmc.ok(&["remove", "clone2"]);
+    vlmc.ok(&["remove", "snap1"]);
+    vlmc.ok(&["remove", "vol"]);
+    assert!(vlmc.names(false).is_empty());
+    let all = vlmc.json(&["list", "--all"]);
+    assert!(all.as_array().unwrap().iter().all(|v| v["removed"] == true));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -993,7 +993,9 @@ impl Mapper {
     /// `h`): other ids whose parent is `(h.volume_id, h.epoch)`.
     fn clones_of(&self, snap: &str, h: &Header) -> Result<Vec<String>, Error> {
         let names = self.maps.list("").map_err(|e| store_err(snap, e))?;
-        let mut out = Vec::new();
+        // Every live format-3 header, keyed by (volume id, epoch): a
+        // parent link names its parent by that pair.
+        let mut headers: Vec<(String, Header)> = Vec::new();
         for n in names {
             if n == snap || check_volume_name(n.as_bytes()).is_err() {
                 continue;
@@ -1004,13 +1006,41 @@ impl Mapper {
             let Ok(c) = Header::decode(&bytes) else {
                 continue;
             };
-            let is_clone = c.volume_id != h.volume_id
-                && !c.flags.removed
-                && c.parent
-                    .as_ref()
-                    .is_some_and(|p| p.volume_id == h.volume_id && p.epoch == h.epoch);
-            if is_clone && !self.renamed_away(&n, &c)? {
-                out.push(n);
+            // Removed headers stay in the walk: a removed snapshot (say,
+            // an export's temporary one) still links its volume to the
+            // volume's own ancestors.
+            if !self.renamed_away(&n, &c)? {
+                headers.push((n, c));
+            }
+        }
+        let by_key: HashMap<(u64, u64), &Header> = headers
+            .iter()
+            .map(|(_, c)| ((c.volume_id, c.epoch), c))
+            .collect();
+        // A header depends on `snap` through a clone when its lineage
+        // reaches `snap` across at least one clone edge (a child whose id
+        // differs from its parent's). Snapshots of the volume `snap` came
+        // from share its id all along and are not clones of it. The walk
+        // is bounded by the number of headers (a corrupt cycle ends it).
+        let mut out = Vec::new();
+        for (n, c) in headers.iter().filter(|(_, c)| !c.flags.removed) {
+            let mut child = c;
+            let mut crossed = false;
+            for _ in 0..=headers.len() {
+                let Some(p) = child.parent.as_ref() else {
+                    break;
+                };
+                crossed |= p.volume_id != child.volume_id;
+                if p.volume_id == h.volume_id && p.epoch == h.epoch {
+                    if crossed {
+                        out.push(n.clone());
+                    }
+                    break;
+                }
+                match by_key.get(&(p.volume_id, p.epoch)) {
+                    Some(parent) => child = parent,
+                    None => break,
+                }
             }
         }
         Ok(out)

@@ -382,3 +382,24 @@ fn objects_cut_off_by_a_shrink_do_not_come_back_with_old_bytes_on_a_grow() {
     assert_eq!(e.read("vol", 2 * OS, OS), vec![0; OS as usize]);
     assert_eq!(e.read("vol", 0, 2 * OS), data[..2 * OS as usize]);
 }
+
+#[test]
+fn a_snapshot_cannot_be_removed_while_a_clone_depends_on_it_through_later_snapshots() {
+    let e = Env::new();
+    e.m.create("base", 4 * OS, Some(OS)).unwrap();
+    e.write("base", 0, &pattern(1, OS as usize));
+    e.m.snapshot("base", "gold").unwrap();
+    e.m.clone_volume("gold", "vm", None).unwrap();
+    e.write("vm", 0, b"vm");
+    // The clone is snapshotted (as an export of a writable volume does)
+    // and that snapshot removed again: its lineage still leads to gold.
+    e.m.snapshot("vm", "vm-export").unwrap();
+    e.m.remove("vm-export").unwrap();
+    let refused = e.m.remove("gold").unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Exists);
+    assert!(refused.detail.contains("vm"), "{refused}");
+    // Snapshots of the snapshot's own volume are not clones of it.
+    e.m.snapshot("base", "later").unwrap();
+    e.m.remove("vm").unwrap();
+    e.m.remove("gold").unwrap();
+}

@@ -417,6 +417,22 @@ impl Client {
         }
     }
 
+    /// OPEN_LIST to a mapper: the volumes open for writing on its host.
+    pub fn open_volumes(&self, mapperd: u32) -> Result<Vec<String>, Error> {
+        let mut room = 64 << 10;
+        loop {
+            match self.call(&Call {
+                reply_room: room,
+                ..Call::new(mapperd, Op::OpenList, b"")
+            }) {
+                Ok(r) => return Ok(nul_separated(&r)),
+                // Many open volumes: once more with room for thousands.
+                Err(e) if e.code == ErrorCode::NoSpace && room < 4 << 20 => room = 4 << 20,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// LIST object names starting with `prefix` (at most `room` bytes of
     /// names).
     pub fn list(&self, dst: u32, prefix: &str, room: u64) -> Result<Vec<String>, Error> {
@@ -424,11 +440,16 @@ impl Client {
             reply_room: room,
             ..Call::new(dst, Op::List, prefix.as_bytes())
         })?;
-        let used = &r.data[..(r.serviced as usize).min(r.data.len())];
-        Ok(used
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect())
+        Ok(nul_separated(&r))
     }
+}
+
+/// The names of a LIST-style reply: `serviced` bytes of NUL-terminated
+/// names.
+fn nul_separated(r: &Reply) -> Vec<String> {
+    let used = &r.data[..(r.serviced as usize).min(r.data.len())];
+    used.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }

@@ -892,6 +892,23 @@ impl Mapper {
         st.opens > 0
     }
 
+    /// The volumes this host holds open for writing (explicitly or by an
+    /// implicit open of a write), sorted.
+    pub fn open_volumes(&self) -> Vec<String> {
+        // Names first, then each through a use of its state (never a state
+        // lock under the map's lock, and idle states still go away).
+        let mut names: Vec<String> = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names.retain(|n| self.is_open(n));
+        names
+    }
+
     fn two<'a>(
         a: &'a Arc<Mutex<VolState>>,
         b: &'a Arc<Mutex<VolState>>,

@@ -67,11 +67,14 @@ pub enum Op {
     /// Make a byte range of the target read as zeros (like DISCARD, but
     /// the zeros are guaranteed; no data buffer).
     WriteZeroes = 29,
+    /// To a mapper: the volumes open for writing on its host (reply: names
+    /// separated by NUL, like LIST; `serviced` is the bytes used).
+    OpenList = 30,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 29] = [
+    pub const ALL: [Op; 30] = [
         Op::Ping,
         Op::Read,
         Op::Write,
@@ -101,6 +104,7 @@ impl Op {
         Op::LockInfo,
         Op::MapCommit,
         Op::WriteZeroes,
+        Op::OpenList,
     ];
 
     /// The code carried in a request.
@@ -145,6 +149,7 @@ impl Op {
             Op::LockInfo => "lock-info",
             Op::MapCommit => "map-commit",
             Op::WriteZeroes => "write-zeroes",
+            Op::OpenList => "open-list",
         }
     }
 }
@@ -196,7 +201,8 @@ mod tests {
         }
         assert_eq!(Op::from_code(10), None, "COMMIT was never used");
         assert_eq!(Op::from_code(29), Some(Op::WriteZeroes));
-        assert_eq!(Op::from_code(30), None);
+        assert_eq!(Op::from_code(30), Some(Op::OpenList));
+        assert_eq!(Op::from_code(31), None);
         assert_eq!(Op::from_code(9999), None);
         let mut names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
         names.dedup();

@@ -17,6 +17,7 @@
 //! | MAP_COMMIT | volume | [`decode_commit`] list of indexes | — |
 //! | HASH | snapshot | — | [`HashReply`] |
 //! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
+//! | OPEN_LIST | — (ignored) | — | the volumes open for writing on this host, each followed by NUL (`NoSpace` if the buffer is too small) |
 //!
 //! A `Locked` failure writes a [`LockOwner`] naming the holder into the
 //! data buffer (when it has room), which clients print as "locked by".
@@ -53,6 +54,7 @@ pub fn serves(op: Op) -> bool {
             | Op::WriteZeroes
             | Op::Hash
             | Op::Update
+            | Op::OpenList
     )
 }
 
@@ -132,6 +134,28 @@ fn put_extents(extents: &[Extent], buf: &mut [u8]) -> Result<u64, Error> {
     Ok(encode_extents(&records, buf)? as u64)
 }
 
+/// Writes `names`, each followed by NUL, at the start of `buf`.
+fn put_names(names: &[String], buf: &mut [u8]) -> Result<u64, Error> {
+    let need: usize = names.iter().map(|n| n.len() + 1).sum();
+    if buf.len() < need {
+        return Err(Error::with(
+            ErrorCode::NoSpace,
+            format!(
+                "{} open volumes need {need} bytes, the buffer has {}",
+                names.len(),
+                buf.len()
+            ),
+        ));
+    }
+    let mut at = 0;
+    for n in names {
+        buf[at..at + n.len()].copy_from_slice(n.as_bytes());
+        buf[at + n.len()] = 0;
+        at += n.len() + 1;
+    }
+    Ok(need as u64)
+}
+
 /// Serves one mapper request: `buf` is the request's data buffer, read as
 /// the request payload and overwritten with the reply. Returns `serviced`
 /// (the reply's length). A `Locked` error also leaves a [`LockOwner`]
@@ -149,6 +173,9 @@ pub fn serve(mapper: &Mapper, op: Op, args: Args<'_>, buf: &mut [u8]) -> Result<
 }
 
 fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64, Error> {
+    if op == Op::OpenList {
+        return put_names(&mapper.open_volumes(), buf);
+    }
     let name = text(a.target, "the target")?;
     let v0 = a.flags.contains(Flags::ASSUME_V0);
     match op {
@@ -509,5 +536,51 @@ mod tests {
         assert!(e.detail.contains("host-a"), "{e}");
         call(&a, Op::Close, args("vol"), &[], 0).unwrap();
         call(&b, Op::Open, w, &[], 304).unwrap();
+    }
+
+    #[test]
+    fn open_list_names_the_writable_opens_of_this_host() {
+        let maps: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let data: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let m = Mapper::new(maps, data, "host-a".into());
+        let create = CreateRequest {
+            size: 1 << 20,
+            object_size: 0,
+            flags: 0,
+            reserved: 0,
+        }
+        .to_vec();
+        for v in ["vol-b", "vol-a", "vol-c"] {
+            call(&m, Op::Create, args(v), &create, 0).unwrap();
+        }
+        let list = |room| call(&m, Op::OpenList, args(""), &[], room);
+        assert_eq!(list(64).unwrap(), b"");
+        let w = |v| Args {
+            flags: Flags::WRITABLE,
+            ..args(v)
+        };
+        call(&m, Op::Open, w("vol-b"), &[], 304).unwrap();
+        call(&m, Op::Open, w("vol-a"), &[], 304).unwrap();
+        // Read-only opens do not count; a write opens implicitly.
+        call(&m, Op::Open, args("vol-c"), &[], 304).unwrap();
+        assert_eq!(list(64).unwrap(), b"vol-a\0vol-b\0");
+        assert_eq!(list(11).unwrap_err().code, ErrorCode::NoSpace);
+        call(
+            &m,
+            Op::MapWrite,
+            Args {
+                size: 1,
+                ..args("vol-c")
+            },
+            &[],
+            8192,
+        )
+        .unwrap();
+        assert_eq!(list(64).unwrap(), b"vol-a\0vol-b\0vol-c\0");
+        for v in ["vol-a", "vol-b", "vol-c"] {
+            call(&m, Op::Close, args(v), &[], 0).unwrap();
+        }
+        assert_eq!(list(64).unwrap(), b"");
+        assert_eq!(m.tracked_volumes(), 0);
     }
 }

@@ -209,9 +209,44 @@ pub fn start(cli: &Cli, c: &Config, role: Option<Role>) -> Result<()> {
     Ok(())
 }
 
-/// `stop [-f] [ROLE]`. Open volumes are not checked (`force` is accepted
-/// for compatibility): the peers drain their requests in flight.
-pub fn stop(cli: &Cli, c: &Config, role: Option<Role>, _force: bool) -> Result<()> {
+/// How long `stop` waits for mapperd to list its open volumes.
+const OPEN_LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refuses (changing nothing) while mapperd runs and holds volumes open
+/// for writing: every role is in their I/O path (vlmcd and mapperd serve
+/// them, the blockers store their maps and data).
+fn check_no_open_volumes(c: &Config, seg: Option<&Segment>) -> Result<()> {
+    if procs::role_pid(c, seg, Role::Mapperd).is_none() {
+        return Ok(());
+    }
+    let port = c.port(Role::Mapperd);
+    let open = Client::connect(&c.segment.name)
+        .and_then(|cl| cl.with_timeout(OPEN_LIST_TIMEOUT).open_volumes(port))
+        .map_err(|e| {
+            anyhow!(
+                "cannot ask mapperd (port {port}) which volumes are open: {e}; nothing was \
+                 stopped (use -f to stop anyway)"
+            )
+        })?;
+    if !open.is_empty() {
+        bail!(
+            "{} volume{} open on this host: {}; nothing was stopped (close {}, or use -f)",
+            open.len(),
+            if open.len() == 1 { " is" } else { "s are" },
+            open.join(", "),
+            if open.len() == 1 { "it" } else { "them" },
+        );
+    }
+    Ok(())
+}
+
+/// `stop [-f] [ROLE]`. Unless `force`, refuses while mapperd holds volumes
+/// open for writing; the peers drain their requests in flight.
+pub fn stop(cli: &Cli, c: &Config, role: Option<Role>, force: bool) -> Result<()> {
+    if !force {
+        let seg = Segment::attach(&c.segment_name(), None).ok();
+        check_no_open_volumes(c, seg.as_ref())?;
+    }
     let supervised = procs::supervisor_pid(c)
         .and_then(|_| State::read(c))
         .map(|s| s.supervised())

@@ -59,9 +59,10 @@ pub enum Cmd {
         role: Option<Role>,
     },
     /// Stop the supervisor, then the roles (or ROLE) in reverse order,
-    /// letting requests in flight finish. The segment stays.
+    /// letting requests in flight finish. The segment stays. Refused while
+    /// volumes are open for writing on this host (mapperd is asked).
     Stop {
-        /// Accepted for compatibility: open volumes are not checked yet.
+        /// Stop even with volumes open.
         #[arg(short, long)]
         force: bool,
         /// Only this role.

@@ -340,3 +340,160 @@ fn a_role_that_cannot_start_is_named_with_its_log() {
         "{err}"
     );
 }
+
+/// Waits until `status` reports every role alive and `name` on a pid
+/// other than `old`, restarted at least once.
+fn wait_restarted(s: &mut Setup, name: &str, old: u32) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, st) = s.status();
+        let r = role(&st, name);
+        if ok
+            && r["alive"] == true
+            && r["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+            && r["restarts"].as_u64() >= Some(1)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} not restarted: {st:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads `len` bytes of `volume` at `offset`, retrying while the pipeline
+/// comes back.
+fn read_back(client: &Client, volume: &str, offset: u64, len: usize, after: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.volume_read(VLMCD, volume, offset, len as u64) {
+            Ok(b) => return b,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "read after {after}: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[test]
+fn stop_is_refused_while_a_volume_is_open() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let pids: Vec<Value> = ["blockerb", "blockerm", "mapperd", "vlmcd"]
+        .iter()
+        .map(|n| role(&st, n)["pid"].clone())
+        .collect();
+    let supervisor = st["supervisor_pid"].clone();
+    assert!(supervisor.is_u64(), "{st:#}");
+
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    client
+        .create_volume(VLMCD, "busy-volume", 4 << 20, None)
+        .unwrap();
+    client
+        .create_volume(VLMCD, "idle-volume", 4 << 20, None)
+        .unwrap();
+    client.open_volume(VLMCD, "busy-volume", true).unwrap();
+    // A read-only open is not an open that stops `stop`.
+    client.open_volume(VLMCD, "idle-volume", false).unwrap();
+
+    for args in [&["stop"][..], &["stop", "vlmcd"], &["stop", "blockerb"]] {
+        let out = s.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted: {}", text(&out));
+        assert!(err.contains("busy-volume"), "{args:?}: {err}");
+        assert!(!err.contains("idle-volume"), "{args:?}: {err}");
+        assert!(err.contains("-f"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        // Nothing changed.
+        let (ok, st) = s.status();
+        assert!(ok, "{args:?} stopped something: {st:#}");
+        let now: Vec<Value> = ["blockerb", "blockerm", "mapperd", "vlmcd"]
+            .iter()
+            .map(|n| role(&st, n)["pid"].clone())
+            .collect();
+        assert_eq!(now, pids, "{args:?}");
+        assert_eq!(st["supervisor_pid"], supervisor, "{args:?}: {st:#}");
+    }
+
+    // -f stops everything, the volume still open.
+    let out = s.run(&["stop", "-f"]);
+    assert!(out.status.success(), "stop -f: {}", text(&out));
+    drop(client);
+    let (ok, st) = s.status();
+    assert!(!ok, "{st:#}");
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+        assert_eq!(role(&st, name)["alive"], false, "{st:#}");
+    }
+    assert!(st["supervisor_pid"].is_null(), "{st:#}");
+
+    // And once the volume is closed, a plain stop goes through.
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start again: {}", text(&out));
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    client.open_volume(VLMCD, "busy-volume", true).unwrap();
+    assert!(!s.run(&["stop", "mapperd"]).status.success());
+    client.close_volume(VLMCD, "busy-volume").unwrap();
+    drop(client);
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop after close: {}", text(&out));
+    let (ok, _) = s.status();
+    assert!(!ok);
+}
+
+#[test]
+fn every_role_killed_comes_back_with_the_data() {
+    let mut s = Setup::new("");
+    // Both blockers on files: what they hold survives their restarts.
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("backend = \"memory\"", "backend = \"files\"");
+    std::fs::write(&s.config, cfg).unwrap();
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    client
+        .create_volume(VLMCD, "volume-k", 16 << 20, None)
+        .unwrap();
+    let data = pattern(192 << 10, 11);
+    client
+        .volume_write(VLMCD, "volume-k", 3 << 20, &data, true)
+        .unwrap();
+    client.close_volume(VLMCD, "volume-k").unwrap();
+
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+        let old = s.pid_of(name).unwrap_or_else(|| panic!("{name} pid file"));
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        wait_restarted(&mut s, name, old);
+        let back = read_back(&client, "volume-k", 3 << 20, data.len(), name);
+        assert!(back == data, "data changed after {name} was killed");
+    }
+
+    // Still writable after it all, and nothing is left open.
+    let more = pattern(64 << 10, 5);
+    client
+        .volume_write(VLMCD, "volume-k", 0, &more, true)
+        .unwrap();
+    client.close_volume(VLMCD, "volume-k").unwrap();
+    assert_eq!(
+        client
+            .volume_read(VLMCD, "volume-k", 0, more.len() as u64)
+            .unwrap(),
+        more
+    );
+    drop(client);
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+    let left: Vec<u32> = s.pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}

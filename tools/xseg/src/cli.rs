@@ -15,17 +15,22 @@ use crate::size::{self, BufferCount};
 #[command(after_help = "Set RUST_LOG (e.g. RUST_LOG=info) for diagnostic logs on stderr.")]
 pub struct Cli {
     /// The segment: a shared-memory name (under /dev/shm) or, if it
-    /// contains '/', a file path.
+    /// contains '/', a file path [default: the configuration's segment,
+    /// `archipelago` without a configuration file].
     #[arg(
         long,
         short = 's',
         global = true,
         display_order = 100,
         value_name = "NAME|PATH",
-        default_value = "archipelago",
         value_parser = parse_segment_name
     )]
-    pub segment: SegmentName,
+    pub segment: Option<SegmentName>,
+
+    /// Configuration file (else $ARCHIPELAGO_CONFIG, else
+    /// /etc/archipelago/archipelago.toml, else built-in defaults).
+    #[arg(long, global = true, display_order = 101, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -176,13 +181,13 @@ mod tests {
         assert_eq!(a.mode, d.mode);
         assert_eq!(a.protocol_version, archipelago_protocol::PROTOCOL_VERSION);
         assert!(a.buffers.is_empty());
-        assert_eq!(cli.segment, SegmentName::Shm("archipelago".into()));
+        assert_eq!(cli.segment, None);
     }
 
     #[test]
     fn segment_is_global_and_paths_are_files() {
         let cli = Cli::try_parse_from(["xseg", "report", "--segment", "/tmp/x"]).unwrap();
-        assert_eq!(cli.segment, SegmentName::File("/tmp/x".into()));
+        assert_eq!(cli.segment, Some(SegmentName::File("/tmp/x".into())));
         assert!(Cli::try_parse_from(["xseg", "-s", "", "report"]).is_err());
     }
 

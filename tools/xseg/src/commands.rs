@@ -17,7 +17,12 @@ use crate::size::short_size;
 
 /// Runs the command `cli` names.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<()> {
-    let name = &cli.segment;
+    let name = &match &cli.segment {
+        Some(name) => name.clone(),
+        None => archipelago_config::Config::load(cli.config.as_deref())
+            .context("configuration")?
+            .segment_name(),
+    };
     match &cli.command {
         Command::Create(args) => create(name, args, out),
         Command::Destroy(args) => destroy(name, args, out),

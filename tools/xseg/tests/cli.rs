@@ -357,3 +357,48 @@ fn a_live_owner_is_reported_alive_and_protected() {
 
 // A dead owner recovered through the CLI: tests/tests/xseg_cli_recover.rs
 // (it needs the end-to-end test peer to die holding a port).
+
+#[test]
+fn the_segment_defaults_to_the_configurations() {
+    let dir = std::env::temp_dir().join(format!("xseg-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seg = dir.join("seg");
+    let config = dir.join("archipelago.toml");
+    std::fs::write(
+        &config,
+        format!("[segment]\nname = \"{}\"\n", seg.display()),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xseg"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&[
+        "create",
+        "--ports",
+        "8",
+        "--static-ports",
+        "4",
+        "--requests",
+        "16"
+    ])
+    .status
+    .success());
+    assert!(seg.exists(), "created where the configuration says");
+    let report = run(&["report", "--json"]);
+    assert!(report.status.success());
+    assert!(String::from_utf8_lossy(&report.stdout).contains(&seg.display().to_string()));
+    std::fs::write(&config, "[segment]\nbogus = 1\n").unwrap();
+    let bad = run(&["report"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("bogus"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -702,6 +702,12 @@ impl Config {
             Role::Nbdd => push(&[
                 "--vlmcd-port",
                 &self.vlmcd.port.to_string(),
+                "--mapperd-port",
+                &self.mapperd.port.to_string(),
+                "--mapped-file",
+                &self.nbd_mapped_file().display().to_string(),
+                "--status-file",
+                &self.nbd_clients_file().display().to_string(),
                 "--socket",
                 &self.nbdd.socket.display().to_string(),
                 "--listen",
@@ -709,6 +715,16 @@ impl Config {
             ]),
         }
         args
+    }
+
+    /// `<run_dir>/nbd-mapped.json`: the volumes nbdd serves.
+    pub fn nbd_mapped_file(&self) -> PathBuf {
+        self.paths.run_dir.join("nbd-mapped.json")
+    }
+
+    /// `<run_dir>/nbd-clients.json`: nbdd's connected clients.
+    pub fn nbd_clients_file(&self) -> PathBuf {
+        self.paths.run_dir.join("nbd-clients.json")
     }
 
     /// The name of `role`'s binary.
@@ -737,6 +753,8 @@ impl Config {
         toml::to_string(self).expect("a configuration serialises")
     }
 }
+
+pub mod mapped;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use xseg_shm::{Segment, SegmentError, SegmentName};
 
 use crate::procs::{self, Phase, State, ROLES};
 use crate::Cli;
+use archipelago_config::mapped::MappedSet;
 
 /// How long `start` waits for the supervisor to report.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -240,10 +241,35 @@ fn check_no_open_volumes(c: &Config, seg: Option<&Segment>) -> Result<()> {
     Ok(())
 }
 
-/// `stop [-f] [ROLE]`. Unless `force`, refuses while mapperd holds volumes
-/// open for writing; the peers drain their requests in flight.
+/// Refuses (changing nothing) while volumes are mapped for NBD (`vlmc
+/// map`): stopping nbdd or anything below it cuts their clients off.
+fn check_no_mapped_volumes(c: &Config) -> Result<()> {
+    let path = c.nbd_mapped_file();
+    let set = MappedSet::load(&path).map_err(|e| {
+        anyhow!(
+            "cannot read {}: {e}; nothing was stopped (use -f to stop anyway)",
+            path.display()
+        )
+    })?;
+    if !set.volumes.is_empty() {
+        let names: Vec<&str> = set.volumes.iter().map(|v| v.name.as_str()).collect();
+        bail!(
+            "{} volume{} mapped for NBD: {}; nothing was stopped (vlmc unmap {}, or use -f)",
+            names.len(),
+            if names.len() == 1 { " is" } else { "s are" },
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+        );
+    }
+    Ok(())
+}
+
+/// `stop [-f] [ROLE]`. Unless `force`, refuses while volumes are mapped
+/// for NBD or mapperd holds volumes open for writing; the peers drain
+/// their requests in flight.
 pub fn stop(cli: &Cli, c: &Config, role: Option<Role>, force: bool) -> Result<()> {
     if !force {
+        check_no_mapped_volumes(c)?;
         let seg = Segment::attach(&c.segment_name(), None).ok();
         check_no_open_volumes(c, seg.as_ref())?;
     }

@@ -54,7 +54,7 @@ pub enum Cmd {
     /// Create the segment if needed and start every role (or ROLE) under
     /// the supervisor; returns once they answer PING.
     Start {
-        /// Only this role (blockerb, blockerm, mapperd or vlmcd).
+        /// Only this role (blockerb, blockerm, mapperd, vlmcd or nbdd).
         #[arg(value_parser = procs::parse_role)]
         role: Option<Role>,
     },
@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
-        assert!(Cli::try_parse_from(["archipelago", "start", "nbdd"]).is_err());
+        assert!(Cli::try_parse_from(["archipelago", "start", "nbdd"]).is_ok());
+        assert!(Cli::try_parse_from(["archipelago", "start", "nbd"]).is_err());
         let c = Cli::try_parse_from(["archipelago", "stop", "-f", "mapperd"]).unwrap();
         assert!(matches!(
             c.command,

@@ -13,13 +13,13 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use xseg_shm::Segment;
 
-/// The roles this tool runs, in start order (nbdd has no binary yet).
-pub const ROLES: [Role; 4] = [Role::Blockerb, Role::Blockerm, Role::Mapperd, Role::Vlmcd];
+/// The roles this tool runs, in start order.
+pub const ROLES: [Role; 5] = Role::ALL;
 
 /// Parses a role name (for clap).
 pub fn parse_role(s: &str) -> Result<Role, String> {
     ROLES.into_iter().find(|r| r.name() == s).ok_or_else(|| {
-        format!("unknown role {s:?} (expected blockerb, blockerm, mapperd or vlmcd)")
+        format!("unknown role {s:?} (expected blockerb, blockerm, mapperd, vlmcd or nbdd)")
     })
 }
 

@@ -64,6 +64,7 @@ port = {VLMCD}
 threads = 2
 [nbdd]
 port = 10
+listen = "127.0.0.1:0"
 {extra}
 "#
         );
@@ -102,7 +103,14 @@ port = 10
 
     /// Remembers every pid in the run directory, to kill on drop.
     fn note_pids(&mut self) {
-        for f in ["supervisor", "blockerb", "blockerm", "mapperd", "vlmcd"] {
+        for f in [
+            "supervisor",
+            "blockerb",
+            "blockerm",
+            "mapperd",
+            "vlmcd",
+            "nbdd",
+        ] {
             if let Some(pid) = self.pid_of(f) {
                 self.pids.insert(pid);
             }
@@ -178,7 +186,7 @@ fn start_use_crash_restart_stop() {
 
     let (ok, st) = s.status();
     assert!(ok, "status: {st:#}");
-    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"] {
         let r = role(&st, name);
         assert_eq!(r["alive"], true, "{st:#}");
         assert!(r["uptime_ms"].is_u64(), "no STATS for {name}: {st:#}");
@@ -252,12 +260,30 @@ fn start_use_crash_restart_stop() {
     assert_eq!(back, data);
     drop(client);
 
+    // Volumes mapped for NBD: stop refuses, changing nothing.
+    let mapped = s.path("run/nbd-mapped.json");
+    std::fs::write(
+        &mapped,
+        r#"{"volumes":[{"name":"volume-a","readonly":false}]}"#,
+    )
+    .unwrap();
+    let out = s.run(&["stop"]);
+    assert!(
+        !out.status.success(),
+        "stop with a mapped volume: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("mapped for NBD"), "{}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "status after a refused stop: {st:#}");
+    std::fs::remove_file(&mapped).unwrap();
+
     // Stop: everything goes, status says so.
     let out = s.run(&["stop"]);
     assert!(out.status.success(), "stop: {}", text(&out));
     let (ok, st) = s.status();
     assert!(!ok, "status after stop: {st:#}");
-    for name in ["blockerb", "blockerm", "mapperd", "vlmcd"] {
+    for name in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"] {
         assert_eq!(role(&st, name)["alive"], false, "{st:#}");
     }
     assert!(st["supervisor_pid"].is_null(), "{st:#}");

@@ -169,6 +169,25 @@ pub enum Verb {
         /// The volume.
         name: String,
     },
+    /// Map a volume for NBD: open it (writable unless a snapshot or
+    /// --readonly), add it to the mapped set nbdd serves and print its
+    /// NBD URI, `nbd+unix:///NAME?socket=PATH`.
+    Map(MapArgs),
+    /// Unmap a volume: remove it from the mapped set and close it
+    /// (refused while an NBD client is connected, unless -f, which
+    /// disconnects them).
+    Unmap {
+        /// Unmap even with clients connected.
+        #[arg(short, long)]
+        force: bool,
+        /// The volume or snapshot.
+        name: String,
+    },
+    /// List the mapped volumes.
+    ///
+    /// Text: one line each, NAME MODE CLIENTS URI. --json: an array of
+    /// `{"name", "readonly", "clients", "uri"}`.
+    Showmapped,
     /// Import a raw image into a new volume of the file's size (rounded up
     /// to 512 bytes); all-zero chunks are not written.
     ///
@@ -195,6 +214,16 @@ pub enum Verb {
         #[command(flatten)]
         io: IoArgs,
     },
+}
+
+/// NBD verbs (served by nbdd).
+#[derive(Debug, Clone, Args)]
+pub struct MapArgs {
+    /// The volume or snapshot.
+    pub name: String,
+    /// Export read-only (snapshots always are).
+    #[arg(long)]
+    pub readonly: bool,
 }
 
 /// How import and export move data.

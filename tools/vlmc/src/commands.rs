@@ -182,6 +182,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             check_name(name)?;
             connect(&t)?.update_volume(t.vlmcd, name).on(name)
         }
+        Verb::Map(m) => {
+            check_name(&m.name)?;
+            crate::nbd::map(&t, &connect(&t)?, &m.name, m.readonly, out)
+        }
+        Verb::Unmap { force, name } => {
+            check_name(name)?;
+            crate::nbd::unmap(&t, name, *force)
+        }
+        Verb::Showmapped => crate::nbd::showmapped(&t, json, out),
         Verb::Import { name, file, io } => {
             check_name(name)?;
             let io = transfer::IoPlan::parse(name, io)?;

@@ -9,6 +9,7 @@
 //! vlmc [global flags] open NAME | close NAME | lock NAME | unlock [-f] NAME
 //! vlmc [global flags] hash SNAP | upgrade NAME
 //! vlmc [global flags] import NAME FILE | export NAME FILE
+//! vlmc [global flags] map NAME [--readonly] | unmap [-f] NAME | showmapped
 //! ```
 //!
 //! Global flags: `--segment`, `--vlmcd-port`, `--mapperd-port`,
@@ -18,11 +19,12 @@
 //!
 //! Modules: [`cli`] parses the arguments, [`target`] resolves where the
 //! peers are, [`commands`] runs the verbs, [`transfer`] moves images,
-//! [`progress`] shows progress on a terminal, [`failure`] is the error.
+//! [`nbd`] maps volumes for nbdd, [`progress`] shows progress on a terminal, [`failure`] is the error.
 
 mod cli;
 mod commands;
 mod failure;
+mod nbd;
 mod progress;
 mod target;
 mod transfer;

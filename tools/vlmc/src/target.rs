@@ -1,6 +1,8 @@
 //! Where the peers are: built in one place, [`Target::resolve`], from the
 //! configuration file and the global flags (flags win).
 
+use std::path::PathBuf;
+
 use archipelago_config::Config;
 
 use crate::cli::Global;
@@ -21,6 +23,12 @@ pub struct Target {
     pub blockerb: u32,
     /// Owner name for storage locks taken by `vlmc lock`.
     pub host_id: String,
+    /// nbdd's Unix socket.
+    pub nbd_socket: PathBuf,
+    /// The mapped set.
+    pub mapped_file: PathBuf,
+    /// nbdd's connected clients.
+    pub clients_file: PathBuf,
 }
 
 impl Target {
@@ -33,8 +41,14 @@ impl Target {
         let segment = std::env::var("ARCHIPELAGO_SEGMENT")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or(cfg.segment.name);
+            .unwrap_or_else(|| cfg.segment.name.clone());
+        let nbd_socket = cfg.nbdd.socket.clone();
+        let mapped_file = cfg.nbd_mapped_file();
+        let clients_file = cfg.nbd_clients_file();
         Ok(Target {
+            nbd_socket,
+            mapped_file,
+            clients_file,
             segment: g.segment.clone().unwrap_or(segment),
             vlmcd: g.vlmcd_port.unwrap_or(cfg.vlmcd.port),
             mapperd: g.mapperd_port.unwrap_or(cfg.mapperd.port),

@@ -1,0 +1,505 @@
+//! nbdd end to end: the pipeline on a private segment, nbdd on its Unix
+//! socket, volumes mapped with `vlmc map`, real NBD clients (qemu-img,
+//! qemu-io, nbdinfo when installed) and a hostile raw-socket client.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use archipelago_e2e::pattern::mix;
+use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, MAPPER, VLMCD};
+use archipelago_e2e::workspace_bin;
+
+const NBDD: u32 = 5;
+const OBJ: u64 = 64 << 10;
+
+struct Setup {
+    p: Pipeline,
+    nbdd: Proc,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    socket: PathBuf,
+}
+
+fn setup(name: &str) -> Setup {
+    let p = Pipeline::start(name, "host-a", &Backend::Memory, &Backend::Memory);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nbd.sock");
+    let config = dir.path().join("archipelago.toml");
+    let d = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            "[segment]\nname = \"{}\"\n[paths]\nrun_dir = \"{d}\"\nlog_dir = \"{d}\"\n\
+             data_dir = \"{d}\"\n[nbdd]\nsocket = \"{}\"\n",
+            p.tmp.arg(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let nbdd = Proc::start(
+        &p.tmp.arg(),
+        "nbdd",
+        NBDD,
+        &[
+            "--vlmcd-port".into(),
+            VLMCD.to_string(),
+            "--mapperd-port".into(),
+            MAPPER.to_string(),
+            "--mapped-file".into(),
+            dir.path().join("nbd-mapped.json").display().to_string(),
+            "--status-file".into(),
+            dir.path().join("nbd-clients.json").display().to_string(),
+            "--socket".into(),
+            socket.display().to_string(),
+        ],
+    );
+    Setup {
+        p,
+        nbdd,
+        dir,
+        config,
+        socket,
+    }
+}
+
+impl Setup {
+    fn vlmc(&self, args: &[&str]) -> Output {
+        Command::new(workspace_bin("vlmc"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn vlmc_ok(&self, args: &[&str]) -> String {
+        let o = self.vlmc(args);
+        assert!(
+            o.status.success(),
+            "vlmc {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn uri(&self, name: &str) -> String {
+        format!("nbd+unix:///{name}?socket={}", self.socket.display())
+    }
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| mix(seed ^ (i as u64 / 8)).to_le_bytes()[i % 8])
+        .collect()
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    let o = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd).arg("--version").output().is_ok()
+}
+
+#[test]
+fn qemu_clients_copy_compare_and_write_unaligned() {
+    if !have("qemu-img") || !have("qemu-io") {
+        eprintln!("note: qemu-img/qemu-io not installed: skipping (install qemu-utils)");
+        return;
+    }
+    let s = setup("nbd-qemu");
+    let c = s.p.client(Duration::from_secs(30));
+    // 40 objects: data, a 1 MiB hole (16 whole objects), data with a
+    // small hole inside an object.
+    let size = 40 * OBJ;
+    let mut img = random(size as usize, 1);
+    img[(16 * OBJ) as usize..(32 * OBJ) as usize].fill(0);
+    img[(35 * OBJ + 100) as usize..(35 * OBJ + 9000) as usize].fill(0);
+    let path = s.dir.path().join("img.raw");
+    std::fs::write(&path, &img).unwrap();
+    let img_path = path.to_str().unwrap();
+    c.create_volume(VLMCD, "disk", size, Some(OBJ)).unwrap();
+
+    let out = s.vlmc_ok(&["map", "disk"]);
+    assert_eq!(out.trim(), s.uri("disk"));
+    let uri = s.uri("disk");
+    run(
+        "qemu-img",
+        &["convert", "-n", "-f", "raw", "-O", "raw", img_path, &uri],
+    );
+    run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", img_path, &uri],
+    );
+    // The data went through vlmcd.
+    assert_eq!(
+        c.volume_read(VLMCD, "disk", 0, 4096).unwrap(),
+        img[..4096].to_vec()
+    );
+
+    // Block status: the whole objects left unwritten are holes.
+    let o = run("qemu-img", &["map", "--output=json", "-f", "raw", &uri]);
+    let map: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hole_at = |off: u64| {
+        map.as_array().unwrap().iter().any(|e| {
+            let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+            start <= off && off < start + len && e["data"] == false && e["zero"] == true
+        })
+    };
+    assert!(hole_at(20 * OBJ), "{map}");
+    assert!(!hole_at(0), "{map}");
+    assert!(!hole_at(33 * OBJ), "{map}");
+
+    // Unaligned I/O across object boundaries, zeroes and discards.
+    let o = run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0xab 4095 12289",
+            "-c",
+            "read -P 0xab 4095 12289",
+            "-c",
+            "write -P 0xcd 65531 70001",
+            "-c",
+            "read -P 0xcd 65531 70001",
+            "-c",
+            "read -P 0xab 4095 12289",
+            "-c",
+            "write -z 131071 65539",
+            "-c",
+            "read -P 0 131071 65539",
+            "-c",
+            "discard 262144 131072",
+            "-c",
+            "read -P 0 262144 131072",
+            "-c",
+            "write -f -P 0x11 300001 5000",
+            "-c",
+            "flush",
+            "-c",
+            "read -P 0x11 300001 5000",
+            "-c",
+            "read -P 0 1048576 4096",
+            &uri,
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    for bad in ["fail", "error", "Pattern verification"] {
+        assert!(!text.to_lowercase().contains(&bad.to_lowercase()), "{text}");
+    }
+    let mut expect = img.clone();
+    expect[4095..4095 + 12289].fill(0xab);
+    expect[65531..65531 + 70001].fill(0xcd);
+    expect[131071..131071 + 65539].fill(0);
+    expect[262144..262144 + 131072].fill(0);
+    expect[300001..305001].fill(0x11);
+    assert!(c.volume_read(VLMCD, "disk", 0, size).unwrap() == expect);
+
+    if have("nbdinfo") {
+        let o = run("nbdinfo", &["--size", &uri]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+        run("nbdinfo", &["--map", &uri]);
+    } else {
+        eprintln!("note: nbdinfo not installed (libnbd-bin): skipping its checks");
+    }
+
+    // A snapshot is exported read-only.
+    c.snapshot(VLMCD, "disk", "snap").unwrap();
+    s.vlmc_ok(&["map", "snap"]);
+    let snap = s.uri("snap");
+    run(
+        "qemu-io",
+        &["-r", "-f", "raw", "-c", "read -P 0xab 4095 12289", &snap],
+    );
+    let o = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 1 0 512", &snap])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            || text.to_lowercase().contains("read-only")
+            || text.contains("Operation not permitted"),
+        "{text}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+    assert_eq!(shown.as_array().unwrap().len(), 2, "{shown}");
+    assert_eq!(shown[1]["readonly"], true);
+
+    // Unmap: refused while a client is connected, unless -f.
+    let mut held = Nbd::go(&s.socket, "disk");
+    assert!(held.read(0, 512).is_ok());
+    let o = s.vlmc(&["unmap", "disk"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("connected"));
+    s.vlmc_ok(&["unmap", "-f", "disk"]);
+    let mut rest = Vec::new();
+    let _ = held.s.read_to_end(&mut rest);
+    s.vlmc_ok(&["unmap", "snap"]);
+    assert_eq!(s.vlmc_ok(&["showmapped"]).trim(), "");
+    // Closed: removable.
+    c.remove_volume(VLMCD, "snap").ok();
+    assert!(s.nbdd.pid().is_some());
+}
+
+// ---- a small NBD client -------------------------------------------------
+
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+
+struct Nbd {
+    s: UnixStream,
+    size: u64,
+    flags: u16,
+}
+
+fn hello(path: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut b = [0u8; 18];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b[..8], b"NBDMAGIC");
+    assert_eq!(u64::from_be_bytes(b[8..16].try_into().unwrap()), IHAVEOPT);
+    s.write_all(&3u32.to_be_bytes()).unwrap();
+    s
+}
+
+fn send_opt(s: &mut UnixStream, opt: u32, data: &[u8]) {
+    let mut v = IHAVEOPT.to_be_bytes().to_vec();
+    v.extend_from_slice(&opt.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    s.write_all(&v).unwrap();
+}
+
+fn opt_reply(s: &mut UnixStream) -> (u32, u32, Vec<u8>) {
+    let mut h = [0u8; 20];
+    s.read_exact(&mut h).unwrap();
+    let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+    let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+    let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+    let mut d = vec![0u8; len as usize];
+    s.read_exact(&mut d).unwrap();
+    (opt, kind, d)
+}
+
+/// EOF (or a reset) within the read timeout.
+fn closed(s: &mut UnixStream) -> bool {
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+impl Nbd {
+    fn go(path: &Path, name: &str) -> Nbd {
+        Nbd::go_on(hello(path), name)
+    }
+
+    fn go_on(mut s: UnixStream, name: &str) -> Nbd {
+        let mut d = (name.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&0u16.to_be_bytes());
+        send_opt(&mut s, 7, &d);
+        let (mut size, mut flags) = (0, 0);
+        loop {
+            let (opt, kind, d) = opt_reply(&mut s);
+            assert_eq!(opt, 7);
+            match kind {
+                1 => break,
+                3 if d[..2] == [0, 0] => {
+                    size = u64::from_be_bytes(d[2..10].try_into().unwrap());
+                    flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+                }
+                3 => {}
+                k => panic!("GO {name}: reply {k:#x}"),
+            }
+        }
+        Nbd { s, size, flags }
+    }
+
+    fn send(&mut self, kind: u16, flags: u16, handle: u64, offset: u64, len: u32, data: &[u8]) {
+        let mut v = 0x2560_9513u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&flags.to_be_bytes());
+        v.extend_from_slice(&kind.to_be_bytes());
+        v.extend_from_slice(&handle.to_be_bytes());
+        v.extend_from_slice(&offset.to_be_bytes());
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(data);
+        self.s.write_all(&v).unwrap();
+    }
+
+    /// A simple reply: (error, handle).
+    fn reply(&mut self) -> (u32, u64) {
+        let mut b = [0u8; 16];
+        self.s.read_exact(&mut b).unwrap();
+        assert_eq!(u32::from_be_bytes(b[..4].try_into().unwrap()), 0x6744_6698);
+        (
+            u32::from_be_bytes(b[4..8].try_into().unwrap()),
+            u64::from_be_bytes(b[8..16].try_into().unwrap()),
+        )
+    }
+
+    fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, u32> {
+        self.send(0, 0, 77, offset, len, &[]);
+        let (e, h) = self.reply();
+        assert_eq!(h, 77);
+        if e != 0 {
+            return Err(e);
+        }
+        let mut d = vec![0u8; len as usize];
+        self.s.read_exact(&mut d).unwrap();
+        Ok(d)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> u32 {
+        self.send(1, 1, 78, offset, data.len() as u32, data);
+        let (e, h) = self.reply();
+        assert_eq!(h, 78);
+        e
+    }
+}
+
+#[test]
+fn hostile_clients_never_disturb_a_well_behaved_one() {
+    let s = setup("nbd-hostile");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "h", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "h"]);
+    let mut good = Nbd::go(&s.socket, "h");
+    assert_eq!(good.size, size);
+    assert_ne!(good.flags & (1 << 8), 0, "multi-conn");
+    assert_eq!(good.flags & 2, 0, "writable");
+    let tail = random(512, 9);
+    assert_eq!(good.write(size - 512, &tail), 0);
+    let mut round = 0u64;
+    let mut check = |good: &mut Nbd| {
+        round += 1;
+        let d = random(5000, round);
+        let off = (round * 7919) % (size - 10_000);
+        assert_eq!(good.write(off, &d), 0);
+        assert_eq!(good.read(off, 5000).unwrap(), d);
+        assert_eq!(good.read(size - 512, 512).unwrap(), tail);
+    };
+    check(&mut good);
+
+    // Bad option magic: closed.
+    let mut h = hello(&s.socket);
+    h.write_all(&[0x55; 16]).unwrap();
+    assert!(closed(&mut h));
+    check(&mut good);
+
+    // Unknown option: refused, the handshake goes on.
+    let mut h = hello(&s.socket);
+    send_opt(&mut h, 99, b"junk");
+    let (opt, kind, _) = opt_reply(&mut h);
+    assert_eq!((opt, kind), (99, (1 << 31) + 1));
+    // An unknown export: refused too.
+    let mut d = 4u32.to_be_bytes().to_vec();
+    d.extend_from_slice(b"nope");
+    d.extend_from_slice(&0u16.to_be_bytes());
+    send_opt(&mut h, 7, &d);
+    assert_eq!(opt_reply(&mut h).1, (1 << 31) + 6);
+    let mut bad = Nbd::go_on(h, "h");
+    check(&mut good);
+
+    // Reads and writes past the end: EINVAL, nothing written.
+    assert_eq!(bad.read(size - 100, 200), Err(22));
+    assert_eq!(bad.read(u64::MAX - 10, 100), Err(22));
+    assert_eq!(bad.write(size - 256, &[0xee; 1024]), 22);
+    // Larger than served in one piece (up to 32 MiB) is split; above
+    // that, refused.
+    assert!(bad.read(0, 33 << 20).is_err());
+    assert_eq!(bad.read(0, size as u32).unwrap().len(), size as usize);
+    // An unknown command, block status without a meta context: EINVAL.
+    bad.send(42, 0, 5, 0, 0, &[]);
+    assert_eq!(bad.reply(), (22, 5));
+    bad.send(7, 0, 6, 0, 4096, &[]);
+    assert_eq!(bad.reply(), (22, 6));
+    check(&mut good);
+
+    // Many requests in flight, replies matched by handle.
+    for i in 0..48u64 {
+        let d = random(4096, 100 + i);
+        bad.send(1, 0, 1000 + i, i * 4096, 4096, &d);
+    }
+    let mut handles: Vec<u64> = (0..48)
+        .map(|_| bad.reply())
+        .map(|(e, h)| {
+            assert_eq!(e, 0);
+            h
+        })
+        .collect();
+    handles.sort();
+    assert_eq!(handles, (1000..1048).collect::<Vec<_>>());
+    for i in 0..48u64 {
+        bad.send(0, 0, 2000 + i, i * 4096, 4096, &[]);
+    }
+    for _ in 0..48 {
+        let (e, h) = bad.reply();
+        assert_eq!(e, 0);
+        let mut d = vec![0u8; 4096];
+        bad.s.read_exact(&mut d).unwrap();
+        assert_eq!(d, random(4096, 100 + h - 2000), "handle {h}");
+    }
+    check(&mut good);
+
+    // A write larger than allowed: the connection is closed.
+    bad.send(1, 0, 9, 0, 64 << 20, &[1; 100]);
+    assert!(closed(&mut bad.s));
+    check(&mut good);
+
+    // A bad request magic: closed.
+    let mut bad = Nbd::go(&s.socket, "h");
+    bad.s.write_all(&[0xde; 28]).unwrap();
+    assert!(closed(&mut bad.s));
+    check(&mut good);
+
+    // Disconnecting mid-request (half a write's payload): nothing written.
+    let mut bad = Nbd::go(&s.socket, "h");
+    bad.send(1, 0, 1, 0, 8192, &[0x77; 100]);
+    drop(bad);
+    // Disconnecting with reads in flight.
+    let mut bad = Nbd::go(&s.socket, "h");
+    for i in 0..16 {
+        bad.send(0, 0, i, 0, 65536, &[]);
+    }
+    drop(bad);
+    // Silent mid-handshake client: holds only its own connection.
+    let _silent = UnixStream::connect(&s.socket).unwrap();
+    check(&mut good);
+    assert_ne!(good.read(0, 100).unwrap(), vec![0x77; 100]);
+
+    // A snapshot is read-only: writes get EPERM.
+    c.snapshot(VLMCD, "h", "hs").unwrap();
+    s.vlmc_ok(&["map", "hs"]);
+    let mut ro = Nbd::go(&s.socket, "hs");
+    assert_ne!(ro.flags & 2, 0);
+    assert_eq!(ro.write(0, &[1; 512]), 1);
+    ro.send(4, 0, 3, 0, 4096, &[]);
+    assert_eq!(ro.reply(), (1, 3));
+    assert_eq!(ro.read(size - 512, 512).unwrap(), tail);
+    // Disconnect politely.
+    ro.send(2, 0, 0, 0, 0, &[]);
+    assert!(closed(&mut ro.s));
+    check(&mut good);
+    assert!(s.nbdd.pid().is_some());
+}

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use archipelago_e2e::pattern::mix;
 use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, MAPPER, VLMCD};
@@ -24,6 +26,11 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
+    setup_with(name, &[])
+}
+
+/// As [`setup`], with `extra` arguments for nbdd.
+fn setup_with(name: &str, extra: &[String]) -> Setup {
     let p = Pipeline::start(name, "host-a", &Backend::Memory, &Backend::Memory);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nbd.sock");
@@ -54,7 +61,10 @@ fn setup(name: &str) -> Setup {
             dir.path().join("nbd-clients.json").display().to_string(),
             "--socket".into(),
             socket.display().to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect::<Vec<String>>(),
     );
     Setup {
         p,
@@ -501,5 +511,208 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     ro.send(2, 0, 0, 0, 0, &[]);
     assert!(closed(&mut ro.s));
     check(&mut good);
+    assert!(s.nbdd.pid().is_some());
+}
+
+/// A writer writes distinct patterns to distinct 4 KiB blocks, one at a
+/// time (FUA), while `vlmc snapshot` runs. The snapshot holds every write
+/// acknowledged before the call was issued, zeros in every block first
+/// written after it returned, and either in between; the volume holds
+/// every acknowledged write.
+#[test]
+fn snapshot_while_a_client_writes() {
+    const BLOCK: u64 = 4096;
+    let s = setup("nbd-snap-writes");
+    let c = s.p.client(Duration::from_secs(30));
+    let objects = 64;
+    let size = objects * OBJ;
+    let blocks = size / BLOCK;
+    c.create_volume(VLMCD, "w", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "w"]);
+
+    // Every block once, in a scattered order (odd stride: a permutation).
+    let order: Vec<u64> = (0..blocks).map(|i| (i * 389 + 17) % blocks).collect();
+    let pattern = |block: u64| random(BLOCK as usize, 0x5eed_0000 + block);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let snap_done = Arc::new(AtomicBool::new(false));
+    let mut w = Nbd::go(&s.socket, "w");
+    assert_eq!(w.size, size);
+    let writer = {
+        let (acked, snap_done) = (acked.clone(), snap_done.clone());
+        std::thread::spawn(move || {
+            // (block, sent, acknowledged)
+            let mut log: Vec<(u64, Instant, Instant)> = Vec::new();
+            let mut after = 0;
+            for &block in &order {
+                if snap_done.load(Ordering::SeqCst) {
+                    after += 1;
+                    if after > 250 {
+                        break;
+                    }
+                }
+                let sent = Instant::now();
+                assert_eq!(w.write(block * BLOCK, &pattern(block)), 0, "block {block}");
+                log.push((block, sent, Instant::now()));
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            log
+        })
+    };
+    while acked.load(Ordering::SeqCst) < 300 {
+        assert!(!writer.is_finished(), "the writer stopped early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let issued = Instant::now();
+    let o = s.vlmc(&["snapshot", "w", "ws"]);
+    let returned = Instant::now();
+    snap_done.store(true, Ordering::SeqCst);
+    assert!(
+        o.status.success(),
+        "vlmc snapshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let log = writer.join().unwrap();
+    let before = log.iter().filter(|e| e.2 < issued).count();
+    let between = log
+        .iter()
+        .filter(|e| e.2 >= issued && e.1 <= returned)
+        .count();
+    let later = log.iter().filter(|e| e.1 > returned).count();
+    eprintln!(
+        "{} writes: {before} acknowledged before the snapshot, {between} overlapping it, \
+         {later} after; snapshot took {:?}",
+        log.len(),
+        returned - issued
+    );
+    assert!(before >= 300 && later >= 200, "{before} {between} {later}");
+
+    // The snapshot, read-only through NBD.
+    s.vlmc_ok(&["map", "ws"]);
+    let mut r = Nbd::go(&s.socket, "ws");
+    assert_eq!(r.size, size);
+    let mut snap = Vec::new();
+    for o in 0..objects {
+        snap.extend(r.read(o * OBJ, OBJ as u32).unwrap());
+    }
+    let zeros = vec![0u8; BLOCK as usize];
+    let at = |img: &[u8], block: u64| img[(block * BLOCK) as usize..][..BLOCK as usize].to_vec();
+    let mut written = vec![false; blocks as usize];
+    let mut took = 0;
+    for &(block, sent, ack) in &log {
+        written[block as usize] = true;
+        let got = at(&snap, block);
+        if ack < issued {
+            assert!(got == pattern(block), "snapshot: block {block} acknowledged before the snapshot was issued is missing its write");
+        } else if sent > returned {
+            assert!(
+                got == zeros,
+                "snapshot: block {block} written after the snapshot returned is not zeros"
+            );
+        } else {
+            assert!(
+                got == pattern(block) || got == zeros,
+                "snapshot: block {block} (overlapping write) holds neither its write nor zeros"
+            );
+            took += usize::from(got != zeros);
+        }
+    }
+    eprintln!("{took} of {between} overlapping writes are in the snapshot");
+    for b in (0..blocks).filter(|&b| !written[b as usize]) {
+        assert!(
+            at(&snap, b) == zeros,
+            "snapshot: block {b} never written is not zeros"
+        );
+    }
+
+    // The volume holds every acknowledged write, through vlmcd and NBD.
+    let mut live = Vec::new();
+    for o in 0..objects {
+        live.extend(c.volume_read(VLMCD, "w", o * OBJ, OBJ).unwrap());
+    }
+    let mut again = Nbd::go(&s.socket, "w");
+    for b in 0..blocks {
+        let expect = if written[b as usize] {
+            pattern(b)
+        } else {
+            zeros.clone()
+        };
+        assert!(at(&live, b) == expect, "volume (vlmcd): block {b}");
+    }
+    for o in 0..objects {
+        assert!(
+            again.read(o * OBJ, OBJ as u32).unwrap() == live[(o * OBJ) as usize..][..OBJ as usize],
+            "volume (NBD): object {o}"
+        );
+    }
+    assert!(s.nbdd.pid().is_some());
+}
+
+/// A free loopback port (racy, but the window is short).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// qemu-io over nbdd's loopback TCP listener; the data lands in the volume.
+#[test]
+fn tcp_listener_serves_a_real_client() {
+    if !have("qemu-io") {
+        eprintln!("note: qemu-io not installed: skipping (install qemu-utils)");
+        return;
+    }
+    let port = free_port();
+    let s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 8 * OBJ;
+    c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "t"]);
+    let uri = format!("nbd://127.0.0.1:{port}/t");
+    let o = run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x5a 0 64k",
+            "-c",
+            "read -P 0x5a 0 64k",
+            "-c",
+            "write -P 0xa5 65000 70001",
+            "-c",
+            "read -P 0xa5 65000 70001",
+            "-c",
+            "read -P 0x5a 0 65000",
+            "-c",
+            "read -P 0 135001 100000",
+            &uri,
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    for bad in ["fail", "error", "Pattern verification"] {
+        assert!(!text.to_lowercase().contains(&bad.to_lowercase()), "{text}");
+    }
+    let mut expect = vec![0u8; size as usize];
+    expect[..65536].fill(0x5a);
+    expect[65000..65000 + 70001].fill(0xa5);
+    assert!(c.volume_read(VLMCD, "t", 0, size).unwrap() == expect);
+    // The size is advertised over TCP too.
+    if have("nbdinfo") {
+        let o = run("nbdinfo", &["--size", &uri]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+    }
+    // An unknown export over TCP: refused.
+    let o = Command::new("qemu-io")
+        .args(["-r", "-f", "raw", "-c", "read 0 512"])
+        .arg(format!("nbd://127.0.0.1:{port}/nope"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(s.nbdd.pid().is_some());
 }

@@ -121,6 +121,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     }
     if let Some(addr) = &cli.listen {
         let l = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+        // The bound address: with port 0 the kernel chose one.
+        let bound = l
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
         let s = server.clone();
         std::thread::spawn(move || {
             for c in l.incoming() {
@@ -133,7 +137,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 }
             }
         });
-        log::info!("serving NBD on {addr}");
+        log::info!("serving NBD on {bound}");
     }
     let handler = nix::sys::signal::SigHandler::Handler(on_hup);
     // SAFETY: the handler only stores to an atomic, which is

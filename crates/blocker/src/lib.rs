@@ -31,11 +31,10 @@
 
 use std::sync::Arc;
 
-use archipelago_peer::{Completer, Ctx, Done, Handler};
+use archipelago_peer::{Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{CopyRequest, InfoReply, LockOwner, NameField, Payload};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_store::{ObjectStore, StoreError};
-use crossbeam_channel::Sender;
 use xseg_shm::{Detached, Request};
 
 fn store_err(e: StoreError) -> Error {
@@ -49,49 +48,18 @@ fn too_small(have: usize, need: u64) -> Error {
     )
 }
 
-struct Job {
-    req: Detached,
-    op: Op,
-}
-
 /// The blocker handler: owns the worker pool.
 pub struct Blocker {
-    jobs: Option<Sender<(Job, Completer)>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Blocker {
     /// Starts `threads` workers serving `store`.
     pub fn new(store: Arc<dyn ObjectStore>, threads: usize) -> Blocker {
-        let (tx, rx) = crossbeam_channel::unbounded::<(Job, Completer)>();
-        let workers = (0..threads.max(1))
-            .map(|i| {
-                let rx = rx.clone();
-                let store = store.clone();
-                std::thread::Builder::new()
-                    .name(format!("blocker-{i}"))
-                    .spawn(move || {
-                        for (mut job, completer) in rx {
-                            let done = Done::from(serve(&*store, job.op, &mut job.req));
-                            completer.complete(job.req, done);
-                        }
-                    })
-                    .expect("spawn a worker thread")
-            })
-            .collect();
-        Blocker {
-            jobs: Some(tx),
-            workers,
-        }
-    }
-}
-
-impl Drop for Blocker {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        let workers = Workers::start("blocker", threads, move |op, req| {
+            Done::from(serve(&*store, op, req))
+        });
+        Blocker { workers }
     }
 }
 
@@ -120,18 +88,7 @@ impl Handler for Blocker {
             );
             return Some((req, Done::Failed(e)));
         }
-        let job = Job {
-            req: ctx.port().detach(req),
-            op,
-        };
-        let jobs = self.jobs.as_ref().expect("workers run until drop");
-        if let Err(err) = jobs.send((job, ctx.completer().clone())) {
-            // Workers gone: fail it back here.
-            let (job, _) = err.into_inner();
-            let e = Error::with(ErrorCode::ShuttingDown, "blocker workers stopped");
-            return Some((job.req.into_request(), Done::Failed(e)));
-        }
-        None
+        self.workers.submit(ctx, op, req)
     }
 }
 

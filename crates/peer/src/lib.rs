@@ -19,6 +19,8 @@
 
 mod args;
 mod runtime;
+mod workers;
 
 pub use args::{init_logging, PeerArgs};
 pub use runtime::{Completer, Ctx, Done, Handler, Peer, PeerError};
+pub use workers::Workers;

@@ -25,13 +25,12 @@
 use std::sync::Arc;
 
 use archipelago_mapper::{Extent, Mapper, VolumeInfo};
-use archipelago_peer::{Completer, Ctx, Done, Handler};
+use archipelago_peer::{Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
     decode_commit, encode_extents, CloneRequest, CreateRequest, HashReply, LockOwner, MapExtent,
     NameField, Payload, VolumeInfoReply,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
-use crossbeam_channel::Sender;
 use xseg_shm::{Detached, Request};
 
 /// The ops a mapper serves (besides PING and STATS, the runtime's).
@@ -258,11 +257,6 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
     }
 }
 
-struct Job {
-    req: Detached,
-    op: Op,
-}
-
 fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Error> {
     let d = req.desc();
     let target = d.target().as_bytes().to_vec();
@@ -277,45 +271,16 @@ fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Er
 
 /// The mapper handler: owns the worker pool.
 pub struct MapperHandler {
-    jobs: Option<Sender<(Job, Completer)>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl MapperHandler {
     /// Starts `threads` workers serving `mapper`.
     pub fn new(mapper: Arc<Mapper>, threads: usize) -> MapperHandler {
-        let (tx, rx) = crossbeam_channel::unbounded::<(Job, Completer)>();
-        let workers = (0..threads.max(1))
-            .map(|i| {
-                let rx = rx.clone();
-                let mapper = mapper.clone();
-                std::thread::Builder::new()
-                    .name(format!("mapper-{i}"))
-                    .spawn(move || {
-                        for (mut job, completer) in rx {
-                            let done = Done::from(serve_detached(&mapper, job.op, &mut job.req));
-                            if let Done::Failed(e) = &done {
-                                log::debug!("{} failed: {e}", job.op);
-                            }
-                            completer.complete(job.req, done);
-                        }
-                    })
-                    .expect("spawn a worker thread")
-            })
-            .collect();
-        MapperHandler {
-            jobs: Some(tx),
-            workers,
-        }
-    }
-}
-
-impl Drop for MapperHandler {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        let workers = Workers::start("mapper", threads, move |op, req| {
+            Done::from(serve_detached(&mapper, op, req))
+        });
+        MapperHandler { workers }
     }
 }
 
@@ -328,17 +293,7 @@ impl Handler for MapperHandler {
             );
             return Some((req, Done::Failed(e)));
         }
-        let job = Job {
-            req: ctx.port().detach(req),
-            op,
-        };
-        let jobs = self.jobs.as_ref().expect("workers run until drop");
-        if let Err(err) = jobs.send((job, ctx.completer().clone())) {
-            let (job, _) = err.into_inner();
-            let e = Error::with(ErrorCode::ShuttingDown, "mapper workers stopped");
-            return Some((job.req.into_request(), Done::Failed(e)));
-        }
-        None
+        self.workers.submit(ctx, op, req)
     }
 }
 

@@ -5,6 +5,8 @@
 //!   reference mechanisms (see [`ring`]).
 //! * `snapshot`: snapshot + clone time against the volume size, in process
 //!   (see [`snapshot`]).
+//! * `volume`: block I/O on a volume through the pipeline (or straight to
+//!   the data blocker), IOPS, bandwidth and latency (see [`volume`]).
 //!
 //! The building blocks ([`harness`], [`stats`]) are meant for reuse by
 //! further benchmarks.
@@ -13,6 +15,7 @@ mod harness;
 mod ring;
 mod snapshot;
 mod stats;
+mod volume;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +32,8 @@ enum Cmd {
     Ring(ring::RingArgs),
     /// Snapshot + clone time against the volume size (in process).
     Snapshot(snapshot::SnapshotArgs),
+    /// Block I/O on a volume through the pipeline, or on the data blocker.
+    Volume(volume::VolumeArgs),
     /// Peer side of a `ring` case (spawned by `ring` itself).
     #[command(name = "ring-peer", hide = true)]
     RingPeer(harness::PeerArgs),
@@ -40,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ring(args) => ring::run(&args),
         Cmd::RingPeer(args) => ring::run_peer(&args),
         Cmd::Snapshot(args) => snapshot::run(&args),
+        Cmd::Volume(args) => volume::run(&args),
     }
 }

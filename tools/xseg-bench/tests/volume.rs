@@ -1,0 +1,84 @@
+//! `xseg-bench volume` drives a private pipeline (and the data blocker
+//! alone) end to end with verification on, and reports every field (a
+//! check that it works, not a timing: no figure is asserted). Needs the
+//! peers built next to the benchmark (`cargo build --workspace --bins`).
+
+use std::process::Command;
+
+fn run(target: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args([
+            "volume",
+            "--spawn",
+            "memory",
+            "--create",
+            "16M",
+            "--prefill",
+            "--verify",
+            "--op",
+            "mixed",
+            "--pattern",
+            "rand",
+            "--total",
+            "2000",
+            "--json",
+            "--target",
+            target,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn check(report: &serde_json::Value, target: &str) {
+    assert_eq!(report["size"], 16 << 20);
+    assert_eq!(report["bs"], 4096);
+    assert_eq!(report["iodepth"], 32);
+    assert_eq!(report["op"], "mixed");
+    assert_eq!(report["pattern"], "rand");
+    let runs = report["runs"].as_array().expect("an array of runs");
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!(r["target"], target);
+    assert_eq!(r["ops"], 2000);
+    assert_eq!(
+        r["reads"].as_u64().unwrap() + r["writes"].as_u64().unwrap(),
+        2000
+    );
+    assert!(r["reads"].as_u64().unwrap() > 0 && r["writes"].as_u64().unwrap() > 0);
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["verify_failures"], 0);
+    // With --prefill every read is of a written block, so every one is checked.
+    assert_eq!(r["verified"], r["reads"]);
+    for k in ["iops", "bandwidth_mib_s", "elapsed_s", "prefill_s"] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    for k in ["mean", "p50", "p90", "p99", "p99_9", "max"] {
+        assert!(r["latency_ns"][k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+}
+
+#[test]
+fn volume_through_the_pipeline_mixed_random_verified() {
+    check(&run("volume"), "volume");
+}
+
+#[test]
+fn same_io_straight_to_the_blocker() {
+    check(&run("blocker"), "blocker");
+}
+
+#[test]
+fn spawn_needs_a_size() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args(["volume", "--spawn", "memory"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--spawn needs --create"));
+}

@@ -27,8 +27,11 @@
 //!   queued requests taken back the same way;
 //! - a request without a reply after the queue's request timeout
 //!   ([`with_timeout`](IoQueue::with_timeout), 30 s by default) completes
-//!   with [`ErrorCode::Busy`]: taken back if still queued, otherwise
-//!   abandoned (a late reply is put back unread).
+//!   with [`ErrorCode::Busy`] if it is still queued (taken back: it never
+//!   reached the peer) or is a read (abandoned: a late reply is put back
+//!   unread). A write, discard or other change a live peer accepted is
+//!   never abandoned: it could still land over data the caller writes
+//!   next, so the queue keeps waiting for it (or for the peer's death).
 //!
 //! Idle waits sleep on the port's doorbell (woken by replies, or after the
 //! doorbell's own timeout of a few hundred milliseconds); nothing spins.
@@ -112,6 +115,8 @@ struct Pending {
     /// Bytes of the reply buffer to hand over.
     keep: usize,
     deadline: Instant,
+    /// Whether the op changes data (see `check_timeouts`).
+    mutates: bool,
 }
 
 /// A port with many requests in flight; see the [module docs](self).
@@ -314,6 +319,16 @@ impl IoQueue {
                 index,
                 keep,
                 deadline: Instant::now() + self.timeout,
+                mutates: !matches!(
+                    call.op,
+                    Op::Read
+                        | Op::Info
+                        | Op::MapRead
+                        | Op::Ping
+                        | Op::Stats
+                        | Op::LockInfo
+                        | Op::List
+                ),
             },
         );
         Ok(())
@@ -469,12 +484,24 @@ impl IoQueue {
             .map(|(&t, _)| t)
             .collect();
         for tag in expired {
-            let p = self.pending.remove(&tag).expect("listed");
+            let p = self.pending.get_mut(&tag).expect("listed");
             if let Some(r) = self.port.cancel(p.index) {
+                // Still queued: it never reached the peer.
                 self.port.put(r);
+            } else if p.mutates {
+                // Accepted by a live peer: it may still land. Reporting it
+                // failed now would let the caller write the range again and
+                // have this one land over the newer data, so keep waiting
+                // (the peer's death, if it comes, ends the wait).
+                log::warn!(
+                    "port {}: a write is taking longer than {timeout:?}; still waiting",
+                    p.dst
+                );
+                p.deadline = now + timeout;
+                continue;
             }
-            // Not queued any more: accepted, or replied meanwhile; a reply
-            // that comes is put back as stale.
+            // A read accepted meanwhile: its late reply is put back as stale.
+            let p = self.pending.remove(&tag).expect("listed");
             self.failed.push_back((
                 p.user_tag,
                 Error::with(

@@ -246,6 +246,8 @@ struct VolState {
     header: Option<Header>,
     /// Indexes returned as pending by `map_write`, not yet committed.
     pending: HashSet<u64>,
+    /// When the lock was last found still ours (see `check_fence`).
+    fence_checked: Option<std::time::Instant>,
 }
 
 /// A loaded map: a version 3 header, or an old map converted in memory.
@@ -254,6 +256,12 @@ struct Vol {
     header: Header,
     legacy_chunks: Option<HashMap<ChunkRef, Arc<Chunk>>>,
 }
+
+/// How long a writer trusts its lock without asking the map store again,
+/// for writes to objects the volume already owns: a host whose lock was
+/// broken stops writing within this time (before any copy-up, delete or
+/// map change it checks at once).
+const FENCE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The mapper: volume operations over a map store and a data store.
 pub struct Mapper {
@@ -685,6 +693,23 @@ impl Mapper {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(c.id(), c, size);
+    }
+
+    /// Checks that the volume's lock is still ours with our token, before a
+    /// change to the data store: a host whose lock was broken must not
+    /// delete or overwrite objects the new owner may be using. On a broken
+    /// lock, forgets the volume's state and fails with `Fenced`.
+    fn check_fence(&self, name: &str, st: &mut VolState) -> Result<(), Error> {
+        let owner = self.maps.lock_owner(name).map_err(|e| store_err(name, e))?;
+        if owner != Some((self.host_id.clone(), st.token)) {
+            *st = VolState::default();
+            return Err(err(
+                ErrorCode::Fenced,
+                format!("{name}: our lock was broken"),
+            ));
+        }
+        st.fence_checked = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// Writes `chunks`, then `header` under `name`: the commit point. With
@@ -1177,6 +1202,10 @@ impl Mapper {
                 header: h.clone(),
                 legacy_chunks: None,
             };
+            // Data changes below: the lock must still be ours.
+            if new_size < h.size && st.opens > 0 {
+                self.check_fence(name, st)?;
+            }
             // Shrinking mid-object: zero the cut bytes of the new last
             // object, so a later grow or a larger clone reads zeros there.
             let (h, mut chunks) = if new_size < h.size {
@@ -1418,6 +1447,17 @@ impl Mapper {
         }
         let h = st.header.clone().expect("a held volume is cached");
         Self::check_range(name, &h, offset, len)?;
+        // Fencing: before any change to the data store below, and at least
+        // every FENCE_RECHECK for writes to objects the volume already
+        // owns (which change nothing here).
+        let mut verified = false;
+        if st
+            .fence_checked
+            .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
+        {
+            self.check_fence(name, &mut st)?;
+            verified = true;
+        }
         let os = h.object_size();
         let vol = Vol {
             version: 3,
@@ -1449,6 +1489,10 @@ impl Mapper {
                         // entry's object, or an orphan of a full overwrite
                         // that never committed. Either way it must go
                         // before the zero entry commits (see `discard`).
+                        if !verified {
+                            self.check_fence(name, &mut st)?;
+                            verified = true;
+                        }
                         match self.data.delete(&own) {
                             Ok(()) | Err(StoreError::NotFound { .. }) => {}
                             Err(e) => return Err(store_err(&own, e)),
@@ -1491,6 +1535,10 @@ impl Mapper {
                     new_pending.push(index);
                 } else {
                     let old = entry.object_name(index).expect("nonzero entry");
+                    if !verified {
+                        self.check_fence(name, &mut st)?;
+                        verified = true;
+                    }
                     match self.data.copy(&old, 0, &own, 0, os, true) {
                         Ok(()) => {}
                         // A missing owned object reads as zeros: nothing to copy.

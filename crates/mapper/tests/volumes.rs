@@ -403,3 +403,25 @@ fn a_snapshot_cannot_be_removed_while_a_clone_depends_on_it_through_later_snapsh
     e.m.remove("vm").unwrap();
     e.m.remove("gold").unwrap();
 }
+
+#[test]
+fn a_fenced_owner_cannot_copy_up_over_the_new_owners_data() {
+    let e = Env::new();
+    e.m.create("vol", SIZE, Some(OS)).unwrap();
+    e.m.open("vol", true).unwrap();
+    e.write("vol", 0, &pattern(1, OS as usize));
+    e.m.snapshot("vol", "snap").unwrap();
+    // host1 keeps the volume open (its header cached), its lock is broken,
+    // and host2 overwrites object 0 in full.
+    e.maps.break_lock("vol").unwrap();
+    let h2 = e.other("host2");
+    h2.open("vol", true).unwrap();
+    let theirs = pattern(2, OS as usize);
+    common::write(&h2, &*e.data, "vol", 0, &theirs).unwrap();
+    // host1's partial write would copy the snapshot's object up over
+    // host2's: it must be fenced before touching the data store.
+    let err = e.m.map_write("vol", 10, 5).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced);
+    assert_eq!(common::read(&h2, &*e.data, "vol", 0, OS).unwrap(), theirs);
+    h2.close("vol").unwrap();
+}

@@ -78,7 +78,7 @@ use archipelago_client::{Call, Client, IoQueue};
 use archipelago_config::mapped::{MappedSet, NbdClients};
 use archipelago_protocol::payload::{decode_extents, extents_size, LockOwner, MapExtent, Payload};
 use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
-use archipelago_protocol::{Error, ErrorCode, Op};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 
 use proto::*;
 
@@ -824,18 +824,26 @@ impl IoWorker {
                     tag,
                 ),
                 Kind::Flush => self.q.submit_flush(self.vlmcd, name, tag),
-                Kind::Trim => self
-                    .q
-                    .submit_discard(self.vlmcd, name, p.offset, p.len, tag),
-                Kind::Zeroes => self.q.submit(
-                    &Call {
-                        offset: p.offset,
-                        size: p.len,
-                        reply_room: LockOwner::SIZE as u64,
-                        ..Call::new(self.vlmcd, Op::WriteZeroes, name.as_bytes())
-                    },
-                    tag,
-                ),
+                // FUA is honoured on these too: the zeros vlmcd writes to
+                // partly covered objects must be durable before the reply.
+                Kind::Trim | Kind::Zeroes => {
+                    let op = if matches!(a.job.kind, Kind::Trim) {
+                        Op::Discard
+                    } else {
+                        Op::WriteZeroes
+                    };
+                    let fua = a.job.h.flags & CMD_FLAG_FUA != 0;
+                    self.q.submit(
+                        &Call {
+                            offset: p.offset,
+                            size: p.len,
+                            flags: if fua { Flags::FUA } else { Flags::NONE },
+                            reply_room: LockOwner::SIZE as u64,
+                            ..Call::new(self.vlmcd, op, name.as_bytes())
+                        },
+                        tag,
+                    )
+                }
                 Kind::Status => {
                     let most = (p.len / MIN_OBJECT_SIZE).saturating_add(2);
                     let room = most

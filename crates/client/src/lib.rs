@@ -83,6 +83,60 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Attaches to `segment` (name or path), checking the protocol version.
+pub(crate) fn attach(segment: &str) -> Result<Arc<Segment>, Error> {
+    let name = SegmentName::parse(segment)
+        .map_err(|e| Error::with(ErrorCode::InvalidArgument, e.to_string()))?;
+    let seg = Segment::attach(&name, Some(PROTOCOL_VERSION))
+        .map_err(|e| Error::with(ErrorCode::Io, e.to_string()))?;
+    Ok(Arc::new(seg))
+}
+
+/// A transport failure sending to `dst`, as a protocol error.
+pub(crate) fn transport_error(dst: u32, e: TransportError) -> Error {
+    match e {
+        TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
+        TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => {
+            Error::with(ErrorCode::PeerDied, format!("no peer serves port {dst}"))
+        }
+        _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
+    }
+}
+
+/// Gets a descriptor on `port`, fills it from `call` with `tag`, and
+/// submits it; returns the descriptor's index (to cancel it while queued).
+/// Nothing is left held on failure.
+pub(crate) fn submit_call(port: &Port, call: &Call<'_>, tag: u64) -> Result<u32, Error> {
+    let mut req = port
+        .get(call.dst)
+        .map_err(|e| transport_error(call.dst, e))?;
+    let fill = (|| {
+        port.set_target(&mut req, call.target)?;
+        let len = (call.data.len() as u64).max(call.reply_room);
+        if len > 0 {
+            port.alloc_data(&mut req, len)?;
+            port.data_mut(&mut req)[..call.data.len()].copy_from_slice(call.data);
+        }
+        Ok(())
+    })();
+    if let Err(e) = fill {
+        port.put(req);
+        return Err(transport_error(call.dst, e));
+    }
+    let index = req.index();
+    let d = port.desc(&req);
+    d.set_tag(tag);
+    d.set_op(call.op.code());
+    d.set_offset(call.offset);
+    d.set_size(call.size);
+    d.set_flags(call.flags.0);
+    if let Err(rejected) = port.submit(req) {
+        port.put(rejected.request);
+        return Err(transport_error(call.dst, rejected.error));
+    }
+    Ok(index)
+}
+
 /// A client port.
 pub struct Client {
     port: Port,
@@ -93,11 +147,7 @@ pub struct Client {
 impl Client {
     /// Attaches to `segment` (name or path) and binds a dynamic port.
     pub fn connect(segment: &str) -> Result<Client, Error> {
-        let name = SegmentName::parse(segment)
-            .map_err(|e| Error::with(ErrorCode::InvalidArgument, e.to_string()))?;
-        let seg = Segment::attach(&name, Some(PROTOCOL_VERSION))
-            .map_err(|e| Error::with(ErrorCode::Io, e.to_string()))?;
-        let port = Arc::new(seg)
+        let port = attach(segment)?
             .bind_dynamic()
             .map_err(|e| Error::with(ErrorCode::Busy, e.to_string()))?;
         Ok(Client {
@@ -121,41 +171,9 @@ impl Client {
     /// Sends `call` and waits for its reply.
     pub fn call(&self, call: &Call<'_>) -> Result<Reply, Error> {
         let p = &self.port;
-        let transport = |e: TransportError| match e {
-            TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
-            TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => Error::with(
-                ErrorCode::PeerDied,
-                format!("no peer serves port {}", call.dst),
-            ),
-            _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
-        };
-        let mut req = p.get(call.dst).map_err(transport)?;
-        let fill = (|| {
-            p.set_target(&mut req, call.target)?;
-            let len = (call.data.len() as u64).max(call.reply_room);
-            if len > 0 {
-                p.alloc_data(&mut req, len)?;
-                p.data_mut(&mut req)[..call.data.len()].copy_from_slice(call.data);
-            }
-            Ok(())
-        })();
-        if let Err(e) = fill {
-            p.put(req);
-            return Err(transport(e));
-        }
-        let index = req.index();
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1));
-        let d = p.desc(&req);
-        d.set_tag(tag);
-        d.set_op(call.op.code());
-        d.set_offset(call.offset);
-        d.set_size(call.size);
-        d.set_flags(call.flags.0);
-        if let Err(rejected) = p.submit(req) {
-            p.put(rejected.request);
-            return Err(transport(rejected.error));
-        }
+        let index = submit_call(p, call, tag)?;
         let reply = self.wait(call.dst, index, tag)?;
         let d = p.desc(&reply);
         let result = if d.status() == status::SERVED {

@@ -61,8 +61,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archipelago_protocol::{Error, ErrorCode, Flags, Op, PROTOCOL_VERSION};
-use xseg_shm::{status, Port, Request, Segment, SegmentName, TransportError};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use xseg_shm::{status, Port, Request, Segment};
 
 use crate::Call;
 
@@ -142,24 +142,10 @@ impl std::fmt::Debug for IoQueue {
     }
 }
 
-fn transport(dst: u32, e: TransportError) -> Error {
-    match e {
-        TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
-        TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => {
-            Error::with(ErrorCode::PeerDied, format!("no peer serves port {dst}"))
-        }
-        _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
-    }
-}
-
 impl IoQueue {
     /// Attaches to `segment` (name or path) and binds a dynamic port.
     pub fn connect(segment: &str) -> Result<IoQueue, Error> {
-        let name = SegmentName::parse(segment)
-            .map_err(|e| Error::with(ErrorCode::InvalidArgument, e.to_string()))?;
-        let seg = Segment::attach(&name, Some(PROTOCOL_VERSION))
-            .map_err(|e| Error::with(ErrorCode::Io, e.to_string()))?;
-        IoQueue::bind(&Arc::new(seg))
+        IoQueue::bind(&crate::attach(segment)?)
     }
 
     /// Binds a dynamic port of an attached segment.
@@ -283,34 +269,9 @@ impl IoQueue {
                 format!("{} requests in flight (the queue's depth)", self.depth),
             ));
         }
-        let p = &self.port;
-        let mut req = p.get(call.dst).map_err(|e| transport(call.dst, e))?;
-        let fill = (|| {
-            p.set_target(&mut req, call.target)?;
-            let len = (call.data.len() as u64).max(call.reply_room);
-            if len > 0 {
-                p.alloc_data(&mut req, len)?;
-                p.data_mut(&mut req)[..call.data.len()].copy_from_slice(call.data);
-            }
-            Ok(())
-        })();
-        if let Err(e) = fill {
-            p.put(req);
-            return Err(transport(call.dst, e));
-        }
-        let index = req.index();
         let tag = self.next_tag;
         self.next_tag = tag.wrapping_add(1);
-        let d = p.desc(&req);
-        d.set_tag(tag);
-        d.set_op(call.op.code());
-        d.set_offset(call.offset);
-        d.set_size(call.size);
-        d.set_flags(call.flags.0);
-        if let Err(rejected) = p.submit(req) {
-            p.put(rejected.request);
-            return Err(transport(call.dst, rejected.error));
-        }
+        let index = crate::submit_call(&self.port, call, tag)?;
         self.pending.insert(
             tag,
             Pending {

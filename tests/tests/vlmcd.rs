@@ -5,12 +5,12 @@
 //! ordering a snapshot between writes in flight, many requests in flight
 //! from one port, and a kill -9 of the composer.
 
-use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archipelago_client::Client;
-use archipelago_e2e::{receive_within, workspace_bin, TempSegment};
+use archipelago_e2e::pipeline::Proc;
+use archipelago_e2e::{receive_within, TempSegment};
 use archipelago_protocol::payload::{NameField, Payload};
 use archipelago_protocol::{ErrorCode, Flags, Op, PROTOCOL_VERSION};
 use xseg_shm::{status, Port, Segment, SegmentConfig, SegmentName};
@@ -36,62 +36,20 @@ fn segment(tmp: &TempSegment) -> Arc<Segment> {
     Arc::new(Segment::create(&name, &config).unwrap())
 }
 
-/// A peer process, killed on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn start(tmp: &TempSegment, bin: &str, port: u32, extra: &[&str]) -> Proc {
-        let child = Command::new(workspace_bin(bin))
-            .args([
-                "--segment",
-                &tmp.arg(),
-                "--port",
-                &port.to_string(),
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let mut p = Proc(child);
-        let client = Client::connect(&tmp.arg())
-            .unwrap()
-            .with_timeout(Duration::from_secs(5));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.ping(port).is_err() {
-            if let Some(status) = p.0.try_wait().unwrap() {
-                panic!("{bin} exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "{bin} did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    fn vlmcd(tmp: &TempSegment) -> Proc {
-        Proc::start(
-            tmp,
-            "vlmcd",
-            VLMCD,
-            &[
-                "--mapper-port",
-                &MAPPER.to_string(),
-                "--blockerb-port",
-                &BLOCKERB.to_string(),
-            ],
-        )
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `bin` on `port` and waits for its PING (killed on drop).
+fn start(tmp: &TempSegment, bin: &str, port: u32, extra: &[&str]) -> Proc {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    Proc::start(&tmp.arg(), bin, port, &extra)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+fn start_vlmcd(tmp: &TempSegment) -> Proc {
+    let (mapper, blockerb) = (MAPPER.to_string(), BLOCKERB.to_string());
+    start(
+        tmp,
+        "vlmcd",
+        VLMCD,
+        &["--mapper-port", &mapper, "--blockerb-port", &blockerb],
+    )
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -156,9 +114,9 @@ fn receive(port: &Port, n: usize) -> std::collections::HashMap<u64, (bool, Vec<u
 fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
     let tmp = TempSegment::new("vlmcd");
     let _seg = segment(&tmp);
-    let _b = Proc::start(&tmp, "blockerd", BLOCKERB, &["--backend", "memory"]);
-    let _m = Proc::start(&tmp, "blockerd", BLOCKERM, &["--backend", "memory"]);
-    let _mapperd = Proc::start(
+    let _b = start(&tmp, "blockerd", BLOCKERB, &["--backend", "memory"]);
+    let _m = start(&tmp, "blockerd", BLOCKERM, &["--backend", "memory"]);
+    let _mapperd = start(
         &tmp,
         "mapperd",
         MAPPER,
@@ -171,7 +129,7 @@ fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
             &BLOCKERM.to_string(),
         ],
     );
-    let mut vlmcd = Proc::vlmcd(&tmp);
+    let mut vlmcd = start_vlmcd(&tmp);
     let c = Client::connect(&tmp.arg())
         .unwrap()
         .with_timeout(Duration::from_secs(20));
@@ -434,7 +392,7 @@ fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
     // kill -9 the composer: nothing is lost, it serves again on restart.
     vlmcd.kill9();
     assert_eq!(c.ping(VLMCD).unwrap_err().code, ErrorCode::PeerDied);
-    let _vlmcd = Proc::vlmcd(&tmp);
+    let _vlmcd = start_vlmcd(&tmp);
     assert!(read_all(&c, "vol") == vol);
     assert!(read_all(&c, "snap") == snap);
     assert!(read_all(&c, "snap2") == snap2);

@@ -51,15 +51,19 @@ fn too_small(have: usize, need: u64) -> Error {
 /// The blocker handler: owns the worker pool.
 pub struct Blocker {
     workers: Workers,
+    /// The store, when its calls never block: READ and WRITE then run on
+    /// the loop thread, which costs less than waking a worker.
+    inline: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Blocker {
     /// Starts `threads` workers serving `store`.
     pub fn new(store: Arc<dyn ObjectStore>, threads: usize) -> Blocker {
+        let inline = store.never_blocks().then(|| store.clone());
         let workers = Workers::start("blocker", threads, move |op, req| {
             Done::from(serve(&*store, op, req))
         });
-        Blocker { workers }
+        Blocker { workers, inline }
     }
 }
 
@@ -87,6 +91,11 @@ impl Handler for Blocker {
                 format!("a blocker does not serve {op}"),
             );
             return Some((req, Done::Failed(e)));
+        }
+        if let (Some(store), Op::Read | Op::Write) = (&self.inline, op) {
+            let mut req = ctx.port().detach(req);
+            let done = Done::from(serve(&**store, op, &mut req));
+            return Some((req.into_request(), done));
         }
         self.workers.submit(ctx, op, req)
     }
@@ -244,5 +253,38 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             Ok(n as u64)
         }
         _ => Err(Error::new(ErrorCode::Unsupported)),
+    }
+}
+
+/// A blocker that stores nothing: the benchmark ceiling of the pipeline
+/// (`blockerd --backend null`, `xseg-bench volume --target null`).
+///
+/// READ and WRITE succeed at once on the peer's loop thread with
+/// `serviced = size`, without touching the data buffer (a read returns
+/// whatever the buffer held); SYNC and FLUSH succeed; every other op is
+/// refused. What remains of a request's cost is the transport and the
+/// peer runtime, which is what the ceiling measures.
+#[derive(Debug, Default)]
+pub struct NullBlocker;
+
+impl Handler for NullBlocker {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
+        let d = ctx.port().desc(&req);
+        let done = match op {
+            Op::Read | Op::Write => {
+                let (size, room) = (d.size(), ctx.port().data(&req).len());
+                if (room as u64) < size {
+                    Done::Failed(too_small(room, size))
+                } else {
+                    Done::Served(size)
+                }
+            }
+            Op::Sync | Op::Flush => Done::Served(0),
+            _ => Done::Failed(Error::with(
+                ErrorCode::Unsupported,
+                format!("the null blocker does not serve {op}"),
+            )),
+        };
+        Some((req, done))
     }
 }

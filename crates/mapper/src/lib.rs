@@ -1349,6 +1349,68 @@ impl Mapper {
         self.extents_of(name, &vol, offset, len)
     }
 
+    /// [`map_read`](Self::map_read) (`write` false) or
+    /// [`map_write`](Self::map_write) (`write` true) when it needs no I/O,
+    /// no change and no wait, else `None` (the caller then runs the full
+    /// call, on a worker). Answered from the cached header and chunks of a
+    /// volume open for writing on this host; `None` if a lock is
+    /// contended, a chunk is not cached, a write needs copy-on-write or
+    /// allocation, or the lock is due for its fence check. A peer calls it
+    /// on its loop thread: for the common I/O it saves a hand-off to a
+    /// worker, which costs more than the lookup.
+    pub fn map_cached(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<Result<Vec<Extent>, Error>> {
+        let s = self.volumes.try_lock().ok()?.get(name)?.clone();
+        let st = s.try_lock().ok()?;
+        let h = st.header.as_ref().filter(|_| st.opens > 0)?;
+        if write
+            && st
+                .fence_checked
+                .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
+        {
+            return None;
+        }
+        if let Err(e) = Self::check_range(name, h, offset, len) {
+            return Some(Err(e));
+        }
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, Arc<Chunk>)> = None;
+        for (index, off, n) in split(offset, len, h.object_size()) {
+            let (slot, at) = h.chunk_for(index).ok()?;
+            let r = h.chunks[slot];
+            let entry = if r.is_zero() {
+                Entry::Zero
+            } else {
+                let chunk = match &cur {
+                    Some((s, c)) if *s == slot => c.clone(),
+                    _ => {
+                        let c = self.chunks.try_lock().ok()?.get(&r)?;
+                        cur = Some((slot, c.clone()));
+                        c
+                    }
+                };
+                chunk.get(at).cloned().unwrap_or(Entry::Zero)
+            };
+            if write && !h.is_writable(&entry) {
+                return None;
+            }
+            out.push(Extent {
+                index,
+                object: entry.object_name(index),
+                offset_in_object: off,
+                len: n,
+                pending: false,
+                missing_reads_zero: matches!(entry, Entry::Owned { .. }),
+            });
+        }
+        Some(Ok(out))
+    }
+
     /// [`map_read`](Self::map_read) of a v0 map (a Pithos hashmap).
     pub fn map_read_assume_v0(
         &self,

@@ -342,3 +342,46 @@ fn a_failed_hash_on_many_threads_commits_nothing() {
     assert_eq!(read(&m, &*data, "snap", 0, 64 * OS).unwrap(), before);
     assert_eq!(m.tracked_volumes(), 0);
 }
+
+/// The loop-thread fast path answers exactly what the full calls answer
+/// when it answers at all, and declines whatever needs I/O or a change.
+#[test]
+fn map_cached_matches_the_full_path_or_declines() {
+    let env = Env::new();
+    let size = 8 * OS;
+    env.m.create("vol", size, Some(OS)).unwrap();
+    // Not open on this host: nothing cached.
+    assert!(env.m.map_cached("vol", 0, OS, false).is_none());
+    env.m.open("vol", true).unwrap();
+    env.write("vol", 0, &pattern(1, 3 * OS as usize));
+    // Reads: owned, never-written (zero) and split extents.
+    for (off, len) in [(0, OS), (OS / 2, 2 * OS), (5 * OS, OS), (0, size)] {
+        let fast = env.m.map_cached("vol", off, len, false).unwrap().unwrap();
+        assert_eq!(
+            fast,
+            env.m.map_read("vol", off, len).unwrap(),
+            "{off} {len}"
+        );
+    }
+    // Writes to owned objects: the same extents as map_write.
+    let fast = env.m.map_cached("vol", OS, OS, true).unwrap().unwrap();
+    assert_eq!(fast, env.m.map_write("vol", OS, OS).unwrap());
+    // A write needing allocation (a zero entry) is declined.
+    assert!(env.m.map_cached("vol", 6 * OS, OS, true).is_none());
+    // Out of range: answered with the same error.
+    let e = env
+        .m
+        .map_cached("vol", size, 1, false)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, env.m.map_read("vol", size, 1).unwrap_err().code);
+    // After a snapshot, the owned objects are copy-on-write: declined.
+    env.m.close("vol").unwrap();
+    env.m.snapshot("vol", "snap").unwrap();
+    env.m.open("vol", true).unwrap();
+    assert!(env.m.map_cached("vol", 0, OS, true).is_none());
+    assert!(env.m.map_cached("vol", 0, OS, false).is_some());
+    // Closed: declined again.
+    env.m.close("vol").unwrap();
+    assert!(env.m.map_cached("vol", 0, OS, false).is_none());
+}

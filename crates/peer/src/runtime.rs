@@ -166,6 +166,8 @@ pub struct Peer {
     in_flight: u64,
     served: u64,
     failed: u64,
+    /// Stage times from the descriptors' timestamps (for STATS).
+    timing: Timing,
     done_tx: Sender<(Detached, Done)>,
     done_rx: Receiver<(Detached, Done)>,
     pidfile: Option<PathBuf>,
@@ -208,6 +210,7 @@ impl Peer {
             in_flight: 0,
             served: 0,
             failed: 0,
+            timing: Timing::default(),
             done_tx,
             done_rx,
             pidfile,
@@ -325,6 +328,9 @@ impl Peer {
     }
 
     fn reply(&mut self, handler: &mut impl Handler, reply: Request, completer: &Completer) {
+        let now = self.port.segment().clock().now();
+        self.timing.sub_requests += 1;
+        self.timing.sub_ticks += now.saturating_sub(self.port.desc(&reply).t_submit());
         match self.pending.remove(&reply.index()) {
             Some((_, cookie)) => handler.on_reply(&mut self.ctx(completer), reply, cookie),
             None => {
@@ -384,6 +390,8 @@ impl Peer {
         completer: &Completer,
     ) -> Option<(Request, Done)> {
         let d = self.port.desc(&req);
+        self.timing.accepted += 1;
+        self.timing.queue_ticks += d.t_accept().saturating_sub(d.t_submit());
         let Some(op) = Op::from_code(d.op()) else {
             let e = Error::with(
                 ErrorCode::Unsupported,
@@ -406,6 +414,7 @@ impl Peer {
     }
 
     fn stats(&self, mut req: Request) -> (Request, Done) {
+        let clock = self.port.segment().clock();
         let reply = StatsReply {
             // This request is one of them.
             in_flight: self.in_flight,
@@ -413,6 +422,11 @@ impl Peer {
             failed: self.failed,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             pid: u64::from(std::process::id()),
+            accepted: self.timing.accepted,
+            queue_ns: clock.to_ns(self.timing.queue_ticks),
+            service_ns: clock.to_ns(self.timing.service_ticks),
+            sub_requests: self.timing.sub_requests,
+            sub_ns: clock.to_ns(self.timing.sub_ticks),
         };
         let done = match reply.encode(self.port.data_mut(&mut req)) {
             Ok(()) => Done::Served(StatsReply::SIZE as u64),
@@ -423,6 +437,8 @@ impl Peer {
 
     fn finish(&mut self, req: Request, done: Done) {
         self.in_flight -= 1;
+        let now = self.port.segment().clock().now();
+        self.timing.service_ticks += now.saturating_sub(self.port.desc(&req).t_accept());
         let sent = match done {
             Done::Served(n) => {
                 self.served += 1;
@@ -441,6 +457,19 @@ impl Peer {
             self.port.put(rejected.request);
         }
     }
+}
+
+/// Sums of stage times in segment clock ticks, converted for STATS. The
+/// timestamps come from the descriptors (submit, accept) and the segment's
+/// clock (now), so each costs one clock read per request, not a syscall.
+/// Differences saturate at 0: TSCs of two cores may disagree by a few ticks.
+#[derive(Debug, Default)]
+struct Timing {
+    accepted: u64,
+    queue_ticks: u64,
+    service_ticks: u64,
+    sub_requests: u64,
+    sub_ticks: u64,
 }
 
 impl Drop for Peer {

@@ -13,7 +13,7 @@
 //! | [`CreateRequest`] | CREATE: size, object size, flags | 24 |
 //! | [`InfoReply`] | INFO: size, object size, flags | 24 |
 //! | [`LockOwner`] | ACQUIRE/RELEASE: owner and fencing token | 272 |
-//! | [`StatsReply`] | STATS: a peer's counters | 40 |
+//! | [`StatsReply`] | STATS: a peer's counters and stage times | 80 |
 //! | [`VolumeInfoReply`] | mapper INFO, OPEN: a volume's state and parent | 304 |
 //! | [`MapExtent`] | MAP_READ, MAP_WRITE reply records (after an 8-byte header) | 296 |
 //! | [`HashReply`] | mapper HASH: what hashing a snapshot did | 32 |
@@ -329,11 +329,24 @@ pub struct StatsReply {
     pub uptime_ms: u64,
     /// The peer's process id.
     pub pid: u64,
+    /// Requests accepted since start (PING and STATS included).
+    pub accepted: u64,
+    /// Sum over accepted requests of the time each waited in this peer's
+    /// queue (accept timestamp minus submit timestamp), in nanoseconds.
+    pub queue_ns: u64,
+    /// Sum over completed requests of the time from accept to reply, in
+    /// nanoseconds (sub-request round trips included).
+    pub service_ns: u64,
+    /// Sub-requests whose reply came back.
+    pub sub_requests: u64,
+    /// Sum over those of the time from submit to the reply's arrival, in
+    /// nanoseconds.
+    pub sub_ns: u64,
 }
-sized!(StatsReply, 40);
+sized!(StatsReply, 80);
 
 impl Payload for StatsReply {
-    const SIZE: usize = 40;
+    const SIZE: usize = 80;
     fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
         if out.len() < Self::SIZE {
             return Err(short("stats", out.len(), Self::SIZE));
@@ -345,6 +358,11 @@ impl Payload for StatsReply {
             self.failed,
             self.uptime_ms,
             self.pid,
+            self.accepted,
+            self.queue_ns,
+            self.service_ns,
+            self.sub_requests,
+            self.sub_ns,
         ] {
             w.u64(v);
         }
@@ -361,6 +379,11 @@ impl Payload for StatsReply {
             failed: r.u64(),
             uptime_ms: r.u64(),
             pid: r.u64(),
+            accepted: r.u64(),
+            queue_ns: r.u64(),
+            service_ns: r.u64(),
+            sub_requests: r.u64(),
+            sub_ns: r.u64(),
         })
     }
 }
@@ -629,6 +652,7 @@ mod tests {
         assert_eq!(offset_of!(LockOwner, owner), 8);
         assert_eq!(offset_of!(CreateRequest, flags), 16);
         assert_eq!(offset_of!(StatsReply, pid), 32);
+        assert_eq!(offset_of!(StatsReply, sub_ns), 72);
     }
 
     #[test]
@@ -660,11 +684,16 @@ mod tests {
             failed: 3,
             uptime_ms: 4,
             pid: 5,
+            accepted: 6,
+            queue_ns: 7,
+            service_ns: 8,
+            sub_requests: 9,
+            sub_ns: 10,
         }
         .to_vec();
         assert_eq!(
             s.chunks(8).map(|c| c[0]).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5]
+            (1..=10).collect::<Vec<u8>>()
         );
     }
 
@@ -706,7 +735,7 @@ mod tests {
             "a name length past the field"
         );
         assert!(NameField::new(&[0; 257]).is_err());
-        assert!(StatsReply::default().encode(&mut [0; 39]).is_err());
+        assert!(StatsReply::default().encode(&mut [0; 79]).is_err());
     }
 
     #[test]

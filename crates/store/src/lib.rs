@@ -257,6 +257,15 @@ pub trait ObjectStore: Send + Sync {
     /// appear. Cost is driver-specific and may be the whole store (see
     /// each driver); it is meant for tools, not the I/O path.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Whether every method returns without waiting on a device, the
+    /// network or another thread for long (an in-memory store). A peer may
+    /// then call it on its latency-critical loop thread instead of handing
+    /// the call to a worker: the hand-off (waking a sleeping thread) costs
+    /// more than the call. Defaults to `false`.
+    fn never_blocks(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! forward {
@@ -300,6 +309,9 @@ macro_rules! forward {
             }
             fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
                 (**self).list(prefix)
+            }
+            fn never_blocks(&self) -> bool {
+                (**self).never_blocks()
             }
         }
     };

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use archipelago_blocker::Blocker;
+use archipelago_blocker::{Blocker, NullBlocker};
 use archipelago_peer::{init_logging, Peer, PeerArgs};
 use archipelago_store::{FileStore, FileStoreOptions, MemoryStore, ObjectStore};
 use clap::{Parser, ValueEnum};
@@ -22,9 +22,12 @@ enum Backend {
     Files,
     /// In memory: lost when the process exits (tests, benchmarks).
     Memory,
+    /// Stores nothing: reads and writes succeed at once, reads return
+    /// garbage. The pipeline's ceiling, for `xseg-bench --target null`.
+    Null,
 }
 
-/// Serve an object store (files or memory) over xseg.
+/// Serve an object store (files, memory or null) over xseg.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.peer.log_level);
     let store: Arc<dyn ObjectStore> = match cli.backend {
+        Backend::Null => return serve_null(&cli),
         Backend::Memory => Arc::new(MemoryStore::new()),
         Backend::Files => {
             let dir = cli
@@ -95,6 +99,24 @@ fn main() -> ExitCode {
             );
             std::process::exit(1)
         }
+        Err(e) => {
+            eprintln!("blockerd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the null blocker (no store, no workers).
+fn serve_null(cli: &Cli) -> ExitCode {
+    let mut peer = match Peer::start(&cli.peer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("blockerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match peer.run(&mut NullBlocker) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("blockerd: {e}");
             ExitCode::FAILURE

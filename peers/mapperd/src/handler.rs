@@ -272,15 +272,43 @@ fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Er
 /// The mapper handler: owns the worker pool.
 pub struct MapperHandler {
     workers: Workers,
+    mapper: Arc<Mapper>,
 }
 
 impl MapperHandler {
     /// Starts `threads` workers serving `mapper`.
     pub fn new(mapper: Arc<Mapper>, threads: usize) -> MapperHandler {
+        let shared = mapper.clone();
         let workers = Workers::start("mapper", threads, move |op, req| {
-            Done::from(serve_detached(&mapper, op, req))
+            Done::from(serve_detached(&shared, op, req))
         });
-        MapperHandler { workers }
+        MapperHandler { workers, mapper }
+    }
+
+    /// MAP_READ or MAP_WRITE answered on the loop thread from the cache
+    /// ([`Mapper::map_cached`]), or the request back for a worker.
+    fn map_cached(
+        &self,
+        ctx: &mut Ctx<'_>,
+        op: Op,
+        mut req: Request,
+    ) -> Result<(Request, Done), Request> {
+        let d = ctx.port().desc(&req);
+        if Flags(d.flags()).contains(Flags::ASSUME_V0) {
+            return Err(req);
+        }
+        let target = d.target();
+        let Ok(name) = std::str::from_utf8(target.as_bytes()) else {
+            return Err(req);
+        };
+        let Some(r) = self
+            .mapper
+            .map_cached(name, d.offset(), d.size(), op == Op::MapWrite)
+        else {
+            return Err(req);
+        };
+        let done = r.and_then(|extents| put_extents(&extents, ctx.port().data_mut(&mut req)));
+        Ok((req, Done::from(done)))
     }
 }
 
@@ -293,6 +321,13 @@ impl Handler for MapperHandler {
             );
             return Some((req, Done::Failed(e)));
         }
+        let req = match op {
+            Op::MapRead | Op::MapWrite => match self.map_cached(ctx, op, req) {
+                Ok(done) => return Some(done),
+                Err(req) => req,
+            },
+            _ => req,
+        };
         self.workers.submit(ctx, op, req)
     }
 }

@@ -7,6 +7,7 @@
 //! ```
 
 mod handler;
+mod null;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,11 +31,19 @@ struct Cli {
     /// Port of the blocker holding volume data.
     #[arg(long, default_value_t = 1)]
     blockerb_port: u32,
+
+    /// Benchmark ceiling: keep no map and reach no blocker; answer map
+    /// requests from arithmetic (`xseg-bench volume --target null`).
+    #[arg(long)]
+    null: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.peer.log_level);
+    if cli.null {
+        return serve_null(&cli);
+    }
     let maps = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerm_port));
     let data = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerb_port));
     let mapper = Arc::new(Mapper::new(maps, data, cli.peer.host_id()));
@@ -59,6 +68,24 @@ fn main() -> ExitCode {
             );
             std::process::exit(1)
         }
+        Err(e) => {
+            eprintln!("mapperd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the null mapper.
+fn serve_null(cli: &Cli) -> ExitCode {
+    let mut peer = match Peer::start(&cli.peer) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mapperd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match peer.run(&mut null::NullMapper::default()) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mapperd: {e}");
             ExitCode::FAILURE

@@ -1,12 +1,24 @@
 //! `xseg-bench volume`: block I/O on a volume through the pipeline, as a
-//! client, with many requests in flight ([`IoQueue`]); or the same I/O
-//! straight to the data blocker as object I/O (`--target blocker`), to
-//! compare the pipeline with the blocker alone in the same run.
+//! client, with many requests in flight ([`IoQueue`]). The same workload
+//! can go, in the same run, to other targets (`--target volume,null,blocker`):
+//!
+//! - `volume`: the volume through vlmcd → mapperd → blocker;
+//! - `null`: the same four peer processes as pure forwarders
+//!   (`mapperd --null`, `blockerd --backend null`: no mapping, no
+//!   storage), on a second private segment: the ceiling of the pipeline on
+//!   this machine;
+//! - `blocker`: object I/O straight to the data blocker.
 //!
 //! The system is either running already (`--segment`, the composer's
 //! `--port`) or started here (`--spawn memory|files`: the four peers,
 //! found next to this executable, on a private segment; killed at the end,
 //! and with `PR_SET_PDEATHSIG` should this process die first).
+//!
+//! Stage times: every peer sums, from each descriptor's submit and accept
+//! timestamps and its own clock at reply, the time requests waited in its
+//! queue and the time it held them (STATS). Their differences over a run,
+//! per request, show what each stage added; vlmcd's own share is its
+//! holding time minus the round trips of its sub-requests.
 //!
 //! Offsets: block `b` is at `b * bs`. `--pattern seq` walks the blocks in
 //! order; `--pattern rand` walks a permutation of them (a full-period LCG
@@ -25,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use archipelago_client::{Client, IoQueue};
+use archipelago_protocol::payload::StatsReply;
 use archipelago_protocol::{ErrorCode, PROTOCOL_VERSION};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -35,7 +48,7 @@ use crate::stats::percentile;
 
 /// Object size of `--target blocker`.
 pub const BLOCKER_OBJECT: u64 = 4 << 20;
-/// Ports of a spawned pipeline.
+/// Ports of a spawned pipeline (the defaults of the peers).
 const BLOCKERB: u32 = 1;
 const BLOCKERM: u32 = 2;
 const MAPPER: u32 = 3;
@@ -50,6 +63,9 @@ pub enum SpawnBackend {
     Memory,
     /// Blockers keep objects in files under a temporary directory.
     Files,
+    /// Pure forwarders: the null mapper and null blockers.
+    #[value(skip)]
+    Null,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -73,10 +89,10 @@ pub enum Pattern {
 pub enum TargetKind {
     /// The volume, through vlmcd.
     Volume,
+    /// The same peers as pure forwarders (needs --spawn).
+    Null,
     /// Object I/O straight to the data blocker.
     Blocker,
-    /// Volume, then blocker, in the same run.
-    Both,
 }
 
 #[derive(Args, Debug)]
@@ -93,9 +109,10 @@ pub struct VolumeArgs {
     /// Port of the data blocker (`--target blocker`).
     #[arg(long, default_value_t = BLOCKERB)]
     pub blocker_port: u32,
-    /// What the I/O goes to.
-    #[arg(long, value_enum, default_value_t = TargetKind::Volume)]
-    pub target: TargetKind,
+    /// What the I/O goes to, one after the other in this order (a
+    /// comma-separated list).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "volume")]
+    pub target: Vec<TargetKind>,
     /// Volume name.
     #[arg(long, default_value = "xseg-bench-vol")]
     pub volume: String,
@@ -225,10 +242,6 @@ fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::
 
 fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
     let tag = format!("xseg-bench-{}", std::process::id());
-    let path = std::env::temp_dir().join(format!("{tag}-seg"));
-    let _ = std::fs::remove_file(&path);
-    let name = SegmentName::parse(path.to_str().context("utf-8 temp path")?)
-        .map_err(|e| anyhow!("{e}"))?;
     let config = SegmentConfig {
         ports: 64,
         static_ports: 16,
@@ -237,9 +250,17 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
         protocol_version: PROTOCOL_VERSION,
         ..Default::default()
     };
+    let tag = match backend {
+        SpawnBackend::Null => format!("{tag}-null"),
+        _ => tag,
+    };
+    let path = std::env::temp_dir().join(format!("{tag}-seg"));
+    let _ = std::fs::remove_file(&path);
+    let name = SegmentName::parse(path.to_str().context("utf-8 temp path")?)
+        .map_err(|e| anyhow!("{e}"))?;
     let seg = Arc::new(Segment::create(&name, &config).map_err(|e| anyhow!("{e}"))?);
     let data_dir = match backend {
-        SpawnBackend::Memory => None,
+        SpawnBackend::Memory | SpawnBackend::Null => None,
         SpawnBackend::Files => Some(std::env::temp_dir().join(format!("{tag}-data"))),
     };
     let mut s = Spawned {
@@ -251,6 +272,7 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
     let seg = s.segment();
     let backend_args = |sub: &str| -> Vec<String> {
         match &s.data_dir {
+            None if backend == SpawnBackend::Null => vec!["--backend".into(), "null".into()],
             None => vec!["--backend".into(), "memory".into()],
             Some(d) => vec![
                 "--backend".into(),
@@ -263,19 +285,18 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
     let (data, maps) = (backend_args("data"), backend_args("maps"));
     s.procs.push(start_peer(&seg, "blockerd", BLOCKERB, &data)?);
     s.procs.push(start_peer(&seg, "blockerd", BLOCKERM, &maps)?);
-    let m = start_peer(
-        &seg,
-        "mapperd",
-        MAPPER,
-        &[
-            "--host-id".into(),
-            "xseg-bench".into(),
-            "--blockerb-port".into(),
-            BLOCKERB.to_string(),
-            "--blockerm-port".into(),
-            BLOCKERM.to_string(),
-        ],
-    )?;
+    let mut mapper_args = vec![
+        "--host-id".into(),
+        "xseg-bench".into(),
+        "--blockerb-port".into(),
+        BLOCKERB.to_string(),
+        "--blockerm-port".into(),
+        BLOCKERM.to_string(),
+    ];
+    if backend == SpawnBackend::Null {
+        mapper_args.push("--null".into());
+    }
+    let m = start_peer(&seg, "mapperd", MAPPER, &mapper_args)?;
     s.procs.push(m);
     let v = start_peer(
         &seg,
@@ -389,14 +410,22 @@ pub fn stamped(buf: &[u8], offset: u64, seed: u64) -> bool {
 
 /// Where I/O goes.
 enum Target {
-    Volume { port: u32, name: String },
-    Blocker { port: u32, names: Vec<String> },
+    /// A volume through a composer (`null`: of the null pipeline).
+    Volume {
+        port: u32,
+        name: String,
+        null: bool,
+    },
+    Blocker {
+        port: u32,
+        names: Vec<String>,
+    },
 }
 
 impl Target {
     fn locate(&self, offset: u64) -> (u32, &str, u64) {
         match self {
-            Target::Volume { port, name } => (*port, name, offset),
+            Target::Volume { port, name, .. } => (*port, name, offset),
             Target::Blocker { port, names } => (
                 *port,
                 &names[(offset / BLOCKER_OBJECT) as usize],
@@ -407,7 +436,8 @@ impl Target {
 
     fn kind(&self) -> &'static str {
         match self {
-            Target::Volume { .. } => "volume",
+            Target::Volume { null: false, .. } => "volume",
+            Target::Volume { null: true, .. } => "null",
             Target::Blocker { .. } => "blocker",
         }
     }
@@ -518,6 +548,77 @@ pub struct RunReport {
     pub latency_ns: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// What each peer of the target added (warmup included).
+    pub stages: Vec<Stage>,
+}
+
+/// One peer's share of a run, from the differences of its STATS.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub peer: &'static str,
+    pub port: u32,
+    /// Requests it accepted during the run.
+    pub requests: u64,
+    /// Mean wait in its queue (submit to accept).
+    pub queue_ns: f64,
+    /// Mean time it held a request (accept to reply).
+    pub service_ns: f64,
+    /// Sub-requests it sent per request.
+    pub sub_per_request: f64,
+    /// Mean round trip of a sub-request (submit to reply seen).
+    pub sub_ns: f64,
+    /// Its own share: holding time minus its sub-requests' round trips,
+    /// per request (sub-requests sent one after the other, as vlmcd does
+    /// for a one-object I/O; an upper bound of overlap otherwise).
+    pub own_ns: f64,
+}
+
+/// The peers of a target, by name and port.
+fn stage_ports(t: &Target, a: &VolumeArgs) -> Vec<(&'static str, u32)> {
+    match t {
+        Target::Volume { null: false, .. } if a.spawn.is_none() => vec![("vlmcd", a.port)],
+        Target::Volume { .. } => vec![
+            ("vlmcd", VLMCD),
+            ("mapperd", MAPPER),
+            ("blockerb", BLOCKERB),
+        ],
+        Target::Blocker { port, .. } => vec![("blockerb", *port)],
+    }
+}
+
+fn snapshot_stats(client: &Client, ports: &[(&'static str, u32)]) -> Vec<Option<StatsReply>> {
+    ports.iter().map(|&(_, p)| client.stats(p).ok()).collect()
+}
+
+fn stages(
+    ports: &[(&'static str, u32)],
+    before: &[Option<StatsReply>],
+    after: &[Option<StatsReply>],
+) -> Vec<Stage> {
+    let mut out = Vec::new();
+    for (i, &(peer, port)) in ports.iter().enumerate() {
+        let (Some(b), Some(a)) = (&before[i], &after[i]) else {
+            continue;
+        };
+        let d = |x: u64, y: u64| x.saturating_sub(y) as f64;
+        let requests = d(a.accepted, b.accepted);
+        let completed = d(a.served + a.failed, b.served + b.failed);
+        let subs = d(a.sub_requests, b.sub_requests);
+        let per = |x: f64, n: f64| if n > 0.0 { x / n } else { 0.0 };
+        let service_ns = per(d(a.service_ns, b.service_ns), completed);
+        let sub_total = d(a.sub_ns, b.sub_ns);
+        out.push(Stage {
+            peer,
+            port,
+            requests: requests as u64,
+            queue_ns: per(d(a.queue_ns, b.queue_ns), requests),
+            service_ns,
+            sub_per_request: per(subs, completed),
+            sub_ns: per(sub_total, subs),
+            own_ns: (service_ns - per(sub_total, completed)).max(0.0),
+        });
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -547,19 +648,17 @@ struct Slot {
     measured: bool,
 }
 
-/// Runs the workload against `t` on queue `q`.
-fn run_one(q: &mut IoQueue, t: &Target, size: u64, a: &VolumeArgs) -> anyhow::Result<RunReport> {
+/// Runs the workload against `t` on queue `q` (after the prefill, which
+/// took `prefill_s`).
+fn run_one(
+    q: &mut IoQueue,
+    t: &Target,
+    size: u64,
+    a: &VolumeArgs,
+    prefill_s: f64,
+) -> anyhow::Result<RunReport> {
     let bs = a.bs;
     let blocks = size / bs;
-    let t_prefill = Instant::now();
-    if a.prefill {
-        prefill(q, t, blocks * bs, bs, a.seed)?;
-    }
-    let prefill_s = if a.prefill {
-        t_prefill.elapsed().as_secs_f64()
-    } else {
-        0.0
-    };
     let mut written = vec![a.prefill; if a.verify { blocks as usize } else { 0 }];
     let mut order = Order::new(blocks, a.pattern, a.seed);
     let mut mix = splitmix(a.seed ^ 0x6d_6978_6564);
@@ -582,6 +681,8 @@ fn run_one(q: &mut IoQueue, t: &Target, size: u64, a: &VolumeArgs) -> anyhow::Re
     let mut t0: Option<Instant> = None;
     let mut t_end = Instant::now();
     let holes = matches!(t, Target::Blocker { .. });
+    // The null pipeline stores nothing: its reads cannot be checked.
+    let verify = a.verify && !matches!(t, Target::Volume { null: true, .. });
 
     loop {
         // Submit while there is room and ops are left.
@@ -624,7 +725,7 @@ fn run_one(q: &mut IoQueue, t: &Target, size: u64, a: &VolumeArgs) -> anyhow::Re
                 Ok(()) => {
                     next = None;
                     issued += 1;
-                    let check = read && a.verify && written[block as usize];
+                    let check = read && verify && written[block as usize];
                     slots[slot] = Some(Slot {
                         start,
                         block,
@@ -733,7 +834,66 @@ fn run_one(q: &mut IoQueue, t: &Target, size: u64, a: &VolumeArgs) -> anyhow::Re
         bandwidth_mib_s: rate((ops * bs) as f64 / f64::from(1u32 << 20)),
         latency_ns: Latency::of(&mut samples),
         first_error,
+        stages: Vec::new(),
     })
+}
+
+/// Creates the volume (removed at the end) or reads its size.
+fn open_volume<'c>(
+    client: &'c Client,
+    a: &VolumeArgs,
+    port: u32,
+) -> anyhow::Result<(u64, Option<CreatedVolume<'c>>)> {
+    match a.create {
+        Some(size) => {
+            client
+                .create_volume(port, &a.volume, size, None)
+                .map_err(|e| anyhow!("create volume {}: {e}", a.volume))?;
+            let created = CreatedVolume {
+                client,
+                port,
+                name: a.volume.clone(),
+            };
+            Ok((size, Some(created)))
+        }
+        None => {
+            let info = client
+                .volume_info(port, &a.volume)
+                .map_err(|e| anyhow!("volume {}: {e}", a.volume))?;
+            Ok((info.size, None))
+        }
+    }
+}
+
+/// Prefills (if asked), then runs the workload against `t` with its
+/// stage times.
+fn measure(
+    segment: &str,
+    client: &Client,
+    t: &Target,
+    size: u64,
+    a: &VolumeArgs,
+) -> anyhow::Result<RunReport> {
+    let mut q = IoQueue::connect(segment)
+        .map_err(|e| anyhow!("connect {segment}: {e}"))?
+        .with_depth(a.iodepth as usize)
+        .with_timeout(TIMEOUT);
+    let blocks = size / a.bs;
+    let t_prefill = Instant::now();
+    if a.prefill {
+        prefill(&mut q, t, blocks * a.bs, a.bs, a.seed)?;
+    }
+    let prefill_s = if a.prefill {
+        t_prefill.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    let ports = stage_ports(t, a);
+    let before = snapshot_stats(client, &ports);
+    let mut report = run_one(&mut q, t, size, a, prefill_s)?;
+    let after = snapshot_stats(client, &ports);
+    report.stages = stages(&ports, &before, &after);
+    Ok(report)
 }
 
 pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
@@ -742,6 +902,13 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
     }
     if a.spawn.is_some() && a.create.is_none() {
         bail!("--spawn needs --create SIZE");
+    }
+    let has = |k: TargetKind| a.target.contains(&k);
+    if has(TargetKind::Null) && a.spawn.is_none() {
+        bail!("--target null needs --spawn (it starts its own null pipeline)");
+    }
+    if has(TargetKind::Blocker) && (a.bs > BLOCKER_OBJECT || !a.bs.is_power_of_two()) {
+        bail!("--target blocker needs --bs a power of two up to 4 MiB");
     }
     let spawned = a.spawn.map(spawn).transpose()?;
     let segment = match (&spawned, &a.segment) {
@@ -752,71 +919,70 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
     let client = Client::connect(&segment)
         .map_err(|e| anyhow!("connect {segment}: {e}"))?
         .with_timeout(TIMEOUT);
-    let want_volume = a.target != TargetKind::Blocker;
-    let mut _created = None;
-    let size = match a.create {
-        Some(size) => {
-            if want_volume {
-                client
-                    .create_volume(a.port, &a.volume, size, None)
-                    .map_err(|e| anyhow!("create volume {}: {e}", a.volume))?;
-                _created = Some(CreatedVolume {
-                    client: &client,
+    let size = if has(TargetKind::Volume) || a.create.is_none() {
+        None
+    } else {
+        a.create
+    };
+    let mut runs = Vec::new();
+    let mut size_seen = size;
+    for &kind in &a.target {
+        let report = match kind {
+            TargetKind::Volume => {
+                let (size, _created) = open_volume(&client, a, a.port)?;
+                size_seen = Some(size);
+                check_size(size, a)?;
+                let t = Target::Volume {
                     port: a.port,
                     name: a.volume.clone(),
-                });
+                    null: false,
+                };
+                measure(&segment, &client, &t, size, a)?
             }
-            size
-        }
-        None => {
-            client
-                .volume_info(a.port, &a.volume)
-                .map_err(|e| anyhow!("volume {}: {e}", a.volume))?
-                .size
-        }
-    };
-    if size < a.bs {
-        bail!("size {size} is smaller than --bs {}", a.bs);
+            TargetKind::Null => {
+                let null = spawn(SpawnBackend::Null)?;
+                let seg = null.segment();
+                let null_client = Client::connect(&seg)
+                    .map_err(|e| anyhow!("connect {seg}: {e}"))?
+                    .with_timeout(TIMEOUT);
+                let (size, _created) = open_volume(&null_client, a, VLMCD)?;
+                size_seen.get_or_insert(size);
+                check_size(size, a)?;
+                let t = Target::Volume {
+                    port: VLMCD,
+                    name: a.volume.clone(),
+                    null: true,
+                };
+                measure(&seg, &null_client, &t, size, a)?
+            }
+            TargetKind::Blocker => {
+                let size = match size_seen {
+                    Some(s) => s,
+                    None => open_volume(&client, a, a.port)?.0,
+                };
+                check_size(size, a)?;
+                let names: Vec<String> = (0..size.div_ceil(BLOCKER_OBJECT))
+                    .map(|i| format!("bench-obj-{i}"))
+                    .collect();
+                let _objects = BenchObjects {
+                    client: &client,
+                    port: a.blocker_port,
+                    names: names.clone(),
+                };
+                let t = Target::Blocker {
+                    port: a.blocker_port,
+                    names,
+                };
+                measure(&segment, &client, &t, size, a)?
+            }
+        };
+        runs.push(report);
     }
-    if a.target != TargetKind::Volume && (a.bs > BLOCKER_OBJECT || !a.bs.is_power_of_two()) {
-        bail!("--target blocker needs --bs a power of two up to 4 MiB");
-    }
-    let mut targets = Vec::new();
-    if want_volume {
-        targets.push(Target::Volume {
-            port: a.port,
-            name: a.volume.clone(),
-        });
-    }
-    let mut _objects = None;
-    if a.target != TargetKind::Volume {
-        let names: Vec<String> = (0..size.div_ceil(BLOCKER_OBJECT))
-            .map(|i| format!("bench-obj-{i}"))
-            .collect();
-        _objects = Some(BenchObjects {
-            client: &client,
-            port: a.blocker_port,
-            names: names.clone(),
-        });
-        targets.push(Target::Blocker {
-            port: a.blocker_port,
-            names,
-        });
-    }
-    let mut q = IoQueue::connect(&segment)
-        .map_err(|e| anyhow!("connect {segment}: {e}"))?
-        .with_depth(a.iodepth as usize)
-        .with_timeout(TIMEOUT);
-    let mut runs = Vec::new();
-    for t in &targets {
-        runs.push(run_one(&mut q, t, size, a)?);
-    }
-    drop(q);
     let report = Report {
         segment,
         spawn: a.spawn,
         volume: a.volume.clone(),
-        size,
+        size: size_seen.unwrap_or(0),
         bs: a.bs,
         iodepth: a.iodepth,
         op: a.op,
@@ -839,6 +1005,13 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         .collect();
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn check_size(size: u64, a: &VolumeArgs) -> anyhow::Result<()> {
+    if size < a.bs {
+        bail!("size {size} is smaller than --bs {}", a.bs);
     }
     Ok(())
 }
@@ -885,6 +1058,26 @@ fn print_table(r: &Report) {
             x.errors,
             x.verified
         );
+    }
+    println!("stage times (mean per request, us; own = held minus sub-request round trips):");
+    println!(
+        "{:<8} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8}",
+        "target", "peer", "requests", "queued", "held", "subs", "sub rtt", "own"
+    );
+    for x in &r.runs {
+        for st in &x.stages {
+            println!(
+                "{:<8} {:<9} {:>9} {:>8.1} {:>8.1} {:>6.2} {:>8.1} {:>8.1}",
+                x.target,
+                st.peer,
+                st.requests,
+                st.queue_ns / 1000.0,
+                st.service_ns / 1000.0,
+                st.sub_per_request,
+                st.sub_ns / 1000.0,
+                st.own_ns / 1000.0
+            );
+        }
     }
 }
 

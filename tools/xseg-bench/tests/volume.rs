@@ -36,14 +36,18 @@ fn run(target: &str) -> serde_json::Value {
 }
 
 fn check(report: &serde_json::Value, target: &str) {
+    check_run(report, target, 0);
+}
+
+/// Checks run `i` of `report`, of `target`.
+fn check_run(report: &serde_json::Value, target: &str, i: usize) {
     assert_eq!(report["size"], 16 << 20);
     assert_eq!(report["bs"], 4096);
     assert_eq!(report["iodepth"], 32);
     assert_eq!(report["op"], "mixed");
     assert_eq!(report["pattern"], "rand");
     let runs = report["runs"].as_array().expect("an array of runs");
-    assert_eq!(runs.len(), 1);
-    let r = &runs[0];
+    let r = &runs[i];
     assert_eq!(r["target"], target);
     assert_eq!(r["ops"], 2000);
     assert_eq!(
@@ -53,8 +57,32 @@ fn check(report: &serde_json::Value, target: &str) {
     assert!(r["reads"].as_u64().unwrap() > 0 && r["writes"].as_u64().unwrap() > 0);
     assert_eq!(r["errors"], 0);
     assert_eq!(r["verify_failures"], 0);
-    // With --prefill every read is of a written block, so every one is checked.
-    assert_eq!(r["verified"], r["reads"]);
+    // With --prefill every read is of a written block, so every one is
+    // checked; the null pipeline stores nothing and checks none.
+    if target == "null" {
+        assert_eq!(r["verified"], 0);
+    } else {
+        assert_eq!(r["verified"], r["reads"]);
+    }
+    // Every peer of the target reports its share: at least the measured
+    // requests went through it, with nonzero times.
+    let stages = r["stages"].as_array().expect("stages");
+    let peers: Vec<&str> = stages.iter().map(|s| s["peer"].as_str().unwrap()).collect();
+    let want: &[&str] = match target {
+        "blocker" => &["blockerb"],
+        _ => &["vlmcd", "mapperd", "blockerb"],
+    };
+    assert_eq!(peers, want, "{r}");
+    for st in stages {
+        assert!(st["requests"].as_u64().unwrap() >= 2000, "{st}");
+        assert!(st["service_ns"].as_f64().unwrap() > 0.0, "{st}");
+    }
+    if target != "blocker" {
+        // vlmcd sends a map request and a data request per 4 KiB I/O.
+        let v = &stages[0];
+        assert!(v["sub_per_request"].as_f64().unwrap() >= 1.9, "{v}");
+        assert!(v["sub_ns"].as_f64().unwrap() > 0.0, "{v}");
+    }
     for k in ["iops", "bandwidth_mib_s", "elapsed_s", "prefill_s"] {
         assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
     }
@@ -66,6 +94,24 @@ fn check(report: &serde_json::Value, target: &str) {
 #[test]
 fn volume_through_the_pipeline_mixed_random_verified() {
     check(&run("volume"), "volume");
+}
+
+#[test]
+fn volume_then_null_pipeline_in_one_run() {
+    let r = run("volume,null");
+    assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+    check_run(&r, "volume", 0);
+    check_run(&r, "null", 1);
+}
+
+#[test]
+fn null_needs_spawn() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args(["volume", "--segment", "nowhere", "--target", "null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--target null needs --spawn"));
 }
 
 #[test]

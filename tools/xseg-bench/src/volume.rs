@@ -246,7 +246,9 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
         ports: 64,
         static_ports: 16,
         requests: 1024,
-        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 16, 16, 8, 4, 4],
+        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB in flight at the
+        // client and again at vlmcd (~200 MiB, touched only as used).
+        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 16],
         protocol_version: PROTOCOL_VERSION,
         ..Default::default()
     };
@@ -678,6 +680,9 @@ fn run_one(
     let mut first_error: Option<String> = None;
     let mut issued = 0u64;
     let mut next: Option<(u64, bool)> = None;
+    // Requests a peer refused as busy (out of buffers: backpressure, not
+    // an error), to send again; their latency counts from the first send.
+    let mut retry: Vec<Slot> = Vec::new();
     let mut t0: Option<Instant> = None;
     let mut t_end = Instant::now();
     let holes = matches!(t, Target::Blocker { .. });
@@ -687,6 +692,29 @@ fn run_one(
     loop {
         // Submit while there is room and ops are left.
         while let Some(slot) = free.pop() {
+            if let Some(s) = retry.pop() {
+                let offset = s.block * bs;
+                let (port, name, o) = t.locate(offset);
+                let r = if s.read {
+                    q.submit_read(port, name, o, bs, slot as u64)
+                } else {
+                    stamp(&mut wbuf, offset, a.seed);
+                    q.submit_write(port, name, o, &wbuf, false, slot as u64)
+                };
+                match r {
+                    Ok(()) => slots[slot] = Some(s),
+                    Err(e) if is_busy(&e) => {
+                        retry.push(s);
+                        free.push(slot);
+                        if q.in_flight() == 0 {
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                        break;
+                    }
+                    Err(e) => bail!("submit at offset {offset}: {e}"),
+                }
+                continue;
+            }
             let more = match (total, t0, seconds) {
                 (Some(n), _, _) => issued < a.warmup + n,
                 (None, Some(t0), Some(s)) => t0.elapsed() < s,
@@ -745,7 +773,7 @@ fn run_one(
             }
         }
         if q.in_flight() == 0 {
-            if free.len() == depth && next.is_none() {
+            if free.len() == depth && next.is_none() && retry.is_empty() {
                 // Nothing left to submit (a Busy with nothing in flight
                 // leaves `next` set: go round again).
                 let more = match (total, seconds) {
@@ -784,6 +812,10 @@ fn run_one(
                     } else if a.verify {
                         written[s.block as usize] = true;
                     }
+                }
+                Err(e) if is_busy(&e) => {
+                    retry.push(s);
+                    return;
                 }
                 // An object never written: a hole, as the volume reads it.
                 Err(e) if s.read && holes && e.code == ErrorCode::NotFound => {

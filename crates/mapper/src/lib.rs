@@ -52,7 +52,7 @@
 //! |---|---|---|
 //! | copy-up copy, before the chunk/header | orphan data object | the next write copies again into the same name (idempotent) |
 //! | chunk written, header not | orphan chunk | the old view is intact; the next change rewrites the same serial |
-//! | first write to a **zero** entry: header committed, data never written | entry names a missing owned object | reads as zeros (contract above), which is what the object held |
+//! | first write to a **zero** entry: data written, `commit_writes` never called | orphan owned object, the entry still zero | reads as zeros; the next first write to it deletes the orphan before writing (a partial write must not expose its bytes) |
 //! | full overwrite of a **shared** object: data written, `commit_writes` never called | orphan data object | the entry still names the shared object: old data, never zeros |
 //! | partial write of a shared object | copy-up happened before the commit | the new object holds the old data before any new byte |
 //! | snapshot: volume header written, snapshot header not | the volume moved to the next epoch; no snapshot | nothing corrupted (mapfmt) |
@@ -1587,11 +1587,24 @@ impl Mapper {
                 let in_volume = os.min(h.size - index * os);
                 let full = off == 0 && n >= in_volume;
                 if entry.is_zero() {
-                    updates
-                        .get_mut(&slot)
-                        .expect("inserted")
-                        .1
-                        .push((index, h.own_entry()));
+                    // First write to an unallocated object: pending, like
+                    // a full overwrite, so the entry commits after the
+                    // data and many first writes share one commit
+                    // (`commit_batch`). An orphan of an earlier round that
+                    // never committed may sit under `own` with stale bytes
+                    // that a partial write would expose: it goes first.
+                    if !full {
+                        if !verified {
+                            self.check_fence(name, &mut st)?;
+                            verified = true;
+                        }
+                        match self.data.delete(&own) {
+                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(store_err(&own, e)),
+                        }
+                    }
+                    ext.pending = true;
+                    new_pending.push(index);
                 } else if full {
                     ext.pending = true;
                     new_pending.push(index);
@@ -1653,14 +1666,59 @@ impl Mapper {
     /// Commits the entries of `indexes`, returned `pending` by
     /// [`map_write`](Self::map_write), once their data writes succeeded.
     pub fn commit_writes(&self, name: &str, indexes: &[u64]) -> Result<(), Error> {
-        check_name(name)?;
+        self.commit_batch(name, &[indexes])
+            .pop()
+            .expect("one result per request")
+    }
+
+    /// [`commit_writes`](Self::commit_writes) of several requests with one
+    /// commit (group commit): a commit writes chunks and a header durably,
+    /// which costs the same for one index as for hundreds, so the
+    /// composer's concurrent commits of a volume share it. Each request is
+    /// checked on its own (one naming an index that is not pending fails
+    /// alone); the others succeed or fail together with the commit.
+    /// Returns one result per request, in order.
+    pub fn commit_batch(&self, name: &str, requests: &[&[u64]]) -> Vec<Result<(), Error>> {
+        if let Err(e) = check_name(name) {
+            return requests.iter().map(|_| Err(e.clone())).collect();
+        }
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
         if st.opens == 0 {
-            return Err(err(
+            let e = err(
                 ErrorCode::NotFound,
                 format!("{name} is not open for writing on this host"),
-            ));
+            );
+            return requests.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results: Vec<Result<(), Error>> = requests
+            .iter()
+            .map(|r| match r.iter().find(|i| !st.pending.contains(i)) {
+                Some(index) => Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{name}: object {index} has no pending write"),
+                )),
+                None => Ok(()),
+            })
+            .collect();
+        let indexes: Vec<u64> = requests
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .flat_map(|(r, _)| r.iter().copied())
+            .collect();
+        if let Err(e) = self.commit_pending(name, &mut st, &indexes) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+        }
+        results
+    }
+
+    /// Commits own entries for `indexes` (all pending) and forgets them.
+    fn commit_pending(&self, name: &str, st: &mut VolState, indexes: &[u64]) -> Result<(), Error> {
+        if indexes.is_empty() {
+            return Ok(());
         }
         let h = st.header.clone().expect("a held volume is cached");
         let vol = Vol {
@@ -1670,12 +1728,6 @@ impl Mapper {
         };
         let mut updates: Updates = BTreeMap::new();
         for &index in indexes {
-            if !st.pending.contains(&index) {
-                return Err(err(
-                    ErrorCode::InvalidArgument,
-                    format!("{name}: object {index} has no pending write"),
-                ));
-            }
             let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let ups = match updates.entry(slot) {
                 std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
@@ -1687,7 +1739,7 @@ impl Mapper {
                 ups.push((index, h.own_entry()));
             }
         }
-        self.apply_updates(name, &mut st, h, updates)?;
+        self.apply_updates(name, st, h, updates)?;
         for i in indexes {
             st.pending.remove(i);
         }

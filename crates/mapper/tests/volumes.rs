@@ -317,12 +317,15 @@ fn rename_keeps_the_data() {
 fn missing_owned_objects_read_as_zeros() {
     let e = Env::new();
     e.m.create("vol", SIZE, Some(OS)).unwrap();
-    // A first write to a zero entry commits the entry at once; the data
-    // write never comes (a crashed client).
+    // A first write to a zero entry is pending: the entry commits after
+    // the data. Here the data write never comes (a crashed client) and the
+    // commit comes anyway: the entry names a missing owned object.
     let ext = e.m.map_write("vol", 0, 10).unwrap();
-    assert!(!ext[0].pending && ext[0].missing_reads_zero);
+    assert!(ext[0].pending && ext[0].missing_reads_zero);
     let obj = ext[0].object.clone().unwrap();
     assert!(e.data.stat(&obj).is_err(), "no data written");
+    assert!(e.m.map_read("vol", 0, 10).unwrap()[0].object.is_none());
+    e.m.commit_writes("vol", &[0]).unwrap();
     let r = e.m.map_read("vol", 0, 10).unwrap();
     assert_eq!(r[0].object.as_deref(), Some(obj.as_str()));
     assert_eq!(e.read("vol", 0, OS), vec![0; OS as usize]);
@@ -424,4 +427,45 @@ fn a_fenced_owner_cannot_copy_up_over_the_new_owners_data() {
     assert_eq!(err.code, ErrorCode::Fenced);
     assert_eq!(common::read(&h2, &*e.data, "vol", 0, OS).unwrap(), theirs);
     h2.close("vol").unwrap();
+}
+
+#[test]
+fn a_first_write_never_exposes_an_orphan_of_an_uncommitted_round() {
+    let e = Env::new();
+    e.m.create("vol", SIZE, Some(OS)).unwrap();
+    // A first write whose data landed but whose commit never came (the
+    // composer crashed): an orphan under the volume's own name.
+    let ext = e.m.map_write("vol", 0, OS).unwrap();
+    let obj = ext[0].object.clone().unwrap();
+    e.data.write(&obj, 0, &[0xee; OS as usize], true).unwrap();
+    e.m.close("vol").unwrap_or(());
+    // The next first write is partial: the bytes around it read as zeros,
+    // not as the orphan's.
+    e.write("vol", 100, b"new");
+    let mut expect = vec![0u8; OS as usize];
+    expect[100..103].copy_from_slice(b"new");
+    assert_eq!(e.read("vol", 0, OS), expect);
+}
+
+#[test]
+fn a_batch_commits_the_valid_requests_and_fails_the_others_alone() {
+    let e = Env::new();
+    e.m.create("vol", SIZE, Some(OS)).unwrap();
+    for i in 0..3 {
+        let ext = e.m.map_write("vol", i * OS, 8).unwrap();
+        assert!(ext[0].pending);
+        let obj = ext[0].object.clone().unwrap();
+        e.data.write(&obj, 0, &[i as u8 + 1; 8], true).unwrap();
+    }
+    let r = e.m.commit_batch("vol", &[&[0], &[7], &[1, 2]]);
+    assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+    assert_eq!(r[1].as_ref().unwrap_err().code, ErrorCode::InvalidArgument);
+    for i in 0..3u64 {
+        assert_eq!(e.read("vol", i * OS, 8), vec![i as u8 + 1; 8]);
+    }
+    // Committed: no longer pending.
+    assert_eq!(
+        e.m.commit_writes("vol", &[0]).unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
 }

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use archipelago_mapper::{Extent, Mapper, VolumeInfo};
-use archipelago_peer::{Ctx, Done, Handler, Workers};
+use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
     decode_commit, encode_extents, CloneRequest, CreateRequest, HashReply, LockOwner, MapExtent,
     NameField, Payload, VolumeInfoReply,
@@ -269,10 +269,11 @@ fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Er
     serve(mapper, op, args, req.data_mut())
 }
 
-/// The mapper handler: owns the worker pool.
+/// The mapper handler: owns the worker pool and the committer.
 pub struct MapperHandler {
     workers: Workers,
     mapper: Arc<Mapper>,
+    committer: Committer,
 }
 
 impl MapperHandler {
@@ -282,7 +283,12 @@ impl MapperHandler {
         let workers = Workers::start("mapper", threads, move |op, req| {
             Done::from(serve_detached(&shared, op, req))
         });
-        MapperHandler { workers, mapper }
+        let committer = Committer::start(mapper.clone());
+        MapperHandler {
+            workers,
+            mapper,
+            committer,
+        }
     }
 
     /// MAP_READ or MAP_WRITE answered on the loop thread from the cache
@@ -321,6 +327,11 @@ impl Handler for MapperHandler {
             );
             return Some((req, Done::Failed(e)));
         }
+        if op == Op::MapCommit {
+            let req = ctx.port().detach(req);
+            self.committer.submit(req, ctx.completer().clone());
+            return None;
+        }
         let req = match op {
             Op::MapRead | Op::MapWrite => match self.map_cached(ctx, op, req) {
                 Ok(done) => return Some(done),
@@ -329,6 +340,102 @@ impl Handler for MapperHandler {
             _ => req,
         };
         self.workers.submit(ctx, op, req)
+    }
+}
+
+/// Group commit: MAP_COMMITs go to one thread that takes every commit
+/// queued meanwhile and commits each volume's once
+/// ([`Mapper::commit_batch`]). A commit writes a chunk and a header
+/// durably whatever it carries, so a queue depth of first writes to new
+/// objects costs about one commit instead of one each.
+struct Committer {
+    tx: Option<std::sync::mpsc::Sender<(Detached, Completer)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(mapper: Arc<Mapper>) -> Committer {
+        let (tx, rx) = std::sync::mpsc::channel::<(Detached, Completer)>();
+        let thread = std::thread::Builder::new()
+            .name("mapper-commit".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    commit_all(&mapper, batch);
+                }
+            })
+            .expect("spawn the commit thread");
+        Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn submit(&self, req: Detached, completer: Completer) {
+        let tx = self.tx.as_ref().expect("the committer runs until drop");
+        if let Err(e) = tx.send((req, completer)) {
+            let (req, completer) = e.0;
+            let e = Error::with(ErrorCode::ShuttingDown, "the commit thread stopped");
+            completer.complete(req, Done::Failed(e));
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Commits a batch of MAP_COMMIT requests, one group per volume, and
+/// completes each.
+fn commit_all(mapper: &Mapper, batch: Vec<(Detached, Completer)>) {
+    let mut by_volume: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
+    let mut decoded = Vec::with_capacity(batch.len());
+    for (i, (req, _)) in batch.iter().enumerate() {
+        decoded.push(decode_commit(req.data()));
+        by_volume
+            .entry(req.desc().target().as_bytes().to_vec())
+            .or_default()
+            .push(i);
+    }
+    let mut results: Vec<Option<Result<(), Error>>> = (0..batch.len()).map(|_| None).collect();
+    for (volume, members) in by_volume {
+        let name = match text(&volume, "the target") {
+            Ok(n) => n,
+            Err(e) => {
+                for &i in &members {
+                    results[i] = Some(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let mut valid = Vec::new();
+        let mut requests: Vec<&[u64]> = Vec::new();
+        for &i in &members {
+            match &decoded[i] {
+                Ok(indexes) => {
+                    valid.push(i);
+                    requests.push(indexes);
+                }
+                Err(e) => results[i] = Some(Err(e.clone())),
+            }
+        }
+        for (r, &i) in mapper
+            .commit_batch(&name, &requests)
+            .into_iter()
+            .zip(&valid)
+        {
+            results[i] = Some(r);
+        }
+    }
+    for ((req, completer), r) in batch.into_iter().zip(results) {
+        let r = r.expect("every request has a result");
+        completer.complete(req, Done::from(r.map(|()| 0)));
     }
 }
 
@@ -481,6 +588,11 @@ mod tests {
         };
         let w = decode_extents(&call(&m, Op::MapWrite, all, &[], 8192).unwrap()).unwrap();
         assert_eq!(w.len(), 3);
+        // First writes are pending: commit them (their data never came:
+        // the objects read as zeros, the entries are owned).
+        assert!(w.iter().all(|e| e.flags & MapExtent::PENDING != 0));
+        let commit = encode_commit(&[0, 1, 2]).unwrap();
+        call(&m, Op::MapCommit, args("vol"), &commit, 0).unwrap();
         for op in [Op::Discard, Op::WriteZeroes] {
             let d = Args {
                 offset: 100,

@@ -423,7 +423,15 @@ impl RadosStore {
 
     /// Blocklists the clients recorded in the lock `name` and the holder's
     /// address, except our own instance's; then breaks `holder`'s lock.
-    fn fence_and_break(&self, c: &Conn, name: &str, holder: &Locker) -> Result<(), StoreError> {
+    /// With `end_grant` (a break, not a takeover by the same owner) the
+    /// next grant raises the token.
+    fn fence_and_break(
+        &self,
+        c: &Conn,
+        name: &str,
+        holder: &Locker,
+        end_grant: bool,
+    ) -> Result<(), StoreError> {
         let recorded = c
             .locks
             .getxattr(name, "clients")
@@ -447,10 +455,12 @@ impl RadosStore {
                 .blocklist_add(a, self.opts.blocklist_expiry)
                 .map_err(|e| self.err(c, name, "blocklist", e))?;
         }
-        // The old holder's token stays in `token`; the next grant raises it.
-        c.locks
-            .setxattr(name, "grant", b"")
-            .map_err(|e| self.err(c, name, "break_lock", e))?;
+        if end_grant {
+            // The old holder's token stays in `token`; the next grant raises it.
+            c.locks
+                .setxattr(name, "grant", b"")
+                .map_err(|e| self.err(c, name, "break_lock", e))?;
+        }
         match c
             .locks
             .break_lock(name, LOCK_NAME, &holder.client, &holder.cookie)
@@ -614,7 +624,7 @@ impl ObjectStore for RadosStore {
                     }
                     // The same owner through another (older) client, e.g.
                     // before a restart: fence that client, take over.
-                    self.fence_and_break(&c, name, holder)?;
+                    self.fence_and_break(&c, name, holder, false)?;
                     continue;
                 }
                 Err(e) => return Err(self.err(&c, name, "try_lock", e)),
@@ -698,7 +708,7 @@ impl ObjectStore for RadosStore {
         let Some(holder) = lockers.first() else {
             return Ok(None);
         };
-        self.fence_and_break(&c, name, holder)?;
+        self.fence_and_break(&c, name, holder, true)?;
         Ok(Some(owner_of(&holder.cookie)))
     }
 

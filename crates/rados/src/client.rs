@@ -46,11 +46,12 @@ unsafe impl Sync for Cluster {}
 impl Cluster {
     /// Creates a handle for `client.<id>` (`admin` when `None`), reads
     /// `conf` (or librados' default search: `$CEPH_CONF`,
-    /// `/etc/ceph/ceph.conf`, ...), applies `settings` and connects.
+    /// `/etc/ceph/ceph.conf`, ...), applies each `(option, value, default)`
+    /// of `settings` the file left at librados' `default`, and connects.
     pub fn connect(
         conf: Option<&Path>,
         id: Option<&str>,
-        settings: &[(&str, String)],
+        settings: &[(&str, String, &str)],
     ) -> Result<Arc<Cluster>, (&'static str, Errno)> {
         let id = id.map(cstr).transpose().map_err(|e| ("client id", e))?;
         let mut handle: rados_t = ptr::null_mut();
@@ -70,13 +71,24 @@ impl Cluster {
             rados_conf_read_file(handle, path.as_ref().map_or(ptr::null(), |p| p.as_ptr()))
         })
         .map_err(|e| ("reading the Ceph configuration", e))?;
-        for (k, v) in settings {
-            let (k, v) = (
-                cstr(k).map_err(|e| ("option", e))?,
-                cstr(v).map_err(|e| ("option", e))?,
-            );
+        // Ours apply where the file left librados' default (`unset`).
+        for (k, v, unset) in settings {
+            let kc = cstr(k).map_err(|e| ("option", e))?;
+            let mut cur = [0u8; 64];
+            // SAFETY: a created handle; a NUL-terminated name; a buffer of its length.
+            let got =
+                unsafe { rados_conf_get(handle, kc.as_ptr(), cur.as_mut_ptr().cast(), cur.len()) };
+            let cur = CStr::from_bytes_until_nul(&cur).map(|c| c.to_string_lossy().into_owned());
+            let is_unset = match (got, cur) {
+                (0, Ok(c)) => c.trim().parse::<f64>().ok() == unset.parse::<f64>().ok(),
+                _ => true,
+            };
+            if !is_unset {
+                continue;
+            }
+            let vc = cstr(v).map_err(|e| ("option", e))?;
             // SAFETY: a created, not yet connected handle; both strings NUL-terminated.
-            check(unsafe { rados_conf_set(handle, k.as_ptr(), v.as_ptr()) })
+            check(unsafe { rados_conf_set(handle, kc.as_ptr(), vc.as_ptr()) })
                 .map_err(|e| ("rados_conf_set", e))?;
         }
         // SAFETY: a configured handle, connected once.

@@ -104,7 +104,8 @@ pub struct RadosOptions {
     pub namespace: String,
     /// `rados_osd_op_timeout`, `rados_mon_op_timeout` and
     /// `client_mount_timeout`: a stuck or full cluster fails an operation
-    /// after this long instead of hanging.
+    /// after this long instead of hanging. Applied where the configuration
+    /// file leaves librados' defaults (so the file may tune them).
     pub op_timeout: Duration,
     /// The instance this client belongs to (registered for fencing).
     pub instance: Option<Instance>,
@@ -221,10 +222,11 @@ fn split_addrs(s: &str) -> Vec<String> {
 impl Conn {
     fn open(opts: &RadosOptions) -> Result<Conn, StoreError> {
         let secs = opts.op_timeout.as_secs().max(1).to_string();
+        // librados' defaults: no timeout for operations, 300 s to connect.
         let settings = [
-            ("rados_osd_op_timeout", secs.clone()),
-            ("rados_mon_op_timeout", secs.clone()),
-            ("client_mount_timeout", secs),
+            ("rados_osd_op_timeout", secs.clone(), "0"),
+            ("rados_mon_op_timeout", secs.clone(), "0"),
+            ("client_mount_timeout", secs, "300"),
         ];
         let fail = |what: &str, errno: Errno| StoreError::Io {
             name: opts.pool.clone(),

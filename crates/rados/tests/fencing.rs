@@ -69,7 +69,10 @@ fn breaking_a_lock_fences_every_client_of_the_old_owner() {
     // Host B is not hurt: both of its clients work.
     b_data.write("vol_obj", 0, b"data by b", true).unwrap();
     b_maps.write_full("vol", b"map by b", true).unwrap();
-    assert_eq!(b_maps.lock_owner("vol").unwrap(), Some(("host-b".into(), t2)));
+    assert_eq!(
+        b_maps.lock_owner("vol").unwrap(),
+        Some(("host-b".into(), t2))
+    );
 
     // A fenced store refuses without asking the cluster...
     let old_addr = a_data.client_addr();
@@ -85,7 +88,11 @@ fn breaking_a_lock_fences_every_client_of_the_old_owner() {
     assert!(other >= 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(a_data.stat("vol_obj").unwrap().size, 9);
-    assert_ne!(a_data.client_addr(), old_addr, "a new client, a new address");
+    assert_ne!(
+        a_data.client_addr(),
+        old_addr,
+        "a new client, a new address"
+    );
     let mut buf = [0u8; 9];
     a_data.read("vol_obj", 0, &mut buf).unwrap();
     assert_eq!(&buf, b"data by b", "host A's stale write never landed");
@@ -125,7 +132,11 @@ fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
     let started = Instant::now();
     let err = RadosStore::connect(o).err().expect("no cluster there");
     let msg = err.to_string();
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(msg.contains("nopool") && msg.contains("connect"), "{msg}");
     assert!(msg.contains(&conf.display().to_string()), "{msg}");
 }

@@ -352,17 +352,28 @@ fn a_role_that_cannot_start_is_named_with_its_log() {
     assert!(!ok);
     assert_eq!(role(&st, "blockerb")["alive"], false, "{st:#}");
 
+    // A RADOS blocker whose cluster cannot be reached (a configuration
+    // naming a monitor nobody runs) fails to start, saying why.
     let mut s = Setup::new("");
+    let conf = s.path("ceph.conf");
+    std::fs::write(
+        &conf,
+        "[global]\nmon_host = 127.0.0.1:1\nclient_mount_timeout = 2\n",
+    )
+    .unwrap();
     let text_cfg = std::fs::read_to_string(&s.config).unwrap().replace(
         "backend = \"memory\"",
-        "backend = \"rados\"\npool = \"blocks\"",
+        &format!(
+            "backend = \"rados\"\npool = \"blocks\"\nceph_conf = \"{}\"",
+            conf.display()
+        ),
     );
     std::fs::write(&s.config, text_cfg).unwrap();
     let out = s.run(&["start"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("blockerb.backend") && err.contains("not supported yet"),
+        err.contains("blockerb") && err.contains("blocks") && err.contains("connect"),
         "{err}"
     );
 }

@@ -342,3 +342,27 @@ fn a_failed_hash_on_many_threads_commits_nothing() {
     assert_eq!(read(&m, &*data, "snap", 0, 64 * OS).unwrap(), before);
     assert_eq!(m.tracked_volumes(), 0);
 }
+
+/// A map store that says this host was fenced (RADOS: our client was
+/// blocklisted when another host broke one of our locks) makes the mapper
+/// forget the volume, cached map included: it is used again only after
+/// reopening, which relocks.
+#[test]
+fn a_fenced_map_store_drops_the_open_and_its_cached_map() {
+    use archipelago_store::{Fault, FaultyStore, OpKind};
+    let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let data = Arc::new(MemoryStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("vol", 16 * OS, Some(OS)).unwrap();
+    m.open("vol", true).unwrap();
+    write(&m, &*data, "vol", 0, b"aaaa").unwrap();
+    maps.fail_next(OpKind::LockOwner, Fault::Fenced);
+    // A write needing a copy-up or map change checks the lock at once.
+    let err = m.map_write("vol", 5 * OS, 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced, "{err}");
+    assert!(!m.is_open("vol"));
+    assert_eq!(m.tracked_volumes(), 0);
+    // Reopened (the store reconnected): the data is still there.
+    m.open("vol", true).unwrap();
+    assert_eq!(read(&m, &*data, "vol", 0, 4).unwrap(), b"aaaa");
+}

@@ -150,6 +150,9 @@ pub struct BlockerSection {
     /// RADOS client id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// RADOS namespace of the objects (locks: `<namespace>.locks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// `[mapperd]`.
@@ -325,6 +328,7 @@ struct RawBlocker {
     pool: Option<String>,
     ceph_conf: Option<PathBuf>,
     client_id: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +396,7 @@ fn blocker(
             ("pool", r.pool.is_some()),
             ("ceph_conf", r.ceph_conf.is_some()),
             ("client_id", r.client_id.is_some()),
+            ("namespace", r.namespace.is_some()),
         ] {
             if set {
                 return Err(ConfigError::invalid(
@@ -410,6 +415,7 @@ fn blocker(
         pool: r.pool,
         ceph_conf: r.ceph_conf,
         client_id: r.client_id,
+        namespace: r.namespace,
     })
 }
 
@@ -690,6 +696,10 @@ impl Config {
                     if let Some(id) = &b.client_id {
                         v.push("--client-id".into());
                         v.push(id.clone());
+                    }
+                    if let Some(ns) = &b.namespace {
+                        v.push("--namespace".into());
+                        v.push(ns.clone());
                     }
                 }
                 Backend::Files => {

@@ -214,7 +214,7 @@ fn peer_command_lines() {
     assert!(a.ends_with("--mapper-port 3 --blockerb-port 1"), "{a}");
     assert_eq!(Config::binary(Role::Blockerm), "blockerd");
     let r = parse(
-        "[host]\nid = \"h\"\n[blockerb]\nbackend = \"rados\"\npool = \"b\"\nceph_conf = \"/c/ceph.conf\"\nclient_id = \"arch\"",
+        "[host]\nid = \"h\"\n[blockerb]\nbackend = \"rados\"\npool = \"b\"\nceph_conf = \"/c/ceph.conf\"\nclient_id = \"arch\"\nnamespace = \"t1\"",
     )
     .unwrap();
     let a = r.peer_args(Role::Blockerb).join(" ");

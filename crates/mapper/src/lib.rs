@@ -742,6 +742,25 @@ impl Mapper {
         chunks: Vec<Chunk>,
         header: &Header,
     ) -> Result<(), Error> {
+        let r = self.commit_inner(name, st.as_deref_mut(), held, chunks, header);
+        if let (Err(e), Some(st)) = (&r, st) {
+            // The map store refused us as fenced (a broken lock): forget
+            // the volume, as for a lock found broken.
+            if e.code == ErrorCode::Fenced {
+                *st = VolState::default();
+            }
+        }
+        r
+    }
+
+    fn commit_inner(
+        &self,
+        name: &str,
+        mut st: Option<&mut VolState>,
+        held: Option<&Held>,
+        chunks: Vec<Chunk>,
+        header: &Header,
+    ) -> Result<(), Error> {
         for c in &chunks {
             let cname = c.id().object_name().expect("a written chunk is nonzero");
             let bytes = c.encode().map_err(|e| map_err(name, e))?;

@@ -366,3 +366,19 @@ fn a_fenced_map_store_drops_the_open_and_its_cached_map() {
     m.open("vol", true).unwrap();
     assert_eq!(read(&m, &*data, "vol", 0, 4).unwrap(), b"aaaa");
 }
+
+/// The same when the map store refuses the commit itself as fenced.
+#[test]
+fn a_fenced_commit_drops_the_open() {
+    use archipelago_store::{Fault, FaultyStore, OpKind};
+    let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let data = Arc::new(MemoryStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("vol", 16 * OS, Some(OS)).unwrap();
+    m.open("vol", true).unwrap();
+    maps.fail_next(OpKind::WriteFull, Fault::Fenced);
+    let err = m.map_write("vol", 5 * OS, 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced, "{err}");
+    assert!(!m.is_open("vol"));
+    m.open("vol", true).unwrap();
+}

@@ -77,10 +77,21 @@ struct Cli {
     #[arg(long, default_value = "blocker")]
     member: String,
 
+    /// The RADOS namespace of the objects (rados backend; default: the
+    /// pool's default namespace). Locks live in "<namespace>.locks".
+    #[arg(long, default_value = "")]
+    namespace: String,
+
     /// Seconds after which a stuck or full cluster fails a request
     /// (rados backend).
     #[arg(long, default_value_t = 30)]
     op_timeout: u64,
+
+    /// Seconds a fenced blocker (its lock broken by another host, its
+    /// client blocklisted) fails every request before reconnecting as a
+    /// new client (rados backend; a lock request reconnects at once).
+    #[arg(long, default_value_t = 10)]
+    fence_quarantine: u64,
 }
 
 fn main() -> ExitCode {
@@ -110,7 +121,9 @@ fn main() -> ExitCode {
                 RadosOptions::new(cli.pool.clone().expect("clap requires --pool with rados"));
             o.ceph_conf = cli.ceph_conf.clone();
             o.client_id = cli.client_id.clone();
+            o.namespace = cli.namespace.clone();
             o.op_timeout = std::time::Duration::from_secs(cli.op_timeout.max(1));
+            o.fence_quarantine = std::time::Duration::from_secs(cli.fence_quarantine);
             o.instance = Some(Instance {
                 host: cli.peer.host_id(),
                 member: cli.member.clone(),

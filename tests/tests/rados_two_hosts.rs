@@ -7,7 +7,7 @@
 //! Needs a cluster: `CEPH_CONF` and `CEPH_POOL` (see
 //! `archipelago_rados::testenv`); under CI their absence fails the test.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,9 @@ struct Host {
 }
 
 impl Host {
-    fn start(name: &'static str, conf: &PathBuf, pool: &str, ns: &str) -> Host {
+    fn start(name: &'static str, conf: &Path, pool: &str, ns: &str) -> Host {
         let b = Backend::Rados {
-            conf: conf.clone(),
+            conf: conf.to_owned(),
             pool: pool.to_owned(),
             namespace: ns.to_owned(),
         };

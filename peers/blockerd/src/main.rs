@@ -35,7 +35,7 @@ enum Backend {
     Rados,
 }
 
-/// Serve an object store (files or memory) over xseg.
+/// Serve an object store (files, memory or a RADOS pool) over xseg.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {

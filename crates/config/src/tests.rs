@@ -220,7 +220,7 @@ fn peer_command_lines() {
     let a = r.peer_args(Role::Blockerb).join(" ");
     assert!(
         a.ends_with(
-            "--backend rados --pool b --ceph-conf /c/ceph.conf --client-id arch --member blockerb"
+            "--backend rados --pool b --ceph-conf /c/ceph.conf --client-id arch --namespace t1 --member blockerb"
         ),
         "{a}"
     );

@@ -109,8 +109,10 @@ pub struct RadosOptions {
     pub op_timeout: Duration,
     /// The instance this client belongs to (registered for fencing).
     pub instance: Option<Instance>,
-    /// How long broken owners stay blocklisted (they reconnect with a new
-    /// address long before).
+    /// How long broken owners stay blocklisted. A fenced client that
+    /// notices reconnects with a new address at once; this bounds how long
+    /// one that never noticed (a host cut off from the cluster) stays
+    /// unable to write, so it is long: a day by default (Ceph's is an hour).
     pub blocklist_expiry: Duration,
     /// How long a fenced store refuses everything but `try_lock` before it
     /// reconnects on its next operation.
@@ -120,7 +122,7 @@ pub struct RadosOptions {
 impl RadosOptions {
     /// Options for `pool` with the defaults: librados' configuration
     /// search, `client.admin`, the default namespace, 30 s timeouts, no
-    /// instance, a one-hour blocklisting, a 10 s fence quarantine.
+    /// instance, a one-day blocklisting, a 10 s fence quarantine.
     pub fn new(pool: impl Into<String>) -> RadosOptions {
         RadosOptions {
             pool: pool.into(),
@@ -129,7 +131,7 @@ impl RadosOptions {
             namespace: String::new(),
             op_timeout: Duration::from_secs(30),
             instance: None,
-            blocklist_expiry: Duration::from_secs(3600),
+            blocklist_expiry: Duration::from_secs(24 * 3600),
             fence_quarantine: Duration::from_secs(10),
         }
     }

@@ -352,11 +352,54 @@ pub mod pipeline {
         Memory,
         /// One file per object under this directory.
         Files(PathBuf),
+        /// A RADOS pool (see `archipelago_rados::testenv`).
+        Rados {
+            /// The cluster's `ceph.conf`.
+            conf: PathBuf,
+            /// The pool.
+            pool: String,
+            /// The namespace (one per test).
+            namespace: String,
+        },
     }
 
     impl Backend {
+        /// The blocker's arguments when it plays `member` of `host`.
+        fn args_as(&self, host: &str, member: &str) -> Vec<String> {
+            match self {
+                Backend::Rados {
+                    conf,
+                    pool,
+                    namespace,
+                } => [
+                    "--backend",
+                    "rados",
+                    "--pool",
+                    pool,
+                    "--ceph-conf",
+                    conf.to_str().expect("utf-8 path"),
+                    "--namespace",
+                    namespace,
+                    "--host-id",
+                    host,
+                    "--member",
+                    member,
+                    "--op-timeout",
+                    "20",
+                    // Tests of fencing wait for the reconnection.
+                    "--fence-quarantine",
+                    "2",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                _ => self.args(),
+            }
+        }
+
         fn args(&self) -> Vec<String> {
             match self {
+                Backend::Rados { .. } => self.args_as("localhost", "blocker"),
                 Backend::Memory => vec!["--backend".into(), "memory".into()],
                 Backend::Files(dir) => vec![
                     "--backend".into(),
@@ -391,8 +434,10 @@ pub mod pipeline {
             let tmp = TempSegment::new(name);
             let seg = segment(&tmp);
             let s = tmp.arg();
-            let blockerb = Proc::start(&s, "blockerd", BLOCKERB, &data.args());
-            let blockerm = Proc::start(&s, "blockerd", BLOCKERM, &maps.args());
+            let blockerb =
+                Proc::start(&s, "blockerd", BLOCKERB, &data.args_as(host_id, "blockerb"));
+            let blockerm =
+                Proc::start(&s, "blockerd", BLOCKERM, &maps.args_as(host_id, "blockerm"));
             let mapperd = Proc::start(
                 &s,
                 "mapperd",

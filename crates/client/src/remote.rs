@@ -92,6 +92,8 @@ fn to_store(name: &str, op: &'static str, e: Error) -> StoreError {
             why: "refused by the blocker",
         },
         ErrorCode::Unsupported => StoreError::Unsupported,
+        // The blocker's client was blocklisted: our lock was broken.
+        ErrorCode::Fenced => StoreError::Fenced { name },
         _ => StoreError::Io {
             name,
             op,

@@ -150,6 +150,9 @@ pub struct BlockerSection {
     /// RADOS client id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// RADOS namespace of the objects (locks: `<namespace>.locks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// `[mapperd]`.
@@ -325,6 +328,7 @@ struct RawBlocker {
     pool: Option<String>,
     ceph_conf: Option<PathBuf>,
     client_id: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,11 +385,18 @@ fn blocker(
             ))
         }
     };
+    if backend == Backend::Rados && !matches!(r.pool.as_deref(), Some(p) if !p.is_empty()) {
+        return Err(ConfigError::invalid(
+            format!("{name}.pool"),
+            "required with backend = \"rados\" (an existing pool)",
+        ));
+    }
     if backend != Backend::Rados {
         for (key, set) in [
             ("pool", r.pool.is_some()),
             ("ceph_conf", r.ceph_conf.is_some()),
             ("client_id", r.client_id.is_some()),
+            ("namespace", r.namespace.is_some()),
         ] {
             if set {
                 return Err(ConfigError::invalid(
@@ -404,6 +415,7 @@ fn blocker(
         pool: r.pool,
         ceph_conf: r.ceph_conf,
         client_id: r.client_id,
+        namespace: r.namespace,
     })
 }
 
@@ -673,7 +685,24 @@ impl Config {
             let mut v = vec!["--backend".to_owned()];
             match b.backend {
                 Backend::Memory => v.push("memory".into()),
-                Backend::Files | Backend::Rados => {
+                Backend::Rados => {
+                    v.push("rados".into());
+                    v.push("--pool".into());
+                    v.push(b.pool.clone().expect("loading requires a pool for rados"));
+                    if let Some(conf) = &b.ceph_conf {
+                        v.push("--ceph-conf".into());
+                        v.push(conf.display().to_string());
+                    }
+                    if let Some(id) = &b.client_id {
+                        v.push("--client-id".into());
+                        v.push(id.clone());
+                    }
+                    if let Some(ns) = &b.namespace {
+                        v.push("--namespace".into());
+                        v.push(ns.clone());
+                    }
+                }
+                Backend::Files => {
                     v.push("files".into());
                     v.push("--data-dir".into());
                     v.push(b.data_dir.display().to_string());
@@ -685,8 +714,20 @@ impl Config {
             v
         };
         match role {
-            Role::Blockerb => args.extend(blocker_args(&self.blockerb)),
-            Role::Blockerm => args.extend(blocker_args(&self.blockerm)),
+            Role::Blockerb | Role::Blockerm => {
+                let b = if role == Role::Blockerb {
+                    &self.blockerb
+                } else {
+                    &self.blockerm
+                };
+                let mut v = blocker_args(b);
+                if b.backend == Backend::Rados {
+                    // Its address is registered under the host as this
+                    // member, so that locks record (and breaks fence) both.
+                    v.extend(["--member".to_owned(), role.name().to_owned()]);
+                }
+                push(&v.iter().map(String::as_str).collect::<Vec<_>>());
+            }
             Role::Mapperd => push(&[
                 "--blockerm-port",
                 &self.blockerm.port.to_string(),
@@ -735,17 +776,6 @@ impl Config {
             Role::Vlmcd => "vlmcd",
             Role::Nbdd => "nbdd",
         }
-    }
-
-    /// Why `role` cannot be started with this configuration, if it cannot.
-    pub fn unsupported(&self, role: Role) -> Option<String> {
-        let b = match role {
-            Role::Blockerb => &self.blockerb,
-            Role::Blockerm => &self.blockerm,
-            _ => return None,
-        };
-        (b.backend == Backend::Rados)
-            .then(|| format!("{role}.backend: \"rados\" is not supported yet"))
     }
 
     /// The configuration as TOML (loads back to the same configuration).

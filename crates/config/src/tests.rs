@@ -213,12 +213,24 @@ fn peer_command_lines() {
     assert!(a.contains("--port 4 "), "{a}");
     assert!(a.ends_with("--mapper-port 3 --blockerb-port 1"), "{a}");
     assert_eq!(Config::binary(Role::Blockerm), "blockerd");
-    assert!(c.unsupported(Role::Blockerb).is_none());
-    let r = parse("[blockerb]\nbackend = \"rados\"\npool = \"b\"").unwrap();
-    assert!(r
-        .unsupported(Role::Blockerb)
-        .unwrap()
-        .contains("not supported yet"));
+    let r = parse(
+        "[host]\nid = \"h\"\n[blockerb]\nbackend = \"rados\"\npool = \"b\"\nceph_conf = \"/c/ceph.conf\"\nclient_id = \"arch\"\nnamespace = \"t1\"",
+    )
+    .unwrap();
+    let a = r.peer_args(Role::Blockerb).join(" ");
+    assert!(
+        a.ends_with(
+            "--backend rados --pool b --ceph-conf /c/ceph.conf --client-id arch --namespace t1 --member blockerb"
+        ),
+        "{a}"
+    );
+    assert!(a.contains("--host-id h"), "{a}");
+    let a = r.peer_args(Role::Blockerm).join(" ");
+    assert!(a.contains("--backend files"), "{a}");
+    let e = parse("[blockerm]\nbackend = \"rados\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blockerm.pool") && e.contains("required"), "{e}");
 }
 
 #[test]

@@ -700,7 +700,7 @@ impl Mapper {
     /// delete or overwrite objects the new owner may be using. On a broken
     /// lock, forgets the volume's state and fails with `Fenced`.
     fn check_fence(&self, name: &str, st: &mut VolState) -> Result<(), Error> {
-        let owner = self.maps.lock_owner(name).map_err(|e| store_err(name, e))?;
+        let owner = self.lock_owner_or_forget(name, st)?;
         if owner != Some((self.host_id.clone(), st.token)) {
             *st = VolState::default();
             return Err(err(
@@ -712,12 +712,51 @@ impl Mapper {
         Ok(())
     }
 
+    /// The volume lock's owner and token. If the map store says this host
+    /// was fenced (its client blocklisted after another host broke one of
+    /// our locks), the volume's state is forgotten before failing: it is
+    /// reopened, and so relocked through a new client, or not at all.
+    fn lock_owner_or_forget(
+        &self,
+        name: &str,
+        st: &mut VolState,
+    ) -> Result<Option<(String, u64)>, Error> {
+        match self.maps.lock_owner(name) {
+            Ok(owner) => Ok(owner),
+            Err(e) => {
+                if e.code() == ErrorCode::Fenced {
+                    *st = VolState::default();
+                }
+                Err(store_err(name, e))
+            }
+        }
+    }
+
     /// Writes `chunks`, then `header` under `name`: the commit point. With
     /// `held`, checks first that the lock is still ours (fencing).
     fn commit(
         &self,
         name: &str,
-        st: Option<&mut VolState>,
+        mut st: Option<&mut VolState>,
+        held: Option<&Held>,
+        chunks: Vec<Chunk>,
+        header: &Header,
+    ) -> Result<(), Error> {
+        let r = self.commit_inner(name, st.as_deref_mut(), held, chunks, header);
+        if let (Err(e), Some(st)) = (&r, st) {
+            // The map store refused us as fenced (a broken lock): forget
+            // the volume, as for a lock found broken.
+            if e.code == ErrorCode::Fenced {
+                *st = VolState::default();
+            }
+        }
+        r
+    }
+
+    fn commit_inner(
+        &self,
+        name: &str,
+        mut st: Option<&mut VolState>,
         held: Option<&Held>,
         chunks: Vec<Chunk>,
         header: &Header,
@@ -730,7 +769,10 @@ impl Mapper {
                 .map_err(|e| store_err(&cname, e))?;
         }
         if let Some(held) = held {
-            let owner = self.maps.lock_owner(name).map_err(|e| store_err(name, e))?;
+            let owner = match st.as_deref_mut() {
+                Some(st) => self.lock_owner_or_forget(name, st)?,
+                None => self.maps.lock_owner(name).map_err(|e| store_err(name, e))?,
+            };
             if owner != Some((self.host_id.clone(), held.token)) {
                 if let Some(st) = st {
                     *st = VolState::default();

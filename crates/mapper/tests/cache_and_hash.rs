@@ -385,3 +385,46 @@ fn map_cached_matches_the_full_path_or_declines() {
     env.m.close("vol").unwrap();
     assert!(env.m.map_cached("vol", 0, OS, false).is_none());
 }
+
+/// A map store that says this host was fenced (RADOS: our client was
+/// blocklisted when another host broke one of our locks) makes the mapper
+/// forget the volume, cached map included: it is used again only after
+/// reopening, which relocks.
+#[test]
+fn a_fenced_map_store_drops_the_open_and_its_cached_map() {
+    use archipelago_store::{Fault, FaultyStore, OpKind};
+    let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let data = Arc::new(MemoryStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("vol", 16 * OS, Some(OS)).unwrap();
+    m.open("vol", true).unwrap();
+    write(&m, &*data, "vol", 0, b"aaaa").unwrap();
+    maps.fail_next(OpKind::LockOwner, Fault::Fenced);
+    // A write needing a copy-up or map change checks the lock at once.
+    let err = m.map_write("vol", 5 * OS, 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced, "{err}");
+    assert!(!m.is_open("vol"));
+    assert_eq!(m.tracked_volumes(), 0);
+    // Reopened (the store reconnected): the data is still there.
+    m.open("vol", true).unwrap();
+    assert_eq!(read(&m, &*data, "vol", 0, 4).unwrap(), b"aaaa");
+}
+
+/// The same when the map store refuses the commit itself as fenced.
+#[test]
+fn a_fenced_commit_drops_the_open() {
+    use archipelago_store::{Fault, FaultyStore, OpKind};
+    let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let data = Arc::new(MemoryStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("vol", 16 * OS, Some(OS)).unwrap();
+    m.open("vol", true).unwrap();
+    maps.fail_next(OpKind::WriteFull, Fault::Fenced);
+    // A first write is pending: the commit writes the map.
+    let ext = m.map_write("vol", 5 * OS, 1).unwrap();
+    assert!(ext[0].pending);
+    let err = m.commit_writes("vol", &[5]).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced, "{err}");
+    assert!(!m.is_open("vol"));
+    m.open("vol", true).unwrap();
+}

@@ -30,8 +30,16 @@ use crate::{content_name_of, ObjectStore, StoreError};
 /// Expands to one `#[test]` per conformance case, each calling the case
 /// with `$make` (an expression evaluating to a `Fn() -> impl ObjectStore`,
 /// evaluated once per test).
+///
+/// `conformance_tests!(if $available => $make)` first evaluates
+/// `$available` (a `bool`) in each test and returns at once when it is
+/// false: for drivers needing an external service (a Ceph cluster) that
+/// decide themselves when its absence may skip (and say so) or must fail.
 #[macro_export]
 macro_rules! conformance_tests {
+    (if $available:expr => $make:expr) => {
+        $crate::__conformance_cases!(@list emit_guarded ($available) $make);
+    };
     ($make:expr) => {
         $crate::__conformance_cases!(@tests $make);
     };
@@ -46,8 +54,14 @@ macro_rules! __conformance_cases {
     (@run $make:expr) => {
         $crate::__conformance_cases!(@list emit_run $make);
     };
+    (@list emit_guarded ($available:expr) $make:expr) => {
+        $crate::__conformance_cases!(@list_with emit_guarded ($available) $make);
+    };
     (@list $how:ident $make:expr) => {
-        $crate::__conformance_cases!(@$how $make;
+        $crate::__conformance_cases!(@list_with $how () $make);
+    };
+    (@list_with $how:ident ($($available:expr)?) $make:expr) => {
+        $crate::__conformance_cases!(@$how ($($available)?) $make;
             read_of_a_missing_object_is_not_found,
             write_then_read_round_trips_and_reads_zeros_past_the_end,
             a_write_at_an_offset_creates_a_sparse_object,
@@ -80,7 +94,7 @@ macro_rules! __conformance_cases {
             list_is_sorted_and_filtered_by_prefix,
         );
     };
-    (@emit_tests $make:expr; $($case:ident,)*) => {
+    (@emit_tests () $make:expr; $($case:ident,)*) => {
         $(
             #[test]
             fn $case() {
@@ -88,7 +102,18 @@ macro_rules! __conformance_cases {
             }
         )*
     };
-    (@emit_run $make:expr; $($case:ident,)*) => {
+    (@emit_guarded ($available:expr) $make:expr; $($case:ident,)*) => {
+        $(
+            #[test]
+            fn $case() {
+                if !$available {
+                    return;
+                }
+                $crate::conformance::$case($make);
+            }
+        )*
+    };
+    (@emit_run () $make:expr; $($case:ident,)*) => {
         $( $crate::conformance::$case(&$make); )*
     };
 }

@@ -70,6 +70,14 @@ pub enum StoreError {
     /// This store does not implement the operation.
     #[error("operation not supported by this store")]
     Unsupported,
+    /// This client was fenced off: a lock it held was broken by another
+    /// host, which blocklisted it (RADOS). Nothing it sends is applied
+    /// until it reconnects as a new client.
+    #[error("{name}: fenced (our lock was broken and this client blocklisted)")]
+    Fenced {
+        /// The object or lock concerned.
+        name: String,
+    },
 }
 
 impl StoreError {
@@ -85,6 +93,7 @@ impl StoreError {
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Io { .. } => ErrorCode::Io,
             StoreError::Unsupported => ErrorCode::Unsupported,
+            StoreError::Fenced { .. } => ErrorCode::Fenced,
         }
     }
 
@@ -177,6 +186,7 @@ mod tests {
             ),
             (StoreError::NoSpace { name: "a".into() }, ErrorCode::NoSpace),
             (StoreError::Unsupported, ErrorCode::Unsupported),
+            (StoreError::Fenced { name: "a".into() }, ErrorCode::Fenced),
         ];
         for (e, code) in cases {
             assert_eq!(e.code(), code, "{e}");

@@ -101,6 +101,9 @@ pub enum Fault {
     },
     /// Sleeps, then runs the operation normally.
     Delay(Duration),
+    /// Fails with [`StoreError::Fenced`], doing nothing: the client was
+    /// blocklisted because another host broke one of our locks.
+    Fenced,
 }
 
 /// A fault injection rule: which operations (one kind, or all), which
@@ -273,6 +276,7 @@ impl<S: ObjectStore> FaultyStore<S> {
             }
             Fault::Io => Verdict::Fail(eio(name)),
             Fault::NoSpace => Verdict::Fail(StoreError::NoSpace { name }),
+            Fault::Fenced => Verdict::Fail(StoreError::Fenced { name }),
             Fault::Torn { keep } => Verdict::Torn(keep, eio(name)),
         }
     }

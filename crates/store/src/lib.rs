@@ -73,33 +73,32 @@
 //! object leave an unspecified mix, and callers (the volume layer)
 //! serialise them.
 //!
-//! # How a RADOS driver maps onto librados
+//! # How the RADOS driver maps onto librados
 //!
-//! The method set is kept one-to-one with operations librados can do, so a
-//! RADOS driver needs no emulation beyond `copy`. Each of the calls below
-//! has an `rados_aio_*` form completing on a callback; when that driver
-//! lands, the trait gains an asynchronous submission method (submit an
-//! operation, get its result through a completion) and these synchronous
-//! methods stay as the "submit and wait" form.
+//! The method set is kept one-to-one with operations librados can do, so
+//! the RADOS driver (`archipelago-rados`) needs no emulation beyond
+//! `copy`. Each call below is submitted asynchronously (`rados_aio_*`, or
+//! an atomic compound op) and completed through a callback; the
+//! synchronous methods submit and wait, so a caller with N worker threads
+//! keeps N operations in flight.
 //!
 //! | method | librados |
 //! |---|---|
 //! | `read` | one read op: `rados_read_op_stat` + `rados_read_op_read` (size and data read atomically); `ENOENT` → `NotFound`; the buffer past the returned length is zeroed client-side |
-//! | `write` | `rados_aio_write`, completed on *commit* (RADOS acknowledges only replicated, durable writes, so `durable` costs nothing more) |
+//! | `write` | `rados_aio_write`, completed on commit (RADOS acknowledges only durable writes, so `durable` costs nothing more); an empty write is `rados_write_op_create` (not exclusive) |
 //! | `write_full` | `rados_aio_write_full`: atomic replace on the OSD |
 //! | `delete` | `rados_aio_remove` |
 //! | `stat` | `rados_aio_stat` |
-//! | `copy` | client-side `rados_aio_read` of the source range, then `rados_aio_write` to the destination (librados' `copy_from` copies whole objects only). Into a missing destination: a write op with `rados_write_op_create(EXCLUSIVE)` so nothing partial is created |
+//! | `copy` | client-side: one read op of the source range, then one write of it to the destination (librados' `copy_from` copies whole objects only); a write op is atomic, so a failed copy into a missing destination leaves it missing |
 //! | `store_content` | one write op: `rados_write_op_create(LIBRADOS_CREATE_EXCLUSIVE)` + `rados_write_op_write_full`; `EEXIST` means the content is already there: success, nothing written |
-//! | `sync` | `rados_aio_flush` (nothing is ever acknowledged before commit, so it only waits for in-flight operations) |
-//! | `try_lock`, `unlock`, `break_lock` | compare-and-set on the lock object `<name>_lock`: a read op fetches its `owner` and `token` xattrs, then a write op guarded by `rados_write_op_cmpxattr` (token unchanged) sets the new owner and `token + 1` (or removes the owner, keeping the token); `ECANCELED` means someone raced us: re-read and decide again |
-//! | `lock_owner` | a read op with `rados_read_op_getxattrs` on the lock object |
-//! | `list` | `rados_nobjects_list_open` / `_next` over the whole pool, filtered by prefix and sorted client-side |
+//! | `sync` | `rados_aio_flush` (nothing is acknowledged before commit, so it only waits for in-flight operations) |
+//! | `try_lock`, `unlock`, `break_lock` | a RADOS exclusive lock on the lock object (in a namespace of its own, cookie = the owner), plus a fencing token in the object's xattrs raised by a write op guarded with `rados_write_op_cmpxattr`; `break_lock` first blocklists the holder's clients (`rados_blocklist_add`) |
+//! | `lock_owner` | `rados_list_lockers` and the token xattr |
+//! | `list` | `rados_nobjects_list_open` / `_next` over the objects' namespace, filtered by prefix and sorted client-side |
 //!
-//! On RADOS the token can also fence data writes: a write op may carry
-//! `cmpxattr` on the lock object's token (objects and their lock share a
-//! placement group only with an object locator, so this is left to the
-//! driver's design).
+//! A client whose lock was broken is blocklisted by the breaker: all its
+//! operations fail with [`StoreError::Fenced`] (see the driver's docs for
+//! when it reconnects).
 
 #![warn(missing_docs)]
 

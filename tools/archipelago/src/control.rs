@@ -172,11 +172,6 @@ pub fn start(cli: &Cli, c: &Config, role: Option<Role>) -> Result<()> {
         Some(r) => vec![r],
         None => ROLES.to_vec(),
     };
-    for &r in &wanted {
-        if let Some(why) = c.unsupported(r) {
-            bail!("{why}");
-        }
-    }
     create_dirs(c)?;
     let supervisor = procs::supervisor_pid(c);
     let supervised = supervisor

@@ -116,9 +116,6 @@ fn wait_ready(c: &Config, role: Role, child: &mut Child) -> Result<()> {
 
 /// Starts `role` and waits until it is ready; writes its pid file.
 fn start_role(c: &Config, bin_dir: &Path, seg: &Segment, role: Role) -> Result<Child> {
-    if let Some(why) = c.unsupported(role) {
-        bail!("{why}");
-    }
     let port = c.port(role);
     if let Some(pid) = seg.dead_owner(port) {
         match seg.recover(port) {

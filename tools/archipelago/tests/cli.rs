@@ -352,17 +352,28 @@ fn a_role_that_cannot_start_is_named_with_its_log() {
     assert!(!ok);
     assert_eq!(role(&st, "blockerb")["alive"], false, "{st:#}");
 
+    // A RADOS blocker whose cluster cannot be reached (a configuration
+    // naming a monitor nobody runs) fails to start, saying why.
     let mut s = Setup::new("");
+    let conf = s.path("ceph.conf");
+    std::fs::write(
+        &conf,
+        "[global]\nmon_host = 127.0.0.1:1\nclient_mount_timeout = 2\n",
+    )
+    .unwrap();
     let text_cfg = std::fs::read_to_string(&s.config).unwrap().replace(
         "backend = \"memory\"",
-        "backend = \"rados\"\npool = \"blocks\"",
+        &format!(
+            "backend = \"rados\"\npool = \"blocks\"\nceph_conf = \"{}\"",
+            conf.display()
+        ),
     );
     std::fs::write(&s.config, text_cfg).unwrap();
     let out = s.run(&["start"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("blockerb.backend") && err.contains("not supported yet"),
+        err.contains("blockerb") && err.contains("blocks") && err.contains("connect"),
         "{err}"
     );
 }
@@ -522,4 +533,56 @@ fn every_role_killed_comes_back_with_the_data() {
     assert!(out.status.success(), "stop: {}", text(&out));
     let left: Vec<u32> = s.pids.iter().copied().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// Both blockers on RADOS, from the configuration: the pipeline works, and
+/// a blocker killed and restarted by the supervisor (a new librados
+/// client) serves the same data; the map blocker takes its host's lock
+/// back, so the open volume stays writable. Needs a cluster (see
+/// `archipelago_rados::testenv`).
+#[test]
+fn both_blockers_on_rados_from_the_configuration() {
+    let Some((conf, pool)) = archipelago_rados::testenv::cluster("archipelago rados") else {
+        return;
+    };
+    let ns = archipelago_rados::testenv::unique_namespace("cli");
+    let mut s = Setup::new("");
+    let rados = format!(
+        "backend = \"rados\"\npool = \"{pool}\"\nceph_conf = \"{}\"\nnamespace = \"{ns}\"",
+        conf.display()
+    );
+    let text_cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("backend = \"memory\"", &rados)
+        .replace("backend = \"files\"", &rados);
+    std::fs::write(&s.config, text_cfg).unwrap();
+    let out = s.run(&["config"]);
+    assert!(text(&out).contains(&ns), "{}", text(&out));
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(20));
+    client
+        .create_volume(VLMCD, "vol-r", 16 << 20, None)
+        .unwrap();
+    let data = pattern(1 << 20, 3);
+    client
+        .volume_write(VLMCD, "vol-r", 3 << 20, &data, true)
+        .unwrap();
+    assert!(read_back(&client, "vol-r", 3 << 20, data.len(), "the write") == data);
+
+    for blocker in ["blockerb", "blockerm"] {
+        let old = s.pid_of(blocker).expect("pid file");
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        wait_restarted(&mut s, blocker, old);
+        assert!(read_back(&client, "vol-r", 3 << 20, data.len(), blocker) == data);
+    }
+    let more = pattern(4096, 9);
+    client.volume_write(VLMCD, "vol-r", 0, &more, true).unwrap();
+    assert!(read_back(&client, "vol-r", 0, 4096, "the last write") == more);
+    drop(client);
+    let out = s.run(&["stop", "-f"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
 }

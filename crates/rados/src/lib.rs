@@ -1,0 +1,788 @@
+//! [`RadosStore`]: an [`ObjectStore`] on a Ceph RADOS pool, through
+//! librados (a small hand-written FFI layer in `ffi.rs`, safe wrappers in
+//! `client.rs`).
+//!
+//! # Layout in the pool
+//!
+//! | what | namespace | name |
+//! |---|---|---|
+//! | objects (volume data, maps, content objects) | `namespace` (default: the default one, as the original radosd) | the object name, verbatim |
+//! | locks | `<namespace>.locks` (`archipelago.locks` for the default) | the lock name |
+//! | the per-host registry of client addresses | as locks | `.host.<host id>` (no lock name starts with `.`) |
+//!
+//! Locks live in their own namespace, so the lock `x` and the object
+//! `x_lock` never meet and `list` never shows a lock.
+//!
+//! # Operations
+//!
+//! Object operations follow the table in the `archipelago-store` docs: one
+//! librados asynchronous operation each (`rados_aio_*` or an atomic
+//! compound read/write op), completed through `rados_aio_create_completion2`
+//! with a callback that wakes the submitting thread. Writes complete on
+//! commit, so every acknowledged write is durable (`durable` and `sync`
+//! cost nothing more). Content objects are created with one write op
+//! `create(EXCLUSIVE) + write_full`: two hosts storing the same block race
+//! safely, and the loser's `EEXIST` means "already there".
+//!
+//! # Locks and fencing
+//!
+//! A lock is a RADOS exclusive lock (`archipelago`) on the lock object,
+//! whose cookie is the owner's bytes in hex (so `list_lockers` names the
+//! owner exactly). The lock object's xattrs keep the fencing state:
+//!
+//! - `token`: the largest token ever granted (never decreases);
+//! - `grant`: the cookie the current token was granted to (empty after a
+//!   release or break, so the next grant raises the token);
+//! - `clients`: the addresses of every librados client of the holder's
+//!   Archipelago instance at grant time (its blockerm and blockerb, read
+//!   from the host registry), one a line.
+//!
+//! Granting takes the RADOS lock first (the arbiter between hosts), then
+//! raises `token` with a write op guarded by `cmpxattr(token == old)`.
+//! Breaking a lock (or taking over a lock the same owner holds through
+//! another, older client) first adds every recorded address to the
+//! cluster's blocklist, then breaks the RADOS lock: a host that still
+//! believes it holds the volume can write neither maps nor data, since
+//! every operation of a blocklisted client fails (`EBLOCKLISTED`).
+//!
+//! A client that sees `EBLOCKLISTED` is **fenced**: every later operation
+//! of this store fails with [`StoreError::Fenced`] without reaching the
+//! cluster, until it reconnects as a new client (a new address, not
+//! blocklisted): at once for a `try_lock` (the caller, the mapper, drops
+//! its cached state on `Fenced` before it locks again), otherwise only
+//! after [`RadosOptions::fence_quarantine`], so that data requests computed
+//! under the broken lock and still in flight fail instead of landing.
+
+#![warn(missing_docs)]
+
+mod client;
+mod ffi;
+pub mod testenv;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use archipelago_protocol::names::check_store_name;
+use archipelago_protocol::payload::NAME_CAPACITY;
+use archipelago_store::{
+    content_name_of, strip_trailing_zeros, ObjectStat, ObjectStore, StoreError,
+};
+use client::{Cluster, Errno, IoCtx, Locker, WriteOp};
+
+/// The name of the RADOS lock taken on lock objects.
+const LOCK_NAME: &str = "archipelago";
+/// `EBLOCKLISTED` in Ceph: this client's address is on the blocklist.
+const EBLOCKLISTED: Errno = libc::ESHUTDOWN;
+/// Attempts of a lock operation that keeps losing races before it gives up.
+const LOCK_ATTEMPTS: usize = 50;
+
+/// Who this store's client belongs to: an Archipelago instance (a host)
+/// and its role in it. Each member registers its address under the host,
+/// so that a lock taken by one member records all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The host id (the lock owner the mapper uses).
+    pub host: String,
+    /// This client's role, e.g. `blockerb` or `blockerm`.
+    pub member: String,
+}
+
+/// How to reach the pool.
+#[derive(Debug, Clone)]
+pub struct RadosOptions {
+    /// The pool (it must exist).
+    pub pool: String,
+    /// The Ceph configuration file; `None`: librados' default search
+    /// (`$CEPH_CONF`, `/etc/ceph/ceph.conf`, ...).
+    pub ceph_conf: Option<PathBuf>,
+    /// The cephx user without `client.` (`None`: `admin`).
+    pub client_id: Option<String>,
+    /// The RADOS namespace of the objects ("" the default one).
+    pub namespace: String,
+    /// `rados_osd_op_timeout`, `rados_mon_op_timeout` and
+    /// `client_mount_timeout`: a stuck or full cluster fails an operation
+    /// after this long instead of hanging. Applied where the configuration
+    /// file leaves librados' defaults (so the file may tune them).
+    pub op_timeout: Duration,
+    /// The instance this client belongs to (registered for fencing).
+    pub instance: Option<Instance>,
+    /// How long broken owners stay blocklisted. A fenced client that
+    /// notices reconnects with a new address at once; this bounds how long
+    /// one that never noticed (a host cut off from the cluster) stays
+    /// unable to write, so it is long: a day by default (Ceph's is an hour).
+    pub blocklist_expiry: Duration,
+    /// How long a fenced store refuses everything but `try_lock` before it
+    /// reconnects on its next operation.
+    pub fence_quarantine: Duration,
+}
+
+impl RadosOptions {
+    /// Options for `pool` with the defaults: librados' configuration
+    /// search, `client.admin`, the default namespace, 30 s timeouts, no
+    /// instance, a one-day blocklisting, a 10 s fence quarantine.
+    pub fn new(pool: impl Into<String>) -> RadosOptions {
+        RadosOptions {
+            pool: pool.into(),
+            ceph_conf: None,
+            client_id: None,
+            namespace: String::new(),
+            op_timeout: Duration::from_secs(30),
+            instance: None,
+            blocklist_expiry: Duration::from_secs(24 * 3600),
+            fence_quarantine: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One librados client: the cluster handle and its two contexts.
+struct Conn {
+    cluster: Arc<Cluster>,
+    data: IoCtx,
+    locks: IoCtx,
+    /// `client.<global id>`, as lock listings name holders.
+    client: String,
+    /// This client's address (as `rados_getaddrs` gives it).
+    addr: String,
+    /// When an operation first failed with `EBLOCKLISTED`.
+    fenced: Mutex<Option<Instant>>,
+}
+
+/// An object store on a RADOS pool. See the crate docs.
+pub struct RadosStore {
+    opts: RadosOptions,
+    conn: RwLock<Arc<Conn>>,
+    /// Serialises reconnections.
+    reconnecting: Mutex<()>,
+    reconnects: AtomicU64,
+}
+
+fn locks_namespace(ns: &str) -> String {
+    if ns.is_empty() {
+        "archipelago.locks".to_owned()
+    } else {
+        format!("{ns}.locks")
+    }
+}
+
+fn registry_object(host: &str) -> String {
+    format!(".host.{host}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The owner a cookie names (the cookie itself if it is not ours).
+fn owner_of(cookie: &str) -> String {
+    let b = cookie.as_bytes();
+    if b.len() % 2 == 0 {
+        let bytes: Option<Vec<u8>> = b
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+            .collect();
+        if let Some(s) = bytes.and_then(|v| String::from_utf8(v).ok()) {
+            return s;
+        }
+    }
+    cookie.to_owned()
+}
+
+fn parse_token(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The addresses in a `rados_getaddrs` or lock-listing string:
+/// `[v2:IP:PORT/NONCE,v1:...]`, `v2:IP:PORT/NONCE` or `IP:PORT/NONCE`,
+/// each reduced to `IP:PORT/NONCE` (what the blocklist matches; one per
+/// distinct address).
+fn split_addrs(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in s
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+    {
+        let a = part.trim();
+        let a = a
+            .strip_prefix("v2:")
+            .or_else(|| a.strip_prefix("v1:"))
+            .or_else(|| a.strip_prefix("any:"))
+            .unwrap_or(a);
+        if !a.is_empty() && !out.iter().any(|x| x == a) {
+            out.push(a.to_owned());
+        }
+    }
+    out
+}
+
+impl Conn {
+    fn open(opts: &RadosOptions) -> Result<Conn, StoreError> {
+        let secs = opts.op_timeout.as_secs().max(1).to_string();
+        // librados' defaults: no timeout for operations, 300 s to connect.
+        let settings = [
+            ("rados_osd_op_timeout", secs.clone(), "0"),
+            ("rados_mon_op_timeout", secs.clone(), "0"),
+            ("client_mount_timeout", secs, "300"),
+        ];
+        let fail = |what: &str, errno: Errno| StoreError::Io {
+            name: opts.pool.clone(),
+            op: "connect",
+            source: io::Error::new(
+                io::Error::from_raw_os_error(errno).kind(),
+                format!(
+                    "{what}: {} (ceph_conf {}, client {})",
+                    io::Error::from_raw_os_error(errno),
+                    opts.ceph_conf
+                        .as_ref()
+                        .map_or("from $CEPH_CONF or /etc/ceph".to_owned(), |p| p
+                            .display()
+                            .to_string()),
+                    opts.client_id.as_deref().unwrap_or("admin"),
+                ),
+            ),
+        };
+        let cluster = Cluster::connect(
+            opts.ceph_conf.as_deref(),
+            opts.client_id.as_deref(),
+            &settings,
+        )
+        .map_err(|(what, e)| fail(what, e))?;
+        let pool = |e: Errno| fail(&format!("opening pool {}", opts.pool), e);
+        let data = cluster.ioctx(&opts.pool, &opts.namespace).map_err(pool)?;
+        let locks = cluster
+            .ioctx(&opts.pool, &locks_namespace(&opts.namespace))
+            .map_err(pool)?;
+        let addr = cluster.addrs().map_err(|e| fail("rados_getaddrs", e))?;
+        let client = format!("client.{}", cluster.instance_id());
+        log::info!("connected to pool {} as {client} ({addr})", opts.pool);
+        let conn = Conn {
+            cluster,
+            data,
+            locks,
+            client,
+            addr,
+            fenced: Mutex::new(None),
+        };
+        if let Some(i) = &opts.instance {
+            let reg = registry_object(&i.host);
+            conn.locks
+                .setxattr(&reg, &i.member, conn.addr.as_bytes())
+                .map_err(|e| fail(&format!("registering {} of host {}", i.member, i.host), e))?;
+        }
+        Ok(conn)
+    }
+
+    fn fenced_since(&self) -> Option<Instant> {
+        *self.fenced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RadosStore {
+    /// Connects to the cluster and opens the pool. Fails (naming the pool,
+    /// the configuration and the cause) if the cluster cannot be reached
+    /// within the timeout or the pool does not exist.
+    pub fn connect(opts: RadosOptions) -> Result<RadosStore, StoreError> {
+        let conn = Conn::open(&opts)?;
+        Ok(RadosStore {
+            opts,
+            conn: RwLock::new(Arc::new(conn)),
+            reconnecting: Mutex::new(()),
+            reconnects: AtomicU64::new(0),
+        })
+    }
+
+    /// The options this store was opened with.
+    pub fn options(&self) -> &RadosOptions {
+        &self.opts
+    }
+
+    /// The current client's address (changes when a fenced store
+    /// reconnects).
+    pub fn client_addr(&self) -> String {
+        self.current().addr.clone()
+    }
+
+    /// How many times this store reconnected after being fenced.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the current client is fenced (blocklisted).
+    pub fn is_fenced(&self) -> bool {
+        self.current().fenced_since().is_some()
+    }
+
+    fn current(&self) -> Arc<Conn> {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The client to use for an operation on `name`: the current one if
+    /// not fenced; after a fence a new one if `relock` (a lock is being
+    /// taken) or the quarantine is over; else `Fenced`.
+    fn live(&self, name: &str, relock: bool) -> Result<Arc<Conn>, StoreError> {
+        let c = self.current();
+        let Some(since) = c.fenced_since() else {
+            return Ok(c);
+        };
+        if !relock && since.elapsed() < self.opts.fence_quarantine {
+            return Err(StoreError::Fenced {
+                name: name.to_owned(),
+            });
+        }
+        let _one = self.reconnecting.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.current();
+        if c.fenced_since().is_none() {
+            return Ok(c); // another thread reconnected
+        }
+        let fresh = Arc::new(Conn::open(&self.opts)?);
+        log::warn!(
+            "pool {}: reconnected after being fenced: {} ({}) replaces {} ({})",
+            self.opts.pool,
+            fresh.client,
+            fresh.addr,
+            c.client,
+            c.addr
+        );
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        Ok(fresh)
+    }
+
+    /// Turns an errno from `op` on `name` into a [`StoreError`]. `ENOENT`
+    /// is the caller's to interpret and not handled here.
+    fn err(&self, c: &Conn, name: &str, op: &'static str, errno: Errno) -> StoreError {
+        match errno {
+            EBLOCKLISTED => {
+                let mut f = c.fenced.lock().unwrap_or_else(|p| p.into_inner());
+                if f.is_none() {
+                    log::error!(
+                        "pool {}: {} ({}) is blocklisted: another host broke our lock; failing every request until reconnected",
+                        self.opts.pool,
+                        c.client,
+                        c.addr
+                    );
+                    *f = Some(Instant::now());
+                }
+                StoreError::Fenced {
+                    name: name.to_owned(),
+                }
+            }
+            libc::ETIMEDOUT => StoreError::Io {
+                name: name.to_owned(),
+                op,
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the Ceph cluster did not answer within {} s (pool {}: cluster down, or full?)",
+                        self.opts.op_timeout.as_secs(),
+                        self.opts.pool
+                    ),
+                ),
+            },
+            e => StoreError::io(name, op, io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// `err`, with `ENOENT` as `NotFound` of `name`.
+    fn err_nf(&self, c: &Conn, name: &str, op: &'static str, errno: Errno) -> StoreError {
+        if errno == libc::ENOENT {
+            StoreError::not_found(name)
+        } else {
+            self.err(c, name, op, errno)
+        }
+    }
+
+    /// Addresses of every client of our own instance (never blocklisted
+    /// by us): ours, plus the host registry's.
+    fn own_addrs(&self, c: &Conn) -> Result<Vec<String>, StoreError> {
+        let mut addrs = split_addrs(&c.addr);
+        if let Some(i) = &self.opts.instance {
+            let reg = registry_object(&i.host);
+            let entries = c
+                .locks
+                .getxattrs(&reg)
+                .map_err(|e| self.err(c, &reg, "registry", e))?;
+            for (_, v) in entries {
+                for a in split_addrs(&String::from_utf8_lossy(&v)) {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+            }
+        }
+        Ok(addrs)
+    }
+
+    fn lockers(&self, c: &Conn, name: &str) -> Result<Vec<Locker>, StoreError> {
+        c.locks
+            .list_lockers(name, LOCK_NAME)
+            .map_err(|e| self.err(c, name, "list_lockers", e))
+    }
+
+    /// Blocklists the clients recorded in the lock `name` and the holder's
+    /// address, except our own instance's; then breaks `holder`'s lock.
+    /// With `end_grant` (a break, not a takeover by the same owner) the
+    /// next grant raises the token.
+    fn fence_and_break(
+        &self,
+        c: &Conn,
+        name: &str,
+        holder: &Locker,
+        end_grant: bool,
+    ) -> Result<(), StoreError> {
+        let recorded = c
+            .locks
+            .getxattr(name, "clients")
+            .map_err(|e| self.err(c, name, "break_lock", e))?
+            .unwrap_or_default();
+        let mut victims = split_addrs(&holder.addr);
+        for line in String::from_utf8_lossy(&recorded).lines() {
+            for a in split_addrs(line) {
+                if !victims.contains(&a) {
+                    victims.push(a);
+                }
+            }
+        }
+        let own = self.own_addrs(c)?;
+        for a in victims.iter().filter(|a| !own.contains(a)) {
+            log::warn!(
+                "lock {name}: fencing {a} (held by {})",
+                owner_of(&holder.cookie)
+            );
+            c.cluster
+                .blocklist_add(a, self.opts.blocklist_expiry)
+                .map_err(|e| self.err(c, name, "blocklist", e))?;
+        }
+        if end_grant {
+            // The old holder's token stays in `token`; the next grant raises it.
+            c.locks
+                .setxattr(name, "grant", b"")
+                .map_err(|e| self.err(c, name, "break_lock", e))?;
+        }
+        match c
+            .locks
+            .break_lock(name, LOCK_NAME, &holder.client, &holder.cookie)
+        {
+            Ok(()) | Err(libc::ENOENT) => Ok(()),
+            Err(e) => Err(self.err(c, name, "break_lock", e)),
+        }
+    }
+}
+
+impl ObjectStore for RadosStore {
+    fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_range(name, offset, buf.len() as u64)?;
+        let c = self.live(name, false)?;
+        let (size, got) = c
+            .data
+            .stat_and_read(name, offset, buf)
+            .map_err(|e| self.err_nf(&c, name, "read", e))?;
+        buf[got..].fill(0);
+        Ok(size)
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        _durable: bool,
+    ) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_range(name, offset, data.len() as u64)?;
+        let c = self.live(name, false)?;
+        let r = if data.is_empty() {
+            // Creates a missing object, changes nothing otherwise.
+            let mut op = WriteOp::new();
+            op.create(false);
+            op.operate(&c.data, name)
+        } else {
+            c.data.write(name, data, offset)
+        };
+        r.map_err(|e| self.err(&c, name, "write", e))
+    }
+
+    fn write_full(&self, name: &str, data: &[u8], _durable: bool) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        c.data
+            .write_full(name, data)
+            .map_err(|e| self.err(&c, name, "write_full", e))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        c.data
+            .remove(name)
+            .map_err(|e| self.err_nf(&c, name, "delete", e))
+    }
+
+    fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        let size = c
+            .data
+            .stat(name)
+            .map_err(|e| self.err_nf(&c, name, "stat", e))?;
+        Ok(ObjectStat { size })
+    }
+
+    fn copy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        _durable: bool,
+    ) -> Result<(), StoreError> {
+        check_store_name(src.as_bytes())?;
+        check_store_name(dst.as_bytes())?;
+        check_range(src, src_offset, len)?;
+        check_range(dst, dst_offset, len)?;
+        let c = self.live(dst, false)?;
+        let len = usize::try_from(len).map_err(|_| StoreError::InvalidArgument {
+            name: src.to_owned(),
+            why: "a copy larger than the address space",
+        })?;
+        // librados' copy_from copies whole objects only: read the range,
+        // then write it in one (atomic) operation, so a failed copy into a
+        // missing destination leaves it missing.
+        let mut buf = vec![0u8; len];
+        let (_, got) = c
+            .data
+            .stat_and_read(src, src_offset, &mut buf)
+            .map_err(|e| self.err_nf(&c, src, "copy", e))?;
+        buf[got..].fill(0);
+        let r = if buf.is_empty() {
+            let mut op = WriteOp::new();
+            op.create(false);
+            op.operate(&c.data, dst)
+        } else {
+            c.data.write(dst, &buf, dst_offset)
+        };
+        r.map_err(|e| self.err(&c, dst, "copy", e))
+    }
+
+    fn store_content(&self, data: &[u8], _durable: bool) -> Result<String, StoreError> {
+        let stripped = strip_trailing_zeros(data);
+        let name = content_name_of(stripped);
+        let c = self.live(&name, false)?;
+        let mut op = WriteOp::new();
+        op.create(true);
+        if !stripped.is_empty() {
+            // SAFETY: `stripped` outlives `operate`, which waits.
+            unsafe { op.write_full(stripped) };
+        }
+        match op.operate(&c.data, &name) {
+            // Created, or someone (another host) stored it first.
+            Ok(()) | Err(libc::EEXIST) => Ok(name),
+            Err(e) => Err(self.err(&c, &name, "store_content", e)),
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let c = self.live(&self.opts.pool, false)?;
+        // Writes are acknowledged on commit: this only waits for
+        // operations still in flight.
+        c.data
+            .flush()
+            .map_err(|e| self.err(&c, &self.opts.pool, "sync", e))?;
+        c.locks
+            .flush()
+            .map_err(|e| self.err(&c, &self.opts.pool, "sync", e))
+    }
+
+    fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_owner(name, owner)?;
+        let c = self.live(name, true)?;
+        let cookie = hex(owner.as_bytes());
+        for _ in 0..LOCK_ATTEMPTS {
+            match c.locks.lock_exclusive(
+                name,
+                LOCK_NAME,
+                &cookie,
+                &format!("archipelago lock of {owner}"),
+            ) {
+                // EEXIST: this client already holds it for this owner.
+                Ok(()) | Err(libc::EEXIST) => {}
+                Err(libc::EBUSY) => {
+                    let lockers = self.lockers(&c, name)?;
+                    let Some(holder) = lockers.first() else {
+                        continue; // released meanwhile
+                    };
+                    if holder.cookie != cookie {
+                        return Err(StoreError::Locked {
+                            name: name.to_owned(),
+                            owner: owner_of(&holder.cookie),
+                        });
+                    }
+                    // The same owner through another (older) client, e.g.
+                    // before a restart: fence that client, take over.
+                    self.fence_and_break(&c, name, holder, false)?;
+                    continue;
+                }
+                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
+            }
+            // We hold the RADOS lock: give it a token.
+            let grant = c
+                .locks
+                .getxattr(name, "grant")
+                .map_err(|e| self.err(&c, name, "try_lock", e))?;
+            let old = c
+                .locks
+                .getxattr(name, "token")
+                .map_err(|e| self.err(&c, name, "try_lock", e))?;
+            let token = parse_token(old.clone());
+            if grant.as_deref() == Some(cookie.as_bytes()) {
+                return Ok(token); // idempotent
+            }
+            let next = token + 1;
+            let clients = self.own_addrs(&c)?.join("\n");
+            let mut op = WriteOp::new();
+            op.cmpxattr("token", old.as_deref().unwrap_or(b""))
+                .setxattr("token", next.to_string().as_bytes())
+                .setxattr("grant", cookie.as_bytes())
+                .setxattr("clients", clients.as_bytes());
+            match op.operate(&c.locks, name) {
+                Ok(()) => return Ok(next),
+                // Our lock was broken and re-granted meanwhile: decide again.
+                Err(libc::ECANCELED) => continue,
+                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
+            }
+        }
+        Err(StoreError::Io {
+            name: name.to_owned(),
+            op: "try_lock",
+            source: io::Error::other("lost the race for the lock too many times"),
+        })
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_owner(name, owner)?;
+        let c = self.live(name, false)?;
+        let cookie = hex(owner.as_bytes());
+        let lockers = self.lockers(&c, name)?;
+        let Some(holder) = lockers.first() else {
+            return Err(StoreError::not_found(name));
+        };
+        if holder.cookie != cookie {
+            return Err(StoreError::Locked {
+                name: name.to_owned(),
+                owner: owner_of(&holder.cookie),
+            });
+        }
+        // Forget the grant first (we still hold the lock, so nobody else
+        // can be granted): the next grant raises the token.
+        let mut op = WriteOp::new();
+        op.cmpxattr("grant", cookie.as_bytes())
+            .setxattr("grant", b"");
+        match op.operate(&c.locks, name) {
+            Ok(()) | Err(libc::ECANCELED) => {}
+            Err(e) => return Err(self.err(&c, name, "unlock", e)),
+        }
+        let r = if holder.client == c.client {
+            c.locks.unlock(name, LOCK_NAME, &cookie)
+        } else {
+            // The same owner through another client of ours (this host's
+            // previous connection): a release, not a break.
+            c.locks.break_lock(name, LOCK_NAME, &holder.client, &cookie)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(libc::ENOENT) => Err(StoreError::not_found(name)),
+            Err(e) => Err(self.err(&c, name, "unlock", e)),
+        }
+    }
+
+    fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        let lockers = self.lockers(&c, name)?;
+        let Some(holder) = lockers.first() else {
+            return Ok(None);
+        };
+        self.fence_and_break(&c, name, holder, true)?;
+        Ok(Some(owner_of(&holder.cookie)))
+    }
+
+    fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        let lockers = self.lockers(&c, name)?;
+        let Some(holder) = lockers.first() else {
+            return Ok(None);
+        };
+        let token = c
+            .locks
+            .getxattr(name, "token")
+            .map_err(|e| self.err(&c, name, "lock_owner", e))?;
+        Ok(Some((owner_of(&holder.cookie), parse_token(token))))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let c = self.live(&self.opts.pool, false)?;
+        let mut names: Vec<String> = c
+            .data
+            .list()
+            .map_err(|e| self.err(&c, &self.opts.pool, "list", e))?
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "the byte range ends past the largest offset (i64::MAX)",
+        }),
+    }
+}
+
+fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
+    if owner.is_empty() || owner.len() > NAME_CAPACITY {
+        return Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "a lock owner must be 1 to 256 bytes",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_name_their_owner_exactly() {
+        for owner in ["host_1", "host 1\n(pid 7) \u{e9}", "a"] {
+            assert_eq!(owner_of(&hex(owner.as_bytes())), owner);
+        }
+        assert_eq!(owner_of("foo"), "foo");
+    }
+
+    #[test]
+    fn addresses_are_split_and_normalised() {
+        assert_eq!(
+            split_addrs("[v2:127.0.0.1:0/123,v1:127.0.0.1:0/123]"),
+            ["127.0.0.1:0/123"]
+        );
+        assert_eq!(split_addrs("127.0.0.1:0/9"), ["127.0.0.1:0/9"]);
+        assert!(split_addrs("").is_empty());
+    }
+}

@@ -190,6 +190,7 @@ pub mod entry;
 mod error;
 pub mod header;
 mod legacy;
+pub mod lineage;
 mod ops;
 mod upgrade;
 pub mod v0;
@@ -208,6 +209,7 @@ pub use legacy::{
     LegacyEntry, LegacyMap, LEGACY_OBJECT_SIZE, LEGACY_PREFIX, MAX_LEGACY_NAME, ZERO_BLOCK_DIGEST,
     ZERO_BLOCK_NAME,
 };
+pub use lineage::{detach, rollback};
 pub use ops::{clone_from, resize, set_entries, set_entry, snapshot};
 pub use upgrade::upgrade;
 

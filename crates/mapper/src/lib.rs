@@ -113,6 +113,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod lineage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -128,6 +129,7 @@ use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 use cache::Lru;
+pub use lineage::{FlattenStep, LineageRecord};
 
 /// The default budget of the decoded-chunk cache: 64 MiB (estimated).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -1031,61 +1033,12 @@ impl Mapper {
         })
     }
 
-    /// Names of the live volumes cloned from the snapshot `snap` (header
-    /// `h`): other ids whose parent is `(h.volume_id, h.epoch)`.
-    fn clones_of(&self, snap: &str, h: &Header) -> Result<Vec<String>, Error> {
-        let names = self.maps.list("").map_err(|e| store_err(snap, e))?;
-        // Every live format-3 header, keyed by (volume id, epoch): a
-        // parent link names its parent by that pair.
-        let mut headers: Vec<(String, Header)> = Vec::new();
-        for n in names {
-            if n == snap || check_volume_name(n.as_bytes()).is_err() {
-                continue;
-            }
-            let Some(bytes) = self.read_whole(&n)? else {
-                continue;
-            };
-            let Ok(c) = Header::decode(&bytes) else {
-                continue;
-            };
-            // Removed headers stay in the walk: a removed snapshot (say,
-            // an export's temporary one) still links its volume to the
-            // volume's own ancestors.
-            if !self.renamed_away(&n, &c)? {
-                headers.push((n, c));
-            }
-        }
-        let by_key: HashMap<(u64, u64), &Header> = headers
-            .iter()
-            .map(|(_, c)| ((c.volume_id, c.epoch), c))
-            .collect();
-        // A header depends on `snap` through a clone when its lineage
-        // reaches `snap` across at least one clone edge (a child whose id
-        // differs from its parent's). Snapshots of the volume `snap` came
-        // from share its id all along and are not clones of it. The walk
-        // is bounded by the number of headers (a corrupt cycle ends it).
-        let mut out = Vec::new();
-        for (n, c) in headers.iter().filter(|(_, c)| !c.flags.removed) {
-            let mut child = c;
-            let mut crossed = false;
-            for _ in 0..=headers.len() {
-                let Some(p) = child.parent.as_ref() else {
-                    break;
-                };
-                crossed |= p.volume_id != child.volume_id;
-                if p.volume_id == h.volume_id && p.epoch == h.epoch {
-                    if crossed {
-                        out.push(n.clone());
-                    }
-                    break;
-                }
-                match by_key.get(&(p.volume_id, p.epoch)) {
-                    Some(parent) => child = parent,
-                    None => break,
-                }
-            }
-        }
-        Ok(out)
+    /// Names of the live volumes and snapshots that depend on the
+    /// snapshot `snap` (header `h`) through a clone: the exact rule is
+    /// [`archipelago_mapfmt::lineage::dependents`], which `vlmc children`
+    /// shows too.
+    fn clones_of(&self, _snap: &str, h: &Header) -> Result<Vec<String>, Error> {
+        self.dependents_of(h)
     }
 
     /// Marks `name` REMOVED (frees nothing; garbage collection is later

@@ -1,0 +1,369 @@
+//! Lineage, flatten and rollback: the mapper operations over the parent
+//! links of format 3 headers ([`archipelago_mapfmt::lineage`]).
+//!
+//! | operation | lock | writes (in order) | errors |
+//! |---|---|---|---|
+//! | [`lineage`](Mapper::lineage) | none | nothing | store errors |
+//! | [`flatten_step`](Mapper::flatten_step) | held, or taken for the step | copied data objects, chunks, header | `InvalidArgument` (a snapshot), `NotFound`, `Locked`, `Fenced`, `Busy` (snapshots of the clone still share the parent: at the end only) |
+//! | [`rollback`](Mapper::rollback) | volume and snapshot, taken for the operation | header | `Busy` (open here), `Locked` (elsewhere), `InvalidArgument` (not a snapshot of this volume), `NotFound` |
+//!
+//! **Flatten** copies, one step at a time, every object a volume still
+//! shares with another volume (an entry owned by another id, or a legacy
+//! object) into the object it owns for that index, through the same
+//! copy-up the write path uses, under the same per-volume mutex: a
+//! concurrent write and a flatten copy of one object are serialised, and an
+//! index with a full overwrite in flight (pending) is skipped until the
+//! composer commits it (it then is the volume's own). Content objects
+//! (named by their SHA-256, shared by dedup) and zero entries stay: they
+//! belong to no volume. When no shared entry is left, the last step
+//! rewrites every chunk the volume still shares (another owner's) under
+//! its own serials and drops the parent link ([`detach`]), in one commit:
+//! from then on the volume depends on nothing, and its source snapshot
+//! can be removed (unless other volumes depend on it). Each step is
+//! committed on its own, so an interrupted flatten resumes where it was.
+//! The objects the volume stops referencing are left to garbage
+//! collection.
+//!
+//! **Rollback** gives a closed volume the map of one of its own live
+//! snapshots (same volume id, older epoch) in a new epoch
+//! ([`archipelago_mapfmt::rollback`]): O(map), no data copied, and the
+//! snapshot's objects become copy-on-write for the volume. Snapshots of
+//! other volumes (its clone source among them) are refused: cloning the
+//! snapshot again gives that content without breaking the volume's
+//! identity.
+
+use std::collections::BTreeMap;
+
+use archipelago_mapfmt::lineage::{dependents, Node};
+use archipelago_mapfmt::{
+    detach, owned_object_name, rollback, set_entries, Chunk, ChunkRef, Entry, Header,
+    ENTRIES_PER_CHUNK,
+};
+use archipelago_protocol::names::check_volume_name;
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::StoreError;
+
+use crate::{check_name, err, map_err, store_err, Held, Mapper, Vol, VolState};
+
+/// A header on the map store, as [`Mapper::lineage`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageRecord {
+    /// The lineage fields (name, id, epoch, flags, parent link).
+    pub node: Node,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What one [`Mapper::flatten_step`] did and what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlattenStep {
+    /// Objects copied by this step.
+    pub copied: u64,
+    /// Bytes copied by this step (objects × object size).
+    pub bytes: u64,
+    /// Where the next step should start looking (an object index).
+    pub next: u64,
+    /// Shared entries left after this step (those with a write in flight
+    /// included).
+    pub remaining: u64,
+    /// Objects in the volume.
+    pub total: u64,
+    /// The volume depends on no other volume any more: its parent link is
+    /// gone.
+    pub done: bool,
+}
+
+/// Whether `entry` of volume `h` names an object another volume wrote.
+fn shared(h: &Header, entry: &Entry) -> bool {
+    match entry {
+        Entry::Owned { owner, .. } => *owner != h.volume_id,
+        Entry::Legacy(_) => true,
+        Entry::Zero | Entry::Content(_) => false,
+    }
+}
+
+impl Mapper {
+    /// Every live format 3 header on the map store with its name, removed
+    /// ones included (they carry lineage), renamed-away ones not.
+    pub(crate) fn lineage_headers(&self) -> Result<Vec<(String, Header)>, Error> {
+        let names = self
+            .maps
+            .list("")
+            .map_err(|e| store_err("map store", e))?;
+        let mut out = Vec::new();
+        for n in names {
+            if check_volume_name(n.as_bytes()).is_err() {
+                continue;
+            }
+            let Some(bytes) = self.read_whole(&n)? else {
+                continue;
+            };
+            let Ok(h) = Header::decode(&bytes) else {
+                continue;
+            };
+            if !self.renamed_away(&n, &h)? {
+                out.push((n, h));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the live headers that depend on the snapshot `h`
+    /// (see [`dependents`]): what keeps it from being removed.
+    pub(crate) fn dependents_of(&self, h: &Header) -> Result<Vec<String>, Error> {
+        let nodes: Vec<Node> = self
+            .lineage_headers()?
+            .iter()
+            .map(|(n, h)| Node::of(n, h))
+            .collect();
+        Ok(dependents(&nodes, (h.volume_id, h.epoch))
+            .into_iter()
+            .map(|i| nodes[i].name.clone())
+            .collect())
+    }
+
+    /// Every format 3 volume and snapshot (removed ones included), sorted
+    /// by name: the input of `vlmc tree` and `vlmc children`. Old-format
+    /// maps have no lineage and are not listed.
+    pub fn lineage(&self) -> Result<Vec<LineageRecord>, Error> {
+        let mut out: Vec<LineageRecord> = self
+            .lineage_headers()?
+            .into_iter()
+            .map(|(n, h)| LineageRecord {
+                node: Node::of(&n, &h),
+                size: h.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.name.cmp(&b.node.name));
+        Ok(out)
+    }
+
+    /// The names of the live volumes and snapshots that depend on the
+    /// snapshot `snap` (exactly those that make [`remove`](Self::remove)
+    /// refuse it).
+    pub fn dependents(&self, snap: &str) -> Result<Vec<String>, Error> {
+        let h = self.load_v3(snap)?;
+        if !h.flags.readonly {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{snap} is not a snapshot"),
+            ));
+        }
+        self.dependents_of(&h)
+    }
+
+    /// One step of flattening `name`: copies up to `max_objects` shared
+    /// objects at or after index `start` (wrapping around to the first
+    /// ones), committing their entries; with none left, finishes (see the
+    /// module docs). `max_objects` 0 only reports what is left.
+    pub fn flatten_step(
+        &self,
+        name: &str,
+        start: u64,
+        max_objects: u64,
+    ) -> Result<FlattenStep, Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        self.locked(name, &mut st, |st, held| {
+            self.flatten_locked(name, st, held, start, max_objects)
+        })
+    }
+
+    fn flatten_locked(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        held: &Held,
+        start: u64,
+        max_objects: u64,
+    ) -> Result<FlattenStep, Error> {
+        let h = self.current(name, st)?;
+        if h.flags.removed {
+            return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+        }
+        if h.flags.readonly {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{name} is a snapshot: only a volume is flattened"),
+            ));
+        }
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let per = ENTRIES_PER_CHUNK as u64;
+        let mut chunks = Vec::with_capacity(h.chunks.len());
+        let mut shared_at: Vec<u64> = Vec::new();
+        for (slot, r) in h.chunks.iter().enumerate() {
+            let c = self.chunk(&vol, *r)?;
+            for (off, e) in c.entries().iter().enumerate() {
+                if shared(&h, e) {
+                    shared_at.push(slot as u64 * per + off as u64);
+                }
+            }
+            chunks.push(c);
+        }
+        let mut step = FlattenStep {
+            next: start,
+            remaining: shared_at.len() as u64,
+            total: h.nr_objects(),
+            ..FlattenStep::default()
+        };
+        if max_objects == 0 {
+            return Ok(step);
+        }
+        // Indexes with a full overwrite in flight become the volume's own
+        // when the composer commits them: copying now would land under
+        // the new data.
+        let free: Vec<u64> = shared_at
+            .iter()
+            .copied()
+            .filter(|i| !st.pending.contains(i))
+            .collect();
+        let from = free.partition_point(|&i| i < start);
+        let pick: Vec<u64> = free[from..]
+            .iter()
+            .chain(free[..from].iter())
+            .take(max_objects as usize)
+            .copied()
+            .collect();
+        if pick.is_empty() {
+            if !shared_at.is_empty() {
+                step.next = 0;
+                return Ok(step); // only writes in flight: ask again
+            }
+            return self.flatten_finish(name, st, held, h, chunks, step);
+        }
+        if st.opens > 0 {
+            self.check_fence(name, st)?;
+        }
+        let os = h.object_size();
+        let mut updates: BTreeMap<usize, Vec<(u64, Entry)>> = BTreeMap::new();
+        for &index in &pick {
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let entry = chunks[slot].get(at).cloned().unwrap_or(Entry::Zero);
+            let old = entry.object_name(index).expect("a shared entry names an object");
+            let own = owned_object_name(h.volume_id, h.epoch, index);
+            let new_entry = match self.data.copy(&old, 0, &own, 0, os, true) {
+                Ok(()) => h.own_entry(),
+                // A missing owned object reads as zeros: so does a zero
+                // entry, and `own` must not hold stale bytes behind it.
+                Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
+                    match self.data.delete(&own) {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => Entry::Zero,
+                        Err(e) => return Err(store_err(&own, e)),
+                    }
+                }
+                Err(e) => return Err(store_err(&old, e)),
+            };
+            updates.entry(slot).or_default().push((index, new_entry));
+        }
+        let mut nh = h.clone();
+        let mut new_chunks = Vec::new();
+        for (slot, ups) in updates {
+            let (c, next) = set_entries(&nh, &chunks[slot], ups).map_err(|e| map_err(name, e))?;
+            new_chunks.push(c);
+            nh = next;
+        }
+        self.commit(name, Some(st), Some(held), new_chunks, &nh)?;
+        step.copied = pick.len() as u64;
+        step.bytes = step.copied * os;
+        step.remaining -= step.copied;
+        step.next = pick.last().map_or(0, |i| i + 1);
+        Ok(step)
+    }
+
+    /// The end of a flatten: no shared entry is left. Rewrites the chunks
+    /// other owners wrote under this volume's serials and drops the parent
+    /// link, in one commit.
+    fn flatten_finish(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        held: &Held,
+        h: Header,
+        chunks: Vec<std::sync::Arc<Chunk>>,
+        mut step: FlattenStep,
+    ) -> Result<FlattenStep, Error> {
+        let mut nh = h.clone();
+        let mut new_chunks = Vec::new();
+        for (slot, r) in h.chunks.iter().enumerate() {
+            if r.is_zero() || r.owner == h.volume_id {
+                continue;
+            }
+            let id = ChunkRef {
+                owner: nh.volume_id,
+                serial: nh.next_serial,
+            };
+            nh.next_serial = nh.next_serial.checked_add(1).ok_or_else(|| {
+                err(ErrorCode::NoSpace, format!("{name}: chunk serials exhausted"))
+            })?;
+            nh.chunks[slot] = id;
+            new_chunks.push(chunks[slot].as_ref().clone().with_id(id));
+        }
+        if nh.parent.is_some() || !new_chunks.is_empty() {
+            let nh = detach(&nh).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), new_chunks, &nh)?;
+        }
+        step.done = true;
+        step.next = 0;
+        Ok(step)
+    }
+
+    /// Rolls the closed volume `name` back to its snapshot `snap` (see the
+    /// module docs). Refused while `name` is open on this host (`Busy`) or
+    /// locked by another (`Locked`).
+    pub fn rollback(&self, name: &str, snap: &str) -> Result<(), Error> {
+        check_name(name)?;
+        check_name(snap)?;
+        if name == snap {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{name}: a volume is not its own snapshot"),
+            ));
+        }
+        let (sv, ss) = (self.state(name), self.state(snap));
+        let (mut vst, mut sst) = Self::two(&sv, &ss, name < snap);
+        if vst.opens > 0 || !vst.pending.is_empty() {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{name} is open on this host: close it before rolling back"),
+            ));
+        }
+        self.locked(name, &mut vst, |vst, vheld| {
+            // The snapshot's lock keeps a hash from rewriting its chunks
+            // under us.
+            self.locked(snap, &mut sst, |_, _| {
+                let h = self.load_v3(name)?;
+                if h.flags.removed {
+                    return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+                }
+                if h.flags.readonly {
+                    return Err(err(
+                        ErrorCode::InvalidArgument,
+                        format!("{name} is a snapshot: only a volume is rolled back"),
+                    ));
+                }
+                let s = self.load_v3(snap)?;
+                if s.flags.removed {
+                    return Err(err(
+                        ErrorCode::NotFound,
+                        format!("snapshot {snap} was removed"),
+                    ));
+                }
+                if !s.flags.readonly || s.volume_id != h.volume_id || s.epoch >= h.epoch {
+                    return Err(err(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "{snap} is not a snapshot of {name}: a volume rolls back only to its own snapshots"
+                        ),
+                    ));
+                }
+                let r = rollback(&h, &s, snap).map_err(|e| map_err(name, e))?;
+                self.commit(name, Some(vst), Some(vheld), vec![], &r)
+            })
+        })
+    }
+}

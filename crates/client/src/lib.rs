@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod lineage;
 mod queue;
 mod remote;
 mod volume;
@@ -27,6 +28,7 @@ mod volume;
 pub use queue::{
     CompletedData, CompletedRef, Completion, IoQueue, DEFAULT_DEPTH, HEALTH_CHECK_INTERVAL,
 };
+pub use lineage::{FlattenProgress, LineageNode};
 pub use remote::RemoteStore;
 pub use volume::{VolumeExtent, VolumeInfo};
 

@@ -25,10 +25,10 @@ mod queue;
 mod remote;
 mod volume;
 
+pub use lineage::{FlattenProgress, LineageNode};
 pub use queue::{
     CompletedData, CompletedRef, Completion, IoQueue, DEFAULT_DEPTH, HEALTH_CHECK_INTERVAL,
 };
-pub use lineage::{FlattenProgress, LineageNode};
 pub use remote::RemoteStore;
 pub use volume::{VolumeExtent, VolumeInfo};
 

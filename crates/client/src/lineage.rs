@@ -36,13 +36,8 @@ impl From<LineageRecord> for LineageNode {
             size: r.size,
             readonly: r.flags & LineageRecord::READONLY != 0,
             removed: r.flags & LineageRecord::REMOVED != 0,
-            parent: (r.flags & LineageRecord::HAS_PARENT != 0).then(|| {
-                (
-                    r.parent_id,
-                    r.parent_epoch,
-                    r.parent_name.to_string_lossy(),
-                )
-            }),
+            parent: (r.flags & LineageRecord::HAS_PARENT != 0)
+                .then(|| (r.parent_id, r.parent_epoch, r.parent_name.to_string_lossy())),
         }
     }
 }

@@ -210,7 +210,11 @@ mod tests {
             ("cs", &cs),
             ("d", &d),
         ]);
-        let names = |v: Vec<usize>| v.into_iter().map(|i| all[i].name.clone()).collect::<Vec<_>>();
+        let names = |v: Vec<usize>| {
+            v.into_iter()
+                .map(|i| all[i].name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(dependents(&all, s1_key(&s1))), ["c", "cs", "d"]);
         assert_eq!(names(dependents(&all, s1_key(&s2))), Vec::<String>::new());
         assert_eq!(names(dependents(&all, s1_key(&cs))), ["d"]);
@@ -222,7 +226,11 @@ mod tests {
         // earlier snapshot and that snapshot's clone still do.
         let c = detach(&c).unwrap();
         let all = nodes(&[("s1", &s1), ("c", &c), ("cs", &cs), ("d", &d)]);
-        let names = |v: Vec<usize>| v.into_iter().map(|i| all[i].name.clone()).collect::<Vec<_>>();
+        let names = |v: Vec<usize>| {
+            v.into_iter()
+                .map(|i| all[i].name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(dependents(&all, s1_key(&s1))), ["cs", "d"]);
     }
 
@@ -239,13 +247,22 @@ mod tests {
         v.chunks.push(crate::ChunkRef::ZERO);
         v.next_serial = 7;
         let r = rollback(&v, &s1, "s1").unwrap();
-        assert_eq!((r.size, r.epoch, r.chunks.clone()), (1 << 30, 3, s1.chunks.clone()));
+        assert_eq!(
+            (r.size, r.epoch, r.chunks.clone()),
+            (1 << 30, 3, s1.chunks.clone())
+        );
         assert_eq!((r.next_serial, r.first_private_serial), (7, 7));
         assert_eq!(r.parent.as_ref().unwrap().epoch, s1.epoch);
         assert!(!r.flags.readonly);
         let other = clone_from(&s1, "s1", 99, 1 << 30).unwrap();
-        assert!(rollback(&other, &s1, "s1").is_err(), "another volume's snapshot");
-        assert!(rollback(&s1, &s1, "s1").is_err(), "a snapshot is not rolled back");
+        assert!(
+            rollback(&other, &s1, "s1").is_err(),
+            "another volume's snapshot"
+        );
+        assert!(
+            rollback(&s1, &s1, "s1").is_err(),
+            "a snapshot is not rolled back"
+        );
         assert!(rollback(&v, &v, "v").is_err(), "not a snapshot");
         let d = detach(&r).unwrap();
         assert!(d.parent.is_none() && d.commit_seq == r.commit_seq + 1);

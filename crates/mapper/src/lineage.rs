@@ -86,10 +86,7 @@ impl Mapper {
     /// Every live format 3 header on the map store with its name, removed
     /// ones included (they carry lineage), renamed-away ones not.
     pub(crate) fn lineage_headers(&self) -> Result<Vec<(String, Header)>, Error> {
-        let names = self
-            .maps
-            .list("")
-            .map_err(|e| store_err("map store", e))?;
+        let names = self.maps.list("").map_err(|e| store_err("map store", e))?;
         let mut out = Vec::new();
         for n in names {
             if check_volume_name(n.as_bytes()).is_err() {
@@ -244,7 +241,9 @@ impl Mapper {
         for &index in &pick {
             let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let entry = chunks[slot].get(at).cloned().unwrap_or(Entry::Zero);
-            let old = entry.object_name(index).expect("a shared entry names an object");
+            let old = entry
+                .object_name(index)
+                .expect("a shared entry names an object");
             let own = owned_object_name(h.volume_id, h.epoch, index);
             let new_entry = match self.data.copy(&old, 0, &own, 0, os, true) {
                 Ok(()) => h.own_entry(),
@@ -298,7 +297,10 @@ impl Mapper {
                 serial: nh.next_serial,
             };
             nh.next_serial = nh.next_serial.checked_add(1).ok_or_else(|| {
-                err(ErrorCode::NoSpace, format!("{name}: chunk serials exhausted"))
+                err(
+                    ErrorCode::NoSpace,
+                    format!("{name}: chunk serials exhausted"),
+                )
             })?;
             nh.chunks[slot] = id;
             new_chunks.push(chunks[slot].as_ref().clone().with_id(id));

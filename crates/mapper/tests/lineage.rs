@@ -54,7 +54,10 @@ fn flatten_copies_shared_objects_and_frees_the_parent() {
     assert_eq!(e.m.dependents("gold").unwrap(), ["clone"]);
 
     let status = e.m.flatten_step("clone", 0, 0).unwrap();
-    assert_eq!((status.remaining, status.total, status.copied), (29, OBJECTS, 0));
+    assert_eq!(
+        (status.remaining, status.total, status.copied),
+        (29, OBJECTS, 0)
+    );
     assert_eq!(flatten_all(&e, "clone"), 29);
     assert_eq!(e.m.info("clone").unwrap().parent, None);
     assert!(e.m.dependents("gold").unwrap().is_empty());
@@ -93,7 +96,12 @@ fn flatten_serialises_with_writes_and_skips_pending_overwrites() {
     let s = e.m.flatten_step("clone", 4, 1).unwrap();
     assert_eq!(s.next, 6, "object 4 skipped, 5 copied");
     e.data
-        .write(ext[0].object.as_ref().unwrap(), 0, &vec![0xab; OS as usize], true)
+        .write(
+            ext[0].object.as_ref().unwrap(),
+            0,
+            &vec![0xab; OS as usize],
+            true,
+        )
         .unwrap();
     e.m.commit_writes("clone", &[4]).unwrap();
     model[4 * OS as usize..5 * OS as usize].fill(0xab);
@@ -145,7 +153,11 @@ fn snapshots_of_a_clone_keep_depending_on_its_source() {
     flatten_all(&e, "clone");
     let mut deps = e.m.dependents("gold").unwrap();
     deps.sort();
-    assert_eq!(deps, ["clone-s1", "grandchild"], "they still list gold's objects");
+    assert_eq!(
+        deps,
+        ["clone-s1", "grandchild"],
+        "they still list gold's objects"
+    );
     let err = e.m.remove("gold").unwrap_err();
     assert!(err.detail.contains("clone-s1"), "{err}");
     let lineage = e.m.lineage().unwrap();
@@ -171,7 +183,10 @@ fn rollback_returns_the_snapshot_content_without_touching_it() {
     e.m.close("vol").unwrap();
     let other = e.other("host2");
     other.open("vol", true).unwrap();
-    assert_eq!(e.m.rollback("vol", "s1").unwrap_err().code, ErrorCode::Locked);
+    assert_eq!(
+        e.m.rollback("vol", "s1").unwrap_err().code,
+        ErrorCode::Locked
+    );
     other.close("vol").unwrap();
     e.m.create("stranger", SIZE, Some(OS)).unwrap();
     e.m.snapshot("stranger", "stranger-s").unwrap();
@@ -182,7 +197,11 @@ fn rollback_returns_the_snapshot_content_without_touching_it() {
         e.m.rollback("vol", "stranger").unwrap_err().code,
         ErrorCode::InvalidArgument
     );
-    assert_eq!(e.read("vol", 0, 2 * SIZE), before, "refusals change nothing");
+    assert_eq!(
+        e.read("vol", 0, 2 * SIZE),
+        before,
+        "refusals change nothing"
+    );
 
     e.m.snapshot("vol", "s2").unwrap();
     let epoch = e.m.info("vol").unwrap().epoch;
@@ -203,5 +222,8 @@ fn rollback_returns_the_snapshot_content_without_touching_it() {
     assert_eq!(e.read("vol", 0, 2 * SIZE), before);
     // A removed snapshot is refused.
     e.m.remove("s1").unwrap();
-    assert_eq!(e.m.rollback("vol", "s1").unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        e.m.rollback("vol", "s1").unwrap_err().code,
+        ErrorCode::NotFound
+    );
 }

@@ -30,9 +30,7 @@
 use crate::{Error, ErrorCode};
 
 mod lineage;
-pub use lineage::{
-    decode_lineage, encode_lineage, lineage_size, FlattenReply, LineageRecord,
-};
+pub use lineage::{decode_lineage, encode_lineage, lineage_size, FlattenReply, LineageRecord};
 
 /// Longest name a payload carries.
 pub const NAME_CAPACITY: usize = 256;

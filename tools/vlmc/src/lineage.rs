@@ -48,7 +48,8 @@ fn nodes_of(records: &[LineageNode]) -> Vec<Node> {
 }
 
 fn lineage(t: &Target, c: &Client) -> Result<Vec<LineageNode>, Failure> {
-    c.lineage(t.mapperd).on(&format!("mapper port {}", t.mapperd))
+    c.lineage(t.mapperd)
+        .on(&format!("mapper port {}", t.mapperd))
 }
 
 /// `children SNAP`: `(name, clone)` of every live header depending on
@@ -97,8 +98,11 @@ pub struct TreeNode {
 pub fn tree(t: &Target, c: &Client, name: Option<&str>) -> Result<Vec<TreeNode>, Failure> {
     let records = lineage(t, c)?;
     let nodes = nodes_of(&records);
-    let by_key: HashMap<(u64, u64), usize> =
-        nodes.iter().enumerate().map(|(i, n)| (n.key(), i)).collect();
+    let by_key: HashMap<(u64, u64), usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.key(), i))
+        .collect();
     // Volume ids: the volume's header and its snapshots by epoch.
     let mut groups: BTreeMap<u64, (Option<usize>, Vec<usize>)> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -115,9 +119,10 @@ pub fn tree(t: &Target, c: &Client, name: Option<&str>) -> Result<Vec<TreeNode>,
     let mut roots: Vec<u64> = Vec::new();
     for (id, (vol, snaps)) in groups.iter_mut() {
         snaps.sort_by_key(|&i| nodes[i].epoch);
-        let head = vol.or_else(|| snaps.last().copied()).expect("a group has a header");
-        match clone_source(&nodes, &nodes[head]).and_then(|p| by_key.get(&(p.volume_id, p.epoch)))
-        {
+        let head = vol
+            .or_else(|| snaps.last().copied())
+            .expect("a group has a header");
+        match clone_source(&nodes, &nodes[head]).and_then(|p| by_key.get(&(p.volume_id, p.epoch))) {
             Some(&src) => clones_of.entry(src).or_default().push(*id),
             None => roots.push(*id),
         }

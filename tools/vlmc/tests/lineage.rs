@@ -111,10 +111,7 @@ fn find<'a>(n: &'a Value, name: &str) -> Option<&'a Value> {
     if n["name"] == name {
         return Some(n);
     }
-    n["children"]
-        .as_array()?
-        .iter()
-        .find_map(|c| find(c, name))
+    n["children"].as_array()?.iter().find_map(|c| find(c, name))
 }
 
 fn read_all(p: &Pipeline, name: &str, size: u64) -> Vec<u8> {
@@ -146,7 +143,10 @@ fn tree_children_and_flatten_under_a_writer_free_the_parent() {
     let tree = vlmc.json(&["tree"]);
     assert_eq!(names(&tree), ["base"], "{tree}");
     let b = &tree[0];
-    assert_eq!((b["kind"].as_str(), b["size"].as_u64()), (Some("volume"), Some(size)));
+    assert_eq!(
+        (b["kind"].as_str(), b["size"].as_u64()),
+        (Some("volume"), Some(size))
+    );
     assert_eq!(names(&b["children"]), ["gold"]);
     assert_eq!(names(&b["children"][0]["children"]), ["clone", "other"]);
     let other = find(b, "other").unwrap();
@@ -172,7 +172,10 @@ base  (volume, 6 MiB)
 
     // children: exactly what keeps gold from being removed.
     let kids = vlmc.json(&["children", "gold"]);
-    assert_eq!(names(&kids), ["base", "clone", "grandchild", "other", "other-s"]);
+    assert_eq!(
+        names(&kids),
+        ["base", "clone", "grandchild", "other", "other-s"]
+    );
     let through_clones: Vec<bool> = kids
         .as_array()
         .unwrap()
@@ -181,7 +184,10 @@ base  (volume, 6 MiB)
         .collect();
     assert_eq!(through_clones, [false, true, true, true, true], "{kids}");
     let text = vlmc.ok(&["children", "other-s"]);
-    assert!(text.lines().nth(1).unwrap().starts_with("grandchild "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("grandchild "),
+        "{text}"
+    );
     let own = vlmc.json(&["children", "other-s"]);
     assert_eq!(names(&own), ["grandchild", "other"]);
     assert_eq!(own[1]["clone"], false, "other-s is other's own snapshot");
@@ -228,8 +234,14 @@ base  (volume, 6 MiB)
     let floor = Duration::from_secs_f64((copied * OBJECT) as f64 / (3 * MIB) as f64 * 0.9);
     assert!(took >= floor, "{copied} objects in {took:?}, rate 3 MiB/s");
     vlmc.ok(&["close", "clone"]);
-    assert!(read_all(&p, "clone", size) == model, "the clone after flatten");
-    assert!(read_all(&p, "gold", size) == base, "the snapshot is untouched");
+    assert!(
+        read_all(&p, "clone", size) == model,
+        "the clone after flatten"
+    );
+    assert!(
+        read_all(&p, "gold", size) == base,
+        "the snapshot is untouched"
+    );
 
     // The clone is a root now; gold only waits for `other` and its line.
     let tree = vlmc.json(&["tree"]);
@@ -244,7 +256,10 @@ base  (volume, 6 MiB)
         vlmc.ok(&["remove", n]);
     }
     vlmc.ok(&["remove", "gold"]);
-    assert!(read_all(&p, "clone", size) == model, "the clone after its parent went");
+    assert!(
+        read_all(&p, "clone", size) == model,
+        "the clone after its parent went"
+    );
     let again = vlmc.json(&["flatten", "clone"]);
     assert_eq!(again["objects_copied"], 0, "nothing left to copy: {again}");
 }
@@ -257,7 +272,10 @@ fn a_killed_flatten_resumes_where_it_was() {
     let base = gold(&p, &vlmc, objects);
     vlmc.ok(&["create", "clone", "--snap", "gold"]);
     let c = p.client(Duration::from_secs(30));
-    assert_eq!(c.flatten_step(VLMCD, "clone", 0, 0).unwrap().remaining, objects);
+    assert_eq!(
+        c.flatten_step(VLMCD, "clone", 0, 0).unwrap().remaining,
+        objects
+    );
 
     // 4 MiB at 256 KiB/s: 16 s unless killed.
     let mut child = vlmc
@@ -318,8 +336,15 @@ fn rollback_returns_a_closed_volume_to_its_snapshot() {
     vlmc.fails(&["rollback", "gold", "gold"], "gold", "only a volume");
     vlmc.fails(&["rollback", "base", "nothing"], "base", "not found");
     vlmc.ok(&["create", "clone", "--snap", "gold"]);
-    vlmc.fails(&["rollback", "clone", "gold"], "clone", "not a snapshot of clone");
-    assert!(read_all(&p, "base", size) == later, "refusals change nothing");
+    vlmc.fails(
+        &["rollback", "clone", "gold"],
+        "clone",
+        "not a snapshot of clone",
+    );
+    assert!(
+        read_all(&p, "base", size) == later,
+        "refusals change nothing"
+    );
 
     vlmc.ok(&["snapshot", "base", "later"]);
     vlmc.ok(&["rollback", "base", "gold"]);
@@ -327,7 +352,8 @@ fn rollback_returns_a_closed_volume_to_its_snapshot() {
     let info = vlmc.json(&["info", "base"]);
     assert_eq!(info["parent"], "gold");
     // Writing after the rollback leaves gold as it was.
-    c.volume_write(VLMCD, "base", 0, &[7u8; 4096], false).unwrap();
+    c.volume_write(VLMCD, "base", 0, &[7u8; 4096], false)
+        .unwrap();
     vlmc.ok(&["close", "base"]);
     assert!(read_all(&p, "gold", size) == first);
     assert_eq!(read_all(&p, "base", size)[..4096], [7u8; 4096]);

@@ -167,7 +167,13 @@ impl Payload for FlattenReply {
             return Err(short("flatten", out.len(), Self::SIZE));
         }
         let mut w = Writer(out, 0);
-        for v in [self.copied, self.bytes, self.next, self.remaining, self.total] {
+        for v in [
+            self.copied,
+            self.bytes,
+            self.next,
+            self.remaining,
+            self.total,
+        ] {
             w.u64(v);
         }
         w.u32(self.flags);
@@ -213,11 +219,16 @@ mod tests {
             parent_name: NameField::new(b"gold").unwrap(),
         };
         let mut buf = vec![0; lineage_size(2)];
-        assert_eq!(encode_lineage(&[rec.clone(), rec.clone()], &mut buf).unwrap(), buf.len());
+        assert_eq!(
+            encode_lineage(&[rec.clone(), rec.clone()], &mut buf).unwrap(),
+            buf.len()
+        );
         assert_eq!(decode_lineage(&buf).unwrap(), [rec.clone(), rec.clone()]);
         assert_eq!(buf[8..16], 7u64.to_le_bytes());
         assert_eq!(
-            encode_lineage(&[rec.clone()], &mut [0; 100]).unwrap_err().code,
+            encode_lineage(std::slice::from_ref(&rec), &mut [0; 100])
+                .unwrap_err()
+                .code,
             ErrorCode::NoSpace
         );
         // A count past the bytes, unknown flags, a short record.

@@ -28,6 +28,8 @@
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
+//! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see the `lineage` module | | |
+//! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the
 //! volume (for `Locked`, the detail is the lock's owner).
@@ -97,7 +99,8 @@
 //!
 //! # Simplifications
 //!
-//! - Removing frees nothing (garbage collection is later work).
+//! - Removing, flattening and rolling back free nothing (garbage
+//!   collection is later work).
 //! - Hashing reads whole objects, on every core by default
 //!   ([`Mapper::with_hash_threads`]); the commit is single-threaded.
 //! - Clones of old-format maps need an [`update`](Mapper::update) first;

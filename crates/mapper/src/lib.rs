@@ -28,7 +28,6 @@
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
-//! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see the `lineage` module | | |
 //! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the

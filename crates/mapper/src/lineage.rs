@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 
-use archipelago_mapfmt::lineage::{dependents, Node};
+use archipelago_mapfmt::lineage::{clone_source, dependents, Node};
 use archipelago_mapfmt::{
     detach, owned_object_name, rollback, set_entries, Chunk, ChunkRef, Entry, Header,
     ENTRIES_PER_CHUNK,
@@ -275,8 +275,10 @@ impl Mapper {
     }
 
     /// The end of a flatten: no shared entry is left. Rewrites the chunks
-    /// other owners wrote under this volume's serials and drops the parent
-    /// link, in one commit.
+    /// other owners wrote under this volume's serials and, if its parent
+    /// walk crosses into another volume (it is a clone), drops the parent
+    /// link, in one commit. A volume that was never a clone keeps the
+    /// link to its own snapshots.
     fn flatten_finish(
         &self,
         name: &str,
@@ -305,8 +307,23 @@ impl Mapper {
             nh.chunks[slot] = id;
             new_chunks.push(chunks[slot].as_ref().clone().with_id(id));
         }
-        if nh.parent.is_some() || !new_chunks.is_empty() {
-            let nh = detach(&nh).map_err(|e| map_err(name, e))?;
+        let is_clone = match &h.parent {
+            None => false,
+            Some(p) if p.volume_id != h.volume_id => true,
+            Some(_) => {
+                let nodes: Vec<Node> = self
+                    .lineage_headers()?
+                    .iter()
+                    .map(|(n, h)| Node::of(n, h))
+                    .collect();
+                clone_source(&nodes, &Node::of(name, &h)).is_some()
+            }
+        };
+        if is_clone {
+            let detached = detach(&nh).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), new_chunks, &detached)?;
+        } else if !new_chunks.is_empty() {
+            nh.commit_seq += 1;
             self.commit(name, Some(st), Some(held), new_chunks, &nh)?;
         }
         step.done = true;

@@ -141,6 +141,28 @@ fn flatten_serialises_with_writes_and_skips_pending_overwrites() {
 }
 
 #[test]
+fn flattening_a_volume_that_is_no_clone_changes_nothing() {
+    let e = Env::new();
+    base_and_clone(&e);
+    let s = e.m.flatten_step("base", 0, 1).unwrap();
+    assert!(s.done && s.copied == 0 && s.remaining == 0);
+    assert_eq!(e.m.info("base").unwrap().parent.as_deref(), Some("gold"));
+    assert_eq!(
+        e.m.flatten_step("gold", 0, 1).unwrap_err().code,
+        ErrorCode::InvalidArgument,
+        "a snapshot is never flattened"
+    );
+    // A clone with a snapshot of its own: the walk crosses through it.
+    e.m.snapshot("clone", "clone-s1").unwrap();
+    assert_eq!(
+        e.m.info("clone").unwrap().parent.as_deref(),
+        Some("clone-s1")
+    );
+    flatten_all(&e, "clone");
+    assert_eq!(e.m.info("clone").unwrap().parent, None);
+}
+
+#[test]
 fn snapshots_of_a_clone_keep_depending_on_its_source() {
     let e = Env::new();
     base_and_clone(&e);

@@ -252,6 +252,9 @@ struct VolState {
     pending: HashSet<u64>,
     /// When the lock was last found still ours (see `check_fence`).
     fence_checked: Option<std::time::Instant>,
+    /// The object a flatten step is copying with this state unlocked
+    /// (see `lineage.rs`): writes to it wait.
+    flattening: Option<u64>,
 }
 
 /// A loaded map: a version 3 header, or an old map converted in memory.
@@ -1130,6 +1133,10 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
+        // A shrink deletes objects a flatten may be copying into.
+        while st.flattening.is_some() {
+            st = Self::wait_for_flatten(&s, st);
+        }
         if !st.pending.is_empty() {
             return Err(err(
                 ErrorCode::Busy,
@@ -1397,8 +1404,14 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
-        if st.opens == 0 {
-            self.open_locked(name, &mut st)?;
+        loop {
+            if st.opens == 0 {
+                self.open_locked(name, &mut st)?;
+            }
+            if !Self::flatten_copying(&st, offset, len) {
+                break;
+            }
+            st = Self::wait_for_flatten(&s, st);
         }
         let h = st.header.clone().expect("a held volume is cached");
         Self::check_range(name, &h, offset, len)?;

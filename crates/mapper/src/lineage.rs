@@ -33,6 +33,7 @@
 //! identity.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use archipelago_mapfmt::lineage::{clone_source, dependents, Node};
 use archipelago_mapfmt::{
@@ -71,6 +72,40 @@ pub struct FlattenStep {
     /// The volume depends on no other volume any more: its parent link is
     /// gone.
     pub done: bool,
+}
+
+/// How often a write waiting for a flatten's copy of its object looks
+/// again.
+const FLATTEN_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// What [`Mapper::flatten_locked`] leaves to do.
+enum Plan {
+    /// Nothing more: the step's outcome.
+    Done(FlattenStep),
+    /// Copy object `index` (entry `entry` of `header`) with the state
+    /// unlocked, then commit if nothing changed.
+    Copy {
+        step: FlattenStep,
+        index: u64,
+        entry: Entry,
+        header: Header,
+    },
+}
+
+/// Clears a flatten's reservation of an object when dropped (also if the
+/// copy panics, so writers never wait forever).
+struct Reservation<'a> {
+    state: &'a Arc<Mutex<VolState>>,
+    index: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut st = Mapper::lock_state(self.state);
+        if st.flattening == Some(self.index) {
+            st.flattening = None;
+        }
+    }
 }
 
 /// Whether `entry` of volume `h` names an object another volume wrote.
@@ -153,6 +188,12 @@ impl Mapper {
     /// objects at or after index `start` (wrapping around to the first
     /// ones), committing their entries; with none left, finishes (see the
     /// module docs). `max_objects` 0 only reports what is left.
+    ///
+    /// A volume open here (its I/O goes on) gets one object a step,
+    /// copied with the volume's state unlocked: only writes to that very
+    /// object (and resizes) wait for the copy, and the entry commits only
+    /// if nothing changed it meanwhile. A closed one is copied under the
+    /// state's mutex and the storage lock taken for the step.
     pub fn flatten_step(
         &self,
         name: &str,
@@ -162,9 +203,127 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
-        self.locked(name, &mut st, |st, held| {
-            self.flatten_locked(name, st, held, start, max_objects)
-        })
+        if st.opens == 0 {
+            return self.locked(name, &mut st, |st, held| {
+                match self.flatten_locked(name, st, held, start, max_objects, false)? {
+                    Plan::Done(step) => Ok(step),
+                    Plan::Copy { step, .. } => Ok(step), // not asked for
+                }
+            });
+        }
+        let held = Held {
+            name: name.to_owned(),
+            token: st.token,
+            took: false,
+        };
+        // One copy with the state unlocked at a time (another flatten of
+        // this volume may be running): a second one copies locked.
+        let defer = st.flattening.is_none();
+        let (mut step, index, entry, header) =
+            match self.flatten_locked(name, &mut st, &held, start, max_objects, defer)? {
+                Plan::Done(step) => return Ok(step),
+                Plan::Copy {
+                    step,
+                    index,
+                    entry,
+                    header,
+                } => (step, index, entry, header),
+            };
+        self.check_fence(name, &mut st)?;
+        st.flattening = Some(index);
+        drop(st);
+        // Dropped after `st` on every return: the writes waiting for this
+        // object go on only once the entry committed (or did not).
+        let reservation = Reservation { state: &s, index };
+        let copied = self.copy_shared(&header, index, &entry);
+        let mut st = Self::lock_state(&s);
+        let new_entry = copied?;
+        step.next = index;
+        // Closed (and maybe reopened), snapshotted, removed, resized or
+        // written meanwhile: commit nothing, the next step looks again.
+        let Some(h) = st
+            .header
+            .clone()
+            .filter(|_| st.opens > 0 && st.token == held.token)
+        else {
+            return Ok(step);
+        };
+        if h.epoch != header.epoch
+            || h.flags.removed
+            || index >= h.nr_objects()
+            || st.pending.contains(&index)
+        {
+            return Ok(step);
+        }
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+        let chunk = self.chunk(&vol, h.chunks[slot])?;
+        if chunk.get(at).cloned().unwrap_or(Entry::Zero) != entry {
+            return Ok(step);
+        }
+        let (c, nh) =
+            set_entries(&h, &chunk, vec![(index, new_entry)]).map_err(|e| map_err(name, e))?;
+        self.commit(name, Some(&mut st), Some(&held), vec![c], &nh)?;
+        drop(st);
+        drop(reservation);
+        step.copied = 1;
+        step.bytes = h.object_size();
+        step.remaining -= 1;
+        step.next = index + 1;
+        Ok(step)
+    }
+
+    /// Copies the shared object behind `entry` (object `index` of `h`)
+    /// into the object `h` owns for that index; returns the entry to
+    /// commit: owned, or zero if the shared object is an owned one that
+    /// was never written (it reads as zeros).
+    fn copy_shared(&self, h: &Header, index: u64, entry: &Entry) -> Result<Entry, Error> {
+        let old = entry
+            .object_name(index)
+            .expect("a shared entry names an object");
+        let own = owned_object_name(h.volume_id, h.epoch, index);
+        match self.data.copy(&old, 0, &own, 0, h.object_size(), true) {
+            Ok(()) => Ok(h.own_entry()),
+            // `own` must not keep stale bytes behind a zero entry (a
+            // later partial write re-owns it without copying).
+            Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
+                match self.data.delete(&own) {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => Ok(Entry::Zero),
+                    Err(e) => Err(store_err(&own, e)),
+                }
+            }
+            Err(e) => Err(store_err(&old, e)),
+        }
+    }
+
+    /// Whether a flatten is copying an object of `[offset, offset + len)`
+    /// with the state unlocked.
+    pub(crate) fn flatten_copying(st: &VolState, offset: u64, len: u64) -> bool {
+        let (Some(i), Some(h)) = (st.flattening, st.header.as_ref()) else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        let os = h.object_size();
+        (offset / os..=(offset + len - 1) / os).contains(&i)
+    }
+
+    /// Unlocks the state for a while (a flatten's copy of one object is
+    /// in flight), then locks it again. Polling: a condition variable
+    /// would have to live beside each volume's mutex, and the wait is one
+    /// object copy at most.
+    pub(crate) fn wait_for_flatten<'a>(
+        state: &'a Arc<Mutex<VolState>>,
+        st: MutexGuard<'a, VolState>,
+    ) -> MutexGuard<'a, VolState> {
+        drop(st);
+        std::thread::sleep(FLATTEN_POLL);
+        Self::lock_state(state)
     }
 
     fn flatten_locked(
@@ -174,7 +333,8 @@ impl Mapper {
         held: &Held,
         start: u64,
         max_objects: u64,
-    ) -> Result<FlattenStep, Error> {
+        defer_copy: bool,
+    ) -> Result<Plan, Error> {
         let h = self.current(name, st)?;
         if h.flags.removed {
             return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
@@ -209,15 +369,16 @@ impl Mapper {
             ..FlattenStep::default()
         };
         if max_objects == 0 {
-            return Ok(step);
+            return Ok(Plan::Done(step));
         }
         // Indexes with a full overwrite in flight become the volume's own
         // when the composer commits them: copying now would land under
         // the new data.
+        // The object another flatten step is copying is its.
         let free: Vec<u64> = shared_at
             .iter()
             .copied()
-            .filter(|i| !st.pending.contains(i))
+            .filter(|i| !st.pending.contains(i) && st.flattening != Some(*i))
             .collect();
         let from = free.partition_point(|&i| i < start);
         let pick: Vec<u64> = free[from..]
@@ -229,9 +390,22 @@ impl Mapper {
         if pick.is_empty() {
             if !shared_at.is_empty() {
                 step.next = 0;
-                return Ok(step); // only writes in flight: ask again
+                return Ok(Plan::Done(step)); // only writes in flight: ask again
             }
-            return self.flatten_finish(name, st, held, h, chunks, step);
+            return self
+                .flatten_finish(name, st, held, h, chunks, step)
+                .map(Plan::Done);
+        }
+        if defer_copy {
+            let index = pick[0];
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let entry = chunks[slot].get(at).cloned().unwrap_or(Entry::Zero);
+            return Ok(Plan::Copy {
+                step,
+                index,
+                entry,
+                header: h,
+            });
         }
         if st.opens > 0 {
             self.check_fence(name, st)?;
@@ -241,22 +415,7 @@ impl Mapper {
         for &index in &pick {
             let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let entry = chunks[slot].get(at).cloned().unwrap_or(Entry::Zero);
-            let old = entry
-                .object_name(index)
-                .expect("a shared entry names an object");
-            let own = owned_object_name(h.volume_id, h.epoch, index);
-            let new_entry = match self.data.copy(&old, 0, &own, 0, os, true) {
-                Ok(()) => h.own_entry(),
-                // A missing owned object reads as zeros: so does a zero
-                // entry, and `own` must not hold stale bytes behind it.
-                Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
-                    match self.data.delete(&own) {
-                        Ok(()) | Err(StoreError::NotFound { .. }) => Entry::Zero,
-                        Err(e) => return Err(store_err(&own, e)),
-                    }
-                }
-                Err(e) => return Err(store_err(&old, e)),
-            };
+            let new_entry = self.copy_shared(&h, index, &entry)?;
             updates.entry(slot).or_default().push((index, new_entry));
         }
         let mut nh = h.clone();
@@ -271,7 +430,7 @@ impl Mapper {
         step.bytes = step.copied * os;
         step.remaining -= step.copied;
         step.next = pick.last().map_or(0, |i| i + 1);
-        Ok(step)
+        Ok(Plan::Done(step))
     }
 
     /// The end of a flatten: no shared entry is left. Rewrites the chunks

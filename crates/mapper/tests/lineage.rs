@@ -249,3 +249,69 @@ fn rollback_returns_the_snapshot_content_without_touching_it() {
         ErrorCode::NotFound
     );
 }
+
+#[test]
+fn a_flatten_copy_in_flight_stalls_only_writes_to_its_object() {
+    use archipelago_mapper::Mapper;
+    use archipelago_store::{Fault, FaultyStore, MemoryStore, OpKind};
+    use std::time::{Duration, Instant};
+
+    let maps = Arc::new(MemoryStore::new());
+    let data = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let m = Arc::new(Mapper::new(maps, data.clone(), "host1".into()));
+    m.create("base", SIZE, Some(OS)).unwrap();
+    let base = pattern(5, SIZE as usize);
+    write(&m, &*data, "base", 0, &base).unwrap();
+    m.close("base").unwrap();
+    m.snapshot("base", "gold").unwrap();
+    m.clone_volume("gold", "clone", None).unwrap();
+    let mut model = base.clone();
+    // Object 9 becomes the clone's own (open, as under a writer).
+    write(&m, &*data, "clone", 9 * OS, b"own").unwrap();
+    model[9 * OS as usize..9 * OS as usize + 3].copy_from_slice(b"own");
+
+    // Every copy now takes 400 ms: the flatten's copy of object 0 too.
+    data.fail_always(OpKind::Copy, Fault::Delay(Duration::from_millis(400)));
+    let started = Instant::now();
+    let flatten = {
+        let m = m.clone();
+        std::thread::spawn(move || m.flatten_step("clone", 0, 1).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let got = common::read(&m, &*data, "clone", 0, SIZE).unwrap();
+    write(&m, &*data, "clone", 9 * OS + 100, b"meanwhile").unwrap();
+    let other_io = t.elapsed();
+    assert!(
+        other_io < Duration::from_millis(250),
+        "reads and writes elsewhere waited {other_io:?}"
+    );
+    assert_eq!(
+        got, model,
+        "reads of the object being copied see the shared one"
+    );
+    model[9 * OS as usize + 100..9 * OS as usize + 109].copy_from_slice(b"meanwhile");
+    // A write into object 0 waits for the copy, then lands on top of it.
+    write(&m, &*data, "clone", 10, b"after").unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the write into object 0 went on before its copy ended"
+    );
+    model[10..15].copy_from_slice(b"after");
+    let step = flatten.join().unwrap();
+    assert_eq!((step.copied, step.next), (1, 1), "{step:?}");
+    data.clear();
+    assert_eq!(common::read(&m, &*data, "clone", 0, SIZE).unwrap(), model);
+    let mut next = 0;
+    while !m
+        .flatten_step("clone", next, 1)
+        .map(|s| {
+            next = s.next;
+            s.done
+        })
+        .unwrap()
+    {}
+    m.close("clone").unwrap();
+    m.remove("gold").unwrap();
+    assert_eq!(common::read(&m, &*data, "clone", 0, SIZE).unwrap(), model);
+}

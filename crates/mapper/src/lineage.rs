@@ -4,22 +4,29 @@
 //! | operation | lock | writes (in order) | errors |
 //! |---|---|---|---|
 //! | [`lineage`](Mapper::lineage) | none | nothing | store errors |
-//! | [`flatten_step`](Mapper::flatten_step) | held, or taken for the step | copied data objects, chunks, header | `InvalidArgument` (a snapshot), `NotFound`, `Locked`, `Fenced`, `Busy` (snapshots of the clone still share the parent: at the end only) |
+//! | [`flatten_step`](Mapper::flatten_step) | held, or taken for the step | copied data objects, chunks, header | `InvalidArgument` (a snapshot), `NotFound`, `Locked` (open on another host), `Fenced`, store errors |
 //! | [`rollback`](Mapper::rollback) | volume and snapshot, taken for the operation | header | `Busy` (open here), `Locked` (elsewhere), `InvalidArgument` (not a snapshot of this volume), `NotFound` |
 //!
 //! **Flatten** copies, one step at a time, every object a volume still
 //! shares with another volume (an entry owned by another id, or a legacy
-//! object) into the object it owns for that index, through the same
-//! copy-up the write path uses, under the same per-volume mutex: a
-//! concurrent write and a flatten copy of one object are serialised, and an
-//! index with a full overwrite in flight (pending) is skipped until the
-//! composer commits it (it then is the volume's own). Content objects
-//! (named by their SHA-256, shared by dedup) and zero entries stay: they
-//! belong to no volume. When no shared entry is left, the last step
-//! rewrites every chunk the volume still shares (another owner's) under
-//! its own serials and drops the parent link ([`detach`]), in one commit:
-//! from then on the volume depends on nothing, and its source snapshot
-//! can be removed (unless other volumes depend on it). Each step is
+//! object) into the object it owns for that index, as the write path's
+//! copy-up does. On a volume open here (I/O going on), the copy runs with
+//! the volume's state unlocked but the object *reserved*: reads go on,
+//! writes to other objects go on, a write to that object (or a resize)
+//! waits until the step committed, and the entry commits only if nothing
+//! changed the volume meanwhile (same epoch, same entry, no write in
+//! flight), else the next step looks again. An index with a full
+//! overwrite in flight (pending) is skipped: the composer's commit makes
+//! it the volume's own. A closed volume is copied under its mutex and its
+//! storage lock, taken for the step (its reads wait for that copy).
+//! Content objects (named by their SHA-256, shared by dedup) and zero
+//! entries stay: they belong to no volume. When no shared entry is left,
+//! the last step rewrites every chunk the volume still shares (another
+//! owner's) under its own serials and, for a clone, drops the parent
+//! link ([`detach`]), in one commit: from then on the volume depends on
+//! nothing, and its source snapshot can be removed (unless other volumes
+//! depend on it; snapshots taken of the clone before the flatten still
+//! list the source's objects and do). Each step is
 //! committed on its own, so an interrupted flatten resumes where it was.
 //! The objects the volume stops referencing are left to garbage
 //! collection.

@@ -252,10 +252,22 @@ base  (volume, 6 MiB)
         ["base", "grandchild", "other", "other-s"]
     );
     vlmc.fails(&["remove", "gold"], "gold", "other");
+    // A removed volume stays in the tree while its snapshot has clones.
+    vlmc.ok(&["remove", "base"]);
+    let text = vlmc.ok(&["tree", "gold"]);
+    assert!(
+        text.starts_with("base  (volume, 6 MiB, removed)\n└── gold  (snapshot)\n"),
+        "{text}"
+    );
     for n in ["grandchild", "other-s", "other"] {
         vlmc.ok(&["remove", n]);
     }
     vlmc.ok(&["remove", "gold"]);
+    assert_eq!(
+        names(&vlmc.json(&["tree"])),
+        ["clone"],
+        "nothing removed is shown"
+    );
     assert!(
         read_all(&p, "clone", size) == model,
         "the clone after its parent went"

@@ -373,3 +373,38 @@ fn rollback_returns_a_closed_volume_to_its_snapshot() {
     vlmc.ok(&["rollback", "base", "later"]);
     assert!(read_all(&p, "base", size) == later);
 }
+
+#[test]
+fn a_flatten_survives_a_kill_9_of_the_mapper() {
+    let (mut p, vlmc) = start("vlmc-lineage-mapper-kill");
+    let objects = 64;
+    let size = objects * OBJECT;
+    let base = gold(&p, &vlmc, objects);
+    vlmc.ok(&["create", "clone", "--snap", "gold"]);
+    let mut child = vlmc
+        .cmd(&["flatten", "clone", "--rate", "256K"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = p.client(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.flatten_step(VLMCD, "clone", 0, 0).unwrap().remaining > objects - 3 {
+        assert!(Instant::now() < deadline, "the flatten never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.mapperd.kill9();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("vlmc: clone: "),
+        "one line naming the clone: {err}"
+    );
+    p.mapperd.restart();
+    let r = vlmc.json(&["flatten", "clone"]);
+    let left = r["shared_at_start"].as_u64().unwrap();
+    assert!(left > 0 && left < objects, "{r}");
+    vlmc.ok(&["remove", "gold"]);
+    assert!(read_all(&p, "clone", size) == base);
+}

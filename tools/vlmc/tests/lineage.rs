@@ -381,7 +381,7 @@ fn a_flatten_survives_a_kill_9_of_the_mapper() {
     let size = objects * OBJECT;
     let base = gold(&p, &vlmc, objects);
     vlmc.ok(&["create", "clone", "--snap", "gold"]);
-    let mut child = vlmc
+    let child = vlmc
         .cmd(&["flatten", "clone", "--rate", "256K"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -159,8 +159,8 @@ pub enum Verb {
     Flatten {
         /// The clone.
         name: String,
-        /// Most bytes copied per second (K, M, G; `50M` or `50MiB/s`);
-        /// 0 is unthrottled.
+        /// Most bytes copied per second (K, M, G: `50M`, `50MiB/s`) or
+        /// objects per second (`20obj/s`); 0 is unthrottled.
         #[arg(long, default_value = "0", value_name = "RATE")]
         rate: String,
     },

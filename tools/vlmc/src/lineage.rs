@@ -232,16 +232,47 @@ pub fn print_tree(out: &mut dyn Write, forest: &[TreeNode]) -> Result<(), Failur
     Ok(())
 }
 
-/// Parses a flatten rate: bytes per second (`50M`, `50MiB/s`); 0 is
-/// unthrottled.
-pub fn parse_rate(name: &str, s: &str) -> Result<u64, Failure> {
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    parse_size(t).map_err(|e| {
+/// How fast a flatten may copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// As fast as it goes.
+    Unlimited,
+    /// Bytes per second.
+    Bytes(u64),
+    /// Objects per second.
+    Objects(u64),
+}
+
+impl Rate {
+    /// How long copying `objects` objects of `bytes` bytes in all should
+    /// take at this rate.
+    fn due(self, objects: u64, bytes: u64) -> Duration {
+        match self {
+            Rate::Unlimited => Duration::ZERO,
+            Rate::Bytes(r) => Duration::from_secs_f64(bytes as f64 / r as f64),
+            Rate::Objects(r) => Duration::from_secs_f64(objects as f64 / r as f64),
+        }
+    }
+}
+
+/// Parses a flatten rate: bytes per second (`50M`, `50MiB/s`), objects
+/// per second (`20obj/s`); 0 is unthrottled.
+pub fn parse_rate(name: &str, s: &str) -> Result<Rate, Failure> {
+    let bad = |e: String| {
         Failure::new(
             name,
-            format!("bad --rate {s:?}: {e} (bytes per second, like 50M or 50MiB/s)"),
+            format!("bad --rate {s:?}: {e} (like 50M, 50MiB/s or 20obj/s)"),
         )
+    };
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let rate = match t.strip_suffix("obj") {
+        Some(n) => Rate::Objects(n.trim().parse().map_err(|e| bad(format!("{e}")))?),
+        None => Rate::Bytes(parse_size(t).map_err(|e| bad(e.to_string()))?),
+    };
+    Ok(match rate {
+        Rate::Bytes(0) | Rate::Objects(0) => Rate::Unlimited,
+        r => r,
     })
 }
 
@@ -263,9 +294,9 @@ pub struct FlattenReport {
 /// objects to commit before giving up.
 const PENDING_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Flattens `name`, one object a step, at most `rate` bytes per second
-/// (0: as fast as it goes), showing progress on a terminal.
-pub fn flatten(t: &Target, c: &Client, name: &str, rate: u64) -> Result<FlattenReport, Failure> {
+/// Flattens `name`, one object a step, at most at `rate`, showing
+/// progress on a terminal.
+pub fn flatten(t: &Target, c: &Client, name: &str, rate: Rate) -> Result<FlattenReport, Failure> {
     let info = c.volume_info(t.vlmcd, name).on(name)?;
     if info.readonly {
         return Err(Failure::new(
@@ -320,12 +351,10 @@ pub fn flatten(t: &Target, c: &Client, name: &str, rate: u64) -> Result<FlattenR
             continue;
         }
         stalled = None;
-        if rate > 0 {
-            let due = Duration::from_secs_f64(report.bytes_copied as f64 / rate as f64);
-            let spent = started.elapsed();
-            if due > spent {
-                std::thread::sleep(due - spent);
-            }
+        let due = rate.due(report.objects_copied, report.bytes_copied);
+        let spent = started.elapsed();
+        if due > spent {
+            std::thread::sleep(due - spent);
         }
     }
     progress.finish();
@@ -352,4 +381,24 @@ pub fn print_flatten(out: &mut dyn Write, r: &FlattenReport, json: bool) -> Resu
         r.seconds
     )
     .on("stdout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_bytes_or_objects_per_second() {
+        assert_eq!(parse_rate("v", "50MiB/s").unwrap(), Rate::Bytes(50 << 20));
+        assert_eq!(parse_rate("v", "64K").unwrap(), Rate::Bytes(64 << 10));
+        assert_eq!(parse_rate("v", "20obj/s").unwrap(), Rate::Objects(20));
+        assert_eq!(parse_rate("v", "0").unwrap(), Rate::Unlimited);
+        for bad in ["fast", "-1M", "obj/s", "5X/s"] {
+            let e = parse_rate("v", bad).unwrap_err();
+            assert!(e.cause.contains("bad --rate"), "{bad}: {e}");
+        }
+        assert_eq!(Rate::Objects(4).due(8, 0), Duration::from_secs(2));
+        assert_eq!(Rate::Bytes(1 << 20).due(1, 3 << 20), Duration::from_secs(3));
+        assert_eq!(Rate::Unlimited.due(100, 100), Duration::ZERO);
+    }
 }

@@ -382,7 +382,7 @@ fn a_flatten_survives_a_kill_9_of_the_mapper() {
     let base = gold(&p, &vlmc, objects);
     vlmc.ok(&["create", "clone", "--snap", "gold"]);
     let child = vlmc
-        .cmd(&["flatten", "clone", "--rate", "256K"])
+        .cmd(&["flatten", "clone", "--rate", "20obj/s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -20,10 +20,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod lineage;
 mod queue;
 mod remote;
 mod volume;
 
+pub use lineage::{FlattenProgress, LineageNode};
 pub use queue::{
     CompletedData, CompletedRef, Completion, IoQueue, DEFAULT_DEPTH, HEALTH_CHECK_INTERVAL,
 };

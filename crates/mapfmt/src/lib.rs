@@ -97,6 +97,11 @@
 //! | [`clone_from`] a snapshot | clone header | new id, epoch 1, the source's chunk refs (+ zero refs if larger), parent = the source |
 //! | [`resize`] | (trimmed tail chunk), header | chunk refs appended (zero) or dropped |
 //! | [`upgrade`] from v0/v1/v2 | chunks, header | fresh id; all entries copy-on-write |
+//! | [`rollback`] to an own snapshot | header | the snapshot's size, chunk refs and HASHED; epoch + 1; first private = next serial; parent = the snapshot |
+//! | end of a flatten ([`detach`]) | (chunks of other owners, copied under own serials), header | parent dropped |
+//!
+//! Who depends on which snapshot (and so keeps it from removal) is
+//! [`lineage::dependents`].
 //!
 //! Lineage: a volume's parent is its latest snapshot (or, before any, what
 //! it was cloned from); a snapshot's parent is the volume's previous
@@ -190,6 +195,7 @@ pub mod entry;
 mod error;
 pub mod header;
 mod legacy;
+pub mod lineage;
 mod ops;
 mod upgrade;
 pub mod v0;
@@ -208,6 +214,7 @@ pub use legacy::{
     LegacyEntry, LegacyMap, LEGACY_OBJECT_SIZE, LEGACY_PREFIX, MAX_LEGACY_NAME, ZERO_BLOCK_DIGEST,
     ZERO_BLOCK_NAME,
 };
+pub use lineage::{detach, rollback};
 pub use ops::{clone_from, resize, set_entries, set_entry, snapshot};
 pub use upgrade::upgrade;
 

@@ -9,7 +9,7 @@ use crate::legacy::nr_objects;
 use crate::MapError;
 use archipelago_protocol::sizes;
 
-fn bump(v: u64, what: &'static str) -> Result<u64, MapError> {
+pub(crate) fn bump(v: u64, what: &'static str) -> Result<u64, MapError> {
     v.checked_add(1).ok_or(MapError::Exhausted { what })
 }
 

@@ -28,6 +28,7 @@
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
+//! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the
 //! volume (for `Locked`, the detail is the lock's owner).
@@ -97,7 +98,8 @@
 //!
 //! # Simplifications
 //!
-//! - Removing frees nothing (garbage collection is later work).
+//! - Removing, flattening and rolling back free nothing (garbage
+//!   collection is later work).
 //! - Hashing reads whole objects, on every core by default
 //!   ([`Mapper::with_hash_threads`]); the commit is single-threaded.
 //! - Clones of old-format maps need an [`update`](Mapper::update) first;
@@ -113,6 +115,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod lineage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -128,6 +131,7 @@ use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 use cache::Lru;
+pub use lineage::{FlattenStep, LineageRecord};
 
 /// The default budget of the decoded-chunk cache: 64 MiB (estimated).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -248,6 +252,9 @@ struct VolState {
     pending: HashSet<u64>,
     /// When the lock was last found still ours (see `check_fence`).
     fence_checked: Option<std::time::Instant>,
+    /// The object a flatten step is copying with this state unlocked
+    /// (see `lineage.rs`): writes to it wait.
+    flattening: Option<u64>,
 }
 
 /// A loaded map: a version 3 header, or an old map converted in memory.
@@ -1073,61 +1080,12 @@ impl Mapper {
         })
     }
 
-    /// Names of the live volumes cloned from the snapshot `snap` (header
-    /// `h`): other ids whose parent is `(h.volume_id, h.epoch)`.
-    fn clones_of(&self, snap: &str, h: &Header) -> Result<Vec<String>, Error> {
-        let names = self.maps.list("").map_err(|e| store_err(snap, e))?;
-        // Every live format-3 header, keyed by (volume id, epoch): a
-        // parent link names its parent by that pair.
-        let mut headers: Vec<(String, Header)> = Vec::new();
-        for n in names {
-            if n == snap || check_volume_name(n.as_bytes()).is_err() {
-                continue;
-            }
-            let Some(bytes) = self.read_whole(&n)? else {
-                continue;
-            };
-            let Ok(c) = Header::decode(&bytes) else {
-                continue;
-            };
-            // Removed headers stay in the walk: a removed snapshot (say,
-            // an export's temporary one) still links its volume to the
-            // volume's own ancestors.
-            if !self.renamed_away(&n, &c)? {
-                headers.push((n, c));
-            }
-        }
-        let by_key: HashMap<(u64, u64), &Header> = headers
-            .iter()
-            .map(|(_, c)| ((c.volume_id, c.epoch), c))
-            .collect();
-        // A header depends on `snap` through a clone when its lineage
-        // reaches `snap` across at least one clone edge (a child whose id
-        // differs from its parent's). Snapshots of the volume `snap` came
-        // from share its id all along and are not clones of it. The walk
-        // is bounded by the number of headers (a corrupt cycle ends it).
-        let mut out = Vec::new();
-        for (n, c) in headers.iter().filter(|(_, c)| !c.flags.removed) {
-            let mut child = c;
-            let mut crossed = false;
-            for _ in 0..=headers.len() {
-                let Some(p) = child.parent.as_ref() else {
-                    break;
-                };
-                crossed |= p.volume_id != child.volume_id;
-                if p.volume_id == h.volume_id && p.epoch == h.epoch {
-                    if crossed {
-                        out.push(n.clone());
-                    }
-                    break;
-                }
-                match by_key.get(&(p.volume_id, p.epoch)) {
-                    Some(parent) => child = parent,
-                    None => break,
-                }
-            }
-        }
-        Ok(out)
+    /// Names of the live volumes and snapshots that depend on the
+    /// snapshot `snap` (header `h`) through a clone: the exact rule is
+    /// [`archipelago_mapfmt::lineage::dependents`], which `vlmc children`
+    /// shows too.
+    fn clones_of(&self, _snap: &str, h: &Header) -> Result<Vec<String>, Error> {
+        self.dependents_of(h)
     }
 
     /// Marks `name` REMOVED (frees nothing; garbage collection is later
@@ -1217,6 +1175,10 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
+        // A shrink deletes objects a flatten may be copying into.
+        while st.flattening.is_some() {
+            st = Self::wait_for_flatten(&s, st);
+        }
         if !st.pending.is_empty() {
             return Err(err(
                 ErrorCode::Busy,
@@ -1546,8 +1508,14 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
-        if st.opens == 0 {
-            self.open_locked(name, &mut st)?;
+        loop {
+            if st.opens == 0 {
+                self.open_locked(name, &mut st)?;
+            }
+            if !Self::flatten_copying(&st, offset, len) {
+                break;
+            }
+            st = Self::wait_for_flatten(&s, st);
         }
         let h = st.header.clone().expect("a held volume is cached");
         Self::check_range(name, &h, offset, len)?;

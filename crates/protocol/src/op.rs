@@ -70,11 +70,21 @@ pub enum Op {
     /// To a mapper: the volumes open for writing on its host (reply: names
     /// separated by NUL, like LIST; `serviced` is the bytes used).
     OpenList = 30,
+    /// To a mapper: every format 3 volume and snapshot with its parent
+    /// link (reply: [`payload::encode_lineage`](crate::payload::encode_lineage)).
+    Lineage = 40,
+    /// To a mapper: one step of flattening the target volume, copying up
+    /// to `size` shared objects from object index `offset` (`size` 0:
+    /// report only; reply: [`payload::FlattenReply`](crate::payload::FlattenReply)).
+    Flatten = 41,
+    /// Roll the closed target volume back to its snapshot named in the
+    /// payload ([`payload::NameField`](crate::payload::NameField)).
+    Rollback = 42,
 }
 
 impl Op {
     /// Every op, in code order.
-    pub const ALL: [Op; 30] = [
+    pub const ALL: [Op; 33] = [
         Op::Ping,
         Op::Read,
         Op::Write,
@@ -105,6 +115,9 @@ impl Op {
         Op::MapCommit,
         Op::WriteZeroes,
         Op::OpenList,
+        Op::Lineage,
+        Op::Flatten,
+        Op::Rollback,
     ];
 
     /// The code carried in a request.
@@ -150,6 +163,9 @@ impl Op {
             Op::MapCommit => "map-commit",
             Op::WriteZeroes => "write-zeroes",
             Op::OpenList => "open-list",
+            Op::Lineage => "lineage",
+            Op::Flatten => "flatten",
+            Op::Rollback => "rollback",
         }
     }
 }
@@ -203,6 +219,9 @@ mod tests {
         assert_eq!(Op::from_code(29), Some(Op::WriteZeroes));
         assert_eq!(Op::from_code(30), Some(Op::OpenList));
         assert_eq!(Op::from_code(31), None);
+        assert_eq!(Op::from_code(40), Some(Op::Lineage));
+        assert_eq!(Op::from_code(42), Some(Op::Rollback));
+        assert_eq!(Op::from_code(43), None);
         assert_eq!(Op::from_code(9999), None);
         let mut names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
         names.dedup();

@@ -18,6 +18,9 @@
 //! | HASH | snapshot | — | [`HashReply`] |
 //! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
 //! | OPEN_LIST | — (ignored) | — | the volumes open for writing on this host, each followed by NUL (`NoSpace` if the buffer is too small) |
+//! | LINEAGE | — (ignored) | — | every format 3 header with its parent link ([`encode_lineage`]; `NoSpace` if the buffer is too small) |
+//! | FLATTEN | volume | `offset`: first object index to look at, `size`: most objects to copy (0: report only) | [`FlattenReply`] |
+//! | ROLLBACK | volume | [`NameField`]: the snapshot | — |
 //!
 //! A `Locked` failure writes a [`LockOwner`] naming the holder into the
 //! data buffer (when it has room), which clients print as "locked by".
@@ -27,8 +30,8 @@ use std::sync::Arc;
 use archipelago_mapper::{Extent, Mapper, VolumeInfo};
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
-    decode_commit, encode_extents, CloneRequest, CreateRequest, HashReply, LockOwner, MapExtent,
-    NameField, Payload, VolumeInfoReply,
+    decode_commit, encode_extents, encode_lineage, CloneRequest, CreateRequest, FlattenReply,
+    HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use xseg_shm::{Detached, Request};
@@ -54,6 +57,9 @@ pub fn serves(op: Op) -> bool {
             | Op::Hash
             | Op::Update
             | Op::OpenList
+            | Op::Lineage
+            | Op::Flatten
+            | Op::Rollback
     )
 }
 
@@ -155,6 +161,43 @@ fn put_names(names: &[String], buf: &mut [u8]) -> Result<u64, Error> {
     Ok(need as u64)
 }
 
+/// Writes the LINEAGE reply: every format 3 header's lineage record.
+fn put_lineage(mapper: &Mapper, buf: &mut [u8]) -> Result<u64, Error> {
+    let records = mapper
+        .lineage()?
+        .into_iter()
+        .map(|r| {
+            let n = r.node;
+            let mut flags = 0;
+            for (set, bit) in [
+                (n.readonly, LineageRecord::READONLY),
+                (n.removed, LineageRecord::REMOVED),
+                (n.parent.is_some(), LineageRecord::HAS_PARENT),
+            ] {
+                if set {
+                    flags |= bit;
+                }
+            }
+            let (parent_id, parent_epoch, parent_name) = match &n.parent {
+                Some(p) => (p.volume_id, p.epoch, p.name.as_str()),
+                None => (0, 0, ""),
+            };
+            Ok(LineageRecord {
+                volume_id: n.volume_id,
+                epoch: n.epoch,
+                size: r.size,
+                flags,
+                reserved: 0,
+                parent_id,
+                parent_epoch,
+                name: NameField::new(n.name.as_bytes())?,
+                parent_name: NameField::new(parent_name.as_bytes())?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(encode_lineage(&records, buf)? as u64)
+}
+
 /// Serves one mapper request: `buf` is the request's data buffer, read as
 /// the request payload and overwritten with the reply. Returns `serviced`
 /// (the reply's length). A `Locked` error also leaves a [`LockOwner`]
@@ -174,6 +217,9 @@ pub fn serve(mapper: &Mapper, op: Op, args: Args<'_>, buf: &mut [u8]) -> Result<
 fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64, Error> {
     if op == Op::OpenList {
         return put_names(&mapper.open_volumes(), buf);
+    }
+    if op == Op::Lineage {
+        return put_lineage(mapper, buf);
     }
     let name = text(a.target, "the target")?;
     let v0 = a.flags.contains(Flags::ASSUME_V0);
@@ -242,6 +288,23 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
                 zero_objects: h.zero_objects,
             };
             put(&reply, buf)
+        }
+        Op::Flatten => {
+            let s = mapper.flatten_step(&name, a.offset, a.size)?;
+            let reply = FlattenReply {
+                copied: s.copied,
+                bytes: s.bytes,
+                next: s.next,
+                remaining: s.remaining,
+                total: s.total,
+                flags: if s.done { FlattenReply::DONE } else { 0 },
+                reserved: 0,
+            };
+            put(&reply, buf)
+        }
+        Op::Rollback => {
+            let snap = text(NameField::decode(buf)?.as_bytes(), "the snapshot name")?;
+            mapper.rollback(&name, &snap).map(|_| 0)
         }
         Op::Update => {
             if v0 {

@@ -60,12 +60,19 @@ pub fn class(op: Op, flags: Flags, size: u64, target: &[u8]) -> Class {
         Op::Discard | Op::WriteZeroes => Class::Io(Io::Zero),
         Op::Flush | Op::Sync if target.is_empty() => Class::Free(Action::Sync),
         Op::Flush | Op::Sync => Class::Barrier(Action::Sync),
-        Op::Close | Op::Snapshot | Op::Delete | Op::Rename | Op::Resize => {
+        Op::Close | Op::Snapshot | Op::Delete | Op::Rename | Op::Resize | Op::Rollback => {
             Class::Barrier(Action::Forward)
         }
-        Op::Create | Op::Info | Op::Open | Op::Clone | Op::Hash | Op::Update => {
-            Class::Free(Action::Forward)
-        }
+        // A flatten step is not a barrier: the mapper serialises its copy
+        // of an object with the writes to it, and I/O goes on meanwhile.
+        Op::Create
+        | Op::Info
+        | Op::Open
+        | Op::Clone
+        | Op::Hash
+        | Op::Update
+        | Op::Lineage
+        | Op::Flatten => Class::Free(Action::Forward),
         _ => Class::Unsupported,
     }
 }
@@ -480,7 +487,14 @@ mod tests {
             Class::Barrier(Action::Sync)
         );
         assert_eq!(c(Op::Sync, Flags::NONE, 0, b""), Class::Free(Action::Sync));
-        for op in [Op::Close, Op::Snapshot, Op::Delete, Op::Rename, Op::Resize] {
+        for op in [
+            Op::Close,
+            Op::Snapshot,
+            Op::Delete,
+            Op::Rename,
+            Op::Resize,
+            Op::Rollback,
+        ] {
             assert_eq!(c(op, Flags::NONE, 0, b"v"), Class::Barrier(Action::Forward));
         }
         for op in [
@@ -490,6 +504,8 @@ mod tests {
             Op::Clone,
             Op::Hash,
             Op::Update,
+            Op::Lineage,
+            Op::Flatten,
         ] {
             assert_eq!(c(op, Flags::NONE, 0, b"v"), Class::Free(Action::Forward));
         }

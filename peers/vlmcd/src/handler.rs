@@ -8,8 +8,8 @@
 //! | WRITE | MAP_WRITE; WRITE per extent (FUA passed on); MAP_COMMIT of the pending extents once all writes succeeded |
 //! | DISCARD, WRITE_ZEROES | DISCARD to the mapper (whole objects get zero entries); WRITE of zeros per extent it returns (the partly covered objects, copy-on-write done by the mapper); MAP_COMMIT of the pending ones, as WRITE. I/O for the barriers |
 //! | FLUSH, SYNC, zero-length WRITE with FLUSH | SYNC to the blocker (after the volume's I/O drained) |
-//! | CLOSE, SNAPSHOT, DELETE, RENAME, RESIZE | copied to the mapper after the volume's I/O drained |
-//! | CREATE, INFO, OPEN, CLONE, HASH, UPDATE | copied to the mapper at once |
+//! | CLOSE, SNAPSHOT, DELETE, RENAME, RESIZE, ROLLBACK | copied to the mapper after the volume's I/O drained |
+//! | CREATE, INFO, OPEN, CLONE, HASH, UPDATE, LINEAGE, FLATTEN | copied to the mapper at once (a FLATTEN step runs alongside the volume's I/O: the mapper serialises it with the writes) |
 //!
 //! Data is copied between the client's buffer and each sub-request's own
 //! buffer (zero-copy aliasing is a later optimisation).

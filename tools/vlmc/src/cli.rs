@@ -123,13 +123,55 @@ pub enum Verb {
         /// The volume or snapshot.
         name: String,
     },
-    /// List the volumes whose parent is a snapshot.
+    /// List what depends on a snapshot: the volumes and snapshots that
+    /// share its objects through a clone (exactly those that keep
+    /// `remove SNAP` refused, clones of its clones' snapshots included),
+    /// and its own volume's headers whose parent it is.
     ///
     /// --json: an array of the objects `vlmc help info` describes, each
-    /// with `clone`: true for a clone (another volume id), false for the
-    /// snapshot's own volume.
+    /// with `clone`: true for a dependent through a clone (another volume
+    /// id), false for the snapshot's own volume.
     Children {
         /// The snapshot.
+        snap: String,
+    },
+    /// Show the snapshot/clone lineage as a tree: each volume with its
+    /// snapshots (oldest first), each snapshot with the volumes cloned
+    /// from it. A flattened clone is a root of its own. Removed volumes
+    /// and snapshots appear (marked) only while something below them
+    /// lives.
+    ///
+    /// --json: an array of root nodes `{"name", "kind" ("volume",
+    /// "clone" or "snapshot"), "volume_id", "epoch", "size", "removed",
+    /// "children": [nodes]}`.
+    Tree {
+        /// Show only the tree holding this volume or snapshot.
+        name: Option<String>,
+    },
+    /// Flatten a clone: copy every object it still shares with its
+    /// source into objects of its own, one object at a time through the
+    /// mapper's copy-on-write (the clone stays online and writable), then
+    /// record that it no longer depends on the source, which can then be
+    /// removed. Interrupted, it resumes where it was when run again.
+    ///
+    /// --json: `{"volume", "parent" (the clone source), "shared_at_start",
+    /// "objects_copied", "bytes_copied", "objects", "seconds"}`.
+    Flatten {
+        /// The clone.
+        name: String,
+        /// Most bytes copied per second (K, M, G: `50M`, `50MiB/s`) or
+        /// objects per second (`20obj/s`); 0 is unthrottled.
+        #[arg(long, default_value = "0", value_name = "RATE")]
+        rate: String,
+    },
+    /// Roll a closed volume back to one of its own snapshots: the volume
+    /// takes the snapshot's map (size included) in a new epoch, so the
+    /// snapshot is never written; no data is copied. Snapshots of other
+    /// volumes (its clone source too) are refused: clone them instead.
+    Rollback {
+        /// The volume (closed, not locked).
+        volume: String,
+        /// One of its snapshots.
         snap: String,
     },
     /// Open a volume for writing (takes its storage lock for the mapper's

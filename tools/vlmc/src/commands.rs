@@ -112,16 +112,51 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Verb::Children { snap } => {
             check_name(snap)?;
             let c = connect(&t)?;
-            let sinfo = c.volume_info(t.vlmcd, snap).on(snap)?;
-            let mut family = Family::load(&t, &c)?;
+            let mut family = Family::empty(&t, &c);
             let mut views = Vec::new();
-            for (name, info) in family.children(snap)? {
-                let clone = info.volume_id != sinfo.volume_id;
+            for (name, clone) in crate::lineage::children(&t, &c, snap)? {
+                let info = match c.volume_info(t.vlmcd, &name) {
+                    Ok(info) => info,
+                    // Removed or renamed since the lineage was read.
+                    Err(e) if e.code == ErrorCode::NotFound => continue,
+                    Err(e) => return Err(Failure::new(&name, e)),
+                };
                 let mut v = View::new(&t, &c, &mut family, name, info)?;
                 v.clone = Some(clone);
                 views.push(v);
             }
             print_views(out, &views, json)
+        }
+        Verb::Tree { name } => {
+            if let Some(n) = name {
+                check_name(n)?;
+            }
+            let forest = crate::lineage::tree(&t, &connect(&t)?, name.as_deref())?;
+            if json {
+                print_json(out, &forest)
+            } else {
+                crate::lineage::print_tree(out, &forest)
+            }
+        }
+        Verb::Flatten { name, rate } => {
+            check_name(name)?;
+            let rate = crate::lineage::parse_rate(name, rate)?;
+            let r = crate::lineage::flatten(&t, &connect(&t)?, name, rate)?;
+            crate::lineage::print_flatten(out, &r, json)
+        }
+        Verb::Rollback { volume, snap } => {
+            check_name(volume)?;
+            check_name(snap)?;
+            let c = connect(&t)?;
+            let info = c.volume_info(t.vlmcd, volume).on(volume)?;
+            if info.readonly {
+                return Err(Failure::new(
+                    volume,
+                    "a snapshot: only a volume is rolled back",
+                ));
+            }
+            refuse_open(&t, &c, volume, "rolling it back")?;
+            c.rollback_volume(t.vlmcd, volume, snap).on(volume)
         }
         Verb::Open { name } => {
             check_name(name)?;
@@ -309,17 +344,6 @@ impl<'a> Family<'a> {
         }
         Ok(p)
     }
-
-    /// Live volumes and snapshots whose parent is `snap`.
-    fn children(&mut self, snap: &str) -> Result<Vec<(String, VolumeInfo)>, Failure> {
-        let mut out = Vec::new();
-        for (name, info) in self.all() {
-            if name != snap && !info.removed && self.parent(&info)?.as_deref() == Some(snap) {
-                out.push((name, info));
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Refuses a volume that is open (its storage lock is held).
@@ -340,21 +364,9 @@ fn remove(t: &Target, c: &Client, name: &str) -> Result<(), Failure> {
     if info.removed {
         return Err(Failure::new(name, "already removed"));
     }
+    // A snapshot with dependents is refused by the mapper, which names
+    // them (the rule `children` shows).
     refuse_open(t, c, name, "removing it")?;
-    if info.readonly {
-        let clones: Vec<String> = Family::load(t, c)?
-            .children(name)?
-            .into_iter()
-            .filter(|(_, i)| i.volume_id != info.volume_id)
-            .map(|(n, _)| n)
-            .collect();
-        if !clones.is_empty() {
-            return Err(Failure::new(
-                name,
-                format!("snapshot has clones: {}", clones.join(", ")),
-            ));
-        }
-    }
     c.remove_volume(t.vlmcd, name).on(name)
 }
 

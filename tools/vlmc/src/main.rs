@@ -7,6 +7,7 @@
 //! vlmc [global flags] resize NAME --size SIZE [--allow-shrink]
 //! vlmc [global flags] list [--all] | info NAME | children SNAP
 //! vlmc [global flags] open NAME | close NAME | lock NAME | unlock [-f] NAME
+//! vlmc [global flags] tree [NAME] | flatten NAME [--rate RATE] | rollback VOLUME SNAP
 //! vlmc [global flags] hash SNAP | upgrade NAME
 //! vlmc [global flags] import NAME FILE | export NAME FILE
 //! vlmc [global flags] map NAME [--readonly] | unmap [-f] NAME | showmapped
@@ -19,11 +20,12 @@
 //!
 //! Modules: [`cli`] parses the arguments, [`target`] resolves where the
 //! peers are, [`commands`] runs the verbs, [`transfer`] moves images,
-//! [`nbd`] maps volumes for nbdd, [`progress`] shows progress on a terminal, [`failure`] is the error.
+//! [`nbd`] maps volumes for nbdd, [`lineage`] shows and changes the lineage, [`progress`] shows progress on a terminal, [`failure`] is the error.
 
 mod cli;
 mod commands;
 mod failure;
+mod lineage;
 mod nbd;
 mod progress;
 mod target;

@@ -51,19 +51,25 @@ fn too_small(have: usize, need: u64) -> Error {
 /// The blocker handler: owns the worker pool.
 pub struct Blocker {
     workers: Workers,
-    /// The store, when its calls never block: READ and WRITE then run on
-    /// the loop thread, which costs less than waking a worker.
-    inline: Option<Arc<dyn ObjectStore>>,
+    store: Arc<dyn ObjectStore>,
+    /// The store's calls never block: READ and WRITE run on the loop
+    /// thread, which costs less than waking a worker.
+    inline: bool,
 }
 
 impl Blocker {
     /// Starts `threads` workers serving `store`.
     pub fn new(store: Arc<dyn ObjectStore>, threads: usize) -> Blocker {
-        let inline = store.never_blocks().then(|| store.clone());
+        let inline = store.never_blocks();
+        let shared = store.clone();
         let workers = Workers::start("blocker", threads, move |op, req| {
-            Done::from(serve(&*store, op, req))
+            Done::from(serve(&*shared, op, req))
         });
-        Blocker { workers, inline }
+        Blocker {
+            workers,
+            store,
+            inline,
+        }
     }
 }
 
@@ -92,12 +98,47 @@ impl Handler for Blocker {
             );
             return Some((req, Done::Failed(e)));
         }
-        if let (Some(store), Op::Read | Op::Write) = (&self.inline, op) {
+        if self.inline && matches!(op, Op::Read | Op::Write) {
             let mut req = ctx.port().detach(req);
-            let done = Done::from(serve(&**store, op, &mut req));
+            let done = Done::from(serve(&*self.store, op, &mut req));
             return Some((req.into_request(), done));
         }
+        let req = if op == Op::Read {
+            match self.read_now(ctx, req) {
+                Ok(done) => return Some(done),
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
         self.workers.submit(ctx, op, req)
+    }
+}
+
+impl Blocker {
+    /// A READ served at once if the store has the bytes in memory
+    /// ([`ObjectStore::try_read_now`]), or the request back for a worker.
+    fn read_now(&self, ctx: &mut Ctx<'_>, req: Request) -> Result<(Request, Done), Request> {
+        let mut d = ctx.port().detach(req);
+        let desc = d.desc();
+        let (offset, size) = (desc.offset(), desc.size());
+        let target = desc.target();
+        let Ok(name) = std::str::from_utf8(target.as_bytes()).map(str::to_owned) else {
+            return Err(d.into_request());
+        };
+        let Some(buf) = usize::try_from(size)
+            .ok()
+            .and_then(|n| d.data_mut().get_mut(..n))
+        else {
+            return Err(d.into_request());
+        };
+        match self.store.try_read_now(&name, offset, buf) {
+            Some(r) => {
+                let done = Done::from(r.map(|_| size).map_err(store_err));
+                Ok((d.into_request(), done))
+            }
+            None => Err(d.into_request()),
+        }
     }
 }
 

@@ -265,6 +265,21 @@ pub trait ObjectStore: Send + Sync {
     fn never_blocks(&self) -> bool {
         false
     }
+
+    /// [`read`](ObjectStore::read) if it can be done without waiting on a
+    /// device or the network (the bytes are in memory), else `None`: the
+    /// caller then calls `read`, typically on a worker thread. `None` is
+    /// also fine for anything unusual (a bad name, an error): `read`
+    /// reports it. The default is always `None`.
+    fn try_read_now(
+        &self,
+        name: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Option<Result<u64, StoreError>> {
+        let _ = (name, offset, buf);
+        None
+    }
 }
 
 macro_rules! forward {
@@ -311,6 +326,9 @@ macro_rules! forward {
             }
             fn never_blocks(&self) -> bool {
                 (**self).never_blocks()
+            }
+            fn try_read_now(&self, name: &str, offset: u64, buf: &mut [u8]) -> Option<Result<u64, StoreError>> {
+                (**self).try_read_now(name, offset, buf)
             }
         }
     };

@@ -247,3 +247,36 @@ fn a_lost_fence_file_cannot_make_tokens_go_back() {
     assert_eq!(s.break_lock("vol").unwrap().as_deref(), Some("host_1"));
     assert!(s.try_lock("vol", "host_2").unwrap() > t);
 }
+
+/// The page-cache fast path reads exactly what `read` reads (zeros past the
+/// end, the object's size) or declines; it never reports a missing object
+/// itself and never sees a replaced file's old bytes.
+#[test]
+fn try_read_now_matches_read_or_declines() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false);
+    let name = "vol_0000000000000001_0000000000000000";
+    assert!(s.try_read_now(name, 0, &mut [0; 8]).is_none(), "missing");
+    s.write(name, 4, b"abcdefgh", false).unwrap();
+    let mut slow = vec![0xffu8; 32];
+    let size = s.read(name, 2, &mut slow).unwrap();
+    // Just written and read: in the page cache, its file open.
+    let mut fast = vec![0xffu8; 32];
+    let r = s.try_read_now(name, 2, &mut fast).expect("cached");
+    assert_eq!(r.unwrap(), size);
+    assert_eq!(fast, slow);
+    assert_eq!(&fast[..12], b"\0\0abcdefgh\0\0");
+    // Wholly past the end: zeros.
+    let mut past = vec![0xffu8; 8];
+    assert_eq!(s.try_read_now(name, 100, &mut past).unwrap().unwrap(), 12);
+    assert_eq!(past, [0; 8]);
+    // Replaced atomically: the fast path sees the new content or declines.
+    s.write_full(name, b"new", false).unwrap();
+    let mut after = vec![0xffu8; 4];
+    if let Some(r) = s.try_read_now(name, 0, &mut after) {
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(&after, b"new\0");
+    }
+    s.delete(name).unwrap();
+    assert!(s.try_read_now(name, 0, &mut [0; 4]).is_none(), "deleted");
+}

@@ -200,6 +200,21 @@ pub struct Extent {
     pub missing_reads_zero: bool,
 }
 
+impl Extent {
+    /// The extent reading `len` bytes at `offset_in_object` of object
+    /// `index`, backed by `entry`.
+    fn of_entry(entry: &Entry, index: u64, offset_in_object: u64, len: u64) -> Extent {
+        Extent {
+            index,
+            object: entry.object_name(index),
+            offset_in_object,
+            len,
+            pending: false,
+            missing_reads_zero: matches!(entry, Entry::Owned { .. }),
+        }
+    }
+}
+
 /// What [`Mapper::hash`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HashReport {
@@ -1403,14 +1418,7 @@ impl Mapper {
             if write && !h.is_writable(&entry) {
                 return None;
             }
-            out.push(Extent {
-                index,
-                object: entry.object_name(index),
-                offset_in_object: off,
-                len: n,
-                pending: false,
-                missing_reads_zero: matches!(entry, Entry::Owned { .. }),
-            });
+            out.push(Extent::of_entry(&entry, index, off, n));
         }
         Some(Ok(out))
     }
@@ -1452,14 +1460,7 @@ impl Mapper {
                 }
             };
             let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
-            out.push(Extent {
-                index,
-                object: entry.object_name(index),
-                offset_in_object: off,
-                len: n,
-                pending: false,
-                missing_reads_zero: matches!(entry, Entry::Owned { .. }),
-            });
+            out.push(Extent::of_entry(&entry, index, off, n));
         }
         Ok(out)
     }

@@ -78,6 +78,7 @@ macro_rules! __conformance_cases {
             invalid_lock_owners_are_refused,
             ranges_past_the_largest_offset_are_refused,
             list_is_sorted_and_filtered_by_prefix,
+            list_pages_walk_the_listing_in_order,
         );
     };
     (@emit_tests $make:expr; $($case:ident,)*) => {
@@ -667,4 +668,35 @@ pub fn list_is_sorted_and_filtered_by_prefix<S: ObjectStore>(make: impl Fn() -> 
     assert_eq!(s.list("").unwrap(), ["other", "vol", "vol_a", "vol_b"]);
     assert!(s.list("zzz").unwrap().is_empty());
     assert!(s.list("../").unwrap().is_empty());
+}
+
+/// `list_page` walks the same names as `list`, a page at a time, the
+/// cursor being the previous page's last name.
+pub fn list_pages_walk_the_listing_in_order<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    assert!(s.list_page("", None, 10).unwrap().is_empty());
+    for i in 0..23 {
+        s.write(&format!("p{i:02}"), 0, b"x", false).unwrap();
+    }
+    s.write("a", 0, b"x", false).unwrap();
+    s.write("q", 0, b"x", false).unwrap();
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_page("p", after.as_deref(), 5).unwrap();
+        assert!(page.len() <= 5);
+        all.extend(page.iter().cloned());
+        if page.len() < 5 {
+            break;
+        }
+        after = page.last().cloned();
+    }
+    assert_eq!(all, s.list("p").unwrap());
+    assert_eq!(all.len(), 23);
+    // A cursor sorting before the prefix starts at the prefix.
+    assert_eq!(s.list_page("p", Some("a"), 1).unwrap(), ["p00"]);
+    // Objects deleted behind the cursor do not disturb the next page.
+    s.delete("p05").unwrap();
+    assert_eq!(s.list_page("p", Some("p05"), 2).unwrap(), ["p06", "p07"]);
+    assert_eq!(s.list_page("", Some("p22"), 9).unwrap(), ["q"]);
 }

@@ -386,6 +386,16 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         self.check(OpKind::List, &[])?;
         self.inner.list(prefix)
     }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.check(OpKind::List, &[])?;
+        self.inner.list_page(prefix, after, limit)
+    }
 }
 
 #[cfg(test)]

@@ -257,6 +257,28 @@ pub trait ObjectStore: Send + Sync {
     /// appear. Cost is driver-specific and may be the whole store (see
     /// each driver); it is meant for tools, not the I/O path.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// One page of [`list`](ObjectStore::list): at most `limit` names
+    /// starting with `prefix` and sorting strictly after `after` (from the
+    /// first with `None`), sorted. A page shorter than `limit` is the
+    /// last. The cursor is the last name of the previous page, so paging
+    /// survives objects created or deleted meanwhile (with the same
+    /// caveat as `list`: not a snapshot). Callers that page hold one page
+    /// at a time; the default builds on `list` (which holds the whole
+    /// listing) and drivers override it where they can do better.
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .filter(|n| after.map_or(true, |a| n.as_str() > a))
+            .take(limit)
+            .collect())
+    }
 }
 
 macro_rules! forward {
@@ -300,6 +322,9 @@ macro_rules! forward {
             }
             fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
                 (**self).list(prefix)
+            }
+            fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+                (**self).list_page(prefix, after, limit)
             }
         }
     };

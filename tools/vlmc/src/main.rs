@@ -10,6 +10,7 @@
 //! vlmc [global flags] hash SNAP | upgrade NAME
 //! vlmc [global flags] import NAME FILE | export NAME FILE
 //! vlmc [global flags] map NAME [--readonly] | unmap [-f] NAME | showmapped
+//! vlmc [global flags] gc [--dry-run] | du [NAME]
 //! ```
 //!
 //! Global flags: `--segment`, `--vlmcd-port`, `--mapperd-port`,
@@ -19,11 +20,12 @@
 //!
 //! Modules: [`cli`] parses the arguments, [`target`] resolves where the
 //! peers are, [`commands`] runs the verbs, [`transfer`] moves images,
-//! [`nbd`] maps volumes for nbdd, [`progress`] shows progress on a terminal, [`failure`] is the error.
+//! [`nbd`] maps volumes for nbdd, [`gc`] collects garbage and accounts space, [`progress`] shows progress on a terminal, [`failure`] is the error.
 
 mod cli;
 mod commands;
 mod failure;
+mod gc;
 mod nbd;
 mod progress;
 mod target;

@@ -462,6 +462,30 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One page of LIST (flag PAGED): at most `limit` names starting with
+    /// `prefix` and sorting after `after` (at most `room` bytes of names).
+    pub fn list_page(
+        &self,
+        dst: u32,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u64,
+        room: u64,
+    ) -> Result<Vec<String>, Error> {
+        let cursor = after.unwrap_or("").as_bytes();
+        let r = self.call(&Call {
+            reply_room: room,
+            offset: limit,
+            size: cursor.len() as u64,
+            data: cursor,
+            flags: Flags::PAGED,
+            ..Call::new(dst, Op::List, prefix.as_bytes())
+        })?;
+        Ok(nul_separated(&r))
+    }
+}
+
 /// The names of a LIST-style reply: `serviced` bytes of NUL-terminated
 /// names.
 fn nul_separated(r: &Reply) -> Vec<String> {

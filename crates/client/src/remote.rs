@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use archipelago_protocol::names::check_store_name;
+use archipelago_protocol::names::MAX_STORE_NAME;
 use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStat, ObjectStore, StoreError};
@@ -227,6 +228,34 @@ impl ObjectStore for RemoteStore {
     fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
         check_name(name)?;
         self.with(name, "lock_owner", |c, port| c.lock_owner(port, name))
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        // Paged LISTs of at most PAGE_NAMES names, so that a reply always
+        // fits its buffer (a name is at most MAX_STORE_NAME bytes + NUL);
+        // several calls make up a larger page.
+        const PAGE_NAMES: usize = 8192;
+        let room = (PAGE_NAMES * (MAX_STORE_NAME + 1)) as u64;
+        let mut out: Vec<String> = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        while out.len() < limit {
+            let want = PAGE_NAMES.min(limit - out.len());
+            let page = self.with(prefix, "list", |c, port| {
+                c.list_page(port, prefix, cursor.as_deref(), want as u64, room)
+            })?;
+            let last_page = page.len() < want;
+            cursor = page.last().cloned().or(cursor);
+            out.extend(page);
+            if last_page {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

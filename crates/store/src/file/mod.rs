@@ -677,9 +677,46 @@ impl ObjectStore for FileStore {
     /// object's directory entry, whatever the prefix (names are placed by
     /// hash, so a prefix narrows nothing).
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        self.each_name(prefix, |n| names.push(n))?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Walks every object as [`list`](ObjectStore::list) does, keeping the
+    /// `limit` smallest names after the cursor in a bounded heap: memory
+    /// is one page whatever the store holds; time is a whole walk per
+    /// page (names are placed by hash, so no walk can start mid-way).
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut heap = std::collections::BinaryHeap::new();
+        if limit > 0 {
+            self.each_name(prefix, |n| {
+                if after.is_some_and(|a| n.as_str() <= a) {
+                    return;
+                }
+                if heap.len() < limit {
+                    heap.push(n);
+                } else if heap.peek().is_some_and(|top| n < *top) {
+                    heap.pop();
+                    heap.push(n);
+                }
+            })?;
+        }
+        Ok(heap.into_sorted_vec())
+    }
+}
+
+impl FileStore {
+    /// Calls `f` with every object name starting with `prefix`, in no
+    /// particular order.
+    fn each_name(&self, prefix: &str, mut f: impl FnMut(String)) -> Result<(), StoreError> {
         let label = self.objects.display().to_string();
         let io = |e| StoreError::io(&label, "list", e);
-        let mut names = Vec::new();
         let dirs = |dir: &Path| -> io::Result<Vec<PathBuf>> {
             let mut out = Vec::new();
             for entry in fs::read_dir(dir)? {
@@ -703,13 +740,12 @@ impl ObjectStore for FileStore {
                         continue;
                     };
                     if name.starts_with(prefix) && check_name(&name).is_ok() {
-                        names.push(name);
+                        f(name);
                     }
                 }
             }
         }
-        names.sort_unstable();
-        Ok(names)
+        Ok(())
     }
 }
 

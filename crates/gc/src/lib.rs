@@ -668,12 +668,12 @@ impl Sweeper<'_> {
             });
         }
         if let Some((owner, token)) = self.lock {
-            if self.since_check == 0 {
-                if self.maps.lock_owner(GC_STATE_OBJECT)? != Some((owner.to_owned(), token)) {
-                    return Err(GcError::Fenced {
-                        freed: self.report.freed_objects,
-                    });
-                }
+            if self.since_check == 0
+                && self.maps.lock_owner(GC_STATE_OBJECT)? != Some((owner.to_owned(), token))
+            {
+                return Err(GcError::Fenced {
+                    freed: self.report.freed_objects,
+                });
             }
             self.since_check = (self.since_check + 1) % DELETE_BATCH;
         }

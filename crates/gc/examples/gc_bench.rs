@@ -40,7 +40,14 @@ fn memory() -> (u64, u64) {
 }
 
 /// A volume `name` of `objects` 4 MiB objects, every one written.
-fn volume(maps: &MemoryStore, data: &MemoryStore, name: &str, id: u64, objects: u64, removed: bool) {
+fn volume(
+    maps: &MemoryStore,
+    data: &MemoryStore,
+    name: &str,
+    id: u64,
+    objects: u64,
+    removed: bool,
+) {
     let mut h = Header::new(id, objects << 22, 22).unwrap();
     let mut serial = 0;
     for (slot, r) in h.chunks.iter_mut().enumerate() {
@@ -48,7 +55,13 @@ fn volume(maps: &MemoryStore, data: &MemoryStore, name: &str, id: u64, objects: 
         let n = (objects - first).min(ENTRIES_PER_CHUNK as u64);
         serial += 1;
         let id_ref = ChunkRef { owner: id, serial };
-        let entries = vec![Entry::Owned { owner: id, epoch: h.epoch }; n as usize];
+        let entries = vec![
+            Entry::Owned {
+                owner: id,
+                epoch: h.epoch
+            };
+            n as usize
+        ];
         let c = Chunk::from_entries(id_ref, entries).unwrap();
         maps.write_full(&id_ref.object_name().unwrap(), &c.encode().unwrap(), false)
             .unwrap();
@@ -104,5 +117,12 @@ fn main() {
         hwm1 >> 10,
         hwm1.saturating_sub(hwm0.max(rss0)) >> 10
     );
-    assert_eq!(r.freed_objects, if dry_run { r.freed_objects } else { garbage + garbage.div_ceil(4096) });
+    assert_eq!(
+        r.freed_objects,
+        if dry_run {
+            r.freed_objects
+        } else {
+            garbage + garbage.div_ceil(4096)
+        }
+    );
 }

@@ -120,8 +120,12 @@
 //! so stopping it anywhere (a crash, `kill -9`, [`GcOptions::stop`])
 //! leaves nothing referenced deleted: the rest is still garbage and the
 //! next run, which starts from a fresh listing, finds and frees it.
-//! Deletes that find the object gone count nothing. Hashes wait (bounded)
-//! while the generation is odd, until the next run.
+//! Deletes that find the object gone count nothing. A run that stops on
+//! an error or an interruption ends its generation (no delete of it can
+//! follow); after a crash the generation stays odd and hashes wait
+//! (bounded) until the next run. A crashed collector's lock is taken back
+//! by the next run on the same host; from another host, [`break_lock`]
+//! (`vlmc gc --break-lock`) first.
 //!
 //! # Memory
 //!
@@ -205,6 +209,13 @@ pub enum GcError {
     /// The listing of headers kept changing.
     #[error("the volume list kept changing during the mark (nothing deleted): try again")]
     Unsettled,
+}
+
+/// Breaks the collectors' lock whoever holds it (for a collector known
+/// to be dead on another host: a live one notices before its next batch
+/// of deletes and stops). Returns the previous owner.
+pub fn break_lock(maps: &dyn ObjectStore) -> Result<Option<String>, GcError> {
+    Ok(maps.break_lock(GC_STATE_OBJECT)?)
 }
 
 /// How to collect.
@@ -476,17 +487,18 @@ pub fn collect(
         progress,
     );
     if let Some(t) = token {
-        if result.is_ok() {
-            maps.write_full(
+        // Stopped, by success or error: no delete of this run can follow,
+        // so the generation goes even (hashes need not wait), unless the
+        // lock is no longer ours (fenced: the generation is the new
+        // collector's). Only a crash leaves it odd, for the next run.
+        if maps.lock_owner(GC_STATE_OBJECT)? == Some((owner.clone(), t)) {
+            let end = maps.write_full(
                 GC_STATE_OBJECT,
                 &encode_generation(report.generation + 1),
                 true,
-            )?;
-        }
-        // Released whatever happened, unless fenced (no longer ours); an
-        // interrupted run leaves the generation odd for the next run.
-        if maps.lock_owner(GC_STATE_OBJECT)? == Some((owner.clone(), t)) {
+            );
             let _ = maps.unlock(GC_STATE_OBJECT, &owner);
+            end?;
         }
     }
     result.map(|()| report)

@@ -202,6 +202,10 @@ pub enum Verb {
         /// Report what would be freed; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// First break the collectors' lock (held by a collector that died
+        /// on another host; one on this host is taken over anyway).
+        #[arg(long)]
+        break_lock: bool,
     },
     /// Space used by volumes and snapshots.
     ///

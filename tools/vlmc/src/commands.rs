@@ -191,7 +191,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             crate::nbd::unmap(&t, name, *force)
         }
         Verb::Showmapped => crate::nbd::showmapped(&t, json, out),
-        Verb::Gc { dry_run } => crate::gc::gc(&t, *dry_run, json, out),
+        Verb::Gc {
+            dry_run,
+            break_lock,
+        } => crate::gc::gc(&t, *dry_run, *break_lock, json, out),
         Verb::Du { name } => {
             if let Some(n) = name {
                 check_name(n)?;

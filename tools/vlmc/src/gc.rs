@@ -48,10 +48,21 @@ fn stop_on_signals() -> Arc<AtomicBool> {
     flag
 }
 
-/// `vlmc gc [--dry-run]`.
-pub fn gc(t: &Target, dry_run: bool, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+/// `vlmc gc [--dry-run] [--break-lock]`.
+pub fn gc(
+    t: &Target,
+    dry_run: bool,
+    break_lock: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let maps = RemoteStore::new(&t.segment, t.blockerm);
     let data = RemoteStore::new(&t.segment, t.blockerb);
+    if break_lock {
+        if let Some(owner) = archipelago_gc::break_lock(&maps).on("gc")? {
+            eprintln!("vlmc: gc: broke the lock held by {owner}");
+        }
+    }
     let opts = GcOptions {
         dry_run,
         host: t.host_id.clone(),

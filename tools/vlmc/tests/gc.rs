@@ -170,6 +170,21 @@ fn gc_frees_what_nothing_references_and_du_says_what_removal_frees() {
     assert!(text.status.success());
     let line = String::from_utf8_lossy(&text.stdout);
     assert!(line.starts_with("freed 0 objects"), "{line}");
+
+    // Another host's collector holds the lock: refused in one line, until
+    // --break-lock.
+    c.acquire(BLOCKERM, "archip_gc", "gc@elsewhere").unwrap();
+    let o = vlmc.run(&["gc"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("vlmc: gc: ") && err.contains("gc@elsewhere"),
+        "{err}"
+    );
+    let r = vlmc.json(&["gc", "--break-lock"]);
+    assert_eq!(r["freed_objects"], 0);
+    assert_eq!(c.lock_owner(BLOCKERM, "archip_gc").unwrap(), None);
 }
 
 #[test]

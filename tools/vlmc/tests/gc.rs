@@ -258,3 +258,110 @@ fn gc_killed_midway_leaves_live_data_and_the_next_run_finishes() {
     c.hash_snapshot(VLMCD, "keep-s").unwrap();
     assert!(read_all(&c, "keep-s", 8 * small) == keep);
 }
+
+/// `vlmc gc` in a loop while a writer, a cloner and a hasher work through
+/// vlmcd, each checking its volumes against its model as it goes and at
+/// the end; then a last collection leaves nothing to free.
+#[test]
+fn gc_runs_while_a_writer_a_cloner_and_a_hasher_work() {
+    let (_dir, p, _c, vlmc) = start("gc-live");
+    let seg = p.tmp.arg();
+    let size = 16 * OBJ;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let stop = stop.clone();
+        let seg = seg.clone();
+        std::thread::spawn(move || {
+            let vlmc = Vlmc { segment: seg };
+            let mut runs = 0u32;
+            let mut freed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = vlmc.json(&["gc"]);
+                freed += r["freed_objects"].as_u64().unwrap();
+                runs += 1;
+            }
+            (runs, freed)
+        })
+    };
+    let worker = |kind: u64| {
+        let seg = seg.clone();
+        std::thread::spawn(move || {
+            let c = Client::connect(&seg)
+                .unwrap()
+                .with_timeout(Duration::from_secs(120));
+            let vol = format!("w{kind}");
+            c.create_volume(VLMCD, &vol, size, Some(OBJ)).unwrap();
+            let mut model = vec![0u8; size as usize];
+            let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+            for i in 0..24u64 {
+                let at = (i * 5 + kind) % 16 * OBJ;
+                let (off, len) = if i % 2 == 0 {
+                    (at, OBJ)
+                } else {
+                    (at + 100, 1000)
+                };
+                let d = pattern(len as usize, i + 100 * kind);
+                c.volume_write(VLMCD, &vol, off, &d, false).unwrap();
+                model[off as usize..(off + len) as usize].copy_from_slice(&d);
+                if i % 4 == 3 {
+                    let s = format!("{vol}-s{i}");
+                    c.snapshot(VLMCD, &vol, &s).unwrap();
+                    match kind {
+                        1 => {
+                            let cl = format!("{vol}-c{i}");
+                            c.clone_volume(VLMCD, &s, &cl, None).unwrap();
+                            let mut cm = model.clone();
+                            let d = pattern(OBJ as usize, 7777 + i);
+                            c.volume_write(VLMCD, &cl, 2 * OBJ, &d, false).unwrap();
+                            cm[2 * OBJ as usize..3 * OBJ as usize].copy_from_slice(&d);
+                            c.close_volume(VLMCD, &cl).unwrap();
+                            kept.push((cl, cm));
+                        }
+                        2 => {
+                            c.hash_snapshot(VLMCD, &s).unwrap();
+                        }
+                        _ => {}
+                    }
+                    kept.push((s, model.clone()));
+                    // Remove the oldest, clones before their snapshots; a
+                    // snapshot that later clones still descend from stays.
+                    if kept.len() > 4 {
+                        let (n, m) = kept.remove(0);
+                        match c.remove_volume(VLMCD, &n) {
+                            Ok(()) => {}
+                            Err(e) if e.code == archipelago_protocol::ErrorCode::Exists => {
+                                kept.push((n, m));
+                            }
+                            Err(e) => panic!("remove {n}: {e}"),
+                        }
+                    }
+                }
+                assert!(
+                    read_all(&c, &vol, size) == model,
+                    "{vol} differs at step {i}"
+                );
+                for (n, m) in &kept {
+                    assert!(read_all(&c, n, size) == *m, "{n} differs at step {i}");
+                }
+            }
+            c.close_volume(VLMCD, &vol).unwrap();
+            kept.push((vol, model));
+            kept
+        })
+    };
+    let workers: Vec<_> = (0..3).map(worker).collect();
+    let mut live = Vec::new();
+    for w in workers {
+        live.extend(w.join().expect("worker"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, freed) = collector.join().unwrap();
+    assert!(runs >= 2, "{runs} collections ran during the work");
+    assert!(freed > 0, "the collections freed something");
+    vlmc.json(&["gc"]);
+    assert_eq!(vlmc.json(&["gc", "--dry-run"])["freed_objects"], 0);
+    let c = p.client(Duration::from_secs(60));
+    for (n, m) in &live {
+        assert!(read_all(&c, n, size) == *m, "{n} differs after the last gc");
+    }
+}

@@ -81,6 +81,8 @@ pub fn gc(
                 Phase::Sweep if dry_run => "gc: checking objects",
                 Phase::Sweep => "gc: freeing",
             };
+            // The previous phase's line ends before the next one starts.
+            bar = None;
             bar = Some((phase, Progress::new(label, total)));
         }
         if let Some((_, p)) = bar.as_mut() {

@@ -6,7 +6,7 @@ use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
 use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{ObjectStat, ObjectStore, StoreError};
+use archipelago_store::{ListPage, ObjectStat, ObjectStore, StoreError};
 
 use crate::Client;
 
@@ -233,29 +233,21 @@ impl ObjectStore for RemoteStore {
     fn list_page(
         &self,
         prefix: &str,
-        after: Option<&str>,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        // Paged LISTs of at most PAGE_NAMES names, so that a reply always
-        // fits its buffer (a name is at most MAX_STORE_NAME bytes + NUL);
-        // several calls make up a larger page.
+    ) -> Result<ListPage, StoreError> {
+        // At most PAGE_NAMES names a call, so that a reply always fits its
+        // buffer (a name is at most MAX_STORE_NAME bytes + NUL, plus room
+        // for the cursor); a larger `limit` gets a shorter page, which
+        // the contract allows.
         const PAGE_NAMES: usize = 8192;
-        let room = (PAGE_NAMES * (MAX_STORE_NAME + 1)) as u64;
-        let mut out: Vec<String> = Vec::new();
-        let mut cursor = after.map(str::to_owned);
-        while out.len() < limit {
-            let want = PAGE_NAMES.min(limit - out.len());
-            let page = self.with(prefix, "list", |c, port| {
-                c.list_page(port, prefix, cursor.as_deref(), want as u64, room)
-            })?;
-            let last_page = page.len() < want;
-            cursor = page.last().cloned().or(cursor);
-            out.extend(page);
-            if last_page {
-                break;
-            }
-        }
-        Ok(out)
+        const CURSOR_ROOM: usize = 4096;
+        let want = limit.clamp(1, PAGE_NAMES);
+        let room = (want * (MAX_STORE_NAME + 1) + CURSOR_ROOM) as u64;
+        let (names, next) = self.with(prefix, "list", |c, port| {
+            c.list_page(port, prefix, cursor, want as u64, room)
+        })?;
+        Ok(ListPage { names, next })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -36,8 +36,10 @@
 //!    checked before every batch of deletes: a collector whose lock was
 //!    broken stops (`Fenced`) instead of deleting on stale marks.
 //! 2. Make the **gc generation** odd (started), durably.
-//! 3. **List** both stores a page at a time into sorted files on disk (the
-//!    candidates), and collect the header names.
+//! 3. **List** both stores a page at a time (pages in any order, an
+//!    opaque cursor from one to the next) into sorted files on disk (the
+//!    candidates, through the external sorter), and collect the header
+//!    names.
 //! 4. **List the hash pins**.
 //! 5. **Mark**: read every header; for each live one, load its chunks
 //!    (each distinct chunk once) and push every chunk and object name
@@ -329,25 +331,35 @@ pub fn generation(maps: &dyn ObjectStore) -> Result<u64, GcError> {
     }
 }
 
-/// Lists `store` page by page, calling `f` on each name.
+/// Lists `store` page by page, calling `f` on each name (in the store's
+/// order, which need not be sorted).
 fn list_each(
     store: &dyn ObjectStore,
     prefix: &str,
     page: usize,
     mut f: impl FnMut(&str) -> Result<(), GcError>,
 ) -> Result<(), GcError> {
-    let page = page.max(1);
-    let mut after: Option<String> = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let names = store.list_page(prefix, after.as_deref(), page)?;
-        for n in &names {
+        let p = store.list_page(prefix, cursor.as_deref(), page.max(1))?;
+        for n in &p.names {
             f(n)?;
         }
-        if names.len() < page {
-            return Ok(());
+        match p.next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
         }
-        after = names.last().cloned();
     }
+}
+
+/// Writes the sorted, deduplicated names of `sorter` to a list at `path`.
+fn sorted_file(sorter: ExternalSorter, path: PathBuf) -> Result<(PathBuf, u64), GcError> {
+    let mut f = NameFile::create(path)?;
+    for n in sorter.finish()? {
+        f.push(&n?)?;
+    }
+    let count = f.len();
+    Ok((f.close()?, count))
 }
 
 /// A decoded header of a live or removed map.
@@ -518,17 +530,24 @@ fn run(
             .prefix("archipelago-gc-")
             .tempdir()?,
     };
-    // 3. List.
+    // 3. List, into sorted files (pages may come in any order).
     let mut listed = 0u64;
-    let mut data_list = NameFile::create(tmp.path().join("data.list"))?;
+    let runs = |name: &str| -> std::io::Result<PathBuf> {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d)?;
+        Ok(d)
+    };
+    let mut data_sorter = ExternalSorter::new(&runs("data-runs")?, opts.sort_budget);
     list_each(data, "", opts.page, |n| {
         listed += 1;
         if listed % 4096 == 0 {
             progress(Phase::List, listed, 0);
         }
-        Ok(data_list.push(n)?)
+        Ok(data_sorter.push(n.to_owned())?)
     })?;
-    let mut map_list = NameFile::create(tmp.path().join("maps.list"))?;
+    // Merged before the next sorter fills: one budget at a time.
+    let (data_list, data_count) = sorted_file(data_sorter, tmp.path().join("data.list"))?;
+    let mut map_sorter = ExternalSorter::new(&runs("map-runs")?, opts.sort_budget);
     let mut headers = Vec::new();
     list_each(maps, "", opts.page, |n| {
         listed += 1;
@@ -538,11 +557,12 @@ fn run(
         if names::kind(n) == Kind::Header {
             headers.push(n.to_owned());
         }
-        Ok(map_list.push(n)?)
+        Ok(map_sorter.push(n.to_owned())?)
     })?;
+    let (map_list, map_count) = sorted_file(map_sorter, tmp.path().join("maps.list"))?;
     progress(Phase::List, listed, listed);
-    report.data_objects = data_list.len();
-    report.map_objects = map_list.len();
+    report.data_objects = data_count;
+    report.map_objects = map_count;
     // 4. Pins, after the odd generation is durable.
     let pins = maps.list(GC_PIN_PREFIX)?;
     report.pins = pins.len() as u64;
@@ -585,11 +605,8 @@ fn run(
         return Err(GcError::Unsettled);
     }
     let Marker { refs, writers, .. } = m;
-    let mut refs_file = NameFile::create(tmp.path().join("refs.sorted"))?;
-    for r in refs.finish()? {
-        refs_file.push(&r?)?;
-    }
-    report.referenced = refs_file.len();
+    let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
+    report.referenced = referenced;
     // 6. Sweep.
     let mut sweeper = Sweeper {
         opts,
@@ -603,9 +620,8 @@ fn run(
         report,
         progress,
     };
-    let refs_path = refs_file.close()?;
-    sweeper.sweep(data, true, &data_list.close()?, &refs_path)?;
-    sweeper.sweep(maps, false, &map_list.close()?, &refs_path)?;
+    sweeper.sweep(data, true, &data_list, &refs_path)?;
+    sweeper.sweep(maps, false, &map_list, &refs_path)?;
     // Pins of hashes that are no longer running (their snapshot is not
     // locked) are leftovers of a crash: the next run need not be
     // conservative because of them.

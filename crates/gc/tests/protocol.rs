@@ -230,3 +230,110 @@ fn an_old_format_map_stops_the_run_before_any_delete() {
     // The failed run does not leave hashes waiting.
     assert_eq!(generation(&*maps).unwrap(), 2);
 }
+
+/// A store whose pages come out of order (as RADOS lists in hash order):
+/// names reversed inside each page, and pages of 3.
+struct Unordered(Arc<MemoryStore>);
+
+impl ObjectStore for Unordered {
+    fn read(&self, n: &str, o: u64, b: &mut [u8]) -> Result<u64, archipelago_store::StoreError> {
+        self.0.read(n, o, b)
+    }
+    fn write(
+        &self,
+        n: &str,
+        o: u64,
+        d: &[u8],
+        f: bool,
+    ) -> Result<(), archipelago_store::StoreError> {
+        self.0.write(n, o, d, f)
+    }
+    fn write_full(&self, n: &str, d: &[u8], f: bool) -> Result<(), archipelago_store::StoreError> {
+        self.0.write_full(n, d, f)
+    }
+    fn delete(&self, n: &str) -> Result<(), archipelago_store::StoreError> {
+        self.0.delete(n)
+    }
+    fn stat(
+        &self,
+        n: &str,
+    ) -> Result<archipelago_store::ObjectStat, archipelago_store::StoreError> {
+        self.0.stat(n)
+    }
+    fn copy(
+        &self,
+        s: &str,
+        so: u64,
+        d: &str,
+        dof: u64,
+        l: u64,
+        f: bool,
+    ) -> Result<(), archipelago_store::StoreError> {
+        self.0.copy(s, so, d, dof, l, f)
+    }
+    fn store_content(&self, d: &[u8], f: bool) -> Result<String, archipelago_store::StoreError> {
+        self.0.store_content(d, f)
+    }
+    fn sync(&self) -> Result<(), archipelago_store::StoreError> {
+        self.0.sync()
+    }
+    fn try_lock(&self, n: &str, o: &str) -> Result<u64, archipelago_store::StoreError> {
+        self.0.try_lock(n, o)
+    }
+    fn unlock(&self, n: &str, o: &str) -> Result<(), archipelago_store::StoreError> {
+        self.0.unlock(n, o)
+    }
+    fn break_lock(&self, n: &str) -> Result<Option<String>, archipelago_store::StoreError> {
+        self.0.break_lock(n)
+    }
+    fn lock_owner(&self, n: &str) -> Result<Option<(String, u64)>, archipelago_store::StoreError> {
+        self.0.lock_owner(n)
+    }
+    fn list(&self, p: &str) -> Result<Vec<String>, archipelago_store::StoreError> {
+        self.0.list(p)
+    }
+    fn list_page(
+        &self,
+        p: &str,
+        cursor: Option<&str>,
+        _limit: usize,
+    ) -> Result<archipelago_store::ListPage, archipelago_store::StoreError> {
+        let mut page = self.0.list_page(p, cursor, 3)?;
+        page.names.reverse();
+        Ok(page)
+    }
+}
+
+#[test]
+fn pages_in_any_order_are_collected_the_same() {
+    let (maps, data, m) = setup();
+    m.create("live", 8 * 4096, Some(4096)).unwrap();
+    for e in m.map_write("live", 0, 8 * 4096).unwrap() {
+        data.write(
+            e.object.as_deref().unwrap(),
+            e.offset_in_object,
+            &[5; 4096],
+            true,
+        )
+        .unwrap();
+    }
+    garbage(&m, &*data, "gone", 10);
+    let live_objects = m.map_read("live", 0, 8 * 4096).unwrap();
+    let (um, ud) = (Unordered(maps.clone()), Unordered(data.clone()));
+    let r = collect(&um, &ud, &opts(), &mut nothing).unwrap();
+    assert_eq!(r.data_objects, 18);
+    assert!(r.freed_objects >= 10, "{r:?}");
+    for e in live_objects {
+        assert!(
+            data.stat(e.object.as_deref().unwrap()).is_ok(),
+            "live data kept"
+        );
+    }
+    assert_eq!(data.list("").unwrap().len(), 8);
+    assert_eq!(
+        collect(&um, &ud, &opts(), &mut nothing)
+            .unwrap()
+            .freed_objects,
+        0
+    );
+}

@@ -21,10 +21,11 @@ impl Flags {
     /// OPEN: open the volume writable (take its lock).
     pub const WRITABLE: Flags = Flags(32);
     /// LIST: one page. The request's data carries the cursor (`size`
-    /// bytes: names sorting after it are listed; 0: from the first) and
-    /// `offset` is the most names to return (at least 1). A reply with
-    /// fewer names is the last page; one whose names do not fit the
-    /// buffer fails `InvalidArgument`, as an unpaged LIST.
+    /// bytes; 0: from the start) and `offset` is the most names to
+    /// return (at least 1). The reply is the next page's cursor, then the
+    /// names, each NUL-terminated; an empty cursor means this was the
+    /// last page. Cursors are opaque (the store's). A reply that does not
+    /// fit the buffer fails `InvalidArgument`, as an unpaged LIST.
     pub const PAGED: Flags = Flags(64);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see [`crate::reply`]). Never valid

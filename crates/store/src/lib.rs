@@ -95,6 +95,7 @@
 //! | `try_lock`, `unlock`, `break_lock` | compare-and-set on the lock object `<name>_lock`: a read op fetches its `owner` and `token` xattrs, then a write op guarded by `rados_write_op_cmpxattr` (token unchanged) sets the new owner and `token + 1` (or removes the owner, keeping the token); `ECANCELED` means someone raced us: re-read and decide again |
 //! | `lock_owner` | a read op with `rados_read_op_getxattrs` on the lock object |
 //! | `list` | `rados_nobjects_list_open` / `_next` over the whole pool, filtered by prefix and sorted client-side |
+//! | `list_page` | `rados_nobjects_list_seek_cursor` to the page's cursor, `_next` up to `limit`, `rados_nobjects_list_get_cursor` as the next cursor (pages in the pool's hash order) |
 //!
 //! On RADOS the token can also fence data writes: a write op may carry
 //! `cmpxattr` on the lock object's token (objects and their lock share a
@@ -124,6 +125,28 @@ pub struct ObjectStat {
     /// Bytes from offset 0 to the end of the last byte ever written
     /// (holes included).
     pub size: u64,
+}
+
+/// One page of [`ObjectStore::list_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// The names.
+    pub names: Vec<String>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<String>,
+}
+
+impl ListPage {
+    /// A page of a sorted listing whose cursor is its last name: more may
+    /// follow only if the page is full (`limit` names).
+    pub fn after_last(names: Vec<String>, limit: usize) -> ListPage {
+        let next = if names.len() >= limit.max(1) {
+            names.last().cloned()
+        } else {
+            None
+        };
+        ListPage { names, next }
+    }
 }
 
 /// A flat namespace of objects plus a namespace of locks.
@@ -258,26 +281,31 @@ pub trait ObjectStore: Send + Sync {
     /// each driver); it is meant for tools, not the I/O path.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
-    /// One page of [`list`](ObjectStore::list): at most `limit` names
-    /// starting with `prefix` and sorting strictly after `after` (from the
-    /// first with `None`), sorted. A page shorter than `limit` is the
-    /// last. The cursor is the last name of the previous page, so paging
-    /// survives objects created or deleted meanwhile (with the same
-    /// caveat as `list`: not a snapshot). Callers that page hold one page
-    /// at a time; the default builds on `list` (which holds the whole
-    /// listing) and drivers override it where they can do better.
+    /// One page of [`list`](ObjectStore::list): at most `limit` (≥ 1)
+    /// names starting with `prefix`, from the position `cursor` (`None`:
+    /// the start), and the cursor of the next page (`None`: this was the
+    /// last). The cursor is opaque: pass back what the previous page
+    /// returned, verbatim. Paging from `None` until no cursor is returned
+    /// yields every object that existed throughout, once; objects created
+    /// or deleted meanwhile may or may not appear (not a snapshot, as
+    /// `list`). Pages may come in any order (callers that need order sort
+    /// them); a page may hold fewer than `limit` names without being the
+    /// last. Callers that page hold one page at a time: the default builds
+    /// on `list` (which holds the whole listing; its cursor is the last
+    /// name returned) and drivers override it where they can do better.
     fn list_page(
         &self,
         prefix: &str,
-        after: Option<&str>,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(self
+    ) -> Result<ListPage, StoreError> {
+        let names: Vec<String> = self
             .list(prefix)?
             .into_iter()
-            .filter(|n| after.map_or(true, |a| n.as_str() > a))
-            .take(limit)
-            .collect())
+            .filter(|n| cursor.map_or(true, |a| n.as_str() > a))
+            .take(limit.max(1))
+            .collect();
+        Ok(ListPage::after_last(names, limit))
     }
 }
 
@@ -323,8 +351,8 @@ macro_rules! forward {
             fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
                 (**self).list(prefix)
             }
-            fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
-                (**self).list_page(prefix, after, limit)
+            fn list_page(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+                (**self).list_page(prefix, cursor, limit)
             }
         }
     };

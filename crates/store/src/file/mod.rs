@@ -21,8 +21,8 @@ use self::fdcache::FdCache;
 use self::locks::LockFiles;
 use self::temp::{TempArea, TempFile};
 use crate::{
-    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ObjectStat,
-    ObjectStore, StoreError,
+    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ListPage,
+    ObjectStat, ObjectStore, StoreError,
 };
 
 /// Content of `<dir>/FORMAT`.
@@ -684,30 +684,30 @@ impl ObjectStore for FileStore {
     }
 
     /// Walks every object as [`list`](ObjectStore::list) does, keeping the
-    /// `limit` smallest names after the cursor in a bounded heap: memory
+    /// `limit` smallest names after the cursor (the last name of the
+    /// previous page) in a bounded heap: memory
     /// is one page whatever the store holds; time is a whole walk per
     /// page (names are placed by hash, so no walk can start mid-way).
     fn list_page(
         &self,
         prefix: &str,
-        after: Option<&str>,
+        cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<ListPage, StoreError> {
+        let limit = limit.max(1);
         let mut heap = std::collections::BinaryHeap::new();
-        if limit > 0 {
-            self.each_name(prefix, |n| {
-                if after.is_some_and(|a| n.as_str() <= a) {
-                    return;
-                }
-                if heap.len() < limit {
-                    heap.push(n);
-                } else if heap.peek().is_some_and(|top| n < *top) {
-                    heap.pop();
-                    heap.push(n);
-                }
-            })?;
-        }
-        Ok(heap.into_sorted_vec())
+        self.each_name(prefix, |n| {
+            if cursor.is_some_and(|a| n.as_str() <= a) {
+                return;
+            }
+            if heap.len() < limit {
+                heap.push(n);
+            } else if heap.peek().is_some_and(|top| n < *top) {
+                heap.pop();
+                heap.push(n);
+            }
+        })?;
+        Ok(ListPage::after_last(heap.into_sorted_vec(), limit))
     }
 }
 

@@ -109,6 +109,13 @@
 //! - **Removal** only makes a header REMOVED; a snapshot with clones is
 //!   not removable, and clones refer to chunks directly, so a removed
 //!   header's objects are garbage unless a live header names them.
+//! - **A fenced mapper host** (its volume lock broken and taken by
+//!   another host) checks its lock before every copy-up, delete and
+//!   header commit, so it commits nothing after the break; a copy-up
+//!   already past its check may still land an object after a collector
+//!   deleted its name, but no header will ever name it: it is an orphan
+//!   the next run frees, never a resurrection of referenced data. A hash
+//!   commits under its snapshot's lock with the same check.
 //! - **Two collectors** never delete at once: the lock; a fenced one
 //!   notices before its next batch (at most [`DELETE_BATCH`] deletes of
 //!   objects that were garbage on its marks). A stale collector's marks

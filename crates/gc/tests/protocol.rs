@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use archipelago_gc::{collect, generation, GcError, GcOptions};
 use archipelago_mapfmt::gcmeta::{encode_generation, pin_name, GC_STATE_OBJECT};
+use archipelago_mapfmt::Header;
 use archipelago_mapper::Mapper;
 use archipelago_protocol::ErrorCode;
 use archipelago_store::{MemoryStore, ObjectStore};
@@ -336,4 +337,58 @@ fn pages_in_any_order_are_collected_the_same() {
             .freed_objects,
         0
     );
+}
+
+/// Hazard 1: a copy-up writes `{V}_{epoch}_{i}` (and a chunk under the
+/// next serial) before it commits. A collection between the two keeps
+/// them; once V's epoch or serial moved past them, or V is removed, they
+/// can never be referenced again and go.
+#[test]
+fn objects_of_a_change_in_flight_are_kept_until_they_cannot_be_committed() {
+    let (maps, data, m) = setup();
+    m.create("v", 8 * 4096, Some(4096)).unwrap();
+    let read = |name: &str| -> Header {
+        let mut b = vec![0; maps.stat(name).unwrap().size as usize];
+        maps.read(name, 0, &mut b).unwrap();
+        Header::decode(&b).unwrap()
+    };
+    let h = read("v");
+    // What a copy-up in flight has written so far: the object, the chunk.
+    let object = archipelago_mapfmt::owned_object_name(h.volume_id, h.epoch, 5);
+    data.write(&object, 0, &[1; 4096], true).unwrap();
+    let chunk = format!("{:016x}_{:016x}", h.volume_id, h.next_serial);
+    maps.write_full(&chunk, b"not yet committed", true).unwrap();
+    let r = collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert_eq!((r.freed_objects, r.kept_in_flight), (0, 2), "{r:?}");
+    assert!(data.stat(&object).is_ok() && maps.stat(&chunk).is_ok());
+    // A snapshot moves v to the next epoch: the object can no longer be
+    // committed (a snapshot refuses pending writes) and goes. The chunk's
+    // serial is still v's next one.
+    m.snapshot("v", "s").unwrap();
+    let r = collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert_eq!((r.freed_objects, r.kept_in_flight), (1, 1), "{r:?}");
+    assert!(data.stat(&object).is_err() && maps.stat(&chunk).is_ok());
+    // A committed change takes that serial (rewriting the orphan) and
+    // moves past it: nothing in flight is left.
+    for e in m.map_write("v", 0, 4096).unwrap() {
+        data.write(e.object.as_deref().unwrap(), 0, &[2; 4096], true)
+            .unwrap();
+    }
+    assert!(read("v").next_serial > h.next_serial);
+    let r = collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert_eq!(r.kept_in_flight, 0, "{r:?}");
+    // Removing v: its current-epoch objects no longer referenced go too.
+    let h = read("v");
+    let later = archipelago_mapfmt::owned_object_name(h.volume_id, h.epoch, 6);
+    data.write(&later, 0, &[3; 4096], true).unwrap();
+    assert_eq!(
+        collect(&*maps, &*data, &opts(), &mut nothing)
+            .unwrap()
+            .kept_in_flight,
+        1
+    );
+    m.close("v").unwrap();
+    m.remove("v").unwrap();
+    collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert!(data.stat(&later).is_err());
 }

@@ -26,7 +26,7 @@
 //! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
 //! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
-//! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
+//! | [`hash`](Mapper::hash) | snapshot, for the operation | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), chunks, header; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the

@@ -283,8 +283,27 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             }
         }
         Op::List => {
-            let names = store.list(&name).map_err(store_err)?;
             let mut out = Vec::new();
+            let names = if flags.contains(Flags::PAGED) {
+                let cursor_len = need(size)?;
+                let cursor = String::from_utf8_lossy(&req.data()[..cursor_len]).into_owned();
+                if offset == 0 {
+                    return Err(Error::with(
+                        ErrorCode::InvalidArgument,
+                        "a paged LIST needs a page size (offset) of at least 1",
+                    ));
+                }
+                let limit = usize::try_from(offset).unwrap_or(usize::MAX);
+                let page = store
+                    .list_page(&name, (cursor_len > 0).then_some(cursor.as_str()), limit)
+                    .map_err(store_err)?;
+                // The next cursor first (empty: the last page).
+                out.extend_from_slice(page.next.unwrap_or_default().as_bytes());
+                out.push(0);
+                page.names
+            } else {
+                store.list(&name).map_err(store_err)?
+            };
             for n in names {
                 out.extend_from_slice(n.as_bytes());
                 out.push(0);

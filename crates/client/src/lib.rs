@@ -464,6 +464,44 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One page of LIST (flag PAGED): at most `limit` names starting with
+    /// `prefix` from the opaque `cursor` (at most `room` bytes of reply),
+    /// and the next page's cursor (`None` after the last page).
+    pub fn list_page(
+        &self,
+        dst: u32,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u64,
+        room: u64,
+    ) -> Result<(Vec<String>, Option<String>), Error> {
+        let cursor = cursor.unwrap_or("").as_bytes();
+        let r = self.call(&Call {
+            reply_room: room,
+            offset: limit,
+            size: cursor.len() as u64,
+            data: cursor,
+            flags: Flags::PAGED,
+            ..Call::new(dst, Op::List, prefix.as_bytes())
+        })?;
+        let used = &r.data[..(r.serviced as usize).min(r.data.len())];
+        let Some(end) = used.iter().position(|&b| b == 0) else {
+            return Err(Error::with(
+                ErrorCode::Io,
+                "a paged LIST reply without its cursor",
+            ));
+        };
+        let next = (end > 0).then(|| String::from_utf8_lossy(&used[..end]).into_owned());
+        let names = used[end + 1..]
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        Ok((names, next))
+    }
+}
+
 /// The names of a LIST-style reply: `serviced` bytes of NUL-terminated
 /// names.
 fn nul_separated(r: &Reply) -> Vec<String> {

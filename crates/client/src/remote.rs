@@ -3,9 +3,10 @@
 use std::sync::Mutex;
 
 use archipelago_protocol::names::check_store_name;
+use archipelago_protocol::names::MAX_STORE_NAME;
 use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{ObjectStat, ObjectStore, StoreError};
+use archipelago_store::{ListPage, ObjectStat, ObjectStore, StoreError};
 
 use crate::Client;
 
@@ -229,6 +230,26 @@ impl ObjectStore for RemoteStore {
     fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {
         check_name(name)?;
         self.with(name, "lock_owner", |c, port| c.lock_owner(port, name))
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        // At most PAGE_NAMES names a call, so that a reply always fits its
+        // buffer (a name is at most MAX_STORE_NAME bytes + NUL, plus room
+        // for the cursor); a larger `limit` gets a shorter page, which
+        // the contract allows.
+        const PAGE_NAMES: usize = 8192;
+        const CURSOR_ROOM: usize = 4096;
+        let want = limit.clamp(1, PAGE_NAMES);
+        let room = (want * (MAX_STORE_NAME + 1) + CURSOR_ROOM) as u64;
+        let (names, next) = self.with(prefix, "list", |c, port| {
+            c.list_page(port, prefix, cursor, want as u64, room)
+        })?;
+        Ok(ListPage { names, next })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

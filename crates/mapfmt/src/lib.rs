@@ -193,6 +193,7 @@ pub mod chunk;
 mod detect;
 pub mod entry;
 mod error;
+pub mod gcmeta;
 pub mod header;
 mod legacy;
 pub mod lineage;

@@ -26,7 +26,7 @@
 //! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
 //! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
-//! | [`hash`](Mapper::hash) | snapshot, for the operation | content objects (data), chunks, header | `InvalidArgument` (not a snapshot) |
+//! | [`hash`](Mapper::hash) | snapshot, for the operation | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), chunks, header; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
 //! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
@@ -98,8 +98,12 @@
 //!
 //! # Simplifications
 //!
-//! - Removing, flattening and rolling back free nothing (garbage
-//!   collection is later work).
+//! - Removing, flattening and rolling back free nothing by themselves:
+//!   `archipelago-gc` collects what no live map refers to. The one
+//!   operation that takes part is [`hash`](Mapper::hash), which pins
+//!   itself against collections (it may start referring to content
+//!   objects a collector found unreferenced) and waits, bounded, while
+//!   one runs.
 //! - Hashing reads whole objects, on every core by default
 //!   ([`Mapper::with_hash_threads`]); the commit is single-threaded.
 //! - Clones of old-format maps need an [`update`](Mapper::update) first;
@@ -121,6 +125,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use archipelago_mapfmt::gcmeta;
 use archipelago_mapfmt::{
     clone_from, detect, owned_object_name, resize, set_entries, snapshot, upgrade, v0, v1, v2,
     Chunk, ChunkRef, Detected, Entry, Header, LegacyMap, MapError, DEFAULT_OBJECT_SIZE_LOG2,
@@ -132,6 +137,10 @@ use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 use cache::Lru;
 pub use lineage::{FlattenStep, LineageRecord};
+
+/// How long [`Mapper::hash`] waits for a running garbage collection
+/// before failing `Busy` (see [`Mapper::with_gc_wait`]).
+pub const DEFAULT_GC_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The default budget of the decoded-chunk cache: 64 MiB (estimated).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -294,6 +303,8 @@ pub struct Mapper {
     chunks: Mutex<Lru<ChunkRef, Arc<Chunk>>>,
     /// Worker threads of [`Mapper::hash`]; `None`: every core.
     hash_threads: Option<usize>,
+    /// How long a hash waits for a running garbage collection.
+    gc_wait: std::time::Duration,
 }
 
 /// A use of a volume's state. Dropping the last use of an idle state
@@ -460,6 +471,7 @@ impl Mapper {
             volumes: Mutex::new(HashMap::new()),
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
             hash_threads: None,
+            gc_wait: DEFAULT_GC_WAIT,
         }
     }
 
@@ -480,6 +492,14 @@ impl Mapper {
             hash_threads: Some(threads.max(1)),
             ..self
         }
+    }
+
+    /// This mapper with [`hash`](Self::hash) waiting at most `wait` for a
+    /// running garbage collection (default [`DEFAULT_GC_WAIT`]) before
+    /// failing `Busy`.
+    pub fn with_gc_wait(mut self, wait: std::time::Duration) -> Self {
+        self.gc_wait = wait;
+        self
     }
 
     /// The estimated bytes of the decoded-chunk cache (never more than
@@ -1793,6 +1813,9 @@ impl Mapper {
                     break id;
                 }
             };
+            // Garbage collection: announce the hash before it may find
+            // (and so refer to) existing content objects.
+            let _pin = self.pin_hash(snap, owner)?;
             // Load every chunk, and list the entries to read and store.
             let mut loaded = Vec::new();
             let mut jobs = Vec::new();
@@ -2007,6 +2030,67 @@ impl Mapper {
             }
             Ok(())
         })
+    }
+}
+
+/// A hash pin (`archip_gcpin_{owner}`), deleted when dropped: while it
+/// exists a collection keeps every content object and every chunk of an
+/// unknown owner (the `archipelago-gc` crate docs argue why).
+struct HashPin<'a> {
+    maps: &'a dyn ObjectStore,
+    name: String,
+}
+
+impl Drop for HashPin<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.maps.delete(&self.name) {
+            log::warn!("hash pin {}: {e}", self.name);
+        }
+    }
+}
+
+// Garbage-collection safety of hash, kept apart from the operations.
+impl Mapper {
+    /// The gc generation (odd while a collection runs).
+    fn gc_generation(&self) -> Result<u64, Error> {
+        let name = gcmeta::GC_STATE_OBJECT;
+        match self.read_whole(name)? {
+            None => Ok(0),
+            Some(b) => gcmeta::decode_generation(&b)
+                .ok_or_else(|| err(ErrorCode::Io, format!("{name}: not a gc generation"))),
+        }
+    }
+
+    /// Writes the pin of a hash of `snap` writing chunks of `owner`, then
+    /// reads the gc generation; while it is odd (a collection that may
+    /// have listed the pins before ours was written is running), waits
+    /// for it to change, at most `gc_wait`.
+    fn pin_hash(&self, snap: &str, owner: u64) -> Result<HashPin<'_>, Error> {
+        let name = gcmeta::pin_name(owner);
+        self.maps
+            .write_full(&name, snap.as_bytes(), true)
+            .map_err(|e| store_err(&name, e))?;
+        let pin = HashPin {
+            maps: &*self.maps,
+            name,
+        };
+        let first = self.gc_generation()?;
+        if gcmeta::collecting(first) {
+            let start = std::time::Instant::now();
+            log::info!("{snap}: hash waits for garbage collection {first} to finish");
+            while self.gc_generation()? == first {
+                if start.elapsed() > self.gc_wait {
+                    return Err(err(
+                        ErrorCode::Busy,
+                        format!(
+                            "{snap}: a garbage collection is running (or was interrupted: run vlmc gc); try again"
+                        ),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(pin)
     }
 }
 

@@ -20,12 +20,19 @@ impl Flags {
     pub const ASSUME_V0: Flags = Flags(16);
     /// OPEN: open the volume writable (take its lock).
     pub const WRITABLE: Flags = Flags(32);
+    /// LIST: one page. The request's data carries the cursor (`size`
+    /// bytes; 0: from the start) and `offset` is the most names to
+    /// return (at least 1). The reply is the next page's cursor, then the
+    /// names, each NUL-terminated; an empty cursor means this was the
+    /// last page. Cursors are opaque (the store's). A reply that does not
+    /// fit the buffer fails `InvalidArgument`, as an unpaged LIST.
+    pub const PAGED: Flags = Flags(64);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see [`crate::reply`]). Never valid
     /// in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(63);
+    pub const ALL: Flags = Flags(127);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -63,7 +70,8 @@ mod tests {
         );
         let f = Flags::FUA | Flags::FORCE;
         assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
-        assert_eq!(Flags(0x40 | 4).unknown_bits(), 0x40);
+        assert_eq!(Flags(0x80 | 4).unknown_bits(), 0x80);
+        assert_eq!(Flags::PAGED.0, 64);
         assert_eq!(Flags::WRITABLE.0, 32);
         assert_eq!(f.unknown_bits(), 0);
     }

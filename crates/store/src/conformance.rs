@@ -92,6 +92,7 @@ macro_rules! __conformance_cases {
             invalid_lock_owners_are_refused,
             ranges_past_the_largest_offset_are_refused,
             list_is_sorted_and_filtered_by_prefix,
+            list_pages_walk_the_listing_in_order,
         );
     };
     (@emit_tests () $make:expr; $($case:ident,)*) => {
@@ -692,4 +693,54 @@ pub fn list_is_sorted_and_filtered_by_prefix<S: ObjectStore>(make: impl Fn() -> 
     assert_eq!(s.list("").unwrap(), ["other", "vol", "vol_a", "vol_b"]);
     assert!(s.list("zzz").unwrap().is_empty());
     assert!(s.list("../").unwrap().is_empty());
+}
+
+/// `list_page` walks the same names as `list`, a page at a time, each
+/// page's cursor leading to the next.
+pub fn list_pages_walk_the_listing_in_order<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    let empty = s.list_page("", None, 10).unwrap();
+    assert!(empty.names.is_empty() && empty.next.is_none());
+    for i in 0..23 {
+        s.write(&format!("p{i:02}"), 0, b"x", false).unwrap();
+    }
+    s.write("a", 0, b"x", false).unwrap();
+    s.write("q", 0, b"x", false).unwrap();
+    let walk = |s: &S, prefix: &str, limit: usize| {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let page = s.list_page(prefix, cursor.as_deref(), limit).unwrap();
+            assert!(page.names.len() <= limit);
+            all.extend(page.names);
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => {
+                    all.sort();
+                    return all;
+                }
+            }
+        }
+        panic!("paging never ended");
+    };
+    assert_eq!(walk(&s, "p", 5), s.list("p").unwrap());
+    assert_eq!(walk(&s, "p", 5).len(), 23);
+    assert_eq!(walk(&s, "", 1), s.list("").unwrap());
+    assert_eq!(walk(&s, "p", 100), s.list("p").unwrap());
+    // Objects deleted or created meanwhile do not disturb the rest.
+    let first = s.list_page("p", None, 5).unwrap();
+    s.delete(&first.names[4]).unwrap();
+    s.write("p99", 0, b"x", false).unwrap();
+    let mut rest = first.names[..4].to_vec();
+    let mut cursor = first.next;
+    while let Some(c) = cursor {
+        let page = s.list_page("p", Some(&c), 5).unwrap();
+        rest.extend(page.names);
+        cursor = page.next;
+    }
+    rest.sort();
+    let mut expect = s.list("p").unwrap();
+    expect.retain(|n| n != "p99");
+    rest.retain(|n| n != "p99");
+    assert_eq!(rest, expect);
 }

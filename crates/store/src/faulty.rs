@@ -24,7 +24,7 @@ use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::{check_name, content_name_of, ObjectStat, ObjectStore, StoreError};
+use crate::{check_name, content_name_of, ListPage, ObjectStat, ObjectStore, StoreError};
 
 /// `EIO`.
 const EIO: i32 = 5;
@@ -389,6 +389,16 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.check(OpKind::List, &[])?;
         self.inner.list(prefix)
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.check(OpKind::List, &[])?;
+        self.inner.list_page(prefix, cursor, limit)
     }
 }
 

@@ -95,6 +95,7 @@
 //! | `try_lock`, `unlock`, `break_lock` | a RADOS exclusive lock on the lock object (in a namespace of its own, cookie = the owner), plus a fencing token in the object's xattrs raised by a write op guarded with `rados_write_op_cmpxattr`; `break_lock` first blocklists the holder's clients (`rados_blocklist_add`) |
 //! | `lock_owner` | `rados_list_lockers` and the token xattr |
 //! | `list` | `rados_nobjects_list_open` / `_next` over the objects' namespace, filtered by prefix and sorted client-side |
+//! | `list_page` | `rados_nobjects_list_seek_cursor` to the page's cursor, `_next` up to `limit`, `rados_nobjects_list_get_cursor` as the next cursor (pages in the pool's hash order) |
 //!
 //! A client whose lock was broken is blocklisted by the breaker: all its
 //! operations fail with [`StoreError::Fenced`] (see the driver's docs for
@@ -123,6 +124,28 @@ pub struct ObjectStat {
     /// Bytes from offset 0 to the end of the last byte ever written
     /// (holes included).
     pub size: u64,
+}
+
+/// One page of [`ObjectStore::list_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// The names.
+    pub names: Vec<String>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<String>,
+}
+
+impl ListPage {
+    /// A page of a sorted listing whose cursor is its last name: more may
+    /// follow only if the page is full (`limit` names).
+    pub fn after_last(names: Vec<String>, limit: usize) -> ListPage {
+        let next = if names.len() >= limit.max(1) {
+            names.last().cloned()
+        } else {
+            None
+        };
+        ListPage { names, next }
+    }
 }
 
 /// A flat namespace of objects plus a namespace of locks.
@@ -280,6 +303,33 @@ pub trait ObjectStore: Send + Sync {
         let _ = (name, offset, buf);
         None
     }
+
+    /// One page of [`list`](ObjectStore::list): at most `limit` (≥ 1)
+    /// names starting with `prefix`, from the position `cursor` (`None`:
+    /// the start), and the cursor of the next page (`None`: this was the
+    /// last). The cursor is opaque: pass back what the previous page
+    /// returned, verbatim. Paging from `None` until no cursor is returned
+    /// yields every object that existed throughout, once; objects created
+    /// or deleted meanwhile may or may not appear (not a snapshot, as
+    /// `list`). Pages may come in any order (callers that need order sort
+    /// them); a page may hold fewer than `limit` names without being the
+    /// last. Callers that page hold one page at a time: the default builds
+    /// on `list` (which holds the whole listing; its cursor is the last
+    /// name returned) and drivers override it where they can do better.
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let names: Vec<String> = self
+            .list(prefix)?
+            .into_iter()
+            .filter(|n| cursor.map_or(true, |a| n.as_str() > a))
+            .take(limit.max(1))
+            .collect();
+        Ok(ListPage::after_last(names, limit))
+    }
 }
 
 macro_rules! forward {
@@ -329,6 +379,9 @@ macro_rules! forward {
             }
             fn try_read_now(&self, name: &str, offset: u64, buf: &mut [u8]) -> Option<Result<u64, StoreError>> {
                 (**self).try_read_now(name, offset, buf)
+            }
+            fn list_page(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+                (**self).list_page(prefix, cursor, limit)
             }
         }
     };

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ObjectStat,
-    ObjectStore, StoreError,
+    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ListPage,
+    ObjectStat, ObjectStore, StoreError,
 };
 
 /// An [`ObjectStore`] in memory: one mutex over a sorted map of objects
@@ -324,6 +324,28 @@ impl ObjectStore for MemoryStore {
     /// bytes.
     fn never_blocks(&self) -> bool {
         true
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        use std::ops::Bound;
+        let state = self.lock();
+        let start = match cursor {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let names = state
+            .objects
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit.max(1))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(ListPage::after_last(names, limit))
     }
 }
 

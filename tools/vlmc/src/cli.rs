@@ -230,6 +230,38 @@ pub enum Verb {
     /// Text: one line each, NAME MODE CLIENTS URI. --json: an array of
     /// `{"name", "readonly", "clients", "uri"}`.
     Showmapped,
+    /// Free every object no live volume or snapshot refers to: those of
+    /// removed volumes, objects replaced by copy-on-write or hashing,
+    /// unreferenced map chunks, leftovers of crashed operations. Safe
+    /// while volumes are in use; interrupting it (or killing it) is safe,
+    /// and the next run finishes the job.
+    ///
+    /// Text: one line of what was freed. --json: `{"dry_run",
+    /// "generation", "data_objects", "map_objects" (listed), "live_maps",
+    /// "removed_maps", "referenced", "freed_objects", "freed_bytes",
+    /// "freed_chunks", "kept_in_flight", "pins"}`.
+    Gc {
+        /// Report what would be freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// First break the collectors' lock (held by a collector that died
+        /// on another host; one on this host is taken over anyway).
+        #[arg(long)]
+        break_lock: bool,
+    },
+    /// Space used by volumes and snapshots.
+    ///
+    /// Text: NAME PROVISIONED USED UNIQUE DEDUP-SAVED. --json: an array
+    /// of `{"name", "snapshot", "provisioned" (size), "objects",
+    /// "referenced_bytes" (bytes of the objects it refers to),
+    /// "unique_bytes" (referred to by no other live map: what removing it
+    /// frees after gc), "dedup_saved_bytes" (hashed: bytes its content
+    /// entries would take stored once each, minus their distinct
+    /// objects)}`.
+    Du {
+        /// One volume or snapshot [default: all].
+        name: Option<String>,
+    },
     /// Import a raw image into a new volume of the file's size (rounded up
     /// to 512 bytes); all-zero chunks are not written.
     ///

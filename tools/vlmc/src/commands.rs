@@ -226,6 +226,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             crate::nbd::unmap(&t, name, *force)
         }
         Verb::Showmapped => crate::nbd::showmapped(&t, json, out),
+        Verb::Gc {
+            dry_run,
+            break_lock,
+        } => crate::gc::gc(&t, *dry_run, *break_lock, json, out),
+        Verb::Du { name } => {
+            if let Some(n) = name {
+                check_name(n)?;
+            }
+            crate::gc::du(&t, name.as_deref(), json, out)
+        }
         Verb::Import { name, file, io } => {
             check_name(name)?;
             let io = transfer::IoPlan::parse(name, io)?;
@@ -462,7 +472,7 @@ struct HashView {
     bytes_saved: u64,
 }
 
-fn print_json(out: &mut dyn Write, v: &impl Serialize) -> Result<(), Failure> {
+pub fn print_json(out: &mut dyn Write, v: &impl Serialize) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(v).on("json")?;
     writeln!(out, "{s}").on("stdout")
 }

@@ -11,6 +11,7 @@
 //! vlmc [global flags] hash SNAP | upgrade NAME
 //! vlmc [global flags] import NAME FILE | export NAME FILE
 //! vlmc [global flags] map NAME [--readonly] | unmap [-f] NAME | showmapped
+//! vlmc [global flags] gc [--dry-run] | du [NAME]
 //! ```
 //!
 //! Global flags: `--segment`, `--vlmcd-port`, `--mapperd-port`,
@@ -20,12 +21,13 @@
 //!
 //! Modules: [`cli`] parses the arguments, [`target`] resolves where the
 //! peers are, [`commands`] runs the verbs, [`transfer`] moves images,
-//! [`nbd`] maps volumes for nbdd, [`lineage`] shows and changes the lineage, [`progress`] shows progress on a terminal, [`failure`] is the error.
+//! [`nbd`] maps volumes for nbdd, [`lineage`] shows and changes the lineage, [`gc`] collects garbage and accounts space, [`progress`] shows progress on a terminal, [`failure`] is the error.
 
 mod cli;
 mod commands;
 mod failure;
 mod lineage;
+mod gc;
 mod nbd;
 mod progress;
 mod target;

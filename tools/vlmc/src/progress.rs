@@ -54,6 +54,12 @@ impl Progress {
         let _ = e.flush();
     }
 
+    /// `done` units done in all.
+    pub fn set(&mut self, done: u64) {
+        self.done = done.min(self.total);
+        self.draw();
+    }
+
     /// Ends the line.
     pub fn finish(mut self) {
         self.clear();

@@ -21,8 +21,8 @@ use self::fdcache::FdCache;
 use self::locks::LockFiles;
 use self::temp::{TempArea, TempFile};
 use crate::{
-    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ObjectStat,
-    ObjectStore, StoreError,
+    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ListPage,
+    ObjectStat, ObjectStore, StoreError,
 };
 
 /// Content of `<dir>/FORMAT`.
@@ -720,9 +720,110 @@ impl ObjectStore for FileStore {
     /// object's directory entry, whatever the prefix (names are placed by
     /// hash, so a prefix narrows nothing).
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        self.each_name(prefix, |n| names.push(n))?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Walks the fan-out directories in order, one page at a time: the
+    /// cursor is `h0/h1/last name` (opaque to callers), so a page reads
+    /// the top-level directory lists and the leaf directories it covers,
+    /// never the whole store. Pages come in fan-out order (by hash), each
+    /// sorted inside its leaf directories.
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let limit = limit.max(1);
         let label = self.objects.display().to_string();
         let io = |e| StoreError::io(&label, "list", e);
+        let (from, after) = match cursor.map(|c| c.splitn(3, '/').collect::<Vec<_>>()) {
+            Some(parts) if parts.len() == 3 => (
+                Some((parts[0].to_owned(), parts[1].to_owned())),
+                Some(parts[2].to_owned()),
+            ),
+            Some(_) => {
+                return Err(StoreError::InvalidArgument {
+                    name: label,
+                    why: "not a listing cursor of this store",
+                })
+            }
+            None => (None, None),
+        };
+        let sorted_dirs = |dir: &Path| -> io::Result<Vec<String>> {
+            let mut out = Vec::new();
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    if let Ok(n) = entry.file_name().into_string() {
+                        out.push(n);
+                    }
+                }
+            }
+            out.sort_unstable();
+            Ok(out)
+        };
         let mut names = Vec::new();
+        for h0 in sorted_dirs(&self.objects).map_err(io)? {
+            if from.as_ref().is_some_and(|(f0, _)| h0 < *f0) {
+                continue;
+            }
+            for h1 in sorted_dirs(&self.objects.join(&h0)).map_err(io)? {
+                let here = from.as_ref().is_some_and(|(f0, f1)| h0 == *f0 && h1 == *f1);
+                if from.as_ref().is_some_and(|(f0, f1)| h0 == *f0 && h1 < *f1) {
+                    continue;
+                }
+                let mut leaf = Vec::new();
+                let entries = match fs::read_dir(self.objects.join(&h0).join(&h1)) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(io)?;
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if !name.starts_with(prefix) || check_name(&name).is_err() {
+                        continue;
+                    }
+                    if here && after.as_ref().is_some_and(|a| name <= *a) {
+                        continue;
+                    }
+                    leaf.push(name);
+                }
+                leaf.sort_unstable();
+                let room = limit - names.len();
+                if leaf.len() >= room {
+                    leaf.truncate(room);
+                    let next = format!("{h0}/{h1}/{}", leaf.last().expect("room ≥ 1"));
+                    names.extend(leaf);
+                    return Ok(ListPage {
+                        names,
+                        next: Some(next),
+                    });
+                }
+                names.extend(leaf);
+            }
+        }
+        Ok(ListPage { names, next: None })
+    }
+}
+
+impl FileStore {
+    /// Calls `f` with every object name starting with `prefix`, in no
+    /// particular order.
+    fn each_name(&self, prefix: &str, mut f: impl FnMut(String)) -> Result<(), StoreError> {
+        let label = self.objects.display().to_string();
+        let io = |e| StoreError::io(&label, "list", e);
         let dirs = |dir: &Path| -> io::Result<Vec<PathBuf>> {
             let mut out = Vec::new();
             for entry in fs::read_dir(dir)? {
@@ -746,13 +847,12 @@ impl ObjectStore for FileStore {
                         continue;
                     };
                     if name.starts_with(prefix) && check_name(&name).is_ok() {
-                        names.push(name);
+                        f(name);
                     }
                 }
             }
         }
-        names.sort_unstable();
-        Ok(names)
+        Ok(())
     }
 }
 

@@ -1,0 +1,787 @@
+//! Garbage collection and space accounting over the two object stores
+//! (the **map store**: headers, chunks, locks; the **data store**: volume
+//! objects), as a library: [`collect`] reclaims every object no live map
+//! refers to, [`usage`] says what each volume refers to and what removing
+//! it would free. `vlmc gc` and `vlmc du` run them through the blockers.
+//!
+//! # What is garbage
+//!
+//! A map is **live** when its header (format 3) is not REMOVED. An object
+//! is **referenced** when a live header names it as a chunk, or an entry
+//! of such a chunk names it (owned, content or legacy object). Garbage is
+//! every object of the kinds below that is not referenced and that no
+//! operation in flight may still be about to reference:
+//!
+//! | store | kind (name) | deleted when unreferenced and |
+//! |---|---|---|
+//! | data | owned `{V}_{e}_{i}` | V's writable header is REMOVED, or `e` < its epoch |
+//! | data | content (64 hex) | no hash was in flight (no pin, below) |
+//! | data | legacy (`archip_…`) | as content |
+//! | map | chunk `{O}_{s}` (s ≥ 1) | O is not a live volume's id or `s` < its `next_serial`; an unknown O only when no hash was in flight |
+//!
+//! Headers (removed ones too: their lineage links clones to ancestors,
+//! and a removed name's id is never reused), rename markers
+//! (`{id}_0000000000000000`), pins, the gc object and any name of another
+//! shape are never deleted. A run refuses to start deleting when a map
+//! store object with a volume name is not a readable format 3 header
+//! (an old-format map: `vlmc upgrade` it first), or a live header names a
+//! chunk that is missing or corrupt: not knowing what a map refers to,
+//! it cannot know what is garbage.
+//!
+//! # The run
+//!
+//! 1. Take the collectors' lock `archip_gc` in the map store (owner
+//!    `gc@HOST`; a rerun on the same host takes it back after a crash,
+//!    another host's collector gets "locked by …"). Its fencing token is
+//!    checked before every batch of deletes: a collector whose lock was
+//!    broken stops (`Fenced`) instead of deleting on stale marks.
+//! 2. Make the **gc generation** odd (started), durably.
+//! 3. **List** both stores a page at a time (pages in any order, an
+//!    opaque cursor from one to the next) into sorted files on disk (the
+//!    candidates, through the external sorter), and collect the header
+//!    names.
+//! 4. **List the hash pins**.
+//! 5. **Mark**: read every header; for each live one, load its chunks
+//!    (each distinct chunk once) and push every chunk and object name
+//!    into an external sorter. Then list the headers again and mark any
+//!    name not seen yet, until a listing finds none (a fixpoint).
+//! 6. **Sweep**: merge each sorted candidate file with the sorted
+//!    references and delete what the table above allows.
+//! 7. Make the generation even (finished) and release the lock.
+//!
+//! `dry_run` does 3 to 6 without the lock, the generation or deletes.
+//!
+//! # Why nothing referenced is deleted while the system runs
+//!
+//! The listing is not a snapshot and the marks are read after it, while
+//! volumes change. The argument, case by case, for an object `X` listed
+//! at step 3 and not marked at step 5:
+//!
+//! - **Referenced through a header that existed during the whole mark**:
+//!   marked, since every header is read after the listing. New headers
+//!   (create, snapshot, clone, rename's new name) come up in the
+//!   fixpoint listings. A header changes only by its lock holder's
+//!   commits, each of which writes chunks derived from the chunks it
+//!   replaces plus objects it just created; so what a header refers to
+//!   at any time after we read it is what we marked, plus objects
+//!   created after it, which are newer than our listing only if they
+//!   are not candidates at all, or were created by an operation in
+//!   flight (next cases).
+//! - **A copy-up, full overwrite or discard in flight** writes
+//!   `{V}_{E}_{i}` with V's *current* epoch E, then commits. Only the
+//!   holder of V's lock writes these, and only while V's epoch is E:
+//!   the rule keeps every `{V}_{e}_*` with `e` ≥ the epoch we read
+//!   (read after the listing, so at least the epoch at listing time).
+//!   An object of an older epoch is never created again (a snapshot
+//!   bumps the epoch and refuses to run with writes pending), and a
+//!   REMOVED volume can't be opened, so neither is referenced anew.
+//!   Orphans of a crashed copy-up in the current epoch are kept until the
+//!   next snapshot or removal of V (the next copy-up rewrites them
+//!   anyway).
+//! - **Chunks in flight**: a volume writes chunk serials from its
+//!   header's `next_serial` up, then commits the header that moves
+//!   `next_serial` past them: serials below the committed `next_serial`
+//!   are never written again, those at or above it are kept. Hash (and
+//!   upgrade) write chunks under a fresh id no header has yet; they are
+//!   covered by the pin below (and upgrade by refusing old maps).
+//! - **Dedup (hash)**: `store_content` of existing content writes
+//!   nothing, so a hash may start referring to a content object that is
+//!   a candidate and unreferenced. The hasher, holding the snapshot's
+//!   lock, first writes a **pin** `archip_gcpin_{owner}` (durably), then
+//!   reads the generation; the collector writes the odd generation
+//!   (step 2) before it lists the pins (step 4). Both are "write, then
+//!   read" on one linearizable store, so at least one sees the other:
+//!   - the collector sees the pin: the run is **conservative**: no
+//!     content or legacy object and no chunk of an unknown owner is
+//!     deleted this run (they are reported as kept);
+//!   - or the hasher sees the odd generation: it waits until the
+//!     generation changes (the run ended; a run started later sees its
+//!     pin) before reading a single object, and fails `Busy` after a
+//!     bound (a collector that crashed leaves the generation odd: the
+//!     next `vlmc gc` finishes it);
+//!   - or the pin is gone by the time the collector lists pins: the hash
+//!     committed before step 4, so before any header is read at step 5.
+//!
+//!   Clones and snapshots of a hashed snapshot copy refs from a live
+//!   header (first case). A pin whose snapshot is not locked is left
+//!   over by a crashed hash: the run stays conservative and deletes the
+//!   pin, so the next run is not.
+//! - **Removal** only makes a header REMOVED; a snapshot with clones is
+//!   not removable, and clones refer to chunks directly, so a removed
+//!   header's objects are garbage unless a live header names them.
+//! - **A fenced mapper host** (its volume lock broken and taken by
+//!   another host) checks its lock before every copy-up, delete and
+//!   header commit, so it commits nothing after the break; a copy-up
+//!   already past its check may still land an object after a collector
+//!   deleted its name, but no header will ever name it: it is an orphan
+//!   the next run frees, never a resurrection of referenced data. A hash
+//!   commits under its snapshot's lock with the same check.
+//! - **Two collectors** never delete at once: the lock; a fenced one
+//!   notices before its next batch (at most [`DELETE_BATCH`] deletes of
+//!   objects that were garbage on its marks). A stale collector's marks
+//!   stay valid anyway, by the cases above, for everything except pins
+//!   written after its step 4; the generation closes that: a hasher that
+//!   sees an odd generation waits for it to change.
+//!
+//! # Crashes and interruption
+//!
+//! A run deletes only what the rules above allow, one object at a time,
+//! so stopping it anywhere (a crash, `kill -9`, [`GcOptions::stop`])
+//! leaves nothing referenced deleted: the rest is still garbage and the
+//! next run, which starts from a fresh listing, finds and frees it.
+//! Deletes that find the object gone count nothing. A run that stops on
+//! an error or an interruption ends its generation (no delete of it can
+//! follow); after a crash the generation stays odd and hashes wait
+//! (bounded) until the next run. A crashed collector's lock is taken back
+//! by the next run on the same host; from another host, [`break_lock`]
+//! (`vlmc gc --break-lock`) first.
+//!
+//! # Memory
+//!
+//! Bounded independently of the number of objects: one listing page
+//! ([`GcOptions::page`] names), the sorter's budget
+//! ([`GcOptions::sort_budget`]) plus one read buffer of 64 KiB per
+//! spilled run when merging, and per map: its name, a few integers per
+//! volume id and 16 bytes per distinct chunk (one chunk maps 4096
+//! objects: 100 million objects are ~25 000 chunks). Listings and the
+//! references live in a temporary directory ([`GcOptions::spill_dir`]),
+//! about 60 bytes per object.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod extsort;
+pub mod names;
+mod usage;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use archipelago_mapfmt::gcmeta::{
+    collecting, decode_generation, encode_generation, GC_PIN_PREFIX, GC_STATE_OBJECT,
+};
+use archipelago_mapfmt::{detect, Chunk, ChunkRef, Detected, Header, ENTRIES_PER_CHUNK};
+use archipelago_store::{ObjectStore, StoreError};
+
+use extsort::{ExternalSorter, NameFile};
+use names::Kind;
+pub use usage::{usage, VolumeUsage};
+
+/// Deletes between two checks of the collectors' lock.
+pub const DELETE_BATCH: u64 = 256;
+
+/// Why a collection (or an accounting) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A store call failed (the error names the object).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Another collector holds the lock.
+    #[error("another garbage collection is running (gc lock held by {owner})")]
+    Busy {
+        /// Its owner.
+        owner: String,
+    },
+    /// A map the collector cannot read: nothing was deleted.
+    #[error(
+        "volume {name} is in an old map format: run vlmc upgrade {name} first (nothing deleted)"
+    )]
+    OldFormat {
+        /// The volume.
+        name: String,
+    },
+    /// A live map that is unreadable or refers to a missing chunk.
+    #[error("{name}: {why} (nothing deleted)")]
+    BadMap {
+        /// The volume (or chunk).
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The collectors' lock was broken under us.
+    #[error("the gc lock was broken (fenced) after {freed} objects were freed: stopped")]
+    Fenced {
+        /// Objects freed before.
+        freed: u64,
+    },
+    /// [`GcOptions::stop`] was raised.
+    #[error("interrupted after {freed} objects were freed; run it again to finish")]
+    Interrupted {
+        /// Objects freed before.
+        freed: u64,
+    },
+    /// The spill directory failed.
+    #[error("gc spill files: {0}")]
+    Spill(#[from] std::io::Error),
+    /// The listing of headers kept changing.
+    #[error("the volume list kept changing during the mark (nothing deleted): try again")]
+    Unsettled,
+}
+
+/// Breaks the collectors' lock whoever holds it (for a collector known
+/// to be dead on another host: a live one notices before its next batch
+/// of deletes and stops). Returns the previous owner.
+pub fn break_lock(maps: &dyn ObjectStore) -> Result<Option<String>, GcError> {
+    Ok(maps.break_lock(GC_STATE_OBJECT)?)
+}
+
+/// How to collect.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be freed, change nothing.
+    pub dry_run: bool,
+    /// Who collects (the lock owner is `gc@HOST`).
+    pub host: String,
+    /// Where the listings and references are spilled (a temporary
+    /// directory is made inside; default: the system's).
+    pub spill_dir: Option<PathBuf>,
+    /// Bytes of names the sorter holds before spilling a run.
+    pub sort_budget: usize,
+    /// Names per listing page.
+    pub page: usize,
+    /// Raised to stop at the next object (the run reports `Interrupted`).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            host: "localhost".into(),
+            spill_dir: None,
+            sort_budget: 64 << 20,
+            page: 4096,
+            stop: None,
+        }
+    }
+}
+
+/// The phases [`collect`] reports progress in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Listing the stores (total unknown: 0).
+    List,
+    /// Reading the maps (total: headers).
+    Mark,
+    /// Deciding and deleting (total: listed objects).
+    Sweep,
+}
+
+/// What a collection found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// A dry run (nothing deleted).
+    pub dry_run: bool,
+    /// The generation this run collected at (0 for a dry run).
+    pub generation: u64,
+    /// Objects listed in the data store.
+    pub data_objects: u64,
+    /// Objects listed in the map store.
+    pub map_objects: u64,
+    /// Live maps read.
+    pub live_maps: u64,
+    /// Removed maps seen.
+    pub removed_maps: u64,
+    /// Distinct names the live maps refer to.
+    pub referenced: u64,
+    /// Objects freed (or, in a dry run, that would be).
+    pub freed_objects: u64,
+    /// Their bytes.
+    pub freed_bytes: u64,
+    /// Of which map chunks.
+    pub freed_chunks: u64,
+    /// Unreferenced objects kept because an operation in flight may
+    /// still refer to them (current epoch, unwritten serial, a hash pin).
+    pub kept_in_flight: u64,
+    /// Hash pins seen (the run is conservative if any).
+    pub pins: u64,
+}
+
+/// Per volume id, from its writable (non-snapshot) header.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    epoch: u64,
+    next_serial: u64,
+    removed: bool,
+}
+
+fn stopped(o: &GcOptions) -> bool {
+    o.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
+fn read_all(store: &dyn ObjectStore, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let size = match store.stat(name) {
+        Ok(s) => s.size,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0u8; size as usize];
+    match store.read(name, 0, &mut buf) {
+        Ok(n) if n as usize == buf.len() => Ok(Some(buf)),
+        // Replaced meanwhile: read again at its new size.
+        Ok(_) => read_all(store, name),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The current gc generation (0 if never collected).
+pub fn generation(maps: &dyn ObjectStore) -> Result<u64, GcError> {
+    match read_all(maps, GC_STATE_OBJECT)? {
+        None => Ok(0),
+        Some(b) => decode_generation(&b).ok_or_else(|| GcError::BadMap {
+            name: GC_STATE_OBJECT.into(),
+            why: "not a gc generation object".into(),
+        }),
+    }
+}
+
+/// Lists `store` page by page, calling `f` on each name (in the store's
+/// order, which need not be sorted).
+fn list_each(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    page: usize,
+    mut f: impl FnMut(&str) -> Result<(), GcError>,
+) -> Result<(), GcError> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let p = store.list_page(prefix, cursor.as_deref(), page.max(1))?;
+        for n in &p.names {
+            f(n)?;
+        }
+        match p.next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Writes the sorted, deduplicated names of `sorter` to a list at `path`.
+fn sorted_file(sorter: ExternalSorter, path: PathBuf) -> Result<(PathBuf, u64), GcError> {
+    let mut f = NameFile::create(path)?;
+    for n in sorter.finish()? {
+        f.push(&n?)?;
+    }
+    let count = f.len();
+    Ok((f.close()?, count))
+}
+
+/// A decoded header of a live or removed map.
+pub(crate) fn read_header(maps: &dyn ObjectStore, name: &str) -> Result<Option<Header>, GcError> {
+    let Some(bytes) = read_all(maps, name)? else {
+        return Ok(None); // renamed or never there
+    };
+    let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
+    match detect(first, false) {
+        Ok(Detected::V3) => {}
+        _ => return Err(GcError::OldFormat { name: name.into() }),
+    }
+    Header::decode(&bytes)
+        .map(Some)
+        .map_err(|e| GcError::BadMap {
+            name: name.into(),
+            why: e.to_string(),
+        })
+}
+
+/// Loads chunk `r` of the map `volume`.
+pub(crate) fn read_chunk(
+    maps: &dyn ObjectStore,
+    volume: &str,
+    r: ChunkRef,
+) -> Result<Chunk, GcError> {
+    let name = r.object_name().expect("nonzero chunk");
+    let bytes = read_all(maps, &name)?.ok_or_else(|| GcError::BadMap {
+        name: volume.into(),
+        why: format!("map chunk {name} is missing"),
+    })?;
+    Chunk::decode_as(&bytes, r).map_err(|e| GcError::BadMap {
+        name: volume.into(),
+        why: format!("map chunk {name}: {e}"),
+    })
+}
+
+/// The object names of `chunk` at `slot`.
+pub(crate) fn chunk_objects(chunk: &Chunk, slot: usize) -> impl Iterator<Item = String> + '_ {
+    chunk
+        .entries()
+        .iter()
+        .enumerate()
+        .filter_map(move |(at, e)| e.object_name((slot * ENTRIES_PER_CHUNK + at) as u64))
+}
+
+/// The mark phase's state.
+struct Marker<'a> {
+    maps: &'a dyn ObjectStore,
+    refs: ExternalSorter,
+    seen_headers: HashSet<String>,
+    seen_chunks: HashSet<ChunkRef>,
+    writers: HashMap<u64, Writer>,
+    report: &'a mut GcReport,
+}
+
+impl Marker<'_> {
+    fn mark(&mut self, name: &str) -> Result<(), GcError> {
+        if !self.seen_headers.insert(name.to_owned()) {
+            return Ok(());
+        }
+        let Some(h) = read_header(self.maps, name)? else {
+            return Ok(());
+        };
+        if !h.flags.readonly {
+            let w = Writer {
+                epoch: h.epoch,
+                next_serial: h.next_serial,
+                removed: h.flags.removed,
+            };
+            // A rename leaves two headers with one id for a moment: the
+            // newer (live, further on) one decides.
+            let e = self.writers.entry(h.volume_id).or_insert(w);
+            if !w.removed && (e.removed || w.epoch > e.epoch || w.next_serial > e.next_serial) {
+                *e = w;
+            }
+        }
+        if h.flags.removed {
+            self.report.removed_maps += 1;
+            return Ok(());
+        }
+        self.report.live_maps += 1;
+        for (slot, r) in h.chunks.iter().enumerate() {
+            if r.is_zero() {
+                continue;
+            }
+            self.refs.push(r.object_name().expect("nonzero"))?;
+            if !self.seen_chunks.insert(*r) {
+                continue;
+            }
+            let c = read_chunk(self.maps, name, *r)?;
+            for o in chunk_objects(&c, slot) {
+                self.refs.push(o)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects garbage (see the crate docs). `progress` is called with the
+/// phase, units done and the phase's total.
+pub fn collect(
+    maps: &dyn ObjectStore,
+    data: &dyn ObjectStore,
+    opts: &GcOptions,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<GcReport, GcError> {
+    let owner = format!("gc@{}", opts.host);
+    let token = if opts.dry_run {
+        None
+    } else {
+        match maps.try_lock(GC_STATE_OBJECT, &owner) {
+            Ok(t) => Some(t),
+            Err(StoreError::Locked { owner, .. }) => return Err(GcError::Busy { owner }),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    if token.is_some() {
+        let g = generation(maps)?;
+        // Odd: running. An odd one left by a crashed run moves on too, so
+        // that hashers waiting on it see a change.
+        let started = if collecting(g) { g + 2 } else { g + 1 };
+        maps.write_full(GC_STATE_OBJECT, &encode_generation(started), true)?;
+        report.generation = started;
+        log::info!("gc: generation {started} started by {owner}");
+    }
+    let result = run(
+        maps,
+        data,
+        opts,
+        token.map(|t| (owner.as_str(), t)),
+        &mut report,
+        progress,
+    );
+    if let Some(t) = token {
+        // Stopped, by success or error: no delete of this run can follow,
+        // so the generation goes even (hashes need not wait), unless the
+        // lock is no longer ours (fenced: the generation is the new
+        // collector's). Only a crash leaves it odd, for the next run.
+        if maps.lock_owner(GC_STATE_OBJECT)? == Some((owner.clone(), t)) {
+            let end = maps.write_full(
+                GC_STATE_OBJECT,
+                &encode_generation(report.generation + 1),
+                true,
+            );
+            let _ = maps.unlock(GC_STATE_OBJECT, &owner);
+            end?;
+        }
+    }
+    result.map(|()| report)
+}
+
+fn run(
+    maps: &dyn ObjectStore,
+    data: &dyn ObjectStore,
+    opts: &GcOptions,
+    lock: Option<(&str, u64)>,
+    report: &mut GcReport,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<(), GcError> {
+    let tmp = match &opts.spill_dir {
+        Some(d) => tempfile::Builder::new().prefix("gc-").tempdir_in(d)?,
+        None => tempfile::Builder::new()
+            .prefix("archipelago-gc-")
+            .tempdir()?,
+    };
+    // 3. List, into sorted files (pages may come in any order).
+    let mut listed = 0u64;
+    let runs = |name: &str| -> std::io::Result<PathBuf> {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d)?;
+        Ok(d)
+    };
+    let mut data_sorter = ExternalSorter::new(&runs("data-runs")?, opts.sort_budget);
+    list_each(data, "", opts.page, |n| {
+        listed += 1;
+        if listed % 4096 == 0 {
+            progress(Phase::List, listed, 0);
+        }
+        Ok(data_sorter.push(n.to_owned())?)
+    })?;
+    // Merged before the next sorter fills: one budget at a time.
+    let (data_list, data_count) = sorted_file(data_sorter, tmp.path().join("data.list"))?;
+    let mut map_sorter = ExternalSorter::new(&runs("map-runs")?, opts.sort_budget);
+    let mut headers = Vec::new();
+    list_each(maps, "", opts.page, |n| {
+        listed += 1;
+        if listed % 4096 == 0 {
+            progress(Phase::List, listed, 0);
+        }
+        if names::kind(n) == Kind::Header {
+            headers.push(n.to_owned());
+        }
+        Ok(map_sorter.push(n.to_owned())?)
+    })?;
+    let (map_list, map_count) = sorted_file(map_sorter, tmp.path().join("maps.list"))?;
+    progress(Phase::List, listed, listed);
+    report.data_objects = data_count;
+    report.map_objects = map_count;
+    // 4. Pins, after the odd generation is durable.
+    let pins = maps.list(GC_PIN_PREFIX)?;
+    report.pins = pins.len() as u64;
+    let conservative = !pins.is_empty();
+    // 5. Mark, to a fixpoint of the header listing.
+    let refs_dir = tmp.path().join("refs");
+    std::fs::create_dir(&refs_dir)?;
+    let mut m = Marker {
+        maps,
+        refs: ExternalSorter::new(&refs_dir, opts.sort_budget),
+        seen_headers: HashSet::new(),
+        seen_chunks: HashSet::new(),
+        writers: HashMap::new(),
+        report,
+    };
+    let total = headers.len() as u64;
+    for (i, h) in headers.iter().enumerate() {
+        m.mark(h)?;
+        progress(Phase::Mark, i as u64 + 1, total);
+    }
+    drop(headers);
+    let mut settled = false;
+    for _ in 0..16 {
+        let mut fresh = Vec::new();
+        list_each(maps, "", opts.page, |n| {
+            if names::kind(n) == Kind::Header && !m.seen_headers.contains(n) {
+                fresh.push(n.to_owned());
+            }
+            Ok(())
+        })?;
+        if fresh.is_empty() {
+            settled = true;
+            break;
+        }
+        for h in &fresh {
+            m.mark(h)?;
+        }
+    }
+    if !settled {
+        return Err(GcError::Unsettled);
+    }
+    let Marker { refs, writers, .. } = m;
+    let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
+    report.referenced = referenced;
+    // 6. Sweep.
+    let mut sweeper = Sweeper {
+        opts,
+        lock,
+        maps,
+        writers: &writers,
+        conservative,
+        since_check: 0,
+        done: 0,
+        total: report.data_objects + report.map_objects,
+        report,
+        progress,
+    };
+    sweeper.sweep(data, true, &data_list, &refs_path)?;
+    sweeper.sweep(maps, false, &map_list, &refs_path)?;
+    // Pins of hashes that are no longer running (their snapshot is not
+    // locked) are leftovers of a crash: the next run need not be
+    // conservative because of them.
+    if lock.is_some() {
+        for p in pins {
+            if let Some(bytes) = read_all(maps, &p)? {
+                let snap = String::from_utf8_lossy(&bytes).into_owned();
+                let free = archipelago_protocol::names::check_store_name(snap.as_bytes()).is_ok()
+                    && maps.lock_owner(&snap)?.is_none();
+                if free {
+                    log::warn!("gc: removing the stale hash pin {p} of {snap}");
+                    let _ = maps.delete(&p);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Sweeper<'a> {
+    opts: &'a GcOptions,
+    lock: Option<(&'a str, u64)>,
+    maps: &'a dyn ObjectStore,
+    writers: &'a HashMap<u64, Writer>,
+    conservative: bool,
+    since_check: u64,
+    done: u64,
+    total: u64,
+    report: &'a mut GcReport,
+    progress: &'a mut dyn FnMut(Phase, u64, u64),
+}
+
+/// What to do with an unreferenced object.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Delete,
+    KeepInFlight,
+    Ignore,
+}
+
+impl Sweeper<'_> {
+    fn verdict(&self, name: &str, in_data: bool) -> Verdict {
+        match (names::kind(name), in_data) {
+            (Kind::Owned { id, epoch }, true) => match self.writers.get(&id) {
+                Some(w) if w.removed || epoch < w.epoch => Verdict::Delete,
+                Some(_) => Verdict::KeepInFlight,
+                // No volume header with this id: nothing we can argue
+                // about (a header we could not see); keep it.
+                None => Verdict::KeepInFlight,
+            },
+            (Kind::Content | Kind::Legacy, true) => {
+                if self.conservative {
+                    Verdict::KeepInFlight
+                } else {
+                    Verdict::Delete
+                }
+            }
+            (Kind::Chunk { owner, serial }, false) => match self.writers.get(&owner) {
+                Some(w) if !w.removed && serial >= w.next_serial => Verdict::KeepInFlight,
+                Some(_) => Verdict::Delete,
+                None if self.conservative => Verdict::KeepInFlight,
+                None => Verdict::Delete,
+            },
+            _ => Verdict::Ignore,
+        }
+    }
+
+    fn check_lock(&mut self) -> Result<(), GcError> {
+        if stopped(self.opts) {
+            return Err(GcError::Interrupted {
+                freed: self.report.freed_objects,
+            });
+        }
+        if let Some((owner, token)) = self.lock {
+            if self.since_check == 0
+                && self.maps.lock_owner(GC_STATE_OBJECT)? != Some((owner.to_owned(), token))
+            {
+                return Err(GcError::Fenced {
+                    freed: self.report.freed_objects,
+                });
+            }
+            self.since_check = (self.since_check + 1) % DELETE_BATCH;
+        }
+        Ok(())
+    }
+
+    fn sweep(
+        &mut self,
+        store: &dyn ObjectStore,
+        in_data: bool,
+        candidates: &std::path::Path,
+        refs: &std::path::Path,
+    ) -> Result<(), GcError> {
+        let mut refs = extsort::read_names(refs)?.peekable();
+        for c in extsort::read_names(candidates)? {
+            let c = c?;
+            self.done += 1;
+            if self.done % 1024 == 0 {
+                (self.progress)(Phase::Sweep, self.done, self.total);
+            }
+            // Advance the references to the first ≥ c.
+            let mut referenced = false;
+            while let Some(r) = refs.peek() {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(_) => return Err(refs.next().expect("peeked").unwrap_err().into()),
+                };
+                match r.as_str().cmp(c.as_str()) {
+                    std::cmp::Ordering::Less => {
+                        refs.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        referenced = true;
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            if referenced {
+                continue;
+            }
+            match self.verdict(&c, in_data) {
+                Verdict::Ignore => {}
+                Verdict::KeepInFlight => self.report.kept_in_flight += 1,
+                Verdict::Delete => {
+                    if stopped(self.opts) {
+                        return Err(GcError::Interrupted {
+                            freed: self.report.freed_objects,
+                        });
+                    }
+                    let size = match store.stat(&c) {
+                        Ok(s) => s.size,
+                        Err(StoreError::NotFound { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if !self.opts.dry_run {
+                        self.check_lock()?;
+                        match store.delete(&c) {
+                            Ok(()) => {}
+                            Err(StoreError::NotFound { .. }) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                        log::debug!("gc: freed {c} ({size} bytes)");
+                    }
+                    self.report.freed_objects += 1;
+                    self.report.freed_bytes += size;
+                    if !in_data {
+                        self.report.freed_chunks += 1;
+                    }
+                }
+            }
+        }
+        (self.progress)(Phase::Sweep, self.done, self.total);
+        Ok(())
+    }
+}

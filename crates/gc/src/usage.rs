@@ -1,0 +1,134 @@
+//! Space accounting: what each live volume refers to, and what removing
+//! it would free.
+
+use std::collections::HashMap;
+
+use archipelago_mapfmt::Entry;
+use archipelago_store::{ObjectStore, StoreError};
+
+use crate::names::{self, Kind};
+use crate::{read_chunk, read_header, GcError};
+
+/// What [`usage`] reports for one live volume or snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeUsage {
+    /// The name.
+    pub name: String,
+    /// A snapshot.
+    pub snapshot: bool,
+    /// Provisioned size in bytes.
+    pub provisioned: u64,
+    /// Distinct data objects it refers to.
+    pub objects: u64,
+    /// Bytes of those objects.
+    pub referenced_bytes: u64,
+    /// Bytes of the objects no other live map refers to: what removing
+    /// it frees (once collected).
+    pub unique_bytes: u64,
+    /// For content entries: bytes they would take stored once per entry,
+    /// minus the bytes of their distinct content objects (0 unless
+    /// hashed).
+    pub dedup_saved_bytes: u64,
+}
+
+/// Accounts every live map (or only `only`, still counting the others
+/// to know what is shared). Exact: every object is stat'ed once; memory
+/// grows with the number of distinct objects referenced (unlike
+/// [`collect`](crate::collect)), so it is meant for one volume or a pool
+/// of moderate size.
+pub fn usage(
+    maps: &dyn ObjectStore,
+    data: &dyn ObjectStore,
+    only: Option<&str>,
+) -> Result<Vec<VolumeUsage>, GcError> {
+    let mut headers = Vec::new();
+    for n in maps.list("")? {
+        if names::kind(&n) != Kind::Header {
+            continue;
+        }
+        if let Some(h) = read_header(maps, &n)? {
+            if !h.flags.removed {
+                headers.push((n, h));
+            }
+        }
+    }
+    if let Some(o) = only {
+        if !headers.iter().any(|(n, _)| n == o) {
+            return Err(GcError::Store(StoreError::NotFound { name: o.into() }));
+        }
+    }
+    // Per map: its distinct objects with their entry counts, and whether
+    // they are content; across maps: how many maps refer to each object.
+    let mut per_map: Vec<HashMap<String, (u64, bool)>> = Vec::new();
+    let mut maps_per_object: HashMap<String, u32> = HashMap::new();
+    let mut chunk_cache = HashMap::new();
+    for (n, h) in &headers {
+        let mut mine: HashMap<String, (u64, bool)> = HashMap::new();
+        for (slot, r) in h.chunks.iter().enumerate() {
+            if r.is_zero() {
+                continue;
+            }
+            let c = match chunk_cache.get(r) {
+                Some(c) => c,
+                None => {
+                    let c = read_chunk(maps, n, *r)?;
+                    chunk_cache.entry(*r).or_insert(c)
+                }
+            };
+            let first = slot * archipelago_mapfmt::ENTRIES_PER_CHUNK;
+            for (at, e) in c.entries().iter().enumerate() {
+                let index = (first + at) as u64;
+                if index >= h.size.div_ceil(h.object_size()) {
+                    break; // the tail past a shrink reads as nothing
+                }
+                if let Some(o) = e.object_name(index) {
+                    let slot = mine.entry(o).or_insert((0, matches!(e, Entry::Content(_))));
+                    slot.0 += 1;
+                }
+            }
+        }
+        for o in mine.keys() {
+            *maps_per_object.entry(o.clone()).or_default() += 1;
+        }
+        per_map.push(mine);
+    }
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    for o in maps_per_object.keys() {
+        let size = match data.stat(o) {
+            Ok(s) => s.size,
+            // An owned object never written reads as zeros: no bytes.
+            Err(StoreError::NotFound { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        sizes.insert(o, size);
+    }
+    let mut out = Vec::new();
+    for ((n, h), mine) in headers.iter().zip(&per_map) {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
+        let mut u = VolumeUsage {
+            name: n.clone(),
+            snapshot: h.flags.readonly,
+            provisioned: h.size,
+            objects: mine.len() as u64,
+            ..VolumeUsage::default()
+        };
+        let mut logical_content = 0;
+        let mut stored_content = 0;
+        for (o, &(count, content)) in mine {
+            let size = sizes[o.as_str()];
+            u.referenced_bytes += size;
+            if maps_per_object[o] == 1 {
+                u.unique_bytes += size;
+            }
+            if content {
+                logical_content += size * count;
+                stored_content += size;
+            }
+        }
+        u.dedup_saved_bytes = logical_content - stored_content;
+        out.push(u);
+    }
+    Ok(out)
+}

@@ -26,8 +26,8 @@
 mod cli;
 mod commands;
 mod failure;
-mod lineage;
 mod gc;
+mod lineage;
 mod nbd;
 mod progress;
 mod target;

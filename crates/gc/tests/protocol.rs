@@ -29,11 +29,21 @@ fn opts() -> GcOptions {
 
 fn nothing(_: archipelago_gc::Phase, _: u64, _: u64) {}
 
+/// Commits the pending extents of a write (first writes to unallocated
+/// objects are pending), as the composer does once their data landed.
+fn commit_pending(m: &Mapper, name: &str, exts: &[archipelago_mapper::Extent]) {
+    let pending: Vec<u64> = exts.iter().filter(|e| e.pending).map(|e| e.index).collect();
+    if !pending.is_empty() {
+        m.commit_writes(name, &pending).unwrap();
+    }
+}
+
 /// A volume with `n` 4 KiB objects written, then removed: all garbage.
 fn garbage(m: &Mapper, data: &dyn ObjectStore, name: &str, n: u64) {
     m.create(name, n * 4096, Some(4096)).unwrap();
     for i in 0..n {
-        for e in m.map_write(name, i * 4096, 4096).unwrap() {
+        let exts = m.map_write(name, i * 4096, 4096).unwrap();
+        for e in &exts {
             data.write(
                 e.object.as_deref().unwrap(),
                 0,
@@ -42,6 +52,7 @@ fn garbage(m: &Mapper, data: &dyn ObjectStore, name: &str, n: u64) {
             )
             .unwrap();
         }
+        commit_pending(&m, name, &exts);
     }
     m.remove(name).unwrap();
 }
@@ -116,10 +127,12 @@ fn a_pin_keeps_content_and_a_stale_pin_is_cleared() {
 fn a_hash_waits_for_a_running_collection_and_fails_busy_after_the_bound() {
     let (maps, data, m) = setup();
     m.create("v", 8192, Some(4096)).unwrap();
-    for e in m.map_write("v", 0, 4096).unwrap() {
+    let exts = m.map_write("v", 0, 4096).unwrap();
+    for e in &exts {
         data.write(e.object.as_deref().unwrap(), 0, &[9; 4096], true)
             .unwrap();
     }
+    commit_pending(&m, "v", &exts);
     m.snapshot("v", "s").unwrap();
     // A collection that crashed: generation odd.
     maps.write_full(GC_STATE_OBJECT, &encode_generation(3), true)
@@ -309,7 +322,8 @@ impl ObjectStore for Unordered {
 fn pages_in_any_order_are_collected_the_same() {
     let (maps, data, m) = setup();
     m.create("live", 8 * 4096, Some(4096)).unwrap();
-    for e in m.map_write("live", 0, 8 * 4096).unwrap() {
+    let exts = m.map_write("live", 0, 8 * 4096).unwrap();
+    for e in &exts {
         data.write(
             e.object.as_deref().unwrap(),
             e.offset_in_object,
@@ -318,6 +332,7 @@ fn pages_in_any_order_are_collected_the_same() {
         )
         .unwrap();
     }
+    commit_pending(&m, "live", &exts);
     garbage(&m, &*data, "gone", 10);
     let live_objects = m.map_read("live", 0, 8 * 4096).unwrap();
     let (um, ud) = (Unordered(maps.clone()), Unordered(data.clone()));
@@ -370,10 +385,12 @@ fn objects_of_a_change_in_flight_are_kept_until_they_cannot_be_committed() {
     assert!(data.stat(&object).is_err() && maps.stat(&chunk).is_ok());
     // A committed change takes that serial (rewriting the orphan) and
     // moves past it: nothing in flight is left.
-    for e in m.map_write("v", 0, 4096).unwrap() {
+    let exts = m.map_write("v", 0, 4096).unwrap();
+    for e in &exts {
         data.write(e.object.as_deref().unwrap(), 0, &[2; 4096], true)
             .unwrap();
     }
+    commit_pending(&m, "v", &exts);
     assert!(read("v").next_serial > h.next_serial);
     let r = collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
     assert_eq!(r.kept_in_flight, 0, "{r:?}");

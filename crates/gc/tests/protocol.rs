@@ -52,7 +52,7 @@ fn garbage(m: &Mapper, data: &dyn ObjectStore, name: &str, n: u64) {
             )
             .unwrap();
         }
-        commit_pending(&m, name, &exts);
+        commit_pending(m, name, &exts);
     }
     m.remove(name).unwrap();
 }

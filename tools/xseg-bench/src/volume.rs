@@ -17,10 +17,8 @@
 //! `--spawn rados` puts both blockers on a RADOS pool (`--pool`, default
 //! `$CEPH_POOL`; `--ceph-conf`, default `$CEPH_CONF`) in a namespace of
 //! their own per run (`xseg-bench-<pid>-<time>`), so runs on one pool
-//! never see each other's objects. Each blocker worker waits on one RADOS
-//! operation at a time, so the spawned blockers get `--blocker-threads`
-//! workers (default 64 for rados: as many operations in flight as the
-//! deepest queue a run asks for).
+//! never see each other's objects (the pipeline is killed at the end and
+//! the volume removed; its objects stay in the namespace).
 //!
 //! Stage times: every peer sums, from each descriptor's submit and accept
 //! timestamps and its own clock at reply, the time requests waited in its
@@ -121,8 +119,7 @@ pub struct VolumeArgs {
     /// then librados' own search).
     #[arg(long, value_name = "FILE")]
     pub ceph_conf: Option<PathBuf>,
-    /// Worker threads of each spawned blocker (default: the blocker's own,
-    /// 64 with `--spawn rados`).
+    /// Worker threads of each spawned blocker (default: the blocker's own).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub blocker_threads: Option<u32>,
     /// Port of vlmcd.
@@ -280,7 +277,10 @@ impl RadosSpawn {
                 .and_then(|p| p.into_string().ok())
                 .context("--spawn rados needs --pool or $CEPH_POOL")?,
         };
-        let ceph_conf = a.ceph_conf.clone().or_else(|| env("CEPH_CONF").map(PathBuf::from));
+        let ceph_conf = a
+            .ceph_conf
+            .clone()
+            .or_else(|| env("CEPH_CONF").map(PathBuf::from));
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -290,15 +290,6 @@ impl RadosSpawn {
             namespace: format!("xseg-bench-{}-{nanos}", std::process::id()),
         })
     }
-}
-
-/// Worker threads of each spawned blocker: `--blocker-threads`, else 64
-/// for rados (each worker holds one RADOS operation until it completes,
-/// so the workers bound what is in flight at the cluster), else the
-/// blocker's default.
-fn blocker_threads(a: &VolumeArgs) -> Option<u32> {
-    a.blocker_threads
-        .or((a.spawn == Some(SpawnBackend::Rados)).then_some(64))
 }
 
 fn spawn(
@@ -311,9 +302,10 @@ fn spawn(
         ports: 64,
         static_ports: 16,
         requests: 1024,
-        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB in flight at the
-        // client and again at vlmcd (~200 MiB, touched only as used).
-        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 16],
+        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB, or 16 of 4 MiB,
+        // in flight at the client and again at vlmcd (~360 MiB, touched
+        // only as used).
+        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 40],
         protocol_version: PROTOCOL_VERSION,
         ..Default::default()
     };
@@ -1037,7 +1029,7 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         Some(SpawnBackend::Rados) => Some(RadosSpawn::from_args(a)?),
         _ => None,
     };
-    let threads = blocker_threads(a);
+    let threads = a.blocker_threads;
     let spawned = a
         .spawn
         .map(|b| spawn(b, rados.as_ref(), threads))

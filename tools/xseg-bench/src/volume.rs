@@ -122,6 +122,10 @@ pub struct VolumeArgs {
     /// Worker threads of each spawned blocker (default: the blocker's own).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub blocker_threads: Option<u32>,
+    /// Idle policy of the spawned peers (yield, spin or sleep; default:
+    /// the peers' own).
+    #[arg(long)]
+    pub idle_policy: Option<String>,
     /// Port of vlmcd.
     #[arg(long, default_value_t = VLMCD)]
     pub port: u32,
@@ -225,12 +229,18 @@ fn peer_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// `--idle-policy P` for every spawned peer, if set (read once in `run`).
+static IDLE_POLICY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::Result<Proc> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(peer_bin(bin)?);
     cmd.args(["--segment", segment, "--port", &port.to_string()])
         .args(["--log-level", "warn"])
         .args(extra);
+    if let Some(Some(p)) = IDLE_POLICY.get() {
+        cmd.args(["--idle-policy", p]);
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls prctl(2), which is async-signal-safe.
     unsafe {
@@ -1030,6 +1040,7 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let threads = a.blocker_threads;
+    let _ = IDLE_POLICY.set(a.idle_policy.clone());
     let spawned = a
         .spawn
         .map(|b| spawn(b, rados.as_ref(), threads))

@@ -146,6 +146,10 @@ pub struct VolumeArgs {
     /// Write the whole range first.
     #[arg(long)]
     pub prefill: bool,
+    /// Request size of the prefill (rounded to a multiple of --bs;
+    /// 4M writes each object whole, as `rbd bench --io-size 4M` does).
+    #[arg(long, value_parser = parse_size, default_value = "256K")]
+    pub prefill_bs: u64,
     #[arg(long, value_enum, default_value_t = IoOp::Read)]
     pub op: IoOp,
     #[arg(long, value_enum, default_value_t = Pattern::Rand)]
@@ -542,10 +546,21 @@ fn is_busy(e: &archipelago_protocol::Error) -> bool {
     e.code == ErrorCode::Busy
 }
 
-/// Writes the whole range (stamped blocks), 256 KiB (or `bs`) per request,
-/// at most 8 in flight; a request refused or failed as busy goes again.
-fn prefill(q: &mut IoQueue, t: &Target, size: u64, bs: u64, seed: u64) -> anyhow::Result<()> {
-    let chunk = (256u64 << 10).max(bs) / bs * bs;
+/// Writes the whole range (stamped blocks), `chunk` bytes (at least `bs`)
+/// per request, at most 8 in flight; a request refused or failed as busy
+/// goes again.
+fn prefill(
+    q: &mut IoQueue,
+    t: &Target,
+    size: u64,
+    bs: u64,
+    chunk: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    // A power of two up to an object, so that no chunk straddles two
+    // objects of `--target blocker`.
+    let chunk = chunk.clamp(1, BLOCKER_OBJECT);
+    let chunk = (1u64 << (63 - chunk.leading_zeros())).max(bs) / bs * bs;
     let mut buf = vec![0xa5u8; chunk as usize];
     let mut todo: Vec<u64> = (0..size).step_by(chunk as usize).collect();
     todo.reverse();
@@ -1006,7 +1021,7 @@ fn measure(
     let blocks = size / a.bs;
     let t_prefill = Instant::now();
     if a.prefill {
-        prefill(&mut q, t, blocks * a.bs, a.bs, a.seed)?;
+        prefill(&mut q, t, blocks * a.bs, a.bs, a.prefill_bs, a.seed)?;
     }
     let prefill_s = if a.prefill {
         t_prefill.elapsed().as_secs_f64()

@@ -179,6 +179,11 @@ impl Drop for IoCtx {
     }
 }
 
+/// The callback of [`IoCtx::start_stat_and_read`]: `(size, bytes read)`.
+pub type ReadDone = Box<dyn FnOnce(Result<(u64, usize), Errno>) + Send>;
+/// The callback of [`IoCtx::start_write`].
+pub type WriteDone = Box<dyn FnOnce(Result<(), Errno>) + Send>;
+
 /// What runs when an operation started with [`start`] completes, given
 /// the operation's return value (negative: an errno).
 type Finish = Box<dyn FnOnce(c_int) + Send>;
@@ -543,7 +548,7 @@ impl IoCtx {
         offset: u64,
         buf: *mut u8,
         len: usize,
-        done: Box<dyn FnOnce(Result<(u64, usize), Errno>) + Send>,
+        done: ReadDone,
     ) {
         let o = match cstr(oid) {
             Ok(o) => o,
@@ -616,7 +621,7 @@ impl IoCtx {
         data: *const u8,
         len: usize,
         offset: u64,
-        done: Box<dyn FnOnce(Result<(), Errno>) + Send>,
+        done: WriteDone,
     ) {
         let o = match cstr(oid) {
             Ok(o) => o,

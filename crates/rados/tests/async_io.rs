@@ -116,7 +116,7 @@ fn many_operations_in_flight_from_one_thread() {
             )
         };
     }
-    let mut seen = vec![false; N];
+    let mut seen = [false; N];
     for _ in 0..N {
         let (i, r) = wait(&rx);
         assert_eq!(r.unwrap(), 4096);

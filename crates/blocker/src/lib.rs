@@ -23,6 +23,11 @@
 //! | LOCK_INFO | lock name | — | [`LockOwner`]: holder and token; `NotFound` if free |
 //! | LIST | prefix | — | names separated by NUL, `serviced` bytes |
 //!
+//! A store with an asynchronous path ([`ObjectStore::async_io`], RADOS)
+//! serves READ and WRITE without the workers: the loop thread starts the
+//! operation and the store's callback completes the request, so the
+//! number of operations in flight is not bounded by the worker count.
+//!
 //! Locks never block: ACQUIRE of a lock another owner holds fails at once
 //! with `Locked` naming the owner, `NO_WAIT` or not (the original's blocking
 //! acquire tied up a worker forever).
@@ -31,10 +36,10 @@
 
 use std::sync::Arc;
 
-use archipelago_peer::{Ctx, Done, Handler, Workers};
+use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{CopyRequest, InfoReply, LockOwner, NameField, Payload};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
-use archipelago_store::{ObjectStore, StoreError};
+use archipelago_store::{IoDone, ObjectStore, StoreError};
 use xseg_shm::{Detached, Request};
 
 fn store_err(e: StoreError) -> Error {
@@ -55,12 +60,16 @@ pub struct Blocker {
     /// The store's calls never block: READ and WRITE run on the loop
     /// thread, which costs less than waking a worker.
     inline: bool,
+    /// The store has an asynchronous path: READ and WRITE are started on
+    /// the loop thread and completed by the store's callback.
+    asynchronous: bool,
 }
 
 impl Blocker {
     /// Starts `threads` workers serving `store`.
     pub fn new(store: Arc<dyn ObjectStore>, threads: usize) -> Blocker {
         let inline = store.never_blocks();
+        let asynchronous = store.async_io().is_some();
         let shared = store.clone();
         let workers = Workers::start("blocker", threads, move |op, req| {
             Done::from(serve(&*shared, op, req))
@@ -69,6 +78,7 @@ impl Blocker {
             workers,
             store,
             inline,
+            asynchronous,
         }
     }
 }
@@ -102,6 +112,11 @@ impl Handler for Blocker {
             let mut req = ctx.port().detach(req);
             let done = Done::from(serve(&*self.store, op, &mut req));
             return Some((req.into_request(), done));
+        }
+        if self.asynchronous && matches!(op, Op::Read | Op::Write) {
+            let req = ctx.port().detach(req);
+            start_async(&*self.store, op, req, ctx.completer().clone());
+            return None;
         }
         let req = if op == Op::Read {
             match self.read_now(ctx, req) {
@@ -138,6 +153,38 @@ impl Blocker {
                 Ok((d.into_request(), done))
             }
             None => Err(d.into_request()),
+        }
+    }
+}
+
+/// Starts READ or WRITE on the store's asynchronous path; the request is
+/// completed through `completer` when the store calls back.
+fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Completer) {
+    let Some(aio) = store.async_io() else {
+        let done = Done::from(serve(store, op, &mut req));
+        return completer.complete(req, done);
+    };
+    let d = req.desc();
+    let name = String::from_utf8_lossy(d.target().as_bytes()).into_owned();
+    let (offset, size) = (d.offset(), d.size());
+    let len = req.data().len();
+    if (len as u64) < size {
+        return completer.complete(req, Done::Failed(too_small(len, size)));
+    }
+    let n = size as usize;
+    let ptr = req.data_mut().as_mut_ptr();
+    // `req` (its buffer in the segment) moves into the callback, which
+    // alone gives it back: nothing else touches the buffer meanwhile.
+    let done: IoDone = Box::new(move |r| {
+        completer.complete(req, Done::from(r.map(|_| size).map_err(store_err)));
+    });
+    // SAFETY: `ptr` addresses the request's data buffer in the segment
+    // (at least `n` bytes, checked above), which stays mapped and is not
+    // accessed by anyone else until `done` runs and hands the request back.
+    unsafe {
+        match op {
+            Op::Read => aio.start_read(&name, offset, ptr, n, done),
+            _ => aio.start_write(&name, offset, ptr, n, done),
         }
     }
 }

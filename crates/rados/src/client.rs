@@ -171,10 +171,90 @@ unsafe impl Sync for IoCtx {}
 
 impl Drop for IoCtx {
     fn drop(&mut self) {
-        // SAFETY: no operation is in flight (every submission waits for its
-        // completion before returning); destroyed once.
+        // SAFETY: no operation is in flight: every synchronous submission
+        // waits for its completion before returning, and the callers of
+        // the `start_*` functions keep the context alive until their
+        // callback ran (see there); destroyed once.
         unsafe { rados_ioctx_destroy(self.io) };
     }
+}
+
+/// The callback of [`IoCtx::start_stat_and_read`]: `(size, bytes read)`.
+pub type ReadDone = Box<dyn FnOnce(Result<(u64, usize), Errno>) + Send>;
+/// The callback of [`IoCtx::start_write`].
+pub type WriteDone = Box<dyn FnOnce(Result<(), Errno>) + Send>;
+
+/// What runs when an operation started with [`start`] completes, given
+/// the operation's return value (negative: an errno).
+type Finish = Box<dyn FnOnce(c_int) + Send>;
+
+/// The completion callback of [`start`]: takes back the finish closure,
+/// releases the completion, and runs the closure (on librados' finisher
+/// thread).
+unsafe extern "C" fn on_finish(c: rados_completion_t, arg: *mut c_void) {
+    // SAFETY: `arg` is the `Box<Finish>` `start` leaked for this callback,
+    // which librados calls exactly once.
+    let finish = unsafe { Box::from_raw(arg as *mut Finish) };
+    // SAFETY: a complete completion; librados keeps its own reference
+    // while the callback runs, so releasing ours here is allowed.
+    let ret = unsafe {
+        let ret = rados_aio_get_return_value(c);
+        rados_aio_release(c);
+        ret
+    };
+    finish(ret);
+}
+
+/// Submits an operation with `submit` (given the completion) without
+/// waiting: `finish` runs once with its return value, on librados'
+/// finisher thread, or here at once if the submission failed.
+fn start(submit: impl FnOnce(rados_completion_t) -> c_int, finish: Finish) {
+    let arg = Box::into_raw(Box::new(finish));
+    let mut c: rados_completion_t = ptr::null_mut();
+    // SAFETY: `arg` stays valid until the callback takes it back (or we do
+    // below when nothing was submitted); `c` is an out-pointer.
+    let ret = unsafe { rados_aio_create_completion2(arg.cast(), Some(on_finish), &mut c) };
+    if ret < 0 {
+        // SAFETY: no completion, so no callback: reclaim the closure.
+        let finish = unsafe { Box::from_raw(arg) };
+        finish(ret);
+        return;
+    }
+    let ret = submit(c);
+    if ret < 0 {
+        // SAFETY: nothing was submitted, so the callback never runs:
+        // release the completion and reclaim the closure, once.
+        let finish = unsafe {
+            rados_aio_release(c);
+            Box::from_raw(arg)
+        };
+        finish(ret);
+    }
+}
+
+/// A read operation handle that may cross to the finisher thread.
+struct ReadOpHandle(rados_read_op_t);
+
+// SAFETY: the handle is only released (once) on the thread that runs the
+// completion, after librados is done with it.
+unsafe impl Send for ReadOpHandle {}
+
+impl Drop for ReadOpHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by `rados_create_read_op`, released once, after
+        // its operation completed or was never submitted.
+        unsafe { rados_release_read_op(self.0) };
+    }
+}
+
+/// The out-values of an asynchronous stat-and-read, on the heap so that
+/// their addresses hold while the operation runs.
+struct ReadOut {
+    size: u64,
+    mtime: libc::time_t,
+    stat_rval: c_int,
+    got: size_t,
+    read_rval: c_int,
 }
 
 /// Set by the completion callback; waited on by the submitter.
@@ -453,6 +533,108 @@ impl IoCtx {
         check(stat_rval)?;
         check(read_rval)?;
         Ok((size, got.min(buf.len())))
+    }
+
+    /// [`IoCtx::stat_and_read`] without waiting: `done` gets
+    /// `(size, bytes read)` or the errno, once, on librados' finisher
+    /// thread (or here at once if the submission failed).
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes of `len` bytes and not otherwise
+    /// accessed, and this context must stay alive, until `done` runs.
+    pub unsafe fn start_stat_and_read(
+        &self,
+        oid: &str,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+        done: ReadDone,
+    ) {
+        let o = match cstr(oid) {
+            Ok(o) => o,
+            Err(e) => return done(Err(e)),
+        };
+        // SAFETY: no preconditions.
+        let op = ReadOpHandle(unsafe { rados_create_read_op() });
+        assert!(!op.0.is_null(), "rados_create_read_op failed");
+        let mut out = Box::new(ReadOut {
+            size: 0,
+            mtime: 0,
+            stat_rval: 0,
+            got: 0,
+            read_rval: 0,
+        });
+        // SAFETY: a live op; the out-values live in `out`, which the
+        // finish closure owns until the operation completed (a Box's
+        // contents do not move with it), and the caller keeps `buf` valid.
+        unsafe {
+            rados_read_op_stat(op.0, &mut out.size, &mut out.mtime, &mut out.stat_rval);
+            if len > 0 {
+                rados_read_op_read(
+                    op.0,
+                    offset,
+                    len,
+                    buf.cast(),
+                    &mut out.got,
+                    &mut out.read_rval,
+                );
+            }
+        }
+        let raw_op = op.0;
+        let finish: Finish = Box::new(move |ret| {
+            drop(op);
+            let r = check(ret)
+                .and_then(|_| check(out.stat_rval))
+                .and_then(|_| check(out.read_rval))
+                .map(|_| (out.size, out.got.min(len)));
+            done(r);
+        });
+        start(
+            |c| {
+                // SAFETY: live op, context (the caller's promise) and
+                // completion; `o` outlives the call, which copies it.
+                unsafe {
+                    rados_aio_read_op_operate(
+                        raw_op,
+                        self.io,
+                        c,
+                        o.as_ptr(),
+                        LIBRADOS_OPERATION_NOFLAG,
+                    )
+                }
+            },
+            finish,
+        );
+    }
+
+    /// [`IoCtx::write`] without waiting: `done` gets the result once, on
+    /// librados' finisher thread (or here at once if the submission
+    /// failed).
+    ///
+    /// # Safety
+    /// `data` must be valid for reads of `len` bytes until `done` runs
+    /// (librados copies it at submission, but the contract does not rely
+    /// on that), and this context must stay alive until `done` runs.
+    pub unsafe fn start_write(
+        &self,
+        oid: &str,
+        data: *const u8,
+        len: usize,
+        offset: u64,
+        done: WriteDone,
+    ) {
+        let o = match cstr(oid) {
+            Ok(o) => o,
+            Err(e) => return done(Err(e)),
+        };
+        start(
+            |c| {
+                // SAFETY: live context and completion; the caller keeps
+                // `data` valid; `o` outlives the call, which copies it.
+                unsafe { rados_aio_write(self.io, o.as_ptr(), c, data.cast(), len, offset) }
+            },
+            Box::new(move |ret| done(check(ret).map(|_| ()))),
+        );
     }
 
     pub fn flush(&self) -> Result<(), Errno> {

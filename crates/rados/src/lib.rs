@@ -18,7 +18,11 @@
 //! Object operations follow the table in the `archipelago-store` docs: one
 //! librados asynchronous operation each (`rados_aio_*` or an atomic
 //! compound read/write op), completed through `rados_aio_create_completion2`
-//! with a callback that wakes the submitting thread. Writes complete on
+//! with a callback that wakes the submitting thread. READ and WRITE also
+//! have an asynchronous path ([`AsyncIo`]): the blocker starts them from
+//! its loop thread and the callback completes the request, so a blocker
+//! keeps as many operations in flight as it is sent, whatever its worker
+//! count, and each costs two thread hand-offs fewer. Writes complete on
 //! commit, so every acknowledged write is durable (`durable` and `sync`
 //! cost nothing more). Content objects are created with one write op
 //! `create(EXCLUSIVE) + write_full`: two hosts storing the same block race
@@ -68,7 +72,7 @@ use std::time::{Duration, Instant};
 use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_store::{
-    content_name_of, strip_trailing_zeros, ObjectStat, ObjectStore, StoreError,
+    content_name_of, strip_trailing_zeros, AsyncIo, IoDone, ObjectStat, ObjectStore, StoreError,
 };
 use client::{Cluster, Errno, IoCtx, Locker, WriteOp};
 
@@ -283,6 +287,49 @@ impl Conn {
     }
 }
 
+/// Turns an errno from `op` on `name` into a [`StoreError`] (marking the
+/// client fenced on `EBLOCKLISTED`). `ENOENT` is the caller's to interpret
+/// and not handled here.
+fn errno_error(
+    pool: &str,
+    op_timeout: Duration,
+    c: &Conn,
+    name: &str,
+    op: &'static str,
+    errno: Errno,
+) -> StoreError {
+    match errno {
+        EBLOCKLISTED => {
+            let mut f = c.fenced.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                log::error!(
+                    "pool {}: {} ({}) is blocklisted: another host broke our lock; failing every request until reconnected",
+                    pool,
+                    c.client,
+                    c.addr
+                );
+                *f = Some(Instant::now());
+            }
+            StoreError::Fenced {
+                name: name.to_owned(),
+            }
+        }
+        libc::ETIMEDOUT => StoreError::Io {
+            name: name.to_owned(),
+            op,
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the Ceph cluster did not answer within {} s (pool {}: cluster down, or full?)",
+                    op_timeout.as_secs(),
+                    pool
+                ),
+            ),
+        },
+        e => StoreError::io(name, op, io::Error::from_raw_os_error(e)),
+    }
+}
+
 impl RadosStore {
     /// Connects to the cluster and opens the pool. Fails (naming the pool,
     /// the configuration and the cause) if the cluster cannot be reached
@@ -357,36 +404,7 @@ impl RadosStore {
     /// Turns an errno from `op` on `name` into a [`StoreError`]. `ENOENT`
     /// is the caller's to interpret and not handled here.
     fn err(&self, c: &Conn, name: &str, op: &'static str, errno: Errno) -> StoreError {
-        match errno {
-            EBLOCKLISTED => {
-                let mut f = c.fenced.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    log::error!(
-                        "pool {}: {} ({}) is blocklisted: another host broke our lock; failing every request until reconnected",
-                        self.opts.pool,
-                        c.client,
-                        c.addr
-                    );
-                    *f = Some(Instant::now());
-                }
-                StoreError::Fenced {
-                    name: name.to_owned(),
-                }
-            }
-            libc::ETIMEDOUT => StoreError::Io {
-                name: name.to_owned(),
-                op,
-                source: io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the Ceph cluster did not answer within {} s (pool {}: cluster down, or full?)",
-                        self.opts.op_timeout.as_secs(),
-                        self.opts.pool
-                    ),
-                ),
-            },
-            e => StoreError::io(name, op, io::Error::from_raw_os_error(e)),
-        }
+        errno_error(&self.opts.pool, self.opts.op_timeout, c, name, op, errno)
     }
 
     /// `err`, with `ENOENT` as `NotFound` of `name`.
@@ -475,7 +493,93 @@ impl RadosStore {
     }
 }
 
+/// Drops a connection handle on the finisher thread of one of its
+/// operations: if it is the last one (the store reconnected meanwhile),
+/// dropping it there would shut the cluster handle down from its own
+/// finisher thread, which waits for that thread: another thread does it.
+fn release_conn(c: Arc<Conn>) {
+    if Arc::strong_count(&c) == 1 {
+        let _ = std::thread::Builder::new()
+            .name("rados-release".into())
+            .spawn(move || drop(c));
+    }
+}
+
+impl AsyncIo for RadosStore {
+    unsafe fn start_read(&self, name: &str, offset: u64, buf: *mut u8, len: usize, done: IoDone) {
+        let c = match check_store_name(name.as_bytes())
+            .map_err(StoreError::from)
+            .and_then(|_| check_range(name, offset, len as u64))
+            .and_then(|_| self.live(name, false))
+        {
+            Ok(c) => c,
+            Err(e) => return done(Err(e)),
+        };
+        let (pool, timeout) = (self.opts.pool.clone(), self.opts.op_timeout);
+        let (owned, conn) = (name.to_owned(), c.clone());
+        let buf_addr = buf as usize;
+        let finish = Box::new(move |r: Result<(u64, usize), Errno>| {
+            let result = match r {
+                Ok((size, got)) => {
+                    // SAFETY: the caller keeps `buf` valid for `len` bytes
+                    // until `done` runs, which is below.
+                    let b = unsafe { std::slice::from_raw_parts_mut(buf_addr as *mut u8, len) };
+                    b[got..].fill(0);
+                    Ok(size)
+                }
+                Err(libc::ENOENT) => Err(StoreError::not_found(&owned)),
+                Err(e) => Err(errno_error(&pool, timeout, &conn, &owned, "read", e)),
+            };
+            release_conn(conn);
+            done(result);
+        });
+        // SAFETY: the caller's promise covers `buf`; `c.data` stays alive
+        // until the callback, which owns a reference to its connection.
+        unsafe { c.data.start_stat_and_read(name, offset, buf, len, finish) };
+    }
+
+    unsafe fn start_write(
+        &self,
+        name: &str,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        done: IoDone,
+    ) {
+        if len == 0 {
+            // Creating an empty object is a compound op: the synchronous
+            // path does it.
+            // SAFETY: nothing is read from `data` for an empty write.
+            return done(self.write(name, offset, &[], false).map(|_| 0));
+        }
+        let c = match check_store_name(name.as_bytes())
+            .map_err(StoreError::from)
+            .and_then(|_| check_range(name, offset, len as u64))
+            .and_then(|_| self.live(name, false))
+        {
+            Ok(c) => c,
+            Err(e) => return done(Err(e)),
+        };
+        let (pool, timeout) = (self.opts.pool.clone(), self.opts.op_timeout);
+        let (owned, conn) = (name.to_owned(), c.clone());
+        let finish = Box::new(move |r: Result<(), Errno>| {
+            let result = r
+                .map(|_| len as u64)
+                .map_err(|e| errno_error(&pool, timeout, &conn, &owned, "write", e));
+            release_conn(conn);
+            done(result);
+        });
+        // SAFETY: the caller's promise covers `data`; `c.data` stays alive
+        // until the callback, which owns a reference to its connection.
+        unsafe { c.data.start_write(name, data, len, offset, finish) };
+    }
+}
+
 impl ObjectStore for RadosStore {
+    fn async_io(&self) -> Option<&dyn AsyncIo> {
+        Some(self)
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         check_store_name(name.as_bytes())?;
         check_range(name, offset, buf.len() as u64)?;

@@ -330,6 +330,50 @@ pub trait ObjectStore: Send + Sync {
             .collect();
         Ok(ListPage::after_last(names, limit))
     }
+
+    /// The store's asynchronous READ and WRITE path, if it has one (a
+    /// networked store): a peer then starts each operation from its loop
+    /// thread and completes it from the store's callback, instead of
+    /// parking a worker thread on every operation in flight. `None` by
+    /// default.
+    fn async_io(&self) -> Option<&dyn AsyncIo> {
+        None
+    }
+}
+
+/// Called once, from any thread, when an asynchronous operation is over:
+/// with the object's size for a read (as [`ObjectStore::read`] returns it),
+/// with the bytes written for a write.
+pub type IoDone = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
+
+/// READ and WRITE started now and completed later through a callback, with
+/// the semantics (and errors) of [`ObjectStore::read`] and
+/// [`ObjectStore::write`]. A write is acknowledged as `write` with
+/// `durable` acknowledges it.
+pub trait AsyncIo: Send + Sync {
+    /// Starts reading `len` bytes of `name` from `offset` into `buf`;
+    /// calls `done` once (possibly before returning, on an error found at
+    /// once).
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes of `len` bytes, and not otherwise
+    /// accessed, until `done` is called.
+    unsafe fn start_read(&self, name: &str, offset: u64, buf: *mut u8, len: usize, done: IoDone);
+
+    /// Starts writing `len` bytes from `data` to `name` at `offset`;
+    /// calls `done` once (possibly before returning).
+    ///
+    /// # Safety
+    /// `data` must be valid for reads of `len` bytes, and not written,
+    /// until `done` is called.
+    unsafe fn start_write(
+        &self,
+        name: &str,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        done: IoDone,
+    );
 }
 
 macro_rules! forward {
@@ -382,6 +426,9 @@ macro_rules! forward {
             }
             fn list_page(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
                 (**self).list_page(prefix, cursor, limit)
+            }
+            fn async_io(&self) -> Option<&dyn $crate::AsyncIo> {
+                (**self).async_io()
             }
         }
     };

@@ -10,9 +10,15 @@
 //! - `blocker`: object I/O straight to the data blocker.
 //!
 //! The system is either running already (`--segment`, the composer's
-//! `--port`) or started here (`--spawn memory|files`: the four peers,
+//! `--port`) or started here (`--spawn memory|files|rados`: the four peers,
 //! found next to this executable, on a private segment; killed at the end,
 //! and with `PR_SET_PDEATHSIG` should this process die first).
+//!
+//! `--spawn rados` puts both blockers on a RADOS pool (`--pool`, default
+//! `$CEPH_POOL`; `--ceph-conf`, default `$CEPH_CONF`) in a namespace of
+//! their own per run (`xseg-bench-<pid>-<time>`), so runs on one pool
+//! never see each other's objects (the pipeline is killed at the end and
+//! the volume removed; its objects stay in the namespace).
 //!
 //! Stage times: every peer sums, from each descriptor's submit and accept
 //! timestamps and its own clock at reply, the time requests waited in its
@@ -63,6 +69,9 @@ pub enum SpawnBackend {
     Memory,
     /// Blockers keep objects in files under a temporary directory.
     Files,
+    /// Blockers keep objects in a RADOS pool (--pool, --ceph-conf), in a
+    /// namespace of this run.
+    Rados,
     /// Pure forwarders: the null mapper and null blockers.
     #[value(skip)]
     Null,
@@ -103,6 +112,20 @@ pub struct VolumeArgs {
     /// Start a private pipeline with this blocker backend (killed at the end).
     #[arg(long, value_enum)]
     pub spawn: Option<SpawnBackend>,
+    /// The RADOS pool of `--spawn rados` (default: $CEPH_POOL).
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// The Ceph configuration of `--spawn rados` (default: $CEPH_CONF,
+    /// then librados' own search).
+    #[arg(long, value_name = "FILE")]
+    pub ceph_conf: Option<PathBuf>,
+    /// Worker threads of each spawned blocker (default: the blocker's own).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub blocker_threads: Option<u32>,
+    /// Idle policy of the spawned peers (yield, spin or sleep; default:
+    /// the peers' own).
+    #[arg(long)]
+    pub idle_policy: Option<String>,
     /// Port of vlmcd.
     #[arg(long, default_value_t = VLMCD)]
     pub port: u32,
@@ -123,6 +146,10 @@ pub struct VolumeArgs {
     /// Write the whole range first.
     #[arg(long)]
     pub prefill: bool,
+    /// Request size of the prefill (rounded to a multiple of --bs;
+    /// 4M writes each object whole, as `rbd bench --io-size 4M` does).
+    #[arg(long, value_parser = parse_size, default_value = "256K")]
+    pub prefill_bs: u64,
     #[arg(long, value_enum, default_value_t = IoOp::Read)]
     pub op: IoOp,
     #[arg(long, value_enum, default_value_t = Pattern::Rand)]
@@ -206,12 +233,18 @@ fn peer_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// `--idle-policy P` for every spawned peer, if set (read once in `run`).
+static IDLE_POLICY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::Result<Proc> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(peer_bin(bin)?);
     cmd.args(["--segment", segment, "--port", &port.to_string()])
         .args(["--log-level", "warn"])
         .args(extra);
+    if let Some(Some(p)) = IDLE_POLICY.get() {
+        cmd.args(["--idle-policy", p]);
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls prctl(2), which is async-signal-safe.
     unsafe {
@@ -240,15 +273,53 @@ fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::
     Ok(proc)
 }
 
-fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
+/// Where the blockers of `--spawn rados` keep objects.
+#[derive(Debug, Clone)]
+struct RadosSpawn {
+    pool: String,
+    ceph_conf: Option<PathBuf>,
+    /// Unique to this run.
+    namespace: String,
+}
+
+impl RadosSpawn {
+    fn from_args(a: &VolumeArgs) -> anyhow::Result<RadosSpawn> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let pool = match &a.pool {
+            Some(p) => p.clone(),
+            None => env("CEPH_POOL")
+                .and_then(|p| p.into_string().ok())
+                .context("--spawn rados needs --pool or $CEPH_POOL")?,
+        };
+        let ceph_conf = a
+            .ceph_conf
+            .clone()
+            .or_else(|| env("CEPH_CONF").map(PathBuf::from));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(RadosSpawn {
+            pool,
+            ceph_conf,
+            namespace: format!("xseg-bench-{}-{nanos}", std::process::id()),
+        })
+    }
+}
+
+fn spawn(
+    backend: SpawnBackend,
+    rados: Option<&RadosSpawn>,
+    threads: Option<u32>,
+) -> anyhow::Result<Spawned> {
     let tag = format!("xseg-bench-{}", std::process::id());
     let config = SegmentConfig {
         ports: 64,
         static_ports: 16,
         requests: 1024,
-        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB in flight at the
-        // client and again at vlmcd (~200 MiB, touched only as used).
-        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 16],
+        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB, or 16 of 4 MiB,
+        // in flight at the client and again at vlmcd (~360 MiB, touched
+        // only as used).
+        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 40],
         protocol_version: PROTOCOL_VERSION,
         ..Default::default()
     };
@@ -262,7 +333,7 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
         .map_err(|e| anyhow!("{e}"))?;
     let seg = Arc::new(Segment::create(&name, &config).map_err(|e| anyhow!("{e}"))?);
     let data_dir = match backend {
-        SpawnBackend::Memory | SpawnBackend::Null => None,
+        SpawnBackend::Memory | SpawnBackend::Null | SpawnBackend::Rados => None,
         SpawnBackend::Files => Some(std::env::temp_dir().join(format!("{tag}-data"))),
     };
     let mut s = Spawned {
@@ -272,19 +343,45 @@ fn spawn(backend: SpawnBackend) -> anyhow::Result<Spawned> {
         data_dir,
     };
     let seg = s.segment();
-    let backend_args = |sub: &str| -> Vec<String> {
-        match &s.data_dir {
-            None if backend == SpawnBackend::Null => vec!["--backend".into(), "null".into()],
-            None => vec!["--backend".into(), "memory".into()],
-            Some(d) => vec![
+    let backend_args = |sub: &str, member: &str| -> anyhow::Result<Vec<String>> {
+        let mut v: Vec<String> = match (backend, &s.data_dir) {
+            (SpawnBackend::Null, _) => vec!["--backend".into(), "null".into()],
+            (SpawnBackend::Rados, _) => {
+                let r = rados.context("--spawn rados without a pool")?;
+                let mut v = vec![
+                    "--backend".into(),
+                    "rados".into(),
+                    "--pool".into(),
+                    r.pool.clone(),
+                    "--namespace".into(),
+                    r.namespace.clone(),
+                    "--member".into(),
+                    member.into(),
+                    "--host-id".into(),
+                    "xseg-bench".into(),
+                ];
+                if let Some(c) = &r.ceph_conf {
+                    v.push("--ceph-conf".into());
+                    v.push(c.to_string_lossy().into_owned());
+                }
+                v
+            }
+            (_, None) => vec!["--backend".into(), "memory".into()],
+            (_, Some(d)) => vec![
                 "--backend".into(),
                 "files".into(),
                 "--data-dir".into(),
                 d.join(sub).to_string_lossy().into_owned(),
             ],
+        };
+        if let (Some(t), false) = (threads, backend == SpawnBackend::Null) {
+            v.push("--threads".into());
+            v.push(t.to_string());
         }
+        Ok(v)
     };
-    let (data, maps) = (backend_args("data"), backend_args("maps"));
+    let data = backend_args("data", "blockerb")?;
+    let maps = backend_args("maps", "blockerm")?;
     s.procs.push(start_peer(&seg, "blockerd", BLOCKERB, &data)?);
     s.procs.push(start_peer(&seg, "blockerd", BLOCKERM, &maps)?);
     let mut mapper_args = vec![
@@ -449,10 +546,21 @@ fn is_busy(e: &archipelago_protocol::Error) -> bool {
     e.code == ErrorCode::Busy
 }
 
-/// Writes the whole range (stamped blocks), 256 KiB (or `bs`) per request,
-/// at most 8 in flight; a request refused or failed as busy goes again.
-fn prefill(q: &mut IoQueue, t: &Target, size: u64, bs: u64, seed: u64) -> anyhow::Result<()> {
-    let chunk = (256u64 << 10).max(bs) / bs * bs;
+/// Writes the whole range (stamped blocks), `chunk` bytes (at least `bs`)
+/// per request, at most 8 in flight; a request refused or failed as busy
+/// goes again.
+fn prefill(
+    q: &mut IoQueue,
+    t: &Target,
+    size: u64,
+    bs: u64,
+    chunk: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    // A power of two up to an object, so that no chunk straddles two
+    // objects of `--target blocker`.
+    let chunk = chunk.clamp(1, BLOCKER_OBJECT);
+    let chunk = (1u64 << (63 - chunk.leading_zeros())).max(bs) / bs * bs;
     let mut buf = vec![0xa5u8; chunk as usize];
     let mut todo: Vec<u64> = (0..size).step_by(chunk as usize).collect();
     todo.reverse();
@@ -913,7 +1021,7 @@ fn measure(
     let blocks = size / a.bs;
     let t_prefill = Instant::now();
     if a.prefill {
-        prefill(&mut q, t, blocks * a.bs, a.bs, a.seed)?;
+        prefill(&mut q, t, blocks * a.bs, a.bs, a.prefill_bs, a.seed)?;
     }
     let prefill_s = if a.prefill {
         t_prefill.elapsed().as_secs_f64()
@@ -942,7 +1050,16 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
     if has(TargetKind::Blocker) && (a.bs > BLOCKER_OBJECT || !a.bs.is_power_of_two()) {
         bail!("--target blocker needs --bs a power of two up to 4 MiB");
     }
-    let spawned = a.spawn.map(spawn).transpose()?;
+    let rados = match a.spawn {
+        Some(SpawnBackend::Rados) => Some(RadosSpawn::from_args(a)?),
+        _ => None,
+    };
+    let threads = a.blocker_threads;
+    let _ = IDLE_POLICY.set(a.idle_policy.clone());
+    let spawned = a
+        .spawn
+        .map(|b| spawn(b, rados.as_ref(), threads))
+        .transpose()?;
     let segment = match (&spawned, &a.segment) {
         (Some(s), _) => s.segment(),
         (None, Some(s)) => s.clone(),
@@ -972,7 +1089,7 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
                 measure(&segment, &client, &t, size, a)?
             }
             TargetKind::Null => {
-                let null = spawn(SpawnBackend::Null)?;
+                let null = spawn(SpawnBackend::Null, None, None)?;
                 let seg = null.segment();
                 let null_client = Client::connect(&seg)
                     .map_err(|e| anyhow!("connect {seg}: {e}"))?

@@ -6,11 +6,15 @@
 use std::process::Command;
 
 fn run(target: &str) -> serde_json::Value {
+    run_on("memory", target)
+}
+
+fn run_on(spawn: &str, target: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
         .args([
             "volume",
             "--spawn",
-            "memory",
+            spawn,
             "--create",
             "16M",
             "--prefill",
@@ -127,4 +131,34 @@ fn spawn_needs_a_size() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--spawn needs --create"));
+}
+
+/// Both blockers on RADOS (the cluster of `CEPH_CONF`/`CEPH_POOL`, see
+/// `archipelago_rados::testenv`): the blocker's asynchronous READ/WRITE
+/// path end to end, every read verified, through the volume and straight
+/// to the blocker.
+#[test]
+fn volume_on_rados_verified() {
+    if archipelago_rados::testenv::cluster("xseg-bench volume --spawn rados").is_none() {
+        return;
+    }
+    let r = run_on("rados", "volume,blocker");
+    assert_eq!(r["spawn"], "rados");
+    check_run(&r, "volume", 0);
+    check_run(&r, "blocker", 1);
+}
+
+#[test]
+fn spawn_rados_needs_a_pool() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args(["volume", "--spawn", "rados", "--create", "8M"])
+        .env_remove("CEPH_POOL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--spawn rados needs --pool or $CEPH_POOL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

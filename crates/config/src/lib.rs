@@ -84,7 +84,7 @@ pub enum Backend {
     Files,
     /// In memory (lost when the process exits).
     Memory,
-    /// Ceph RADOS (not supported yet).
+    /// A Ceph RADOS pool.
     Rados,
 }
 
@@ -357,8 +357,19 @@ struct RawNbd {
 /// Default worker threads of a peer (the peers' own default).
 pub const DEFAULT_THREADS: u32 = 4;
 
+/// Default worker threads of a files-backend blocker: each durable write
+/// holds its worker through an `fdatasync`, and more of them in flight let
+/// the filesystem's journal commit them together (4 KiB random writes at
+/// queue depth 32 through NBD: 16 workers did 1.2x what 4 did; 32 no
+/// better than 16).
+pub const DEFAULT_FILES_THREADS: u32 = 16;
+
 fn threads(key: &str, t: Option<u32>) -> Result<u32, ConfigError> {
-    match t.unwrap_or(DEFAULT_THREADS) {
+    threads_or(key, t, DEFAULT_THREADS)
+}
+
+fn threads_or(key: &str, t: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match t.unwrap_or(default) {
         t @ 1..=256 => Ok(t),
         t => Err(ConfigError::invalid(
             key,
@@ -408,7 +419,15 @@ fn blocker(
     }
     Ok(BlockerSection {
         port: r.port.unwrap_or(role.default_port()),
-        threads: threads(&format!("{name}.threads"), r.threads)?,
+        threads: threads_or(
+            &format!("{name}.threads"),
+            r.threads,
+            if backend == Backend::Files {
+                DEFAULT_FILES_THREADS
+            } else {
+                DEFAULT_THREADS
+            },
+        )?,
         backend,
         data_dir: r.data_dir.unwrap_or(default_dir),
         sync: r.sync.unwrap_or(true),

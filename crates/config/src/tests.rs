@@ -35,6 +35,13 @@ fn defaults() {
     }
     assert_eq!(c.blockerb.backend, Backend::Files);
     assert!(c.blockerb.sync);
+    // Files blockers get more workers (durable writes hold one each).
+    assert_eq!(c.blockerb.threads, 16);
+    assert_eq!(c.mapperd.threads, 4);
+    let m = parse("[blockerb]\nbackend = \"memory\"\n").unwrap();
+    assert_eq!(m.blockerb.threads, 4);
+    let t = parse("[blockerb]\nthreads = 2\n").unwrap();
+    assert_eq!(t.blockerb.threads, 2);
     assert_eq!(
         c.blockerb.data_dir,
         PathBuf::from("/home/u/.local/share/archipelago/blocks")

@@ -4,9 +4,8 @@ use std::sync::Mutex;
 
 use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
-use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{ListPage, ObjectStat, ObjectStore, StoreError};
+use archipelago_store::{check_owner, check_range, ListPage, ObjectStat, ObjectStore, StoreError};
 
 use crate::Client;
 
@@ -105,26 +104,6 @@ fn to_store(name: &str, op: &'static str, e: Error) -> StoreError {
 
 fn check_name(name: &str) -> Result<(), StoreError> {
     check_store_name(name.as_bytes())?;
-    Ok(())
-}
-
-fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
-    match offset.checked_add(len) {
-        Some(end) if end <= i64::MAX as u64 => Ok(()),
-        _ => Err(StoreError::InvalidArgument {
-            name: name.to_owned(),
-            why: "the byte range ends past the largest offset (i64::MAX)",
-        }),
-    }
-}
-
-fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.len() > NAME_CAPACITY {
-        return Err(StoreError::InvalidArgument {
-            name: name.to_owned(),
-            why: "a lock owner must be 1 to 256 bytes",
-        });
-    }
     Ok(())
 }
 

@@ -70,9 +70,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use archipelago_protocol::names::check_store_name;
-use archipelago_protocol::payload::NAME_CAPACITY;
 use archipelago_store::{
-    content_name_of, strip_trailing_zeros, AsyncIo, IoDone, ObjectStat, ObjectStore, StoreError,
+    check_owner, check_range, content_name_of, strip_trailing_zeros, AsyncIo, IoDone, ObjectStat,
+    ObjectStore, StoreError,
 };
 use client::{Cluster, Errno, IoCtx, Locker, WriteOp};
 
@@ -846,26 +846,6 @@ impl ObjectStore for RadosStore {
         names.sort();
         Ok(names)
     }
-}
-
-fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
-    match offset.checked_add(len) {
-        Some(end) if end <= i64::MAX as u64 => Ok(()),
-        _ => Err(StoreError::InvalidArgument {
-            name: name.to_owned(),
-            why: "the byte range ends past the largest offset (i64::MAX)",
-        }),
-    }
-}
-
-fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.len() > NAME_CAPACITY {
-        return Err(StoreError::InvalidArgument {
-            name: name.to_owned(),
-            why: "a lock owner must be 1 to 256 bytes",
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -446,8 +446,9 @@ pub(crate) fn check_name(name: &str) -> Result<&str, StoreError> {
 }
 
 /// Checks that `[offset, offset + len)` is addressable (ends at or before
-/// `i64::MAX`, the largest file offset).
-pub(crate) fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
+/// `i64::MAX`, the largest file offset): the range check every driver
+/// makes first.
+pub fn check_range(name: &str, offset: u64, len: u64) -> Result<(), StoreError> {
     match offset.checked_add(len) {
         Some(end) if end <= i64::MAX as u64 => Ok(()),
         _ => Err(StoreError::InvalidArgument {
@@ -458,8 +459,9 @@ pub(crate) fn check_range(name: &str, offset: u64, len: u64) -> Result<(), Store
 }
 
 /// Checks a lock owner: 1 to [`NAME_CAPACITY`] bytes (it travels in a
-/// [`LockOwner`](archipelago_protocol::payload::LockOwner) payload).
-pub(crate) fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
+/// [`LockOwner`](archipelago_protocol::payload::LockOwner) payload): the
+/// owner check every driver makes first.
+pub fn check_owner(name: &str, owner: &str) -> Result<(), StoreError> {
     if owner.is_empty() || owner.len() > NAME_CAPACITY {
         return Err(StoreError::InvalidArgument {
             name: name.to_owned(),

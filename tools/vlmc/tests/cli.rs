@@ -2,61 +2,19 @@
 //! vlmcd) on a private segment: a volume's life from import to removal,
 //! and every refused input leaving everything as it was.
 
+mod common;
+
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use archipelago_e2e::pipeline::{Backend, Pipeline};
+use common::Vlmc;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-struct Vlmc {
-    segment: String,
-}
-
 impl Vlmc {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vlmc"))
-            .args(["--segment", &self.segment])
-            .args(args)
-            .output()
-            .expect("run vlmc")
-    }
-
-    /// Runs `args`, which must succeed; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "vlmc {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).expect("utf-8 output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-
-    /// Runs `args`, which must fail with exit code 1 and one line on
-    /// stderr `vlmc: <subject>: ...` mentioning `why`.
-    fn fails(&self, args: &[&str], subject: &str, why: &str) {
-        let o = self.run(args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(1), "vlmc {args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
-        assert!(
-            err.starts_with(&format!("vlmc: {subject}: ")),
-            "vlmc {args:?}: {err:?}"
-        );
-        assert!(err.contains(why), "vlmc {args:?}: {err:?} lacks {why:?}");
-        assert!(o.stdout.is_empty(), "nothing printed on stdout");
-    }
-
     fn info(&self, name: &str) -> Value {
         self.json(&["info", name])
     }

@@ -5,42 +5,15 @@
 //! removal frees, and a collection killed with SIGKILL midway is finished
 //! by the next run.
 
-use std::process::{Command, Output};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use archipelago_client::Client;
 use archipelago_e2e::pipeline::{Backend, Pipeline, BLOCKERB, BLOCKERM, VLMCD};
-use serde_json::Value;
+use common::Vlmc;
 
 const OBJ: u64 = 64 << 10;
-
-struct Vlmc {
-    segment: String,
-}
-
-impl Vlmc {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vlmc"));
-        c.args(["--segment", &self.segment]).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run vlmc")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let o = self.run(&a);
-        assert!(
-            o.status.success(),
-            "vlmc {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-}
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     (0..len)

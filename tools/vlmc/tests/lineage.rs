@@ -2,64 +2,20 @@
 //! pipeline (two blockerds, mapperd, vlmcd) on a private segment, with a
 //! client writing through vlmcd meanwhile.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archipelago_e2e::pattern::mix;
 use archipelago_e2e::pipeline::{Backend, Pipeline, VLMCD};
+use common::Vlmc;
 use serde_json::Value;
 
 const KIB: u64 = 1 << 10;
 const OBJECT: u64 = 64 * KIB;
-
-struct Vlmc {
-    segment: String,
-}
-
-impl Vlmc {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vlmc"));
-        c.args(["--segment", &self.segment]).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run vlmc")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "vlmc {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).expect("utf-8 output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-
-    /// Must fail with exit code 1 and one line `vlmc: <subject>: ...`
-    /// mentioning `why`.
-    fn fails(&self, args: &[&str], subject: &str, why: &str) {
-        let o = self.run(args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(1), "vlmc {args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
-        assert!(
-            err.starts_with(&format!("vlmc: {subject}: ")),
-            "vlmc {args:?}: {err:?}"
-        );
-        assert!(err.contains(why), "vlmc {args:?}: {err:?} lacks {why:?}");
-    }
-}
 
 /// Bytes that differ by offset and seed.
 fn bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -306,3 +306,27 @@ fn kill_9_and_restart_loses_no_acknowledged_write() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A listing larger than any buffer of the segment (one LIST reply is
+/// bounded by the largest, 4 MiB) still comes whole and sorted through
+/// `RemoteStore::list`, page by page.
+#[test]
+fn a_listing_larger_than_any_buffer_comes_whole() {
+    use archipelago_client::RemoteStore;
+    use archipelago_store::ObjectStore;
+    let tmp = TempSegment::new("blockerd-biglist");
+    let _seg = segment(&tmp);
+    let _b = Blockerd::start(&tmp, &["--backend", "memory"]);
+    let client = Client::connect(&tmp.arg()).unwrap();
+    let pad = "x".repeat(190);
+    // 23,000 names of 201 bytes: 4.6 MB of names.
+    let n = 23_000;
+    let mut want: Vec<String> = (0..n).map(|i| format!("big-{i:06}-{pad}")).collect();
+    for name in want.iter().rev() {
+        client.write(PORT, name, 0, b"x", false).unwrap();
+    }
+    let got = RemoteStore::new(&tmp.arg(), PORT).list("big-").unwrap();
+    want.sort();
+    assert_eq!(got.len(), n);
+    assert_eq!(got, want);
+}

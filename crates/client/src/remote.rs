@@ -232,14 +232,21 @@ impl ObjectStore for RemoteStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        // Grow the reply room until the names fit (the blocker fails a
-        // LIST whose names do not fit with InvalidArgument).
-        let mut room = 64 << 10;
+        // Page by page: one LIST reply is bounded by the segment's largest
+        // buffer, a store is not. Pages may come in any order: sorted here,
+        // as the trait promises.
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
         loop {
-            match self.with(prefix, "list", |c, port| c.list(port, prefix, room)) {
-                Err(StoreError::InvalidArgument { .. }) if room < (4 << 20) => room *= 4,
-                r => return r,
+            let page = self.list_page(prefix, cursor.as_deref(), usize::MAX)?;
+            names.extend(page.names);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     }
 }

@@ -18,6 +18,8 @@ use crate::transfer;
 
 /// Room for the map blocker's object names in a LIST reply.
 const LIST_ROOM: u64 = 4 << 20;
+/// Names per LIST page: 8192 of at most 255 bytes fit `LIST_ROOM`.
+const LIST_PAGE: u64 = 8192;
 
 /// Runs the verb, printing to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
@@ -292,6 +294,23 @@ struct Family<'a> {
     infos: BTreeMap<String, Option<VolumeInfo>>,
 }
 
+/// Every object name on the blocker at `port`, page by page (one LIST
+/// reply is bounded by the largest buffer; a store is not), sorted.
+fn all_names(c: &Client, port: u32) -> Result<Vec<String>, archipelago_protocol::Error> {
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = c.list_page(port, "", cursor.as_deref(), LIST_PAGE, LIST_ROOM)?;
+        names.extend(page);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
 impl<'a> Family<'a> {
     /// Nothing known yet (INFO is asked for as needed).
     fn empty(t: &'a Target, c: &'a Client) -> Family<'a> {
@@ -305,9 +324,7 @@ impl<'a> Family<'a> {
     /// Every volume and snapshot on the map blocker.
     fn load(t: &'a Target, c: &'a Client) -> Result<Family<'a>, Failure> {
         let mut f = Family::empty(t, c);
-        let names = c
-            .list(t.blockerm, "", LIST_ROOM)
-            .on(&format!("port {}", t.blockerm))?;
+        let names = all_names(c, t.blockerm).on(&format!("port {}", t.blockerm))?;
         for name in names {
             if check_volume_name(name.as_bytes()).is_ok() {
                 f.get(&name)?;

@@ -412,3 +412,49 @@ fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
     c.remove_volume(VLMCD, "clone2").unwrap();
     assert!(c.volume_info(VLMCD, "clone2").unwrap().removed);
 }
+
+/// A write round whose data failed is never committed, so the mapper
+/// keeps its object pending; a snapshot through vlmcd (a barrier: the
+/// volume's I/O drained) forgets it instead of refusing the volume until
+/// it is closed. The same snapshot sent to the mapper directly, which
+/// cannot know the I/O drained, is refused.
+#[test]
+fn a_barrier_forgets_writes_abandoned_pending() {
+    let tmp = TempSegment::new("vlmcd-abandoned");
+    let _seg = segment(&tmp);
+    let _b = start(&tmp, "blockerd", BLOCKERB, &["--backend", "memory"]);
+    let _m = start(&tmp, "blockerd", BLOCKERM, &["--backend", "memory"]);
+    let (b, m) = (BLOCKERB.to_string(), BLOCKERM.to_string());
+    let _mapperd = start(
+        &tmp,
+        "mapperd",
+        MAPPER,
+        &[
+            "--host-id",
+            "host-a",
+            "--blockerb-port",
+            &b,
+            "--blockerm-port",
+            &m,
+        ],
+    );
+    let _vlmcd = start_vlmcd(&tmp);
+    let c = Client::connect(&tmp.arg())
+        .unwrap()
+        .with_timeout(Duration::from_secs(20));
+    c.create_volume(VLMCD, "vol", SIZE, Some(OBJ)).unwrap();
+    c.write(VLMCD, "vol", 0, b"kept", false).unwrap();
+    // What vlmcd does for a first write, stopping where its data failed.
+    let ext = c.map_write(MAPPER, "vol", 3 * OBJ, 16).unwrap();
+    assert!(ext[0].pending);
+    assert_eq!(
+        c.snapshot(MAPPER, "vol", "direct").unwrap_err().code,
+        ErrorCode::Busy
+    );
+    c.snapshot(VLMCD, "vol", "snap").unwrap();
+    assert_eq!(c.read(VLMCD, "snap", 0, 4).unwrap(), b"kept");
+    assert_eq!(c.read(VLMCD, "snap", 3 * OBJ, 16).unwrap(), vec![0; 16]);
+    // The abandoned object takes writes again.
+    c.write(VLMCD, "vol", 3 * OBJ, b"again", false).unwrap();
+    assert_eq!(c.read(VLMCD, "vol", 3 * OBJ, 5).unwrap(), b"again");
+}

@@ -1702,6 +1702,28 @@ impl Mapper {
             .expect("one result per request")
     }
 
+    /// Forgets the writes of `name` still pending, and returns their
+    /// indexes. For the composer's barriers: once a volume's I/O has
+    /// drained, an index still pending belongs to a round whose data
+    /// failed (the composer commits only rounds that succeeded) and will
+    /// never be committed; left pending, it would make snapshot and resize
+    /// refuse the volume until it is closed. Its data object (this
+    /// volume's, current epoch) is an orphan: the next first write deletes
+    /// or overwrites it, a snapshot leaves it to the garbage collector.
+    pub fn forget_pending(&self, name: &str) -> Vec<u64> {
+        let Ok(()) = check_name(name) else {
+            return Vec::new();
+        };
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        let mut gone: Vec<u64> = st.pending.drain().collect();
+        gone.sort_unstable();
+        if !gone.is_empty() {
+            log::warn!("{name}: writes to objects {gone:?} were abandoned; forgotten");
+        }
+        gone
+    }
+
     /// [`commit_writes`](Self::commit_writes) of several requests with one
     /// commit (group commit): a commit writes chunks and a header durably,
     /// which costs the same for one index as for hundreds, so the

@@ -469,3 +469,27 @@ fn a_batch_commits_the_valid_requests_and_fails_the_others_alone() {
         ErrorCode::InvalidArgument
     );
 }
+
+#[test]
+fn an_abandoned_pending_write_blocks_snapshots_until_forgotten() {
+    let e = Env::new();
+    e.m.create("vol", SIZE, Some(OS)).unwrap();
+    e.write("vol", 0, b"kept");
+    // A first write whose data failed: the composer never commits it.
+    let ext = e.m.map_write("vol", OS, 8).unwrap();
+    assert!(ext[0].pending);
+    assert_eq!(
+        e.m.snapshot("vol", "s").unwrap_err().code,
+        ErrorCode::Busy,
+        "uncommitted writes"
+    );
+    // The composer's barrier, its I/O drained, forgets it.
+    assert_eq!(e.m.forget_pending("vol"), vec![1]);
+    assert!(e.m.forget_pending("vol").is_empty());
+    e.m.snapshot("vol", "s").unwrap();
+    assert_eq!(&e.read("s", 0, 4)[..], b"kept");
+    assert_eq!(e.read("s", OS, 8), vec![0; 8]);
+    // The forgotten index takes writes again, as a first write.
+    e.write("vol", OS, b"again");
+    assert_eq!(&e.read("vol", OS, 5)[..], b"again");
+}

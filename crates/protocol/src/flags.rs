@@ -27,12 +27,18 @@ impl Flags {
     /// last page. Cursors are opaque (the store's). A reply that does not
     /// fit the buffer fails `InvalidArgument`, as an unpaged LIST.
     pub const PAGED: Flags = Flags(64);
+    /// Set by the composer on a volume operation it forwards as a
+    /// barrier, once the volume's I/O has drained: no write of the volume
+    /// is in flight, so writes the mapper still holds pending were
+    /// abandoned (their data failed) and are forgotten before the
+    /// operation, which would otherwise refuse them as uncommitted.
+    pub const DRAINED: Flags = Flags(128);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see [`crate::reply`]). Never valid
     /// in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(127);
+    pub const ALL: Flags = Flags(255);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -70,8 +76,9 @@ mod tests {
         );
         let f = Flags::FUA | Flags::FORCE;
         assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
-        assert_eq!(Flags(0x80 | 4).unknown_bits(), 0x80);
+        assert_eq!(Flags(0x100 | 4).unknown_bits(), 0x100);
         assert_eq!(Flags::PAGED.0, 64);
+        assert_eq!(Flags::DRAINED.0, 128);
         assert_eq!(Flags::WRITABLE.0, 32);
         assert_eq!(f.unknown_bits(), 0);
     }

@@ -223,6 +223,9 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
     }
     let name = text(a.target, "the target")?;
     let v0 = a.flags.contains(Flags::ASSUME_V0);
+    if a.flags.contains(Flags::DRAINED) {
+        mapper.forget_pending(&name);
+    }
     match op {
         Op::Create => {
             let c = CreateRequest::decode(buf)?;

@@ -226,13 +226,19 @@ impl Composer {
             }
             Class::Barrier(Action::Forward) | Class::Free(Action::Forward) => {
                 let data = port.data(&p.req);
+                // A barrier runs once the volume's I/O drained: the mapper
+                // may forget writes it still holds pending (abandoned).
+                let flags = match p.class {
+                    Class::Barrier(_) => p.flags | Flags::DRAINED,
+                    _ => Flags(p.flags.0 & !Flags::DRAINED.0),
+                };
                 let spec = Spec {
                     dst: self.ports.mapper,
                     op: p.op,
                     target: &p.volume,
                     offset: p.offset,
                     size: p.size,
-                    flags: p.flags,
+                    flags,
                     len: data.len() as u64,
                 };
                 (

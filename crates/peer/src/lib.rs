@@ -14,6 +14,8 @@
 //!   signal it stops accepting, lets what is in flight finish within the
 //!   drain deadline, leaves queued requests for the port's next owner, and
 //!   returns; dropping the `Peer` unbinds the port.
+//! - [`serve`]: a peer binary's `main` after parsing its flags: start,
+//!   run, and the exit code.
 
 #![warn(missing_docs)]
 
@@ -24,3 +26,44 @@ mod workers;
 pub use args::{init_logging, PeerArgs};
 pub use runtime::{Completer, Ctx, Done, Handler, Peer, PeerError};
 pub use workers::Workers;
+
+/// Starts the peer (`args`), builds its handler with `make` (after the
+/// port is bound, so a second instance fails before starting workers),
+/// serves until a shutdown signal and returns the process's exit code.
+/// Errors go to stderr prefixed with `name`. If the drain deadline passed
+/// with requests still held, the process exits with status 1 at once,
+/// without unbinding, so that the port's next owner recovers them rather
+/// than have them failed under the handler's workers.
+pub fn serve<H: Handler>(
+    name: &str,
+    args: &PeerArgs,
+    make: impl FnOnce() -> H,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let mut peer = match Peer::start(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut handler = make();
+    match peer.run(&mut handler) {
+        Ok(true) => {
+            drop(handler);
+            drop(peer);
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            log::error!(
+                "exiting with requests in flight; the next owner of the port recovers them"
+            );
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

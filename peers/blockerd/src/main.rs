@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use archipelago_blocker::{Blocker, NullBlocker};
-use archipelago_peer::{init_logging, Peer, PeerArgs};
+use archipelago_peer::{init_logging, PeerArgs};
 use archipelago_rados::{Instance, RadosOptions, RadosStore};
 use archipelago_store::{FileStore, FileStoreOptions, MemoryStore, ObjectStore};
 use clap::{Parser, ValueEnum};
@@ -141,50 +141,11 @@ fn main() -> ExitCode {
             }
         }
     };
-    let mut peer = match Peer::start(&cli.peer) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("blockerd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut blocker = Blocker::new(store, cli.peer.threads as usize);
-    match peer.run(&mut blocker) {
-        Ok(true) => {
-            drop(blocker);
-            drop(peer);
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            // Requests are still held by workers: leave the port bound so
-            // its next owner recovers them, rather than unbind under them.
-            log::error!(
-                "exiting with requests in flight; the next owner of the port recovers them"
-            );
-            std::process::exit(1)
-        }
-        Err(e) => {
-            eprintln!("blockerd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = cli.peer.threads as usize;
+    archipelago_peer::serve("blockerd", &cli.peer, || Blocker::new(store, threads))
 }
 
 /// Runs the null blocker (no store, no workers).
 fn serve_null(cli: &Cli) -> ExitCode {
-    let mut peer = match Peer::start(&cli.peer) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("blockerd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match peer.run(&mut NullBlocker) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("blockerd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    archipelago_peer::serve("blockerd", &cli.peer, || NullBlocker)
 }

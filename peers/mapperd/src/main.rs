@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use archipelago_client::RemoteStore;
 use archipelago_mapper::Mapper;
-use archipelago_peer::{init_logging, Peer, PeerArgs};
+use archipelago_peer::{init_logging, PeerArgs};
 use clap::Parser;
 
 /// Serve volume maps over xseg, stored on two blockers.
@@ -47,48 +47,13 @@ fn main() -> ExitCode {
     let maps = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerm_port));
     let data = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerb_port));
     let mapper = Arc::new(Mapper::new(maps, data, cli.peer.host_id()));
-    let mut peer = match Peer::start(&cli.peer) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("mapperd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut handler = handler::MapperHandler::new(mapper, cli.peer.threads as usize);
-    match peer.run(&mut handler) {
-        Ok(true) => {
-            drop(handler);
-            drop(peer);
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            log::error!(
-                "exiting with requests in flight; the next owner of the port recovers them"
-            );
-            std::process::exit(1)
-        }
-        Err(e) => {
-            eprintln!("mapperd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = cli.peer.threads as usize;
+    archipelago_peer::serve("mapperd", &cli.peer, || {
+        handler::MapperHandler::new(mapper, threads)
+    })
 }
 
 /// Runs the null mapper.
 fn serve_null(cli: &Cli) -> ExitCode {
-    let mut peer = match Peer::start(&cli.peer) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("mapperd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match peer.run(&mut null::NullMapper::default()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mapperd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    archipelago_peer::serve("mapperd", &cli.peer, null::NullMapper::default)
 }

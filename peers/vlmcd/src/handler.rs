@@ -578,11 +578,6 @@ impl Composer {
             self.data_done(ctx, id);
         }
     }
-
-    /// Client requests being served.
-    pub fn in_progress(&self) -> usize {
-        self.reqs.len()
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod handler;
 
 use std::process::ExitCode;
 
-use archipelago_peer::{init_logging, Peer, PeerArgs};
+use archipelago_peer::{init_logging, PeerArgs};
 use clap::Parser;
 
 /// Serve volume I/O over xseg, composed from the mapper and the data blocker.
@@ -34,33 +34,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.peer.log_level);
-    let mut peer = match Peer::start(&cli.peer) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vlmcd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut composer = handler::Composer::new(handler::Ports {
-        mapper: cli.mapper_port,
-        blocker: cli.blockerb_port,
-    });
-    match peer.run(&mut composer) {
-        Ok(true) => {
-            drop(peer);
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            log::error!(
-                "exiting with {} request(s) in progress; the next owner of the port recovers them",
-                composer.in_progress()
-            );
-            std::process::exit(1)
-        }
-        Err(e) => {
-            eprintln!("vlmcd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    archipelago_peer::serve("vlmcd", &cli.peer, || {
+        handler::Composer::new(handler::Ports {
+            mapper: cli.mapper_port,
+            blocker: cli.blockerb_port,
+        })
+    })
 }

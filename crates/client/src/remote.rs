@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{check_owner, check_range, ListPage, ObjectStat, ObjectStore, StoreError};
+use archipelago_store::{
+    check_copy, check_owner, check_range, ListPage, ObjectStat, ObjectStore, StoreError,
+};
 
 use crate::Client;
 
@@ -163,10 +165,7 @@ impl ObjectStore for RemoteStore {
         len: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
-        check_name(src)?;
-        check_name(dst)?;
-        check_range(src, src_offset, len)?;
-        check_range(dst, dst_offset, len)?;
+        check_copy(src, src_offset, dst, dst_offset, len)?;
         // The destination is created if missing: NotFound is the source's.
         self.with(src, "copy", |c, port| {
             c.copy(port, src, src_offset, dst, dst_offset, len)?;

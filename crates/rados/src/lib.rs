@@ -71,8 +71,8 @@ use std::time::{Duration, Instant};
 
 use archipelago_protocol::names::check_store_name;
 use archipelago_store::{
-    check_owner, check_range, content_name_of, strip_trailing_zeros, AsyncIo, IoDone, ObjectStat,
-    ObjectStore, StoreError,
+    check_copy, check_owner, check_range, content_name_of, strip_trailing_zeros, AsyncIo, IoDone,
+    ObjectStat, ObjectStore, StoreError,
 };
 use client::{Cluster, Errno, IoCtx, Locker, WriteOp};
 
@@ -648,10 +648,7 @@ impl ObjectStore for RadosStore {
         len: u64,
         _durable: bool,
     ) -> Result<(), StoreError> {
-        check_store_name(src.as_bytes())?;
-        check_store_name(dst.as_bytes())?;
-        check_range(src, src_offset, len)?;
-        check_range(dst, dst_offset, len)?;
+        check_copy(src, src_offset, dst, dst_offset, len)?;
         let c = self.live(dst, false)?;
         let len = usize::try_from(len).map_err(|_| StoreError::InvalidArgument {
             name: src.to_owned(),

@@ -445,6 +445,21 @@ pub(crate) fn check_name(name: &str) -> Result<&str, StoreError> {
     )?)
 }
 
+/// Checks the arguments of [`ObjectStore::copy`]: both names, and both
+/// ranges addressable. What every driver checks first.
+pub fn check_copy(
+    src: &str,
+    src_offset: u64,
+    dst: &str,
+    dst_offset: u64,
+    len: u64,
+) -> Result<(), StoreError> {
+    check_name(src)?;
+    check_name(dst)?;
+    check_range(src, src_offset, len)?;
+    check_range(dst, dst_offset, len)
+}
+
 /// Checks that `[offset, offset + len)` is addressable (ends at or before
 /// `i64::MAX`, the largest file offset): the range check every driver
 /// makes first.

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ListPage,
-    ObjectStat, ObjectStore, StoreError,
+    check_copy, check_name, check_owner, check_range, content_name_of, strip_trailing_zeros,
+    ListPage, ObjectStat, ObjectStore, StoreError,
 };
 
 /// An [`ObjectStore`] in memory: one mutex over a sorted map of objects
@@ -220,10 +220,7 @@ impl ObjectStore for MemoryStore {
         len: u64,
         _durable: bool,
     ) -> Result<(), StoreError> {
-        check_name(src)?;
-        check_name(dst)?;
-        check_range(src, src_offset, len)?;
-        check_range(dst, dst_offset, len)?;
+        check_copy(src, src_offset, dst, dst_offset, len)?;
         let mut state = self.lock();
         let obj = state
             .objects

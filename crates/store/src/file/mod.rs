@@ -21,8 +21,8 @@ use self::fdcache::FdCache;
 use self::locks::LockFiles;
 use self::temp::{TempArea, TempFile};
 use crate::{
-    check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, ListPage,
-    ObjectStat, ObjectStore, StoreError,
+    check_copy, check_name, check_owner, check_range, content_name_of, strip_trailing_zeros,
+    ListPage, ObjectStat, ObjectStore, StoreError,
 };
 
 /// Content of `<dir>/FORMAT`.
@@ -618,10 +618,7 @@ impl ObjectStore for FileStore {
         len: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
-        check_name(src)?;
-        check_name(dst)?;
-        check_range(src, src_offset, len)?;
-        check_range(dst, dst_offset, len)?;
+        check_copy(src, src_offset, dst, dst_offset, len)?;
         let durable = self.durable(durable);
         let src_file = self.open_existing(src, "copy")?;
         let src_size = src_file

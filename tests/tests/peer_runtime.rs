@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use archipelago_blocker::Blocker;
+use archipelago_blockerd::Blocker;
 use archipelago_client::Client;
 use archipelago_e2e::{Peer as ChildPeer, TempSegment};
 use archipelago_peer::{Ctx, Done, Handler, Peer, PeerArgs};

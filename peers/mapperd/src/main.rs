@@ -1,4 +1,5 @@
-//! `mapperd`: serves volume maps over xseg. Maps and locks live on the
+//! `mapperd`: serves volume maps over xseg (the `archipelago_mapperd`
+//! library does the work). Maps and locks live on the
 //! blocker at `--blockerm-port`, volume data on the one at
 //! `--blockerb-port`; the mapper reaches both through the segment.
 //!
@@ -6,14 +7,12 @@
 //! mapperd --port 3 --blockerb-port 1 --blockerm-port 2 --host-id host-a
 //! ```
 
-mod handler;
-mod null;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use archipelago_client::RemoteStore;
 use archipelago_mapper::Mapper;
+use archipelago_mapperd::{MapperHandler, NullMapper};
 use archipelago_peer::{init_logging, PeerArgs};
 use clap::Parser;
 
@@ -48,12 +47,10 @@ fn main() -> ExitCode {
     let data = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerb_port));
     let mapper = Arc::new(Mapper::new(maps, data, cli.peer.host_id()));
     let threads = cli.peer.threads as usize;
-    archipelago_peer::serve("mapperd", &cli.peer, || {
-        handler::MapperHandler::new(mapper, threads)
-    })
+    archipelago_peer::serve("mapperd", &cli.peer, || MapperHandler::new(mapper, threads))
 }
 
 /// Runs the null mapper.
 fn serve_null(cli: &Cli) -> ExitCode {
-    archipelago_peer::serve("mapperd", &cli.peer, null::NullMapper::default)
+    archipelago_peer::serve("mapperd", &cli.peer, NullMapper::default)
 }

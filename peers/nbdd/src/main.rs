@@ -1,8 +1,6 @@
-//! `nbdd`: serves the mapped volumes over NBD (see the `archipelago_nbd`
-//! library for the protocol). It binds its static port with the peer
-//! runtime, which answers PING and STATS (liveness for `archipelago`) and
-//! refuses everything else; the NBD work goes through its own dynamic
-//! ports, as a client of vlmcd and mapperd.
+//! `nbdd`: serves the mapped volumes over NBD; the `archipelago_nbd`
+//! library does the work (the protocol, the connections, the bridge to
+//! vlmcd and mapperd).
 //!
 //! ```text
 //! nbdd --port 5 --vlmcd-port 4 --mapperd-port 3 \
@@ -10,19 +8,12 @@
 //!      --socket /run/archipelago/nbd.sock --listen 127.0.0.1:10809
 //! ```
 
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use archipelago_nbd::{Server, Settings, Sock};
-use archipelago_peer::{init_logging, Ctx, Done, Handler, Peer, PeerArgs};
-use archipelago_protocol::{Error, ErrorCode, Op};
+use archipelago_nbdd::{Listeners, Settings};
+use archipelago_peer::{init_logging, PeerArgs};
 use clap::Parser;
-use xseg_shm::Request;
 
 /// Serve mapped Archipelago volumes over NBD.
 #[derive(Debug, Parser)]
@@ -60,116 +51,27 @@ struct Cli {
     queue_depth: usize,
 }
 
-/// Answers nothing but PING and STATS (the runtime does those).
-struct Refuse;
-
-impl Handler for Refuse {
-    fn handle(&mut self, _: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
-        let e = Error::with(
-            ErrorCode::Unsupported,
-            format!("nbdd serves NBD, not {}", op.name()),
-        );
-        Some((req, Done::Failed(e)))
-    }
-}
-
-static HUP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_hup(_: std::os::raw::c_int) {
-    HUP.store(true, Ordering::SeqCst);
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.peer.log_level);
-    match run(&cli) {
-        Ok(code) => code,
+    let settings = Settings {
+        segment: cli.peer.segment.clone(),
+        vlmcd: cli.vlmcd_port,
+        mapperd: cli.mapperd_port,
+        mapped_file: cli.mapped_file,
+        status_file: cli.status_file,
+        depth: cli.queue_depth.max(1),
+    };
+    let on = Listeners {
+        socket: cli.socket,
+        tcp: cli.listen,
+    };
+    match archipelago_nbdd::serve(&cli.peer, settings, &on) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("nbdd: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn run(cli: &Cli) -> Result<ExitCode, String> {
-    if cli.socket.is_none() && cli.listen.is_none() {
-        return Err("nothing to serve on: give --socket and/or --listen".into());
-    }
-    let mut peer = Peer::start(&cli.peer).map_err(|e| e.to_string())?;
-    let server = Server::new(Settings {
-        segment: cli.peer.segment.clone(),
-        vlmcd: cli.vlmcd_port,
-        mapperd: cli.mapperd_port,
-        mapped_file: cli.mapped_file.clone(),
-        status_file: cli.status_file.clone(),
-        depth: cli.queue_depth.max(1),
-    })
-    .map_err(|e| e.to_string())?;
-    if let Some(path) = &cli.socket {
-        let _ = std::fs::remove_file(path);
-        let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let s = server.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                match c {
-                    Ok(c) => spawn(&s, Sock::Unix(c)),
-                    Err(e) => log::warn!("accept: {e}"),
-                }
-            }
-        });
-        log::info!("serving NBD on {}", path.display());
-    }
-    if let Some(addr) = &cli.listen {
-        let l = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
-        // The bound address: with port 0 the kernel chose one.
-        let bound = l
-            .local_addr()
-            .map_or_else(|_| addr.clone(), |a| a.to_string());
-        let s = server.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                match c {
-                    Ok(c) => {
-                        let _ = c.set_nodelay(true);
-                        spawn(&s, Sock::Tcp(c))
-                    }
-                    Err(e) => log::warn!("accept: {e}"),
-                }
-            }
-        });
-        log::info!("serving NBD on {bound}");
-    }
-    let handler = nix::sys::signal::SigHandler::Handler(on_hup);
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe.
-    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGHUP, handler) }
-        .map_err(|e| e.to_string())?;
-    let s = server.clone();
-    std::thread::spawn(move || loop {
-        if HUP.swap(false, Ordering::SeqCst) {
-            s.reload();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    });
-    let drained = peer.run(&mut Refuse).map_err(|e| e.to_string())?;
-    server.unpublish();
-    if let Some(path) = &cli.socket {
-        let _ = std::fs::remove_file(path);
-    }
-    log::info!("stopped");
-    Ok(if drained {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn spawn(server: &Arc<Server>, sock: Sock) {
-    let s = server.clone();
-    if let Err(e) = std::thread::Builder::new()
-        .name("nbd-conn".into())
-        .spawn(move || s.serve(sock))
-    {
-        log::warn!("cannot serve a connection: {e}");
     }
 }

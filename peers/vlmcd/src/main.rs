@@ -1,4 +1,5 @@
-//! `vlmcd`: the volume composer. Clients send every volume operation here;
+//! `vlmcd`: the volume composer (the `archipelago_vlmcd` library does the
+//! work). Clients send every volume operation here;
 //! it asks the mapper (`--mapper-port`) where a range lives and does the
 //! data I/O on the data blocker (`--blockerb-port`), forwarding volume
 //! management to the mapper.
@@ -7,12 +8,10 @@
 //! vlmcd --port 4 --mapper-port 3 --blockerb-port 1
 //! ```
 
-mod compose;
-mod handler;
-
 use std::process::ExitCode;
 
 use archipelago_peer::{init_logging, PeerArgs};
+use archipelago_vlmcd::{Composer, Ports};
 use clap::Parser;
 
 /// Serve volume I/O over xseg, composed from the mapper and the data blocker.
@@ -35,7 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.peer.log_level);
     archipelago_peer::serve("vlmcd", &cli.peer, || {
-        handler::Composer::new(handler::Ports {
+        Composer::new(Ports {
             mapper: cli.mapper_port,
             blocker: cli.blockerb_port,
         })

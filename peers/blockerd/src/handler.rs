@@ -1,38 +1,5 @@
-//! The blocker: object store operations served over xseg.
-//!
-//! [`Blocker`] is the [`Handler`] the `blockerd` peer runs. The loop thread
-//! only decodes and validates; every store call runs on a pool of worker
-//! threads, each holding a detached request (its data buffer is read or
-//! filled in place, in the segment, with no copy), and completes through
-//! the peer's [`Completer`]. Two instances play the original's two roles:
-//! data objects (blockerb) and maps and locks (blockerm).
-//!
-//! | op | target | payload in | reply |
-//! |---|---|---|---|
-//! | READ | object | — | `size` bytes at `offset`, zeros past the end; missing object: `NotFound` |
-//! | WRITE | object | data | `serviced = size`; `FUA` makes it durable first |
-//! | WRITE_FULL | object | data | atomic replace |
-//! | DELETE | object | — | |
-//! | INFO | object | — | [`InfoReply`] |
-//! | COPY | destination | [`CopyRequest`] | `size` bytes from the source's `src_offset` to `offset` |
-//! | HASH | object | — | [`NameField`]: content name of `size` bytes at `offset`, stored |
-//! | HASH | empty | data (`size` bytes) | [`NameField`]: the data stored by content (`store_content`) |
-//! | SYNC, FLUSH | — | — | everything acknowledged is durable |
-//! | ACQUIRE | lock name | [`LockOwner`] | [`LockOwner`] with the fencing token; `Locked` with the owner |
-//! | RELEASE | lock name | [`LockOwner`] | `FORCE` breaks the lock whoever holds it, replying a [`LockOwner`] naming the previous owner (empty: it was free); `Locked` with the holder |
-//! | LOCK_INFO | lock name | — | [`LockOwner`]: holder and token; `NotFound` if free |
-//! | LIST | prefix | — | names separated by NUL, `serviced` bytes |
-//!
-//! A store with an asynchronous path ([`ObjectStore::async_io`], RADOS)
-//! serves READ and WRITE without the workers: the loop thread starts the
-//! operation and the store's callback completes the request, so the
-//! number of operations in flight is not bounded by the worker count.
-//!
-//! Locks never block: ACQUIRE of a lock another owner holds fails at once
-//! with `Locked` naming the owner, `NO_WAIT` or not (the original's blocking
-//! acquire tied up a worker forever).
-
-#![warn(missing_docs)]
+//! [`Blocker`], the handler: decodes and validates on the loop thread,
+//! runs store calls on the workers (or the store's asynchronous path).
 
 use std::sync::Arc;
 

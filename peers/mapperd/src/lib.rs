@@ -1,0 +1,12 @@
+//! The mapper peer (`mapperd`): a [`Mapper`](archipelago_mapper::Mapper)
+//! served over xseg. [`MapperHandler`] decodes each request, runs it on a
+//! worker thread and encodes the reply (the op table is in [`handler`]);
+//! [`NullMapper`] is the benchmark ceiling of `mapperd --null`.
+
+#![warn(missing_docs)]
+
+pub mod handler;
+pub mod null;
+
+pub use handler::MapperHandler;
+pub use null::NullMapper;

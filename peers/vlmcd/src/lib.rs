@@ -1,0 +1,14 @@
+//! The volume composer peer (`vlmcd`). Clients send every volume
+//! operation here; [`Composer`] asks the mapper where a range lives, does
+//! the data I/O on the data blocker, and forwards volume management to the
+//! mapper once the volume's I/O has drained where the operation needs it
+//! (the table is in [`handler`]). [`compose`] holds the pure pieces:
+//! classing, planning the pieces of a request, the per-volume gate and
+//! the pending commits.
+
+#![warn(missing_docs)]
+
+pub mod compose;
+pub mod handler;
+
+pub use handler::{Composer, Ports};

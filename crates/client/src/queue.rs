@@ -286,16 +286,7 @@ impl IoQueue {
                 index,
                 keep,
                 deadline: Instant::now() + self.timeout,
-                mutates: !matches!(
-                    call.op,
-                    Op::Read
-                        | Op::Info
-                        | Op::MapRead
-                        | Op::Ping
-                        | Op::Stats
-                        | Op::LockInfo
-                        | Op::List
-                ),
+                mutates: call.op.spec().mutates,
             },
         );
         Ok(())

@@ -28,7 +28,7 @@ pub mod sizes;
 
 pub use error::{Error, ErrorCode};
 pub use flags::Flags;
-pub use op::Op;
+pub use op::{Op, Route, Spec};
 pub use role::{Role, CLIENT_PORTS_START};
 
 /// Version of this protocol, written into the header of segments created

@@ -52,23 +52,7 @@ impl Blocker {
 
 impl Handler for Blocker {
     fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
-        let supported = matches!(
-            op,
-            Op::Read
-                | Op::Write
-                | Op::WriteFull
-                | Op::Delete
-                | Op::Info
-                | Op::Copy
-                | Op::Hash
-                | Op::Sync
-                | Op::Flush
-                | Op::Acquire
-                | Op::Release
-                | Op::LockInfo
-                | Op::List
-        );
-        if !supported {
+        if !op.spec().blocker {
             let e = Error::with(
                 ErrorCode::Unsupported,
                 format!("a blocker does not serve {op}"),

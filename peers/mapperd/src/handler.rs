@@ -36,33 +36,6 @@ use archipelago_protocol::payload::{
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use xseg_shm::{Detached, Request};
 
-/// The ops a mapper serves (besides PING and STATS, the runtime's).
-pub fn serves(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Create
-            | Op::Info
-            | Op::Open
-            | Op::Close
-            | Op::Snapshot
-            | Op::Clone
-            | Op::Delete
-            | Op::Rename
-            | Op::Resize
-            | Op::MapRead
-            | Op::MapWrite
-            | Op::MapCommit
-            | Op::Discard
-            | Op::WriteZeroes
-            | Op::Hash
-            | Op::Update
-            | Op::OpenList
-            | Op::Lineage
-            | Op::Flatten
-            | Op::Rollback
-    )
-}
-
 /// A request's header fields.
 #[derive(Debug, Clone, Copy)]
 pub struct Args<'a> {
@@ -386,7 +359,7 @@ impl MapperHandler {
 
 impl Handler for MapperHandler {
     fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
-        if !serves(op) {
+        if !op.spec().mapper {
             let e = Error::with(
                 ErrorCode::Unsupported,
                 format!("a mapper does not serve {op}"),

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use archipelago_protocol::payload::MapExtent;
-use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 
 /// How a client request goes through the composer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,31 +49,22 @@ pub enum Action {
 
 /// Classes a client request by op, flags, size and target.
 pub fn class(op: Op, flags: Flags, size: u64, target: &[u8]) -> Class {
-    match op {
-        Op::Read if size == 0 => Class::Nothing,
-        Op::Read => Class::Io(Io::Read),
+    match op.spec().composer {
+        Route::Read if size == 0 => Class::Nothing,
+        Route::Read => Class::Io(Io::Read),
         // A zero-length write with FLUSH is a flush (as in the original).
-        Op::Write if size == 0 && flags.contains(Flags::FLUSH) => Class::Barrier(Action::Sync),
-        Op::Write if size == 0 => Class::Nothing,
-        Op::Write => Class::Io(Io::Write),
-        Op::Discard | Op::WriteZeroes if size == 0 => Class::Nothing,
-        Op::Discard | Op::WriteZeroes => Class::Io(Io::Zero),
-        Op::Flush | Op::Sync if target.is_empty() => Class::Free(Action::Sync),
-        Op::Flush | Op::Sync => Class::Barrier(Action::Sync),
-        Op::Close | Op::Snapshot | Op::Delete | Op::Rename | Op::Resize | Op::Rollback => {
-            Class::Barrier(Action::Forward)
-        }
+        Route::Write if size == 0 && flags.contains(Flags::FLUSH) => Class::Barrier(Action::Sync),
+        Route::Write if size == 0 => Class::Nothing,
+        Route::Write => Class::Io(Io::Write),
+        Route::Zero if size == 0 => Class::Nothing,
+        Route::Zero => Class::Io(Io::Zero),
+        Route::Sync if target.is_empty() => Class::Free(Action::Sync),
+        Route::Sync => Class::Barrier(Action::Sync),
+        Route::Barrier => Class::Barrier(Action::Forward),
         // A flatten step is not a barrier: the mapper serialises its copy
         // of an object with the writes to it, and I/O goes on meanwhile.
-        Op::Create
-        | Op::Info
-        | Op::Open
-        | Op::Clone
-        | Op::Hash
-        | Op::Update
-        | Op::Lineage
-        | Op::Flatten => Class::Free(Action::Forward),
-        _ => Class::Unsupported,
+        Route::Forward => Class::Free(Action::Forward),
+        Route::Refused => Class::Unsupported,
     }
 }
 

@@ -17,7 +17,6 @@
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod lineage;
@@ -35,8 +34,10 @@ pub use volume::{VolumeExtent, VolumeInfo};
 use archipelago_protocol::payload::{
     CopyRequest, InfoReply, LockOwner, NameField, Payload, StatsReply,
 };
-use archipelago_protocol::{Error, ErrorCode, Flags, Op, PROTOCOL_VERSION};
-use xseg_shm::{status, Port, Segment, SegmentName, TransportError};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use archipelago_wire::attach;
+pub use archipelago_wire::Call;
+use xseg_shm::{status, Port};
 
 /// A reply: bytes serviced and the data buffer's contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,98 +46,6 @@ pub struct Reply {
     pub serviced: u64,
     /// The data buffer after the call.
     pub data: Vec<u8>,
-}
-
-/// One request to send.
-#[derive(Debug, Clone)]
-pub struct Call<'a> {
-    /// Destination port.
-    pub dst: u32,
-    /// Operation.
-    pub op: Op,
-    /// Target name.
-    pub target: &'a [u8],
-    /// Byte offset.
-    pub offset: u64,
-    /// Byte count.
-    pub size: u64,
-    /// Flags.
-    pub flags: Flags,
-    /// Data sent (copied into the request's buffer).
-    pub data: &'a [u8],
-    /// Room for the reply in the buffer (the buffer is the larger of this
-    /// and `data`).
-    pub reply_room: u64,
-}
-
-impl<'a> Call<'a> {
-    /// A call of `op` on `target` at `dst`, everything else zero.
-    pub fn new(dst: u32, op: Op, target: &'a [u8]) -> Call<'a> {
-        Call {
-            dst,
-            op,
-            target,
-            offset: 0,
-            size: 0,
-            flags: Flags::NONE,
-            data: &[],
-            reply_room: 0,
-        }
-    }
-}
-
-/// Attaches to `segment` (name or path), checking the protocol version.
-pub(crate) fn attach(segment: &str) -> Result<Arc<Segment>, Error> {
-    let name = SegmentName::parse(segment)
-        .map_err(|e| Error::with(ErrorCode::InvalidArgument, e.to_string()))?;
-    let seg = Segment::attach(&name, Some(PROTOCOL_VERSION))
-        .map_err(|e| Error::with(ErrorCode::Io, e.to_string()))?;
-    Ok(Arc::new(seg))
-}
-
-/// A transport failure sending to `dst`, as a protocol error.
-pub(crate) fn transport_error(dst: u32, e: TransportError) -> Error {
-    match e {
-        TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
-        TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => {
-            Error::with(ErrorCode::PeerDied, format!("no peer serves port {dst}"))
-        }
-        _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
-    }
-}
-
-/// Gets a descriptor on `port`, fills it from `call` with `tag`, and
-/// submits it; returns the descriptor's index (to cancel it while queued).
-/// Nothing is left held on failure.
-pub(crate) fn submit_call(port: &Port, call: &Call<'_>, tag: u64) -> Result<u32, Error> {
-    let mut req = port
-        .get(call.dst)
-        .map_err(|e| transport_error(call.dst, e))?;
-    let fill = (|| {
-        port.set_target(&mut req, call.target)?;
-        let len = (call.data.len() as u64).max(call.reply_room);
-        if len > 0 {
-            port.alloc_data(&mut req, len)?;
-            port.data_mut(&mut req)[..call.data.len()].copy_from_slice(call.data);
-        }
-        Ok(())
-    })();
-    if let Err(e) = fill {
-        port.put(req);
-        return Err(transport_error(call.dst, e));
-    }
-    let index = req.index();
-    let d = port.desc(&req);
-    d.set_tag(tag);
-    d.set_op(call.op.code());
-    d.set_offset(call.offset);
-    d.set_size(call.size);
-    d.set_flags(call.flags.0);
-    if let Err(rejected) = port.submit(req) {
-        port.put(rejected.request);
-        return Err(transport_error(call.dst, rejected.error));
-    }
-    Ok(index)
 }
 
 /// A client port.
@@ -175,7 +84,7 @@ impl Client {
         let p = &self.port;
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1));
-        let index = submit_call(p, call, tag)?;
+        let index = archipelago_wire::submit(p, call, tag)?;
         let reply = self.wait(call.dst, index, tag)?;
         let d = p.desc(&reply);
         let result = if d.status() == status::SERVED {
@@ -185,7 +94,7 @@ impl Client {
             })
         } else {
             // The peer's detail if it gave one, else the name we asked about.
-            Err(archipelago_protocol::reply::error_of(d, || {
+            Err(archipelago_wire::reply::error_of(d, || {
                 String::from_utf8_lossy(call.target).into_owned()
             }))
         };

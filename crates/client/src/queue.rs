@@ -150,7 +150,7 @@ impl std::fmt::Debug for IoQueue {
 impl IoQueue {
     /// Attaches to `segment` (name or path) and binds a dynamic port.
     pub fn connect(segment: &str) -> Result<IoQueue, Error> {
-        IoQueue::bind(&crate::attach(segment)?)
+        IoQueue::bind(&archipelago_wire::attach(segment)?)
     }
 
     /// Binds a dynamic port of an attached segment.
@@ -277,7 +277,7 @@ impl IoQueue {
         }
         let tag = self.next_tag;
         self.next_tag = tag.wrapping_add(1);
-        let index = crate::submit_call(&self.port, call, tag)?;
+        let index = archipelago_wire::submit(&self.port, call, tag)?;
         self.pending.insert(
             tag,
             Pending {
@@ -397,7 +397,7 @@ impl IoQueue {
                 }),
             );
         } else {
-            let error = archipelago_protocol::reply::error_of(d, || {
+            let error = archipelago_wire::reply::error_of(d, || {
                 String::from_utf8_lossy(d.target().as_bytes()).into_owned()
             });
             f(p.user_tag, Err(error));

@@ -3,10 +3,9 @@
 //! through the composer. Every call takes the port to send to.
 
 use archipelago_protocol::payload::{
-    decode_extents, encode_commit, extents_size, CloneRequest, CreateRequest, HashReply, LockOwner,
-    MapExtent, NameField, Payload, VolumeInfoReply,
+    decode_extents, encode_commit, map_reply_room, CloneRequest, CreateRequest, HashReply,
+    LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
 };
-use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
 use archipelago_protocol::{Error, Flags, Op};
 
 use crate::{Call, Client, Reply};
@@ -218,13 +217,7 @@ impl Client {
         len: u64,
         cover: u64,
     ) -> Result<Vec<VolumeExtent>, Error> {
-        // Room for the most extents `cover` bytes can touch (smallest
-        // objects, unaligned at both ends).
-        let most = (cover / MIN_OBJECT_SIZE).saturating_add(2);
-        let reply = most
-            .saturating_mul(MapExtent::SIZE as u64)
-            .saturating_add(extents_size(0) as u64)
-            .min(MAX_MAP_REPLY);
+        let reply = map_reply_room(cover, MAX_MAP_REPLY);
         let r = self.call(&Call {
             offset,
             size: len,

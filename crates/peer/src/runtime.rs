@@ -447,7 +447,7 @@ impl Peer {
             Done::Failed(e) => {
                 self.failed += 1;
                 log::debug!("request failed: {e}");
-                archipelago_protocol::reply::fail_with_detail(&self.port, req, &e)
+                archipelago_wire::reply::fail_with_detail(&self.port, req, &e)
             }
         };
         if let Err(rejected) = sent {

@@ -22,7 +22,6 @@ mod flags;
 pub mod names;
 mod op;
 pub mod payload;
-pub mod reply;
 mod role;
 pub mod sizes;
 

@@ -536,6 +536,17 @@ pub fn extents_size(count: usize) -> usize {
     LIST_HEADER + count * MapExtent::SIZE
 }
 
+/// Room for a map reply (MAP_READ, MAP_WRITE, DISCARD) covering `bytes`
+/// of a volume: the most extents that many bytes can touch (the smallest
+/// objects, unaligned at both ends), at least a [`LockOwner`] (a `Locked`
+/// failure names the holder there), at most `max_buffer` (the segment's
+/// largest buffer).
+pub fn map_reply_room(bytes: u64, max_buffer: u64) -> u64 {
+    let most = (bytes / crate::sizes::MIN_OBJECT_SIZE).saturating_add(2);
+    let room = (extents_size(0) as u64).saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
+    room.max(LockOwner::SIZE as u64).min(max_buffer)
+}
+
 fn list_count(bytes: &[u8], what: &str, item: usize) -> Result<usize, Error> {
     if bytes.len() < LIST_HEADER {
         return Err(short(what, bytes.len(), LIST_HEADER));
@@ -646,6 +657,16 @@ impl Payload for HashReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_reply_room_fits_the_worst_case_within_the_largest_buffer() {
+        assert_eq!(
+            map_reply_room(0, 1 << 22),
+            LockOwner::SIZE.max(8 + 2 * 296) as u64
+        );
+        assert_eq!(map_reply_room(8192, 1 << 22), 8 + 4 * 296);
+        assert_eq!(map_reply_room(1 << 30, 1 << 22), 1 << 22);
+    }
     use core::mem::offset_of;
 
     #[test]

@@ -9,10 +9,6 @@ use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_store::{IoDone, ObjectStore, StoreError};
 use xseg_shm::{Detached, Request};
 
-fn store_err(e: StoreError) -> Error {
-    Error::with(e.code(), e.to_string())
-}
-
 fn too_small(have: usize, need: u64) -> Error {
     Error::with(
         ErrorCode::InvalidArgument,
@@ -100,7 +96,7 @@ impl Blocker {
         };
         match self.store.try_read_now(&name, offset, buf) {
             Some(r) => {
-                let done = Done::from(r.map(|_| size).map_err(store_err));
+                let done = Done::from(r.map(|_| size).map_err(Error::from));
                 Ok((d.into_request(), done))
             }
             None => Err(d.into_request()),
@@ -127,7 +123,7 @@ fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Co
     // `req` (its buffer in the segment) moves into the callback, which
     // alone gives it back: nothing else touches the buffer meanwhile.
     let done: IoDone = Box::new(move |r| {
-        completer.complete(req, Done::from(r.map(|_| size).map_err(store_err)));
+        completer.complete(req, Done::from(r.map(|_| size).map_err(Error::from)));
     });
     // SAFETY: `ptr` addresses the request's data buffer in the segment
     // (at least `n` bytes, checked above), which stays mapped and is not
@@ -160,26 +156,26 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             let n = need(size)?;
             store
                 .read(&name, offset, &mut req.data_mut()[..n])
-                .map_err(store_err)?;
+                .map_err(Error::from)?;
             Ok(size)
         }
         Op::Write => {
             let n = need(size)?;
             store
                 .write(&name, offset, &req.data()[..n], durable)
-                .map_err(store_err)?;
+                .map_err(Error::from)?;
             Ok(size)
         }
         Op::WriteFull => {
             let n = need(size)?;
             store
                 .write_full(&name, &req.data()[..n], durable)
-                .map_err(store_err)?;
+                .map_err(Error::from)?;
             Ok(size)
         }
-        Op::Delete => store.delete(&name).map(|_| 0).map_err(store_err),
+        Op::Delete => store.delete(&name).map(|_| 0).map_err(Error::from),
         Op::Info => {
-            let stat = store.stat(&name).map_err(store_err)?;
+            let stat = store.stat(&name).map_err(Error::from)?;
             let reply = InfoReply {
                 size: stat.size,
                 object_size: 0,
@@ -194,7 +190,7 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             let src = String::from_utf8_lossy(c.src.as_bytes()).into_owned();
             store
                 .copy(&src, c.src_offset, &name, offset, size, durable)
-                .map_err(store_err)?;
+                .map_err(Error::from)?;
             Ok(size)
         }
         Op::Hash if name.is_empty() => {
@@ -203,7 +199,7 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             need(NameField::SIZE as u64)?;
             let hex = store
                 .store_content(&req.data()[..n], durable)
-                .map_err(store_err)?;
+                .map_err(Error::from)?;
             NameField::new(hex.as_bytes())?.encode(req.data_mut())?;
             Ok(NameField::SIZE as u64)
         }
@@ -216,17 +212,21 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             }
             need(NameField::SIZE as u64)?;
             let mut content = vec![0u8; size as usize];
-            store.read(&name, offset, &mut content).map_err(store_err)?;
-            let hex = store.store_content(&content, durable).map_err(store_err)?;
+            store
+                .read(&name, offset, &mut content)
+                .map_err(Error::from)?;
+            let hex = store
+                .store_content(&content, durable)
+                .map_err(Error::from)?;
             NameField::new(hex.as_bytes())?.encode(req.data_mut())?;
             Ok(NameField::SIZE as u64)
         }
-        Op::Sync | Op::Flush => store.sync().map(|_| 0).map_err(store_err),
+        Op::Sync | Op::Flush => store.sync().map(|_| 0).map_err(Error::from),
         Op::Acquire | Op::Release => {
             let who = LockOwner::decode(req.data())?;
             let owner = who.owner.to_string_lossy();
             if op == Op::Release && flags.contains(Flags::FORCE) {
-                let previous = store.break_lock(&name).map_err(store_err)?;
+                let previous = store.break_lock(&name).map_err(Error::from)?;
                 LockOwner {
                     token: 0,
                     owner: NameField::new(previous.unwrap_or_default().as_bytes())?,
@@ -260,12 +260,12 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
                     .encode(req.data_mut())?;
                     Err(Error::with(ErrorCode::Locked, holder))
                 }
-                Err(e) => Err(store_err(e)),
+                Err(e) => Err(Error::from(e)),
             }
         }
         Op::LockInfo => {
             need(LockOwner::SIZE as u64)?;
-            match store.lock_owner(&name).map_err(store_err)? {
+            match store.lock_owner(&name).map_err(Error::from)? {
                 Some((owner, token)) => {
                     LockOwner {
                         token,
@@ -294,13 +294,13 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
                 let limit = usize::try_from(offset).unwrap_or(usize::MAX);
                 let page = store
                     .list_page(&name, (cursor_len > 0).then_some(cursor.as_str()), limit)
-                    .map_err(store_err)?;
+                    .map_err(Error::from)?;
                 // The next cursor first (empty: the last page).
                 out.extend_from_slice(page.next.unwrap_or_default().as_bytes());
                 out.push(0);
                 page.names
             } else {
-                store.list(&name).map_err(store_err)?
+                store.list(&name).map_err(Error::from)?
             };
             for n in names {
                 out.extend_from_slice(n.as_bytes());

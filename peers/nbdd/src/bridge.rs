@@ -9,8 +9,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
 use archipelago_client::{Call, IoQueue};
-use archipelago_protocol::payload::{decode_extents, extents_size, LockOwner, MapExtent, Payload};
-use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
+use archipelago_protocol::payload::{
+    decode_extents, map_reply_room, LockOwner, MapExtent, Payload,
+};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 
 use crate::proto::*;
@@ -228,12 +229,7 @@ impl IoWorker {
                     )
                 }
                 Kind::Status => {
-                    let most = (p.len / MIN_OBJECT_SIZE).saturating_add(2);
-                    let room = most
-                        .saturating_mul(MapExtent::SIZE as u64)
-                        .saturating_add(extents_size(0) as u64)
-                        .max(LockOwner::SIZE as u64)
-                        .min(self.max_reply);
+                    let room = map_reply_room(p.len, self.max_reply);
                     self.q.submit(
                         &Call {
                             offset: p.offset,

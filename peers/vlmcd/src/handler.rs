@@ -17,12 +17,10 @@
 use std::collections::HashMap;
 
 use archipelago_peer::{Ctx, Done, Handler};
-use archipelago_protocol::payload::{
-    decode_extents, encode_commit, extents_size, LockOwner, MapExtent, Payload,
-};
-use archipelago_protocol::sizes::MIN_OBJECT_SIZE;
+use archipelago_protocol::payload::{decode_extents, encode_commit, map_reply_room};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
-use xseg_shm::{status, Port, Request, TransportError};
+use archipelago_wire::{build, transport_error, Call};
+use xseg_shm::{status, Request};
 
 use crate::compose::{class, plan, plan_zeroes, Action, Class, Commits, Gate, Io, Step};
 
@@ -70,62 +68,6 @@ enum Sub {
     Forward,
 }
 
-/// A sub-request to build.
-struct Spec<'a> {
-    dst: u32,
-    op: Op,
-    target: &'a [u8],
-    offset: u64,
-    size: u64,
-    flags: Flags,
-    len: u64,
-}
-
-fn transport(e: TransportError) -> Error {
-    match e {
-        TransportError::Busy(_) => Error::with(ErrorCode::Busy, e.to_string()),
-        TransportError::NotBound(_) | TransportError::NoSuchPort { .. } => {
-            Error::with(ErrorCode::PeerDied, e.to_string())
-        }
-        _ => Error::with(ErrorCode::InvalidArgument, e.to_string()),
-    }
-}
-
-/// Takes a descriptor, fills it as `s` says, and lets `fill` write its
-/// data buffer (of `s.len` bytes).
-fn build(port: &Port, s: &Spec<'_>, fill: impl FnOnce(&mut [u8])) -> Result<Request, Error> {
-    let mut r = port.get(s.dst).map_err(transport)?;
-    let prepared = (|| {
-        port.set_target(&mut r, s.target)?;
-        if s.len > 0 {
-            port.alloc_data(&mut r, s.len)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = prepared {
-        port.put(r);
-        return Err(transport(e));
-    }
-    if s.len > 0 {
-        fill(port.data_mut(&mut r));
-    }
-    let d = port.desc(&r);
-    d.set_op(s.op.code());
-    d.set_offset(s.offset);
-    d.set_size(s.size);
-    d.set_flags(s.flags.0);
-    Ok(r)
-}
-
-/// Room for a map reply covering `size` bytes: the most extents that many
-/// bytes can touch (smallest objects, unaligned at both ends), within the
-/// segment's largest buffer.
-pub fn map_room(size: u64, max_buffer: u64) -> u64 {
-    let most = (size / MIN_OBJECT_SIZE).saturating_add(2);
-    let room = (extents_size(0) as u64).saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
-    room.max(LockOwner::SIZE as u64).min(max_buffer)
-}
-
 /// The volume composer.
 pub struct Composer {
     ports: Ports,
@@ -168,7 +110,8 @@ impl Composer {
                 Ok(())
             }
             Err(rejected) => {
-                let e = transport(rejected.error);
+                let dst = ctx.port().desc(&rejected.request).dst_port();
+                let e = transport_error(dst, rejected.error);
                 ctx.port().put(rejected.request);
                 Err(e)
             }
@@ -201,28 +144,30 @@ impl Composer {
                     // At most two partly covered objects come back.
                     Io::Zero => (Op::Discard, 0),
                 };
-                let spec = Spec {
+                let call = Call {
                     dst: self.ports.mapper,
                     op,
                     target: &p.volume,
                     offset: p.offset,
                     size: p.size,
                     flags: Flags(p.flags.0 & Flags::ASSUME_V0.0),
-                    len: map_room(room, port.segment().max_buffer()),
+                    data: &[],
+                    reply_room: map_reply_room(room, port.segment().max_buffer()),
                 };
-                (Sub::Map, build(port, &spec, |_| {})?)
+                (Sub::Map, build(port, &call, |_| {})?)
             }
             Class::Barrier(Action::Sync) | Class::Free(Action::Sync) => {
-                let spec = Spec {
+                let call = Call {
                     dst: self.ports.blocker,
                     op: Op::Sync,
                     target: b"",
                     offset: 0,
                     size: 0,
                     flags: Flags::NONE,
-                    len: 0,
+                    data: &[],
+                    reply_room: 0,
                 };
-                (Sub::Sync, build(port, &spec, |_| {})?)
+                (Sub::Sync, build(port, &call, |_| {})?)
             }
             Class::Barrier(Action::Forward) | Class::Free(Action::Forward) => {
                 let data = port.data(&p.req);
@@ -232,19 +177,17 @@ impl Composer {
                     Class::Barrier(_) => p.flags | Flags::DRAINED,
                     _ => Flags(p.flags.0 & !Flags::DRAINED.0),
                 };
-                let spec = Spec {
+                let call = Call {
                     dst: self.ports.mapper,
                     op: p.op,
                     target: &p.volume,
                     offset: p.offset,
                     size: p.size,
                     flags,
-                    len: data.len() as u64,
+                    data,
+                    reply_room: 0,
                 };
-                (
-                    Sub::Forward,
-                    build(port, &spec, |buf| buf.copy_from_slice(data))?,
-                )
+                (Sub::Forward, build(port, &call, |_| {})?)
             }
             Class::Nothing | Class::Unsupported => return Ok(()),
         };
@@ -302,22 +245,23 @@ impl Composer {
                 continue;
             };
             let port = ctx.port();
-            let spec = Spec {
+            let call = Call {
                 dst: self.ports.blocker,
                 op: if write { Op::Write } else { Op::Read },
                 target: object,
                 offset: piece.offset_in_object,
                 size: piece.len,
                 flags,
-                len: piece.len,
+                data: &[],
+                reply_room: piece.len,
             };
             let built = if zero {
-                build(port, &spec, |buf| buf[..len].fill(0))
+                build(port, &call, |buf| buf[..len].fill(0))
             } else if write {
                 let data = &port.data(&p.req)[pos..pos + len];
-                build(port, &spec, |buf| buf[..len].copy_from_slice(data))
+                build(port, &call, |buf| buf[..len].copy_from_slice(data))
             } else {
-                build(port, &spec, |_| {})
+                build(port, &call, |_| {})
             };
             let sent = built.and_then(|r| {
                 let sub = Sub::Data {
@@ -388,16 +332,17 @@ impl Composer {
             String::from_utf8_lossy(volume)
         );
         let payload = encode_commit(&[index])?;
-        let spec = Spec {
+        let call = Call {
             dst: self.ports.mapper,
             op: Op::MapCommit,
             target: volume,
             offset: 0,
             size: 0,
             flags: Flags::NONE,
-            len: payload.len() as u64,
+            data: &payload,
+            reply_room: 0,
         };
-        let r = build(ctx.port(), &spec, |buf| buf.copy_from_slice(&payload))?;
+        let r = build(ctx.port(), &call, |_| {})?;
         self.send(ctx, id, Sub::Commit { index }, r)
     }
 
@@ -486,7 +431,7 @@ impl Handler for Composer {
         let port = ctx.port();
         let d = port.desc(&reply);
         let failure = (d.status() != status::SERVED).then(|| {
-            archipelago_protocol::reply::error_of(d, || {
+            archipelago_wire::reply::error_of(d, || {
                 format!(
                     "{} of {}",
                     Op::from_code(d.op()).map_or("request", Op::name),
@@ -577,20 +522,5 @@ impl Composer {
         if self.reqs.get(&id).is_some_and(|p| p.outstanding == 0) {
             self.data_done(ctx, id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn map_room_fits_the_worst_case_within_the_largest_buffer() {
-        assert_eq!(
-            map_room(0, 1 << 22),
-            LockOwner::SIZE.max(8 + 2 * 296) as u64
-        );
-        assert_eq!(map_room(8192, 1 << 22), 8 + 4 * 296);
-        assert_eq!(map_room(1 << 30, 1 << 22), 1 << 22);
     }
 }

@@ -9,7 +9,7 @@
 
 use xseg_shm::{Descriptor, Port, Rejected, Request};
 
-use crate::{Error, ErrorCode, Flags};
+use archipelago_protocol::{Error, ErrorCode, Flags};
 
 /// Fails `req` on `port` with `error`, carrying its detail (cut at a
 /// character boundary to 256 bytes) in the target field.

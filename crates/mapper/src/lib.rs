@@ -121,7 +121,7 @@
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | `load` | reading a volume's map: headers and chunks of every format, the rename marker, the chunk cache |
+//! | [`load`] (public) | reading maps: headers and chunks of every format, from any store, with a bounded retry of reads an object's replacement cut (the garbage collector uses it too); for the mapper, the rename marker and the chunk cache |
 //! | `locks` | per-volume state on this host, storage locks, fencing |
 //! | `commit` | the commit point (chunks, then the header), pending writes, group commit |
 //! | `lifecycle` | create, info, open/close, snapshot, clone, remove, rename, update |
@@ -140,7 +140,7 @@ mod hash;
 mod io;
 mod lifecycle;
 mod lineage;
-mod load;
+pub mod load;
 mod locks;
 mod resize;
 

@@ -6,14 +6,14 @@
 //! `resize.rs`; flatten and rollback in `lineage.rs`.
 
 use archipelago_mapfmt::{
-    clone_from, detect, snapshot, upgrade, v2, Detected, Header, MapError,
-    DEFAULT_OBJECT_SIZE_LOG2, MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
+    clone_from, snapshot, upgrade, v2, Detected, Header, MapError, DEFAULT_OBJECT_SIZE_LOG2,
+    MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
 };
 use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
 
-use crate::load::{marker_name, Vol};
+use crate::load::{load_err, marker_name, read_map, read_old_map, LoadError, MapObject, Vol};
 use crate::locks::VolState;
 use crate::{check_name, err, map_err, random_id, store_err, upgrade_hint, Mapper};
 
@@ -407,15 +407,15 @@ impl Mapper {
             return Ok(()); // only format 3 volumes open for writing
         }
         self.locked(name, &mut st, |st, held| {
-            let bytes = self
-                .read_whole(name)?
-                .ok_or_else(|| Self::not_found(name))?;
-            let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
-            let detected = detect(first, assume_v0).map_err(|e| map_err(name, e))?;
-            if detected == Detected::V3 {
-                return Ok(());
-            }
-            let map = self.load_legacy(name, detected, &bytes, hint)?;
+            let (detected, bytes) = match read_map(&*self.maps, name, assume_v0) {
+                Ok(Some(MapObject::Old { format, bytes })) => (format, bytes),
+                // Format 3 already, decodable or not (only a format 3
+                // header is decoded by read_map): nothing to convert.
+                Ok(Some(MapObject::V3(_))) | Err(LoadError::Corrupt { .. }) => return Ok(()),
+                Ok(None) => return Err(Self::not_found(name)),
+                Err(e) => return Err(load_err(e)),
+            };
+            let map = read_old_map(&*self.maps, name, detected, &bytes, hint).map_err(load_err)?;
             let (h, chunks) = upgrade(&map, random_id()).map_err(|e| map_err(name, e))?;
             self.commit(name, Some(st), Some(held), chunks, &h)?;
             if detected == Detected::V2 {

@@ -1,23 +1,286 @@
-//! Map loading: a volume's header and chunks as the mapper reads them, in
-//! any format, with the rename marker resolved and chunks cached.
+//! Map loading: reading a map's header and chunks, in every format.
 //!
-//! Old maps (v0, v1, v2) are converted in memory to a format 3 header and
-//! chunks ([`Vol`]) so that every read path works on one shape. Chunks are
-//! immutable once a header names them, so the decoded ones are kept in an
-//! LRU whatever the lock; a header is served from the cache only while
-//! this host holds the volume's lock ([`Mapper::current`]).
+//! The free functions read from any [`ObjectStore`] and keep no state:
+//! the garbage collector (`archipelago-gc`) uses them too, so that what a
+//! map refers to is read one way, with one retry rule. A store read is
+//! not atomic with the stat that sized its buffer, so an object replaced
+//! in between (a header committed by another host, say) can be read at
+//! the wrong size: [`read_object`] reads again, at most [`READ_TRIES`]
+//! times, whenever the size the read reports is not the one it read at.
+//!
+//! The `impl Mapper` block adds what only the mapper does: the rename
+//! marker (a name renamed away loads as not found), old maps (v0, v1, v2)
+//! converted in memory to a format 3 header and chunks (`Vol`) so that
+//! every read path works on one shape, and the chunk cache. Chunks are
+//! immutable once a header names them, so decoded ones are cached
+//! whatever the lock; a header is served from the cache only while this
+//! host holds the volume's lock (`Mapper::current`).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use archipelago_mapfmt::{
-    detect, upgrade, v0, v1, v2, Chunk, ChunkRef, Detected, Entry, Header, LegacyMap,
+    detect, upgrade, v0, v1, v2, Chunk, ChunkRef, Detected, Entry, Header, LegacyMap, MapError,
+    DETECT_LEN, ENTRIES_PER_CHUNK,
 };
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::StoreError;
+use archipelago_store::{ObjectStore, StoreError};
 
 use crate::locks::VolState;
 use crate::{check_name, err, map_err, store_err, upgrade_hint, Mapper};
+
+/// How many times [`read_object`] reads an object whose size changes
+/// between the stat and the read before it gives up. A map object
+/// changes size only when a commit changes its shape (a resize, a new
+/// parent), so a second read almost always settles; the bound keeps a
+/// reader from spinning on an object rewritten without pause.
+pub const READ_TRIES: u32 = 8;
+
+/// Why a map could not be loaded. Each variant names the object.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A store call on `name` failed. An object whose size changed on
+    /// each of [`READ_TRIES`] reads is a [`StoreError::Io`] too.
+    Store {
+        /// The object.
+        name: String,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// `name` does not start as any map format ([`detect`] failed).
+    Unrecognised {
+        /// The object.
+        name: String,
+        /// What [`detect`] said.
+        error: MapError,
+    },
+    /// `name` is a map in an old format (v0, v1, v2) where format 3 was
+    /// asked for ([`read_header`]).
+    OldFormat {
+        /// The object.
+        name: String,
+        /// Its format.
+        format: Detected,
+    },
+    /// The map `name` is of a known format but does not decode: corrupt,
+    /// or not what it says it is.
+    Corrupt {
+        /// The object (the volume's name for an old map's parts).
+        name: String,
+        /// The decoder's error.
+        error: MapError,
+    },
+    /// A header names the chunk `name`, which does not exist.
+    MissingChunk {
+        /// The chunk object.
+        name: String,
+    },
+    /// The chunk `name` does not decode.
+    CorruptChunk {
+        /// The chunk object.
+        name: String,
+        /// The decoder's error.
+        error: MapError,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Store { name, error } => write!(f, "{name}: {error}"),
+            LoadError::Unrecognised { name, error } | LoadError::Corrupt { name, error } => {
+                write!(f, "{name}: {error}")
+            }
+            LoadError::OldFormat { name, format } => {
+                write!(f, "{name} is a format {} map", format.version())
+            }
+            LoadError::MissingChunk { name } => write!(f, "map chunk {name} is missing"),
+            LoadError::CorruptChunk { name, error } => write!(f, "map chunk {name}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Store { error, .. } => Some(error),
+            LoadError::Unrecognised { error, .. }
+            | LoadError::Corrupt { error, .. }
+            | LoadError::CorruptChunk { error, .. } => Some(error),
+            LoadError::OldFormat { .. } | LoadError::MissingChunk { .. } => None,
+        }
+    }
+}
+
+fn store_error(name: &str) -> impl FnOnce(StoreError) -> LoadError + '_ {
+    move |error| LoadError::Store {
+        name: name.to_owned(),
+        error,
+    }
+}
+
+/// The whole of the object `name`, `None` if it does not exist. Read
+/// again, at most [`READ_TRIES`] times, while the object's size at the
+/// read is not the size its buffer was made for (it was replaced in
+/// between, so the bytes may be a cut or a mix).
+pub fn read_object(store: &dyn ObjectStore, name: &str) -> Result<Option<Vec<u8>>, LoadError> {
+    for _ in 0..READ_TRIES {
+        let size = match store.stat(name) {
+            Ok(s) => s.size,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error(name)(e)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        match store.read(name, 0, &mut buf) {
+            Ok(read_at) if read_at == size => return Ok(Some(buf)),
+            Ok(_) => {} // replaced meanwhile: again, at its new size
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error(name)(e)),
+        }
+    }
+    Err(store_error(name)(StoreError::Io {
+        name: name.to_owned(),
+        op: "read",
+        source: std::io::Error::other(format!("its size changed under each of {READ_TRIES} reads")),
+    }))
+}
+
+/// A map object as stored: a format 3 header, or an old map's bytes (for
+/// [`read_old_map`]).
+#[derive(Debug)]
+pub enum MapObject {
+    /// Format 3.
+    V3(Header),
+    /// An old format.
+    Old {
+        /// Which one.
+        format: Detected,
+        /// The map object's bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// The map object `name`, its format detected (`assume_v0`: an object
+/// with no header is a v0 map, as [`detect`] says); `None` if it does not
+/// exist. Reads only the header of a format 3 map, not its chunks.
+pub fn read_map(
+    store: &dyn ObjectStore,
+    name: &str,
+    assume_v0: bool,
+) -> Result<Option<MapObject>, LoadError> {
+    let Some(bytes) = read_object(store, name)? else {
+        return Ok(None);
+    };
+    let first = &bytes[..bytes.len().min(DETECT_LEN)];
+    let format = detect(first, assume_v0).map_err(|error| LoadError::Unrecognised {
+        name: name.to_owned(),
+        error,
+    })?;
+    if format != Detected::V3 {
+        return Ok(Some(MapObject::Old { format, bytes }));
+    }
+    Header::decode(&bytes)
+        .map(|h| Some(MapObject::V3(h)))
+        .map_err(|error| LoadError::Corrupt {
+            name: name.to_owned(),
+            error,
+        })
+}
+
+/// The format 3 header `name` (live or removed; rename markers are not
+/// looked at), `None` if it does not exist; an old map is
+/// [`LoadError::OldFormat`].
+pub fn read_header(store: &dyn ObjectStore, name: &str) -> Result<Option<Header>, LoadError> {
+    match read_map(store, name, false)? {
+        None => Ok(None),
+        Some(MapObject::V3(h)) => Ok(Some(h)),
+        Some(MapObject::Old { format, .. }) => Err(LoadError::OldFormat {
+            name: name.to_owned(),
+            format,
+        }),
+    }
+}
+
+/// Decodes the old map `name` of `format` from its map object's `bytes`
+/// ([`read_map`]), reading its map-data objects for v2. `v0_size`: the
+/// size of a v0 map, which does not record it.
+pub fn read_old_map(
+    store: &dyn ObjectStore,
+    name: &str,
+    format: Detected,
+    bytes: &[u8],
+    v0_size: Option<u64>,
+) -> Result<LegacyMap, LoadError> {
+    let corrupt = |error| LoadError::Corrupt {
+        name: name.to_owned(),
+        error,
+    };
+    match format {
+        Detected::V0 => v0::decode(bytes, v0_size).map_err(corrupt),
+        Detected::V1 => v1::decode(bytes).map_err(corrupt),
+        Detected::V2 => {
+            let h = v2::decode_header(bytes).map_err(corrupt)?;
+            let per = v2::entries_per_object(h.blocksize);
+            let total = h.nr_objects();
+            let mut entries = Vec::with_capacity(total as usize);
+            let mut block = 0;
+            while (entries.len() as u64) < total {
+                let n = per.min(total - entries.len() as u64);
+                let obj = v2::map_object_name(name, block);
+                let mut buf = vec![0u8; (n as usize) * v2::ENTRY_LEN];
+                store.read(&obj, 0, &mut buf).map_err(store_error(&obj))?;
+                entries.extend(v2::decode_entries(&buf).map_err(corrupt)?);
+                block += 1;
+            }
+            v2::assemble(&h, entries).map_err(corrupt)
+        }
+        Detected::V3 => Err(LoadError::Corrupt {
+            name: name.to_owned(),
+            error: MapError::UnsupportedVersion {
+                what: "old map",
+                version: format.version(),
+            },
+        }),
+    }
+}
+
+/// The chunk `r` (nonzero) of a format 3 map. A header naming a chunk
+/// that is missing or does not decode is a broken map:
+/// [`LoadError::MissingChunk`], [`LoadError::CorruptChunk`].
+pub fn read_chunk(store: &dyn ObjectStore, r: ChunkRef) -> Result<Chunk, LoadError> {
+    let name = r.object_name().expect("a chunk to read is nonzero");
+    let bytes =
+        read_object(store, &name)?.ok_or_else(|| LoadError::MissingChunk { name: name.clone() })?;
+    Chunk::decode_as(&bytes, r).map_err(|error| LoadError::CorruptChunk { name, error })
+}
+
+/// The entries of `chunk`, which a header names at `slot`, with their
+/// object indexes in the volume.
+pub fn chunk_entries(chunk: &Chunk, slot: usize) -> impl Iterator<Item = (u64, &Entry)> + '_ {
+    let first = slot * ENTRIES_PER_CHUNK;
+    chunk
+        .entries()
+        .iter()
+        .enumerate()
+        .map(move |(at, e)| ((first + at) as u64, e))
+}
+
+/// The mapper's error for a failed load: the codes and details its
+/// callers have always seen (`Locked` with the owner, decode faults by
+/// their map error's code, a missing chunk as `Io`).
+pub(crate) fn load_err(e: LoadError) -> Error {
+    match e {
+        LoadError::Store { name, error } => store_err(&name, error),
+        LoadError::Unrecognised { name, error }
+        | LoadError::Corrupt { name, error }
+        | LoadError::CorruptChunk { name, error } => map_err(&name, error),
+        LoadError::OldFormat { name, .. } => upgrade_hint(&name),
+        LoadError::MissingChunk { name } => {
+            err(ErrorCode::Io, format!("map chunk {name} is missing"))
+        }
+    }
+}
 
 /// Estimated in-memory bytes of one decoded entry.
 const ENTRY_BYTES: usize = 40;
@@ -55,18 +318,9 @@ pub(crate) fn marker_name(volume_id: u64) -> String {
 }
 
 impl Mapper {
+    /// The whole map-store object `name` ([`read_object`]).
     pub(crate) fn read_whole(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let size = match self.maps.stat(name) {
-            Ok(s) => s.size,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(name, e)),
-        };
-        let mut buf = vec![0u8; size as usize];
-        match self.maps.read(name, 0, &mut buf) {
-            Ok(_) => Ok(Some(buf)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_err(name, e)),
-        }
+        read_object(&*self.maps, name).map_err(load_err)
     }
 
     pub(crate) fn not_found(name: &str) -> Error {
@@ -81,62 +335,29 @@ impl Mapper {
         v0_size: Option<u64>,
     ) -> Result<Vol, Error> {
         check_name(name)?;
-        let bytes = self
-            .read_whole(name)?
-            .ok_or_else(|| Self::not_found(name))?;
-        let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
-        let detected = detect(first, assume_v0).map_err(|e| map_err(name, e))?;
-        if detected == Detected::V3 {
-            let header = Header::decode(&bytes).map_err(|e| map_err(name, e))?;
-            if self.renamed_away(name, &header)? {
-                return Err(Self::not_found(name));
+        let (format, bytes) = match read_map(&*self.maps, name, assume_v0)
+            .map_err(load_err)?
+            .ok_or_else(|| Self::not_found(name))?
+        {
+            MapObject::V3(header) => {
+                if self.renamed_away(name, &header)? {
+                    return Err(Self::not_found(name));
+                }
+                return Ok(Vol {
+                    version: 3,
+                    header,
+                    legacy_chunks: None,
+                });
             }
-            return Ok(Vol {
-                version: 3,
-                header,
-                legacy_chunks: None,
-            });
-        }
-        let map = self.load_legacy(name, detected, &bytes, v0_size)?;
+            MapObject::Old { format, bytes } => (format, bytes),
+        };
+        let map = read_old_map(&*self.maps, name, format, &bytes, v0_size).map_err(load_err)?;
         let (header, chunks) = upgrade(&map, LEGACY_READ_ID).map_err(|e| map_err(name, e))?;
         Ok(Vol {
-            version: detected.version(),
+            version: format.version(),
             header,
             legacy_chunks: Some(chunks.into_iter().map(|c| (c.id(), Arc::new(c))).collect()),
         })
-    }
-
-    pub(crate) fn load_legacy(
-        &self,
-        name: &str,
-        detected: Detected,
-        bytes: &[u8],
-        v0_size: Option<u64>,
-    ) -> Result<LegacyMap, Error> {
-        let me = |e| map_err(name, e);
-        match detected {
-            Detected::V0 => v0::decode(bytes, v0_size).map_err(me),
-            Detected::V1 => v1::decode(bytes).map_err(me),
-            Detected::V2 => {
-                let h = v2::decode_header(bytes).map_err(me)?;
-                let per = v2::entries_per_object(h.blocksize);
-                let total = h.nr_objects();
-                let mut entries = Vec::with_capacity(total as usize);
-                let mut block = 0;
-                while (entries.len() as u64) < total {
-                    let n = per.min(total - entries.len() as u64);
-                    let obj = v2::map_object_name(name, block);
-                    let mut buf = vec![0u8; (n as usize) * v2::ENTRY_LEN];
-                    self.maps
-                        .read(&obj, 0, &mut buf)
-                        .map_err(|e| store_err(&obj, e))?;
-                    entries.extend(v2::decode_entries(&buf).map_err(me)?);
-                    block += 1;
-                }
-                v2::assemble(&h, entries).map_err(me)
-            }
-            Detected::V3 => unreachable!("handled by load"),
-        }
     }
 
     /// Whether a rename marker says `name` was renamed away (the new
@@ -205,11 +426,7 @@ impl Mapper {
         {
             return Ok(c);
         }
-        let name = r.object_name().expect("nonzero");
-        let bytes = self
-            .read_whole(&name)?
-            .ok_or_else(|| err(ErrorCode::Io, format!("map chunk {name} is missing")))?;
-        let c = Arc::new(Chunk::decode_as(&bytes, r).map_err(|e| map_err(&name, e))?);
+        let c = Arc::new(read_chunk(&*self.maps, r).map_err(load_err)?);
         self.cache_chunk(c.clone());
         Ok(c)
     }

@@ -1,14 +1,14 @@
 //! Per-volume state on this host, storage locks and fencing.
 //!
-//! Every operation on a volume works under its [`VolState`] mutex (two
-//! volumes: in name order, [`Mapper::two`]) and holds the volume's storage
+//! Every operation on a volume works under its `VolState` mutex (two
+//! volumes: in name order, `Mapper::two`) and holds the volume's storage
 //! lock, either the one its writable opens keep or one taken for the call
-//! ([`Mapper::locked`]). A lock can be broken by another host; before a
+//! (`Mapper::locked`). A lock can be broken by another host; before a
 //! change to the data store, and before each header commit of a held
 //! volume, the lock's owner and token are checked (fencing), and a broken
-//! lock forgets the volume's state. Kept apart so that the rule "a cached
-//! header never outlives its lock" (the crate docs) is enforced in one
-//! place.
+//! lock forgets the volume's state. Kept together because the state's
+//! cached header and pending writes are only as good as the lock behind
+//! them (the caching rule in the crate docs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -125,14 +125,28 @@ fn store_error(name: &str) -> impl FnOnce(StoreError) -> LoadError + '_ {
 /// read is not the size its buffer was made for (it was replaced in
 /// between, so the bytes may be a cut or a mix).
 pub fn read_object(store: &dyn ObjectStore, name: &str) -> Result<Option<Vec<u8>>, LoadError> {
+    read_settled(
+        name,
+        || store.stat(name).map(|s| s.size),
+        |buf| store.read(name, 0, buf),
+    )
+}
+
+/// [`read_object`] over its two store calls: `stat` gives the size,
+/// `read` fills a buffer of that size and gives the size at the read.
+fn read_settled(
+    name: &str,
+    stat: impl Fn() -> Result<u64, StoreError>,
+    read: impl Fn(&mut [u8]) -> Result<u64, StoreError>,
+) -> Result<Option<Vec<u8>>, LoadError> {
     for _ in 0..READ_TRIES {
-        let size = match store.stat(name) {
-            Ok(s) => s.size,
+        let size = match stat() {
+            Ok(size) => size,
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_error(name)(e)),
         };
         let mut buf = vec![0u8; size as usize];
-        match store.read(name, 0, &mut buf) {
+        match read(&mut buf) {
             Ok(read_at) if read_at == size => return Ok(Some(buf)),
             Ok(_) => {} // replaced meanwhile: again, at its new size
             Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -443,6 +457,55 @@ impl Mapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An object that grows by one byte under each of its first `grows`
+    /// reads (a commit replacing it between the stat and the read): the
+    /// calls `read_settled` makes, and how many reads it made.
+    fn growing(grows: u32) -> impl Fn(&str) -> (Result<Option<Vec<u8>>, LoadError>, u32) {
+        use std::cell::Cell;
+        move |name| {
+            let (size, reads) = (Cell::new(10u64), Cell::new(0));
+            let r = read_settled(
+                name,
+                || Ok(size.get()),
+                |buf| {
+                    reads.set(reads.get() + 1);
+                    if reads.get() <= grows {
+                        size.set(size.get() + 1);
+                    }
+                    buf.fill(7);
+                    Ok(size.get())
+                },
+            );
+            (r, reads.get())
+        }
+    }
+
+    #[test]
+    fn a_read_cut_by_a_replacement_is_read_again_at_the_new_size() {
+        let (r, reads) = growing(2)("obj");
+        assert_eq!(r.unwrap(), Some(vec![7; 12]));
+        assert_eq!(reads, 3);
+        let gone = read_settled(
+            "obj",
+            || Ok(4),
+            |_| Err(StoreError::NotFound { name: "obj".into() }),
+        );
+        assert_eq!(gone.unwrap(), None, "deleted between the stat and the read");
+    }
+
+    #[test]
+    fn an_object_that_never_settles_is_an_io_error_after_the_bound() {
+        let (r, reads) = growing(u32::MAX)("obj");
+        assert_eq!(reads, READ_TRIES);
+        match r {
+            Err(LoadError::Store {
+                name,
+                error: StoreError::Io { op: "read", .. },
+            }) => assert_eq!(name, "obj"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn rename_markers_use_the_unused_serial_0() {

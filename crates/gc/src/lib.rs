@@ -44,7 +44,9 @@
 //! 5. **Mark**: read every header; for each live one, load its chunks
 //!    (each distinct chunk once) and push every chunk and object name
 //!    into an external sorter. Then list the headers again and mark any
-//!    name not seen yet, until a listing finds none (a fixpoint).
+//!    name not seen yet, until a listing finds none (a fixpoint). Headers
+//!    and chunks are read by the mapper's [`load`], as the mapper reads
+//!    them.
 //! 6. **Sweep**: merge each sorted candidate file with the sorted
 //!    references and delete what the table above allows.
 //! 7. Make the generation even (finished) and release the lock.
@@ -162,7 +164,8 @@ use std::sync::Arc;
 use archipelago_mapfmt::gcmeta::{
     collecting, decode_generation, encode_generation, GC_PIN_PREFIX, GC_STATE_OBJECT,
 };
-use archipelago_mapfmt::{detect, Chunk, ChunkRef, Detected, Header, ENTRIES_PER_CHUNK};
+use archipelago_mapfmt::{Chunk, ChunkRef, Header};
+use archipelago_mapper::load::{self, LoadError};
 use archipelago_store::{ObjectStore, StoreError};
 
 use extsort::{ExternalSorter, NameFile};
@@ -311,20 +314,32 @@ fn stopped(o: &GcOptions) -> bool {
     o.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
-fn read_all(store: &dyn ObjectStore, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    let size = match store.stat(name) {
-        Ok(s) => s.size,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut buf = vec![0u8; size as usize];
-    match store.read(name, 0, &mut buf) {
-        Ok(n) if n as usize == buf.len() => Ok(Some(buf)),
-        // Replaced meanwhile: read again at its new size.
-        Ok(_) => read_all(store, name),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
+/// The collector's error for a failed load (through the mapper's
+/// [`load`]) of the map `volume` or of an object it names: a map that is
+/// old or of no known format is [`GcError::OldFormat`], a broken one
+/// (undecodable header, missing or corrupt chunk) [`GcError::BadMap`];
+/// either stops the run before anything is deleted.
+fn load_error(volume: &str, e: LoadError) -> GcError {
+    match e {
+        LoadError::Store { error, .. } => GcError::Store(error),
+        LoadError::Unrecognised { .. } | LoadError::OldFormat { .. } => GcError::OldFormat {
+            name: volume.into(),
+        },
+        LoadError::Corrupt { error, .. } => GcError::BadMap {
+            name: volume.into(),
+            why: error.to_string(),
+        },
+        e @ (LoadError::MissingChunk { .. } | LoadError::CorruptChunk { .. }) => GcError::BadMap {
+            name: volume.into(),
+            why: e.to_string(),
+        },
     }
+}
+
+/// The whole object `name` ([`load::read_object`]: read again while it
+/// changes size under the read, a bounded number of times).
+fn read_all(store: &dyn ObjectStore, name: &str) -> Result<Option<Vec<u8>>, GcError> {
+    load::read_object(store, name).map_err(|e| load_error(name, e))
 }
 
 /// The current gc generation (0 if never collected).
@@ -369,48 +384,20 @@ fn sorted_file(sorter: ExternalSorter, path: PathBuf) -> Result<(PathBuf, u64), 
     Ok((f.close()?, count))
 }
 
-/// A decoded header of a live or removed map.
+/// The format 3 header `name`, live or removed (`None`: renamed or never
+/// there). Rename markers are not looked at: both names of an
+/// interrupted rename are marked.
 pub(crate) fn read_header(maps: &dyn ObjectStore, name: &str) -> Result<Option<Header>, GcError> {
-    let Some(bytes) = read_all(maps, name)? else {
-        return Ok(None); // renamed or never there
-    };
-    let first = &bytes[..bytes.len().min(archipelago_mapfmt::DETECT_LEN)];
-    match detect(first, false) {
-        Ok(Detected::V3) => {}
-        _ => return Err(GcError::OldFormat { name: name.into() }),
-    }
-    Header::decode(&bytes)
-        .map(Some)
-        .map_err(|e| GcError::BadMap {
-            name: name.into(),
-            why: e.to_string(),
-        })
+    load::read_header(maps, name).map_err(|e| load_error(name, e))
 }
 
-/// Loads chunk `r` of the map `volume`.
+/// Chunk `r` of the map `volume`.
 pub(crate) fn read_chunk(
     maps: &dyn ObjectStore,
     volume: &str,
     r: ChunkRef,
 ) -> Result<Chunk, GcError> {
-    let name = r.object_name().expect("nonzero chunk");
-    let bytes = read_all(maps, &name)?.ok_or_else(|| GcError::BadMap {
-        name: volume.into(),
-        why: format!("map chunk {name} is missing"),
-    })?;
-    Chunk::decode_as(&bytes, r).map_err(|e| GcError::BadMap {
-        name: volume.into(),
-        why: format!("map chunk {name}: {e}"),
-    })
-}
-
-/// The object names of `chunk` at `slot`.
-pub(crate) fn chunk_objects(chunk: &Chunk, slot: usize) -> impl Iterator<Item = String> + '_ {
-    chunk
-        .entries()
-        .iter()
-        .enumerate()
-        .filter_map(move |(at, e)| e.object_name((slot * ENTRIES_PER_CHUNK + at) as u64))
+    load::read_chunk(maps, r).map_err(|e| load_error(volume, e))
 }
 
 /// The mark phase's state.
@@ -458,7 +445,7 @@ impl Marker<'_> {
                 continue;
             }
             let c = read_chunk(self.maps, name, *r)?;
-            for o in chunk_objects(&c, slot) {
+            for o in load::chunk_entries(&c, slot).filter_map(|(i, e)| e.object_name(i)) {
                 self.refs.push(o)?;
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use archipelago_mapfmt::Entry;
+use archipelago_mapper::load;
 use archipelago_store::{ObjectStore, StoreError};
 
 use crate::names::{self, Kind};
@@ -75,9 +76,7 @@ pub fn usage(
                     chunk_cache.entry(*r).or_insert(c)
                 }
             };
-            let first = slot * archipelago_mapfmt::ENTRIES_PER_CHUNK;
-            for (at, e) in c.entries().iter().enumerate() {
-                let index = (first + at) as u64;
+            for (index, e) in load::chunk_entries(c, slot) {
                 if index >= h.size.div_ceil(h.object_size()) {
                     break; // the tail past a shrink reads as nothing
                 }

@@ -51,7 +51,9 @@ use archipelago_protocol::names::check_volume_name;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
 
-use crate::{check_name, err, map_err, store_err, Held, Mapper, Vol, VolState};
+use crate::load::Vol;
+use crate::locks::{Held, VolState};
+use crate::{check_name, err, map_err, store_err, Mapper};
 
 /// A header on the map store, as [`Mapper::lineage`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,223 @@
+//! Commits: the one way a map changes (chunks first, then the header with
+//! one atomic `write_full`), and the pending writes of the composer's
+//! contract (entries committed once their data landed, many requests
+//! sharing one commit).
+//!
+//! Kept in one place because the commit is where fencing bites: a header
+//! is written only after the lock was found still ours, and a commit
+//! refused as fenced forgets the volume's state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use archipelago_mapfmt::{set_entries, Chunk, Entry, Header};
+use archipelago_protocol::{Error, ErrorCode};
+
+use crate::load::Vol;
+use crate::locks::{Held, VolState};
+use crate::{check_name, err, map_err, store_err, Mapper};
+
+/// Entry changes by chunk slot: the chunk now referenced, and the
+/// `(index, entry)` updates to apply to it.
+pub(crate) type Updates = BTreeMap<usize, (Arc<Chunk>, Vec<(u64, Entry)>)>;
+
+impl Mapper {
+    /// Writes `chunks`, then `header` under `name`: the commit point. With
+    /// `held`, checks first that the lock is still ours (fencing).
+    pub(crate) fn commit(
+        &self,
+        name: &str,
+        mut st: Option<&mut VolState>,
+        held: Option<&Held>,
+        chunks: Vec<Chunk>,
+        header: &Header,
+    ) -> Result<(), Error> {
+        let r = self.commit_inner(name, st.as_deref_mut(), held, chunks, header);
+        if let (Err(e), Some(st)) = (&r, st) {
+            // The map store refused us as fenced (a broken lock): forget
+            // the volume, as for a lock found broken.
+            if e.code == ErrorCode::Fenced {
+                *st = VolState::default();
+            }
+        }
+        r
+    }
+
+    fn commit_inner(
+        &self,
+        name: &str,
+        mut st: Option<&mut VolState>,
+        held: Option<&Held>,
+        chunks: Vec<Chunk>,
+        header: &Header,
+    ) -> Result<(), Error> {
+        for c in &chunks {
+            let cname = c.id().object_name().expect("a written chunk is nonzero");
+            let bytes = c.encode().map_err(|e| map_err(name, e))?;
+            self.maps
+                .write_full(&cname, &bytes, true)
+                .map_err(|e| store_err(&cname, e))?;
+        }
+        if let Some(held) = held {
+            let owner = match st.as_deref_mut() {
+                Some(st) => self.lock_owner_or_forget(name, st)?,
+                None => self.maps.lock_owner(name).map_err(|e| store_err(name, e))?,
+            };
+            if owner != Some((self.host_id.clone(), held.token)) {
+                if let Some(st) = st {
+                    *st = VolState::default();
+                }
+                return Err(err(
+                    ErrorCode::Fenced,
+                    format!("{name}: our lock was broken"),
+                ));
+            }
+        }
+        let bytes = header.encode().map_err(|e| map_err(name, e))?;
+        self.maps
+            .write_full(name, &bytes, true)
+            .map_err(|e| store_err(name, e))?;
+        for c in chunks {
+            self.cache_chunk(Arc::new(c));
+        }
+        if let Some(st) = st {
+            if st.opens > 0 {
+                st.header = Some(header.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets entries chunk by chunk, then commits all chunks and one header.
+    pub(crate) fn apply_updates(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        mut h: Header,
+        updates: Updates,
+    ) -> Result<(), Error> {
+        let mut chunks = Vec::new();
+        for (_, (chunk, ups)) in updates {
+            if ups.is_empty() {
+                continue;
+            }
+            let (c, nh) = set_entries(&h, &chunk, ups).map_err(|e| map_err(name, e))?;
+            chunks.push(c);
+            h = nh;
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let held = Held {
+            name: name.to_owned(),
+            token: st.token,
+            took: false,
+        };
+        self.commit(name, Some(st), Some(&held), chunks, &h)
+    }
+
+    /// Commits the entries of `indexes`, returned `pending` by
+    /// [`map_write`](Self::map_write), once their data writes succeeded.
+    pub fn commit_writes(&self, name: &str, indexes: &[u64]) -> Result<(), Error> {
+        self.commit_batch(name, &[indexes])
+            .pop()
+            .expect("one result per request")
+    }
+
+    /// [`commit_writes`](Self::commit_writes) of several requests with one
+    /// commit (group commit): a commit writes chunks and a header durably,
+    /// which costs the same for one index as for hundreds, so the
+    /// composer's concurrent commits of a volume share it. Each request is
+    /// checked on its own (one naming an index that is not pending fails
+    /// alone); the others succeed or fail together with the commit.
+    /// Returns one result per request, in order.
+    pub fn commit_batch(&self, name: &str, requests: &[&[u64]]) -> Vec<Result<(), Error>> {
+        if let Err(e) = check_name(name) {
+            return requests.iter().map(|_| Err(e.clone())).collect();
+        }
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens == 0 {
+            let e = err(
+                ErrorCode::NotFound,
+                format!("{name} is not open for writing on this host"),
+            );
+            return requests.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results: Vec<Result<(), Error>> = requests
+            .iter()
+            .map(|r| match r.iter().find(|i| !st.pending.contains(i)) {
+                Some(index) => Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{name}: object {index} has no pending write"),
+                )),
+                None => Ok(()),
+            })
+            .collect();
+        let indexes: Vec<u64> = requests
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .flat_map(|(r, _)| r.iter().copied())
+            .collect();
+        if let Err(e) = self.commit_pending(name, &mut st, &indexes) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+        }
+        results
+    }
+
+    /// Commits own entries for `indexes` (all pending) and forgets them.
+    fn commit_pending(&self, name: &str, st: &mut VolState, indexes: &[u64]) -> Result<(), Error> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        let h = st.header.clone().expect("a held volume is cached");
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let mut updates: Updates = BTreeMap::new();
+        for &index in indexes {
+            let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let ups = match updates.entry(slot) {
+                std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    &mut v.insert((self.chunk(&vol, h.chunks[slot])?, Vec::new())).1
+                }
+            };
+            if !ups.iter().any(|(i, _)| *i == index) {
+                ups.push((index, h.own_entry()));
+            }
+        }
+        self.apply_updates(name, st, h, updates)?;
+        for i in indexes {
+            st.pending.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Forgets the writes of `name` still pending, and returns their
+    /// indexes. For the composer's barriers: once a volume's I/O has
+    /// drained, an index still pending belongs to a round whose data
+    /// failed (the composer commits only rounds that succeeded) and will
+    /// never be committed; left pending, it would make snapshot and resize
+    /// refuse the volume until it is closed. Its data object (this
+    /// volume's, current epoch) is an orphan: the next first write deletes
+    /// or overwrites it, a snapshot leaves it to the garbage collector.
+    pub fn forget_pending(&self, name: &str) -> Vec<u64> {
+        let Ok(()) = check_name(name) else {
+            return Vec::new();
+        };
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        let mut gone: Vec<u64> = st.pending.drain().collect();
+        gone.sort_unstable();
+        if !gone.is_empty() {
+            log::warn!("{name}: writes to objects {gone:?} were abandoned; forgotten");
+        }
+        gone
+    }
+}

@@ -1,0 +1,408 @@
+//! I/O mapping: where the bytes of a read, a write or a discard are
+//! ([`Extent`]s), with copy-up of shared objects before a partial write
+//! and pending entries for first writes and full overwrites (the
+//! composer's contract in the crate docs). The hot path of the mapper:
+//! [`Mapper::map_cached`] answers from the caches without I/O when it can.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use archipelago_mapfmt::{owned_object_name, Chunk, Entry, Header};
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::{ObjectStore, StoreError};
+
+use crate::commit::Updates;
+use crate::load::Vol;
+use crate::locks::FENCE_RECHECK;
+use crate::{check_name, err, map_err, store_err, Mapper};
+
+/// A piece of an I/O request inside one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// Object index in the volume.
+    pub index: u64,
+    /// The data object; `None` reads as zeros (never in a write reply).
+    pub object: Option<String>,
+    /// Offset inside the object.
+    pub offset_in_object: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Write replies only: the entry is committed by
+    /// [`Mapper::commit_writes`] after the data write succeeded.
+    pub pending: bool,
+    /// The object is owned by a volume: if it does not exist, it reads as
+    /// zeros (a first write to a zero entry commits the entry before the
+    /// data lands).
+    pub missing_reads_zero: bool,
+}
+
+impl Extent {
+    /// The extent reading `len` bytes at `offset_in_object` of object
+    /// `index`, backed by `entry`.
+    fn of_entry(entry: &Entry, index: u64, offset_in_object: u64, len: u64) -> Extent {
+        Extent {
+            index,
+            object: entry.object_name(index),
+            offset_in_object,
+            len,
+            pending: false,
+            missing_reads_zero: matches!(entry, Entry::Owned { .. }),
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes of an extent (of [`Mapper::map_read`]) from the
+/// data store, following the composer's contract: no object, or a missing
+/// owned object, reads as zeros.
+pub fn read_extent(data: &dyn ObjectStore, extent: &Extent, buf: &mut [u8]) -> Result<(), Error> {
+    let Some(name) = &extent.object else {
+        buf.fill(0);
+        return Ok(());
+    };
+    match data.read(name, extent.offset_in_object, buf) {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) if extent.missing_reads_zero => {
+            buf.fill(0);
+            Ok(())
+        }
+        Err(e) => Err(store_err(name, e)),
+    }
+}
+
+/// Splits `[offset, offset + len)` at object boundaries:
+/// `(index, offset in object, len)`.
+fn split(offset: u64, len: u64, object_size: u64) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let index = pos / object_size;
+        let off = pos % object_size;
+        let n = (object_size - off).min(end - pos);
+        out.push((index, off, n));
+        pos += n;
+    }
+    out
+}
+
+impl Mapper {
+    fn check_range(name: &str, h: &Header, offset: u64, len: u64) -> Result<(), Error> {
+        match offset.checked_add(len) {
+            Some(end) if end <= h.size => Ok(()),
+            _ => Err(err(
+                ErrorCode::OutOfRange,
+                format!("{name}: {len} bytes at {offset} pass the end ({})", h.size),
+            )),
+        }
+    }
+
+    /// Where `len` bytes at `offset` of `name` are, split at object
+    /// boundaries. Takes no lock. See the composer's contract.
+    pub fn map_read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let st = Self::lock_state(&s);
+        let vol = match &st.header {
+            Some(h) if st.opens > 0 => Vol {
+                version: 3,
+                header: h.clone(),
+                legacy_chunks: None,
+            },
+            _ => self.load(name, false, None)?,
+        };
+        drop(st);
+        self.extents_of(name, &vol, offset, len)
+    }
+
+    /// [`map_read`](Self::map_read) (`write` false) or
+    /// [`map_write`](Self::map_write) (`write` true) when it needs no I/O,
+    /// no change and no wait, else `None` (the caller then runs the full
+    /// call, on a worker). Answered from the cached header and chunks of a
+    /// volume open for writing on this host; `None` if a lock is
+    /// contended, a chunk is not cached, a write needs copy-on-write or
+    /// allocation, or the lock is due for its fence check. A peer calls it
+    /// on its loop thread: for the common I/O it saves a hand-off to a
+    /// worker, which costs more than the lookup.
+    pub fn map_cached(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<Result<Vec<Extent>, Error>> {
+        let s = self.volumes.try_lock().ok()?.get(name)?.clone();
+        let st = s.try_lock().ok()?;
+        let h = st.header.as_ref().filter(|_| st.opens > 0)?;
+        if write
+            && st
+                .fence_checked
+                .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
+        {
+            return None;
+        }
+        if let Err(e) = Self::check_range(name, h, offset, len) {
+            return Some(Err(e));
+        }
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, Arc<Chunk>)> = None;
+        for (index, off, n) in split(offset, len, h.object_size()) {
+            let (slot, at) = h.chunk_for(index).ok()?;
+            let r = h.chunks[slot];
+            let entry = if r.is_zero() {
+                Entry::Zero
+            } else {
+                let chunk = match &cur {
+                    Some((s, c)) if *s == slot => c.clone(),
+                    _ => {
+                        let c = self.chunks.try_lock().ok()?.get(&r)?;
+                        cur = Some((slot, c.clone()));
+                        c
+                    }
+                };
+                chunk.get(at).cloned().unwrap_or(Entry::Zero)
+            };
+            if write && !h.is_writable(&entry) {
+                return None;
+            }
+            out.push(Extent::of_entry(&entry, index, off, n));
+        }
+        Some(Ok(out))
+    }
+
+    /// [`map_read`](Self::map_read) of a v0 map (a Pithos hashmap).
+    pub fn map_read_assume_v0(
+        &self,
+        name: &str,
+        size_hint: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Extent>, Error> {
+        let vol = self.load(name, true, size_hint)?;
+        self.extents_of(name, &vol, offset, len)
+    }
+
+    fn extents_of(
+        &self,
+        name: &str,
+        vol: &Vol,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Extent>, Error> {
+        let h = &vol.header;
+        if h.flags.removed {
+            return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+        }
+        Self::check_range(name, h, offset, len)?;
+        let mut out = Vec::new();
+        let mut cur: Option<(usize, Arc<Chunk>)> = None;
+        for (index, off, n) in split(offset, len, h.object_size()) {
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let chunk = match &cur {
+                Some((s, c)) if *s == slot => c.clone(),
+                _ => {
+                    let c = self.chunk(vol, h.chunks[slot])?;
+                    cur = Some((slot, c.clone()));
+                    c
+                }
+            };
+            let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
+            out.push(Extent::of_entry(&entry, index, off, n));
+        }
+        Ok(out)
+    }
+
+    /// Prepares a write of `len` bytes at `offset` of `name`: returns the
+    /// objects to write, copying up shared objects first and committing
+    /// their entries (see the composer's contract for `pending` extents).
+    /// Opens the volume implicitly if this host does not hold it (the
+    /// implicit open is released by one [`close`](Self::close)).
+    pub fn map_write(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, false)
+    }
+
+    /// Discards `len` bytes at `offset` of `name` (DISCARD and
+    /// WRITE_ZEROES alike): every object the range covers whole gets a
+    /// zero entry (committed as any map change: chunks, then the header),
+    /// so it reads as zeros without touching storage. Returns the write
+    /// extents (as [`map_write`](Self::map_write) would, copy-on-write
+    /// included) of the partly covered objects, which the composer must
+    /// fill with zeros; a partly covered object whose entry is already
+    /// zero needs nothing and is left out.
+    ///
+    /// For a whole object with a non-zero entry, the object of this
+    /// volume's id and *current* epoch at that index (which no snapshot or
+    /// clone can refer to: a snapshot moves the volume to a new epoch) is
+    /// deleted from the data store *before* the zero entry commits: were
+    /// it kept, a later partial write (which re-owns a zero entry without
+    /// copying) would expose its stale bytes. A crash in between leaves an
+    /// owned entry naming a missing object, which reads as zeros. Objects
+    /// shared with a snapshot (older epochs, a parent's, content or legacy
+    /// objects) are only dereferenced, left for garbage collection. Locks, read-only snapshots and ranges are checked as
+    /// for [`map_write`](Self::map_write).
+    pub fn discard(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, true)
+    }
+
+    /// [`map_write`](Self::map_write) (`discard` false) or
+    /// [`discard`](Self::discard).
+    fn change(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        discard: bool,
+    ) -> Result<Vec<Extent>, Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        loop {
+            if st.opens == 0 {
+                self.open_locked(name, &mut st)?;
+            }
+            if !Self::flatten_copying(&st, offset, len) {
+                break;
+            }
+            st = Self::wait_for_flatten(&s, st);
+        }
+        let h = st.header.clone().expect("a held volume is cached");
+        Self::check_range(name, &h, offset, len)?;
+        // Fencing: before any change to the data store below, and at least
+        // every FENCE_RECHECK for writes to objects the volume already
+        // owns (which change nothing here).
+        let mut verified = false;
+        if st
+            .fence_checked
+            .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
+        {
+            self.check_fence(name, &mut st)?;
+            verified = true;
+        }
+        let os = h.object_size();
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let mut out = Vec::new();
+        // slot -> (chunk, updates)
+        let mut updates: Updates = BTreeMap::new();
+        let mut new_pending = Vec::new();
+        for (index, off, n) in split(offset, len, os) {
+            let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let chunk = match updates.get(&slot) {
+                Some((c, _)) => c.clone(),
+                None => {
+                    let c = self.chunk(&vol, h.chunks[slot])?;
+                    updates.insert(slot, (c.clone(), Vec::new()));
+                    c
+                }
+            };
+            let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
+            let own = owned_object_name(h.volume_id, h.epoch, index);
+            if discard {
+                let in_volume = os.min(h.size - index * os);
+                let whole = off == 0 && n >= in_volume;
+                if whole {
+                    if !entry.is_zero() {
+                        // `own` (this id, current epoch) is private: the
+                        // entry's object, or an orphan of a full overwrite
+                        // that never committed. Either way it must go
+                        // before the zero entry commits (see `discard`).
+                        if !verified {
+                            self.check_fence(name, &mut st)?;
+                            verified = true;
+                        }
+                        match self.data.delete(&own) {
+                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(store_err(&own, e)),
+                        }
+                        updates
+                            .get_mut(&slot)
+                            .expect("inserted")
+                            .1
+                            .push((index, Entry::Zero));
+                    }
+                    continue;
+                }
+                if entry.is_zero() && !st.pending.contains(&index) {
+                    continue; // already reads as zeros
+                }
+            }
+            let mut ext = Extent {
+                index,
+                object: Some(own.clone()),
+                offset_in_object: off,
+                len: n,
+                pending: false,
+                missing_reads_zero: true,
+            };
+            if h.is_writable(&entry) {
+                ext.object = entry.object_name(index);
+            } else if st.pending.contains(&index) {
+                ext.pending = true;
+            } else {
+                let in_volume = os.min(h.size - index * os);
+                let full = off == 0 && n >= in_volume;
+                if entry.is_zero() {
+                    // First write to an unallocated object: pending, like
+                    // a full overwrite, so the entry commits after the
+                    // data and many first writes share one commit
+                    // (`commit_batch`). An orphan of an earlier round that
+                    // never committed may sit under `own` with stale bytes
+                    // that a partial write would expose: it goes first.
+                    if !full {
+                        if !verified {
+                            self.check_fence(name, &mut st)?;
+                            verified = true;
+                        }
+                        match self.data.delete(&own) {
+                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(store_err(&own, e)),
+                        }
+                    }
+                    ext.pending = true;
+                    new_pending.push(index);
+                } else if full {
+                    ext.pending = true;
+                    new_pending.push(index);
+                } else {
+                    let old = entry.object_name(index).expect("nonzero entry");
+                    if !verified {
+                        self.check_fence(name, &mut st)?;
+                        verified = true;
+                    }
+                    match self.data.copy(&old, 0, &own, 0, os, true) {
+                        Ok(()) => {}
+                        // A missing owned object reads as zeros: nothing to copy.
+                        Err(StoreError::NotFound { .. })
+                            if matches!(entry, Entry::Owned { .. }) => {}
+                        Err(e) => return Err(store_err(&old, e)),
+                    }
+                    updates
+                        .get_mut(&slot)
+                        .expect("inserted")
+                        .1
+                        .push((index, h.own_entry()));
+                }
+            }
+            out.push(ext);
+        }
+        self.apply_updates(name, &mut st, h, updates)?;
+        st.pending.extend(new_pending);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_split_at_object_boundaries() {
+        assert_eq!(split(0, 0, 4096), vec![]);
+        assert_eq!(
+            split(4000, 5000, 4096),
+            vec![(0, 4000, 96), (1, 0, 4096), (2, 0, 808)]
+        );
+    }
+}

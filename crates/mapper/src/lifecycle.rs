@@ -1,0 +1,431 @@
+//! Volume lifecycle: create, info, open/close, snapshot, clone, remove,
+//! rename and update (old formats to format 3). Each operation checks
+//! its names, takes the volume's state and lock, reads the current header
+//! and commits a new one; the rows of the crate docs' operation table say
+//! what each writes and refuses. Resizing, which also changes data, is in
+//! `resize.rs`; flatten and rollback in `lineage.rs`.
+
+use archipelago_mapfmt::{
+    clone_from, snapshot, upgrade, v2, Detected, Header, MapError, DEFAULT_OBJECT_SIZE_LOG2,
+    MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
+};
+use archipelago_protocol::sizes::check_volume_size;
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::StoreError;
+
+use crate::load::{load_err, marker_name, read_map, read_old_map, LoadError, MapObject, Vol};
+use crate::locks::VolState;
+use crate::{check_name, err, map_err, random_id, store_err, upgrade_hint, Mapper};
+
+/// What [`Mapper::info`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// A snapshot (or an old read-only map).
+    pub readonly: bool,
+    /// Removed, waiting for garbage collection.
+    pub removed: bool,
+    /// Every entry is zero or content.
+    pub hashed: bool,
+    /// The epoch.
+    pub epoch: u64,
+    /// The volume id (0 for an old-format map, which has none).
+    pub volume_id: u64,
+    /// The parent's name (latest snapshot, or the clone source).
+    pub parent: Option<String>,
+    /// The map format: 0, 1, 2 or 3.
+    pub format_version: u32,
+}
+
+impl Mapper {
+    fn info_of(vol: &Vol) -> VolumeInfo {
+        let h = &vol.header;
+        VolumeInfo {
+            size: h.size,
+            object_size: h.object_size(),
+            readonly: h.flags.readonly,
+            removed: h.flags.removed,
+            hashed: h.flags.hashed,
+            epoch: h.epoch,
+            volume_id: if vol.version == 3 { h.volume_id } else { 0 },
+            parent: h.parent.as_ref().map(|p| p.name.clone()),
+            format_version: vol.version,
+        }
+    }
+
+    /// Creates the volume `name` of `size` bytes with objects of
+    /// `object_size` bytes (default 4 MiB).
+    pub fn create(&self, name: &str, size: u64, object_size: Option<u64>) -> Result<(), Error> {
+        check_name(name)?;
+        check_volume_size(size)
+            .map_err(|e| err(ErrorCode::InvalidArgument, format!("{name}: {e}")))?;
+        let log2 = match object_size {
+            None => DEFAULT_OBJECT_SIZE_LOG2,
+            Some(os)
+                if os.is_power_of_two()
+                    && (MIN_OBJECT_SIZE_LOG2..=MAX_OBJECT_SIZE_LOG2)
+                        .contains(&os.trailing_zeros()) =>
+            {
+                os.trailing_zeros()
+            }
+            Some(os) => {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{name}: object size {os} is not a power of two from 4 KiB to 1 GiB"),
+                ))
+            }
+        };
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+        }
+        self.locked(name, &mut st, |st, held| {
+            if self.exists(name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+            }
+            let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), vec![], &h)
+        })
+    }
+
+    /// What `name` is (any format but v0).
+    pub fn info(&self, name: &str) -> Result<VolumeInfo, Error> {
+        Ok(Self::info_of(&self.load(name, false, None)?))
+    }
+
+    /// [`info`](Self::info), reading a map without a header as v0 (a
+    /// Pithos hashmap) of `size_hint` bytes if given.
+    pub fn info_assume_v0(&self, name: &str, size_hint: Option<u64>) -> Result<VolumeInfo, Error> {
+        Ok(Self::info_of(&self.load(name, true, size_hint)?))
+    }
+
+    /// Opens `name`. Writable: takes its storage lock (shared by every
+    /// writable open on this host, released by the last
+    /// [`close`](Self::close)). Read-only: checks it can be read and takes
+    /// nothing (there is nothing to close).
+    pub fn open(&self, name: &str, writable: bool) -> Result<VolumeInfo, Error> {
+        if !writable {
+            let vol = self.load(name, false, None)?;
+            if vol.header.flags.removed {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("volume {name} was removed"),
+                ));
+            }
+            return Ok(Self::info_of(&vol));
+        }
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        self.open_locked(name, &mut st)
+    }
+
+    pub(crate) fn open_locked(&self, name: &str, st: &mut VolState) -> Result<VolumeInfo, Error> {
+        if st.opens > 0 {
+            let h = st.header.clone().expect("a held volume is cached");
+            st.opens += 1;
+            return Ok(Self::info_of(&Vol {
+                version: 3,
+                header: h,
+                legacy_chunks: None,
+            }));
+        }
+        check_name(name)?;
+        let held = self.acquire(name, st)?;
+        let r = (|| {
+            let vol = self.load(name, false, None)?;
+            if vol.version != 3 {
+                return Err(upgrade_hint(name));
+            }
+            if vol.header.flags.removed {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("volume {name} was removed"),
+                ));
+            }
+            if vol.header.flags.readonly {
+                return Err(err(
+                    ErrorCode::ReadOnly,
+                    format!("{name} is a snapshot: clone it to write"),
+                ));
+            }
+            Ok(vol)
+        })();
+        match r {
+            Ok(vol) => {
+                st.opens = 1;
+                st.token = held.token;
+                st.header = Some(vol.header.clone());
+                st.pending.clear();
+                Ok(Self::info_of(&vol))
+            }
+            Err(e) => {
+                self.release(held);
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes one writable open of `name`; the last one releases the lock
+    /// (the close completes even if the release fails, which is then
+    /// reported).
+    pub fn close(&self, name: &str) -> Result<(), Error> {
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens == 0 {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("{name} is not open for writing on this host"),
+            ));
+        }
+        st.opens -= 1;
+        if st.opens > 0 {
+            return Ok(());
+        }
+        *st = VolState::default();
+        match self.maps.unlock(name, &self.host_id) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(name, e)),
+        }
+    }
+
+    /// Whether this host holds `name` open for writing (test and peer
+    /// introspection).
+    pub fn is_open(&self, name: &str) -> bool {
+        let s = self.state(name);
+        let st = Self::lock_state(&s);
+        st.opens > 0
+    }
+
+    /// The volumes this host holds open for writing (explicitly or by an
+    /// implicit open of a write), sorted.
+    pub fn open_volumes(&self) -> Vec<String> {
+        // Names first, then each through a use of its state (never a state
+        // lock under the map's lock, and idle states still go away).
+        let mut names: Vec<String> = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names.retain(|n| self.is_open(n));
+        names
+    }
+
+    /// Snapshots `volume` as `snap_name` (the volume must be open for
+    /// writing here, or unlocked).
+    pub fn snapshot(&self, volume: &str, snap_name: &str) -> Result<(), Error> {
+        check_name(volume)?;
+        check_name(snap_name)?;
+        if volume == snap_name {
+            return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+        }
+        let (sv, ss) = (self.state(volume), self.state(snap_name));
+        let (mut vst, mut sst) = Self::two(&sv, &ss, volume < snap_name);
+        if sst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+        }
+        if !vst.pending.is_empty() {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{volume} has uncommitted writes"),
+            ));
+        }
+        self.locked(volume, &mut vst, |vst, vheld| {
+            let h = self.current(volume, vst)?;
+            self.locked(snap_name, &mut sst, |_, sheld| {
+                if self.exists(snap_name)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
+                }
+                let (snap, going_on) = snapshot(&h, snap_name).map_err(|e| map_err(volume, e))?;
+                // The volume first: it freezes the old epoch.
+                self.commit(volume, Some(vst), Some(vheld), vec![], &going_on)?;
+                self.commit(snap_name, None, Some(sheld), vec![], &snap)
+            })
+        })
+    }
+
+    /// Clones the snapshot `snap` as `new_name`, `size` bytes (default:
+    /// the snapshot's; never smaller).
+    pub fn clone_volume(&self, snap: &str, new_name: &str, size: Option<u64>) -> Result<(), Error> {
+        check_name(snap)?;
+        check_name(new_name)?;
+        if snap == new_name {
+            return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        }
+        let (sa, sb) = (self.state(snap), self.state(new_name));
+        let (_src_st, mut nst) = Self::two(&sa, &sb, snap < new_name);
+        if nst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        }
+        let src = self.load_v3(snap)?;
+        if src.flags.removed {
+            return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
+        }
+        if !src.flags.readonly {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{snap} is not a snapshot"),
+            ));
+        }
+        let size = size.unwrap_or(src.size);
+        if size < src.size {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
+                    src.size
+                ),
+            ));
+        }
+        self.locked(new_name, &mut nst, |nst, held| {
+            if self.exists(new_name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+            }
+            let mut tries = 0;
+            let h = loop {
+                match clone_from(&src, snap, random_id(), size) {
+                    Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
+                    r => break r.map_err(|e| map_err(new_name, e))?,
+                }
+            };
+            self.commit(new_name, Some(nst), Some(held), vec![], &h)
+        })
+    }
+
+    /// Names of the live volumes and snapshots that depend on the
+    /// snapshot `snap` (header `h`) through a clone: the exact rule is
+    /// [`archipelago_mapfmt::lineage::dependents`], which `vlmc children`
+    /// shows too.
+    fn clones_of(&self, _snap: &str, h: &Header) -> Result<Vec<String>, Error> {
+        self.dependents_of(h)
+    }
+
+    /// Marks `name` REMOVED (frees nothing; garbage collection is later
+    /// work). Refused for a snapshot with clones and for a volume locked
+    /// by another host. An open on this host is closed.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        let was_open = st.opens > 0;
+        self.locked(name, &mut st, |st, held| {
+            let mut h = self.current(name, st)?;
+            if h.flags.removed {
+                return Err(err(ErrorCode::NotFound, format!("{name} was removed")));
+            }
+            if h.flags.readonly {
+                let clones = self.clones_of(name, &h)?;
+                if !clones.is_empty() {
+                    return Err(err(
+                        ErrorCode::Exists,
+                        format!("snapshot {name} still has clones: {}", clones.join(", ")),
+                    ));
+                }
+            }
+            h.flags.removed = true;
+            h.commit_seq += 1;
+            self.commit(name, Some(st), Some(held), vec![], &h)
+        })?;
+        if was_open {
+            *st = VolState::default();
+            let _ = self.maps.unlock(name, &self.host_id);
+        }
+        Ok(())
+    }
+
+    /// Renames `old` to `new` (not while open on this host).
+    ///
+    /// Order: a marker `{id}_0000000000000000` recording `old\nnew`, the
+    /// header under `new`, delete `old`, delete the marker. While the
+    /// marker names both and `new` holds the same volume id, `old` loads as
+    /// not found: a crash anywhere leaves exactly one live name.
+    pub fn rename(&self, old: &str, new: &str) -> Result<(), Error> {
+        check_name(old)?;
+        check_name(new)?;
+        if old == new {
+            return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+        }
+        let (sa, sb) = (self.state(old), self.state(new));
+        let (mut ost, mut nst) = Self::two(&sa, &sb, old < new);
+        if ost.opens > 0 {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{old} is open on this host: close it first"),
+            ));
+        }
+        if nst.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+        }
+        self.locked(old, &mut ost, |_, _| {
+            self.locked(new, &mut nst, |_, nheld| {
+                let mut h = self.load_v3(old)?;
+                if h.flags.removed {
+                    return Err(err(ErrorCode::NotFound, format!("{old} was removed")));
+                }
+                if self.exists(new)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
+                }
+                let marker = marker_name(h.volume_id);
+                self.maps
+                    .write_full(&marker, format!("{old}\n{new}").as_bytes(), true)
+                    .map_err(|e| store_err(old, e))?;
+                h.commit_seq += 1;
+                self.commit(new, None, Some(nheld), vec![], &h)?;
+                match self.maps.delete(old) {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(store_err(old, e)),
+                }
+                let _ = self.maps.delete(&marker);
+                Ok(())
+            })
+        })
+    }
+
+    /// Converts an old-format map (v1, v2) to format 3 in place.
+    /// Already format 3: nothing to do.
+    pub fn update(&self, name: &str) -> Result<(), Error> {
+        self.update_impl(name, false, None)
+    }
+
+    /// [`update`](Self::update), reading a map without a header as v0 of
+    /// `size_hint` bytes if given.
+    pub fn update_assume_v0(&self, name: &str, size_hint: Option<u64>) -> Result<(), Error> {
+        self.update_impl(name, true, size_hint)
+    }
+
+    fn update_impl(&self, name: &str, assume_v0: bool, hint: Option<u64>) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Ok(()); // only format 3 volumes open for writing
+        }
+        self.locked(name, &mut st, |st, held| {
+            let (detected, bytes) = match read_map(&*self.maps, name, assume_v0) {
+                Ok(Some(MapObject::Old { format, bytes })) => (format, bytes),
+                // Format 3 already, decodable or not (only a format 3
+                // header is decoded by read_map): nothing to convert.
+                Ok(Some(MapObject::V3(_))) | Err(LoadError::Corrupt { .. }) => return Ok(()),
+                Ok(None) => return Err(Self::not_found(name)),
+                Err(e) => return Err(load_err(e)),
+            };
+            let map = read_old_map(&*self.maps, name, detected, &bytes, hint).map_err(load_err)?;
+            let (h, chunks) = upgrade(&map, random_id()).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), chunks, &h)?;
+            if detected == Detected::V2 {
+                // Best effort: the old map-data objects are garbage now.
+                let per = v2::entries_per_object(map.object_size as u32).max(1);
+                for block in 0..map.nr_objects().div_ceil(per) {
+                    let _ = self.maps.delete(&v2::map_object_name(name, block));
+                }
+            }
+            Ok(())
+        })
+    }
+}

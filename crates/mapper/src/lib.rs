@@ -240,11 +240,15 @@ impl Mapper {
     }
 }
 
+/// A store failure while working on volume `name`: the store's
+/// conversion, with the volume named first (a `Locked` detail stays the
+/// owner: it prints as "locked by OWNER").
 fn store_err(name: &str, e: StoreError) -> Error {
-    match e {
-        StoreError::Locked { owner, .. } => Error::with(ErrorCode::Locked, owner),
-        e => Error::with(e.code(), format!("{name}: {e}")),
+    let mut error = Error::from(e);
+    if error.code != ErrorCode::Locked {
+        error.detail = format!("{name}: {}", error.detail);
     }
+    error
 }
 
 fn map_err(name: &str, e: MapError) -> Error {

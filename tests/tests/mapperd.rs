@@ -249,9 +249,11 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
     let _b = Proc::blockerd(&tmp, BLOCKERB);
     let _m = Proc::blockerd(&tmp, BLOCKERM);
     let mut mapperd = Proc::mapperd(&tmp, MAPPER, "host-a");
+    // This test plays the composer: nothing is in flight at its barriers.
     let c = Client::connect(&tmp.arg())
         .unwrap()
-        .with_timeout(Duration::from_secs(10));
+        .with_timeout(Duration::from_secs(10))
+        .drained();
 
     // A volume: fresh, it reads as zeros.
     c.create_volume(MAPPER, "vol", SIZE, Some(OBJ)).unwrap();
@@ -365,4 +367,41 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
     expect_vol[..e.len()].copy_from_slice(&e);
     assert!(read_volume(&c, MAPPER, "vol", 0, SIZE) == expect_vol);
     c.close_volume(MAPPER, "vol").unwrap();
+}
+
+/// Issue 14: "The mapper trusts vlmcd's gate". A SNAPSHOT, ROLLBACK or
+/// RESIZE (any barrier) sent straight to mapperd would capture writes
+/// still in flight in vlmcd; the mapper refuses a barrier that did not
+/// pass vlmcd's drain (no DRAINED mark).
+#[test]
+fn barriers_sent_straight_to_mapperd_are_refused() {
+    let tmp = TempSegment::new("mapperd-gate");
+    let _seg = segment(&tmp);
+    let _b = Proc::blockerd(&tmp, BLOCKERB);
+    let _m = Proc::blockerd(&tmp, BLOCKERM);
+    let _mapperd = Proc::mapperd(&tmp, MAPPER, "host-a");
+    let c = Client::connect(&tmp.arg())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    c.create_volume(MAPPER, "vol", SIZE, Some(OBJ)).unwrap();
+    let refused = [
+        c.snapshot(MAPPER, "vol", "snap").unwrap_err(),
+        c.resize_volume(MAPPER, "vol", 2 * SIZE, false).unwrap_err(),
+        c.rename_volume(MAPPER, "vol", "vol2").unwrap_err(),
+        c.remove_volume(MAPPER, "vol").unwrap_err(),
+    ];
+    for e in refused {
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+        assert!(e.detail.contains("vlmcd"), "{e}");
+    }
+    let info = c.volume_info(MAPPER, "vol").unwrap();
+    assert_eq!(info.size, SIZE, "nothing changed");
+    assert_eq!(
+        c.volume_info(MAPPER, "snap").unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    // Marked as drained (what vlmcd does), the same barrier goes through.
+    let composer = c.drained();
+    composer.snapshot(MAPPER, "vol", "snap").unwrap();
+    assert!(composer.volume_info(MAPPER, "snap").unwrap().readonly);
 }

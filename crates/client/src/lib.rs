@@ -34,7 +34,7 @@ pub use volume::{VolumeExtent, VolumeInfo};
 use archipelago_protocol::payload::{
     CopyRequest, InfoReply, LockOwner, NameField, Payload, StatsReply,
 };
-use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use archipelago_wire::attach;
 pub use archipelago_wire::Call;
 use xseg_shm::{status, Port};
@@ -53,6 +53,7 @@ pub struct Client {
     port: Port,
     timeout: Duration,
     next_tag: std::cell::Cell<u64>,
+    drained: bool,
 }
 
 impl Client {
@@ -65,12 +66,24 @@ impl Client {
             port,
             timeout: Duration::from_secs(30),
             next_tag: std::cell::Cell::new(1),
+            drained: false,
         })
     }
 
     /// Sets how long a call may wait for its reply.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
+        self
+    }
+
+    /// Marks every barrier this client sends (SNAPSHOT, RESIZE, RENAME,
+    /// DELETE, CLOSE, ROLLBACK) as having passed a drain, as vlmcd does:
+    /// mapperd refuses unmarked ones. Only for a caller that talks to
+    /// mapperd directly and knows no I/O of the volume is in flight (the
+    /// end-to-end tests of mapperd); tools send volume operations to
+    /// vlmcd, which drains the volume and marks them itself.
+    pub fn drained(mut self) -> Client {
+        self.drained = true;
         self
     }
 
@@ -84,7 +97,15 @@ impl Client {
         let p = &self.port;
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1));
-        let index = archipelago_wire::submit(p, call, tag)?;
+        let index = if self.drained && call.op.spec().composer == Route::Barrier {
+            let marked = Call {
+                flags: call.flags | Flags::DRAINED,
+                ..call.clone()
+            };
+            archipelago_wire::submit(p, &marked, tag)?
+        } else {
+            archipelago_wire::submit(p, call, tag)?
+        };
         let reply = self.wait(call.dst, index, tag)?;
         let d = p.desc(&reply);
         let result = if d.status() == status::SERVED {

@@ -33,7 +33,7 @@ use archipelago_protocol::payload::{
     decode_commit, encode_extents, encode_lineage, CloneRequest, CreateRequest, FlattenReply,
     HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
 };
-use archipelago_protocol::{Error, ErrorCode, Flags, Op};
+use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use xseg_shm::{Detached, Request};
 
 /// A request's header fields.
@@ -196,7 +196,18 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
     }
     let name = text(a.target, "the target")?;
     let v0 = a.flags.contains(Flags::ASSUME_V0);
-    if a.flags.contains(Flags::DRAINED) {
+    if op.spec().composer == Route::Barrier {
+        // Only vlmcd knows whether writes of the volume are still in
+        // flight (their MAP_WRITE answered, their data not yet written):
+        // a barrier that did not pass its drain could capture them.
+        if !a.flags.contains(Flags::DRAINED) {
+            return Err(Error::with(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{op} of {name} must go through vlmcd, which drains the volume's I/O first"
+                ),
+            ));
+        }
         mapper.forget_pending(&name);
     }
     match op {

@@ -180,17 +180,32 @@ impl Mapper {
             legacy_chunks: None,
         };
         let mut updates: Updates = BTreeMap::new();
+        let mut replaces_shared = false;
         for &index in indexes {
-            let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
-            let ups = match updates.entry(slot) {
-                std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
+            let (slot, offset) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+            let (chunk, ups) = match updates.entry(slot) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let (c, u) = o.into_mut();
+                    (&*c, u)
+                }
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    &mut v.insert((self.chunk(&vol, h.chunks[slot])?, Vec::new())).1
+                    let (c, u) = v.insert((self.chunk(&vol, h.chunks[slot])?, Vec::new()));
+                    (&*c, u)
                 }
             };
+            // A pending entry is zero (a first write) or names a shared
+            // object (a full overwrite that copied nothing).
+            replaces_shared |= !matches!(chunk.get(offset), Some(Entry::Zero) | None);
             if !ups.iter().any(|(i, _)| *i == index) {
                 ups.push((index, h.own_entry()));
             }
+        }
+        if replaces_shared {
+            // The new entry hides the shared object: the data written over
+            // it must be stable first, or a crash (write-back data stores
+            // acknowledge from a cache) would leave the entry naming an
+            // object that reads as zeros where the old data was.
+            self.data.sync().map_err(|e| store_err(name, e))?;
         }
         self.apply_updates(name, st, h, updates)?;
         for i in indexes {

@@ -242,6 +242,10 @@ impl Mapper {
                 if self.exists(snap_name)? {
                     return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
                 }
+                // What the snapshot freezes must be stable before it
+                // exists: the composer drained the volume's writes, but a
+                // write-back data store may hold them in its cache.
+                self.data.sync().map_err(|e| store_err(volume, e))?;
                 let (snap, going_on) = snapshot(&h, snap_name).map_err(|e| map_err(volume, e))?;
                 // The volume first: it freezes the old epoch.
                 self.commit(volume, Some(vst), Some(vheld), vec![], &going_on)?;
@@ -287,6 +291,10 @@ impl Mapper {
             if self.exists(new_name)? {
                 return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
             }
+            // The clone's base must be stable before anything can be
+            // written over it (a snapshot syncs what it freezes; this
+            // covers a source whose data arrived otherwise).
+            self.data.sync().map_err(|e| store_err(snap, e))?;
             let mut tries = 0;
             let h = loop {
                 match clone_from(&src, snap, random_id(), size) {

@@ -109,12 +109,14 @@ mod error;
 mod faulty;
 mod file;
 mod memory;
+mod volatile;
 
 pub use content::{content_name_of, strip_trailing_zeros};
 pub use error::StoreError;
 pub use faulty::{Fault, FaultyStore, OpKind, Rule};
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
+pub use volatile::VolatileStore;
 
 use archipelago_protocol::payload::NAME_CAPACITY;
 

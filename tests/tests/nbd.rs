@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use archipelago_e2e::pattern::mix;
 use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, MAPPER, VLMCD};
-use archipelago_e2e::workspace_bin;
+use archipelago_e2e::{tools_present, workspace_bin};
 
 const NBDD: u32 = 5;
 const OBJ: u64 = 64 << 10;
@@ -117,17 +117,24 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     o
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").output().is_ok()
+/// The qemu clients (qemu-utils): present, or the test fails under CI and
+/// skips (saying so) elsewhere.
+fn qemu_clients(test: &str) -> bool {
+    tools_present(test, &["qemu-img", "qemu-io"], "qemu-utils")
+}
+
+/// nbdinfo (libnbd-bin), under the same rule.
+fn nbdinfo(test: &str) -> bool {
+    tools_present(test, &["nbdinfo"], "libnbd-bin")
 }
 
 #[test]
 fn qemu_clients_copy_compare_and_write_unaligned() {
-    if !have("qemu-img") || !have("qemu-io") {
-        eprintln!("note: qemu-img/qemu-io not installed: skipping (install qemu-utils)");
+    const TEST: &str = "qemu_clients_copy_compare_and_write_unaligned";
+    if !qemu_clients(TEST) || !nbdinfo(TEST) {
         return;
     }
-    let s = setup("nbd-qemu");
+    let mut s = setup("nbd-qemu");
     let c = s.p.client(Duration::from_secs(30));
     // 40 objects: data, a 1 MiB hole (16 whole objects), data with a
     // small hole inside an object.
@@ -217,13 +224,11 @@ fn qemu_clients_copy_compare_and_write_unaligned() {
     expect[300001..305001].fill(0x11);
     assert!(c.volume_read(VLMCD, "disk", 0, size).unwrap() == expect);
 
-    if have("nbdinfo") {
-        let o = run("nbdinfo", &["--size", &uri]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
-        run("nbdinfo", &["--map", &uri]);
-    } else {
-        eprintln!("note: nbdinfo not installed (libnbd-bin): skipping its checks");
-    }
+    let o = run("nbdinfo", &["--size", &uri]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+    let o = run("nbdinfo", &["--map", &uri]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("hole"), "nbdinfo --map shows no hole: {text}");
 
     // A snapshot is exported read-only.
     c.snapshot(VLMCD, "disk", "snap").unwrap();
@@ -255,14 +260,21 @@ fn qemu_clients_copy_compare_and_write_unaligned() {
     let o = s.vlmc(&["unmap", "disk"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("connected"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+    assert_eq!(shown[0]["name"], "disk", "{shown}");
+    assert_eq!(shown[0]["clients"], 1, "{shown}");
     s.vlmc_ok(&["unmap", "-f", "disk"]);
-    let mut rest = Vec::new();
-    let _ = held.s.read_to_end(&mut rest);
+    // -f cut the client off: its connection ends (EOF or a reset, within
+    // the read timeout), and no client is counted any more.
+    assert!(closed(&mut held.s), "unmap -f left the client connected");
     s.vlmc_ok(&["unmap", "snap"]);
     assert_eq!(s.vlmc_ok(&["showmapped"]).trim(), "");
-    // Closed: removable.
-    c.remove_volume(VLMCD, "snap").ok();
-    assert!(s.nbdd.pid().is_some());
+    // Closed by the unmap: removable, the volume and then its snapshot.
+    c.remove_volume(VLMCD, "disk").unwrap();
+    c.remove_volume(VLMCD, "snap").unwrap();
+    assert!(c.volume_info(VLMCD, "disk").unwrap().removed);
+    s.nbdd.assert_running();
 }
 
 // ---- a small NBD client -------------------------------------------------
@@ -389,7 +401,7 @@ impl Nbd {
 
 #[test]
 fn hostile_clients_never_disturb_a_well_behaved_one() {
-    let s = setup("nbd-hostile");
+    let mut s = setup("nbd-hostile");
     let c = s.p.client(Duration::from_secs(30));
     let size = 16 * OBJ;
     c.create_volume(VLMCD, "h", size, Some(OBJ)).unwrap();
@@ -437,7 +449,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     assert_eq!(bad.write(size - 256, &[0xee; 1024]), 22);
     // Larger than served in one piece (up to 32 MiB) is split; above
     // that, refused.
-    assert!(bad.read(0, 33 << 20).is_err());
+    assert_eq!(bad.read(0, 33 << 20), Err(75), "EOVERFLOW");
     assert_eq!(bad.read(0, size as u32).unwrap().len(), size as usize);
     // An unknown command, block status without a meta context: EINVAL.
     bad.send(42, 0, 5, 0, 0, &[]);
@@ -511,7 +523,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     ro.send(2, 0, 0, 0, 0, &[]);
     assert!(closed(&mut ro.s));
     check(&mut good);
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
 }
 
 /// A writer writes distinct patterns to distinct 4 KiB blocks, one at a
@@ -522,7 +534,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
 #[test]
 fn snapshot_while_a_client_writes() {
     const BLOCK: u64 = 4096;
-    let s = setup("nbd-snap-writes");
+    let mut s = setup("nbd-snap-writes");
     let c = s.p.client(Duration::from_secs(30));
     let objects = 64;
     let size = objects * OBJ;
@@ -644,7 +656,7 @@ fn snapshot_while_a_client_writes() {
             "volume (NBD): object {o}"
         );
     }
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
 }
 
 /// A free loopback port (racy, but the window is short).
@@ -659,12 +671,12 @@ fn free_port() -> u16 {
 /// qemu-io over nbdd's loopback TCP listener; the data lands in the volume.
 #[test]
 fn tcp_listener_serves_a_real_client() {
-    if !have("qemu-io") {
-        eprintln!("note: qemu-io not installed: skipping (install qemu-utils)");
+    const TEST: &str = "tcp_listener_serves_a_real_client";
+    if !qemu_clients(TEST) || !nbdinfo(TEST) {
         return;
     }
     let port = free_port();
-    let s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
+    let mut s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
     let c = s.p.client(Duration::from_secs(30));
     let size = 8 * OBJ;
     c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
@@ -699,10 +711,8 @@ fn tcp_listener_serves_a_real_client() {
     expect[65000..65000 + 70001].fill(0xa5);
     assert!(c.volume_read(VLMCD, "t", 0, size).unwrap() == expect);
     // The size is advertised over TCP too.
-    if have("nbdinfo") {
-        let o = run("nbdinfo", &["--size", &uri]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
-    }
+    let o = run("nbdinfo", &["--size", &uri]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
     // An unknown export over TCP: refused.
     let o = Command::new("qemu-io")
         .args(["-r", "-f", "raw", "-c", "read 0 512"])
@@ -714,5 +724,5 @@ fn tcp_listener_serves_a_real_client() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
 }

@@ -232,10 +232,18 @@ fn servers_killed_at_random_under_load_lose_no_request() {
             ])
         })
         .collect();
-    // Kill a server three times at pseudo-random moments, recover its port
-    // and restart it while the clients keep going.
+    // Kill a server at pseudo-random moments, recover its port and restart
+    // it while the clients keep going: at least three times, and until a
+    // kill has hit a request in flight (one the server had accepted and not
+    // answered, failed back as "peer died"); at most 12 times.
     let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
-    for round in 0..3 {
+    let (mut kills, mut failed_back) = (0u64, 0u64);
+    while kills < 3 || failed_back == 0 {
+        assert!(
+            kills < 12,
+            "{kills} kills and not one hit a request in flight"
+        );
+        // The pause between kills is the randomness, not synchronisation.
         seed = pattern::mix(seed);
         std::thread::sleep(Duration::from_millis(20 + seed % 80));
         for c in &mut clients {
@@ -244,18 +252,29 @@ fn servers_killed_at_random_under_load_lose_no_request() {
                 "clients must still be running at each kill"
             );
         }
-        let victim = (round % 2) as usize;
+        let victim = (kills % 2) as usize;
         servers[victim].kill9();
         let port = victim as u32 + 1;
         let report = seg.recover(port).unwrap();
         assert!(report.dead_pid != 0, "{report:?}");
+        failed_back += u64::from(report.failed_back);
+        kills += 1;
         servers[victim] = start_server(port);
     }
+    // Every request failed back was retried by its client, and only those.
+    let mut retried = 0;
     for c in &mut clients {
         let line = c.expect_line("done", Duration::from_secs(300));
-        assert!(line.starts_with(&format!("done {count} ")), "{line}");
+        let rest = line
+            .strip_prefix(&format!("done {count} retried "))
+            .unwrap_or_else(|| panic!("{line}"));
+        retried += rest.trim().parse::<u64>().unwrap();
         assert!(c.wait_success(WAIT), "client failed");
     }
+    assert_eq!(
+        retried, failed_back,
+        "requests retried by the clients vs failed back by the recoveries"
+    );
     let me = seg.bind_dynamic().unwrap();
     for port in [1, 2] {
         stop_server(&me, port);
@@ -271,6 +290,6 @@ fn servers_killed_at_random_under_load_lose_no_request() {
             .iter()
             .map(|p| p.recoveries)
             .sum::<u64>(),
-        3
+        kills
     );
 }

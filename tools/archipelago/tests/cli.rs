@@ -586,3 +586,187 @@ fn both_blockers_on_rados_from_the_configuration() {
     let out = s.run(&["stop", "-f"]);
     assert!(out.status.success(), "stop: {}", text(&out));
 }
+
+/// Polls `status --json` (at most `within`) until `cond` holds of it;
+/// returns that status.
+fn wait_status(
+    s: &mut Setup,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(bool, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (ok, st) = s.status();
+        if cond(ok, &st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The supervisor log's lines about `role`, as (milliseconds, text).
+fn supervisor_log(s: &Setup, role: &str) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(s.path("log/supervisor.log")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (stamp, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let (secs, ms) = stamp.split_once('.')?;
+            let t = secs.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?;
+            let rest = rest.strip_prefix(&format!("{role}: "))?;
+            Some((t, rest.to_owned()))
+        })
+        .collect()
+}
+
+/// The supervisor's policy: a role killed is restarted after a back-off
+/// that doubles (0.5 s, 1 s, 2 s, 4 s), showing "waiting" meanwhile; the
+/// fifth crash within 60 s gives it up ("failed", `status` exits
+/// non-zero) while the others keep running; the restart count is kept;
+/// `start ROLE` brings it back under a new supervisor that adopts the
+/// others (and restarts an adopted role that dies); `restart ROLE` and
+/// `restart` replace exactly what they name.
+#[test]
+fn the_supervisor_backs_off_gives_up_and_restart_and_start_role_work() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let others = ["blockerb", "blockerm", "mapperd", "nbdd"];
+    let pids_of = |st: &Value, names: &[&str]| -> Vec<Value> {
+        names.iter().map(|n| role(st, n)["pid"].clone()).collect()
+    };
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let other_pids = pids_of(&st, &others);
+
+    for crash in 1..=5u64 {
+        let old = s.pid_of("vlmcd").expect("vlmcd pid file");
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        if crash == 5 {
+            break;
+        }
+        if crash >= 3 {
+            // A back-off of 2 s and 4 s: long enough to be seen.
+            wait_status(&mut s, "vlmcd waiting", Duration::from_secs(15), |_, st| {
+                let r = role(st, "vlmcd");
+                r["supervisor_status"] == "waiting" && r["alive"] == false
+            });
+        }
+        wait_status(
+            &mut s,
+            "vlmcd restarted",
+            Duration::from_secs(30),
+            |ok, st| {
+                let r = role(st, "vlmcd");
+                ok && r["supervisor_status"] == "running"
+                    && r["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+                    && r["restarts"] == crash
+            },
+        );
+    }
+    // Given up: failed, not restarted, and status says so with its code.
+    let st = wait_status(
+        &mut s,
+        "vlmcd given up",
+        Duration::from_secs(30),
+        |_, st| role(st, "vlmcd")["supervisor_status"] == "failed",
+    );
+    let (ok, st2) = s.status();
+    assert!(!ok, "status exits 0 with a role given up: {st2:#}");
+    let v = role(&st, "vlmcd");
+    assert_eq!(
+        (v["alive"].clone(), v["restarts"].clone()),
+        (false.into(), 4.into()),
+        "{st:#}"
+    );
+    assert_eq!(
+        pids_of(&st, &others),
+        other_pids,
+        "the other roles were touched"
+    );
+    let out = s.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("stopped"), "{}", text(&out));
+
+    // The back-offs, from the supervisor's log: each restart came at
+    // least its back-off after the crash (a lower bound only).
+    let log = supervisor_log(&s, "vlmcd");
+    let crashes: Vec<&(u64, String)> = log.iter().filter(|(_, l)| l.contains("exited")).collect();
+    assert_eq!(crashes.len(), 5, "{log:?}");
+    for (i, want) in ["500ms", "1s", "2s", "4s"].iter().enumerate() {
+        let (t, line) = crashes[i];
+        assert!(line.ends_with(&format!("restarting in {want}")), "{line}");
+        let wait_ms = 500u64 << i;
+        let (t2, _) = log
+            .iter()
+            .find(|(t2, l)| t2 >= t && l == "restarting")
+            .unwrap_or_else(|| panic!("no restart after {line}: {log:?}"));
+        assert!(t2 + 2 >= t + wait_ms, "restarted {}ms after {line}", t2 - t);
+    }
+    assert!(
+        crashes[4].1.contains("5 crashes within 60s: giving up"),
+        "{}",
+        crashes[4].1
+    );
+
+    // start ROLE: vlmcd back under a new supervisor, the others adopted
+    // (same pids), the restart count kept.
+    let out = s.run(&["start", "vlmcd"]);
+    assert!(out.status.success(), "start vlmcd: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    assert_eq!(
+        pids_of(&st, &others),
+        other_pids,
+        "start vlmcd restarted others"
+    );
+    assert_eq!(role(&st, "vlmcd")["restarts"], 4, "{st:#}");
+    assert_eq!(role(&st, "vlmcd")["supervisor_status"], "running", "{st:#}");
+    // An adopted role that dies is restarted too.
+    let old = s.pid_of("blockerm").unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    wait_restarted(&mut s, "blockerm", old);
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    assert_eq!(role(&st, "blockerm")["restarts"], 1, "{st:#}");
+
+    // restart ROLE: that role only gets a new pid.
+    let before = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    let out = s.run(&["restart", "mapperd"]);
+    assert!(out.status.success(), "restart mapperd: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let after = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    for (i, name) in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]
+        .iter()
+        .enumerate()
+    {
+        if *name == "mapperd" {
+            assert_ne!(after[i], before[i], "mapperd kept its pid");
+            assert!(after[i].is_u64(), "{st:#}");
+        } else {
+            assert_eq!(after[i], before[i], "restart mapperd restarted {name}");
+        }
+    }
+    // restart: every role a new pid, all running.
+    let out = s.run(&["restart"]);
+    assert!(out.status.success(), "restart: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let again = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    for (i, name) in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            again[i].is_u64() && again[i] != after[i],
+            "{name} not restarted: {st:#}"
+        );
+    }
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+}

@@ -726,3 +726,272 @@ fn tcp_listener_serves_a_real_client() {
     );
     s.nbdd.assert_running();
 }
+
+// ---- options and limits of the handshake ----------------------------------
+
+const REP_ACK: u32 = 1;
+const REP_SERVER: u32 = 2;
+const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
+const REP_ERR_INVALID: u32 = (1 << 31) + 3;
+const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
+
+/// The hello with `flags` as the client's flags.
+fn hello_with(path: &Path, flags: u32) -> UnixStream {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut b = [0u8; 18];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b[..8], b"NBDMAGIC");
+    // FIXED_NEWSTYLE and NO_ZEROES offered.
+    assert_eq!(u16::from_be_bytes([b[16], b[17]]), 3);
+    s.write_all(&flags.to_be_bytes()).unwrap();
+    s
+}
+
+/// Every option reply up to the final one (ACK or an error).
+fn opt_replies(s: &mut UnixStream, opt: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let (o, kind, d) = opt_reply(s);
+        assert_eq!(o, opt);
+        out.push((kind, d));
+        if kind != REP_SERVER && kind != REP_INFO && kind != REP_META_CONTEXT {
+            return out;
+        }
+    }
+}
+
+fn name_and(name: &str, tail: &[u8]) -> Vec<u8> {
+    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(name.as_bytes());
+    d.extend_from_slice(tail);
+    d
+}
+
+/// `base:allocation` asked for `name`.
+fn meta_query(name: &str) -> Vec<u8> {
+    let q = b"base:allocation";
+    let mut tail = 1u32.to_be_bytes().to_vec();
+    tail.extend_from_slice(&(q.len() as u32).to_be_bytes());
+    tail.extend_from_slice(q);
+    name_and(name, &tail)
+}
+
+/// EXPORT_NAME with and without NO_ZEROES, LIST, INFO, ABORT,
+/// SET_META_CONTEXT before STRUCTURED_REPLY, unknown client flags, and
+/// block status with and without REQ_ONE.
+#[test]
+fn handshake_options_and_block_status() {
+    let mut s = setup("nbd-options");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "o1", size, Some(OBJ)).unwrap();
+    c.create_volume(VLMCD, "o2", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "o1"]);
+    s.vlmc_ok(&["map", "o2"]);
+    // o1: data in objects 0-1 and 8, holes elsewhere.
+    let data = random(2 * OBJ as usize, 5);
+    c.volume_write(VLMCD, "o1", 0, &data, true).unwrap();
+    c.volume_write(VLMCD, "o1", 8 * OBJ, &data[..4096], true)
+        .unwrap();
+
+    // EXPORT_NAME without NO_ZEROES: size, flags, 124 zero bytes; then
+    // transmission.
+    let mut h = hello_with(&s.socket, 1);
+    send_opt(&mut h, 1, b"o1");
+    let mut b = vec![0u8; 8 + 2 + 124];
+    h.read_exact(&mut b).unwrap();
+    assert_eq!(u64::from_be_bytes(b[..8].try_into().unwrap()), size);
+    assert_eq!(u16::from_be_bytes([b[8], b[9]]) & 2, 0, "writable");
+    assert!(b[10..].iter().all(|&z| z == 0));
+    let mut n = Nbd {
+        s: h,
+        size,
+        flags: 0,
+    };
+    assert_eq!(n.read(0, 4096).unwrap(), data[..4096]);
+
+    // With NO_ZEROES: size and flags only; the next bytes are a reply.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 1, b"o1");
+    let mut b = [0u8; 10];
+    h.read_exact(&mut b).unwrap();
+    assert_eq!(u64::from_be_bytes(b[..8].try_into().unwrap()), size);
+    let mut n = Nbd {
+        s: h,
+        size,
+        flags: 0,
+    };
+    assert_eq!(n.read(OBJ, 4096).unwrap(), data[OBJ as usize..][..4096]);
+
+    // EXPORT_NAME of an unknown export: the connection is closed.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 1, b"nope");
+    assert!(closed(&mut h));
+
+    // LIST: every mapped export, then ACK; with data: invalid.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 3, &[]);
+    let r = opt_replies(&mut h, 3);
+    let mut names: Vec<Vec<u8>> = r
+        .iter()
+        .filter(|(k, _)| *k == REP_SERVER)
+        .map(|(_, d)| {
+            let n = u32::from_be_bytes(d[..4].try_into().unwrap()) as usize;
+            d[4..4 + n].to_vec()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, [b"o1".to_vec(), b"o2".to_vec()]);
+    assert_eq!(r.last().unwrap().0, REP_ACK);
+    send_opt(&mut h, 3, b"x");
+    assert_eq!(opt_replies(&mut h, 3), [(REP_ERR_INVALID, vec![])]);
+
+    // INFO: the export's size and flags, its name, block sizes; the
+    // handshake goes on. Unknown: ERR_UNKNOWN.
+    send_opt(&mut h, 6, &name_and("o2", &0u16.to_be_bytes()));
+    let r = opt_replies(&mut h, 6);
+    assert_eq!(r.last().unwrap().0, REP_ACK, "{r:?}");
+    let infos: Vec<&Vec<u8>> = r
+        .iter()
+        .filter(|(k, _)| *k == REP_INFO)
+        .map(|(_, d)| d)
+        .collect();
+    let export = infos
+        .iter()
+        .find(|d| d[..2] == [0, 0])
+        .expect("INFO_EXPORT");
+    assert_eq!(u64::from_be_bytes(export[2..10].try_into().unwrap()), size);
+    let name = infos.iter().find(|d| d[..2] == [0, 1]).expect("INFO_NAME");
+    assert_eq!(&name[2..], b"o2");
+    let bs = infos
+        .iter()
+        .find(|d| d[..2] == [0, 3])
+        .expect("INFO_BLOCK_SIZE");
+    let at = |i: usize| u32::from_be_bytes(bs[2 + 4 * i..6 + 4 * i].try_into().unwrap());
+    assert_eq!((at(0), at(1)), (1, 4096));
+    assert!(at(2) >= 4096, "maximum block size {}", at(2));
+    send_opt(&mut h, 6, &name_and("nope", &0u16.to_be_bytes()));
+    assert_eq!(opt_replies(&mut h, 6), [(REP_ERR_UNKNOWN, vec![])]);
+
+    // SET_META_CONTEXT before STRUCTURED_REPLY: invalid.
+    send_opt(&mut h, 10, &meta_query("o1"));
+    assert_eq!(opt_replies(&mut h, 10), [(REP_ERR_INVALID, vec![])]);
+
+    // ABORT: acknowledged, then the connection closes.
+    send_opt(&mut h, 2, &[]);
+    assert_eq!(opt_replies(&mut h, 2), [(REP_ACK, vec![])]);
+    assert!(closed(&mut h));
+
+    // Unknown client flags: closed at once.
+    let mut h = hello_with(&s.socket, 1 | (1 << 5));
+    assert!(closed(&mut h));
+
+    // Block status, structured: without REQ_ONE every extent of the range,
+    // with it exactly one.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 8, &[]);
+    assert_eq!(opt_replies(&mut h, 8), [(REP_ACK, vec![])]);
+    send_opt(&mut h, 10, &meta_query("o1"));
+    let r = opt_replies(&mut h, 10);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].0, REP_META_CONTEXT);
+    let ctx = u32::from_be_bytes(r[0].1[..4].try_into().unwrap());
+    assert_eq!(&r[0].1[4..], b"base:allocation");
+    let mut n = Nbd::go_on(h, "o1");
+    let status = |n: &mut Nbd, flags: u16, handle: u64| -> Vec<(u32, u32)> {
+        n.send(7, flags, handle, 0, (12 * OBJ) as u32, &[]);
+        let mut hd = [0u8; 20];
+        n.s.read_exact(&mut hd).unwrap();
+        assert_eq!(u32::from_be_bytes(hd[..4].try_into().unwrap()), 0x668e_33ef);
+        assert_eq!(u16::from_be_bytes([hd[4], hd[5]]) & 1, 1, "DONE");
+        assert_eq!(u16::from_be_bytes([hd[6], hd[7]]), 5, "BLOCK_STATUS");
+        assert_eq!(u64::from_be_bytes(hd[8..16].try_into().unwrap()), handle);
+        let len = u32::from_be_bytes(hd[16..20].try_into().unwrap()) as usize;
+        let mut d = vec![0u8; len];
+        n.s.read_exact(&mut d).unwrap();
+        assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), ctx);
+        d[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u32::from_be_bytes(e[..4].try_into().unwrap()),
+                    u32::from_be_bytes(e[4..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let all = status(&mut n, 0, 41);
+    let o = OBJ as u32;
+    assert_eq!(all, [(2 * o, 0), (6 * o, 3), (o, 0), (3 * o, 3)], "{all:?}");
+    let one = status(&mut n, 1 << 3, 42);
+    assert_eq!(one, [(2 * o, 0)], "{one:?}");
+    s.nbdd.assert_running();
+}
+
+/// `vlmc map --readonly` of a writable volume: exported read-only (writes
+/// get EPERM), no lock taken (not open on the mapper); and nbdd killed
+/// and restarted serves the same mapped set: read-only exports stay
+/// read-only, the writable one stays writable, the data intact.
+#[test]
+fn map_readonly_and_nbdd_restarted_with_its_mapped_set() {
+    let mut s = setup("nbd-restart");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 8 * OBJ;
+    c.create_volume(VLMCD, "rw", size, Some(OBJ)).unwrap();
+    c.create_volume(VLMCD, "ro", size, Some(OBJ)).unwrap();
+    let ro_data = random(size as usize, 21);
+    c.volume_write(VLMCD, "ro", 0, &ro_data, true).unwrap();
+    c.close_volume(VLMCD, "ro").unwrap();
+    assert!(c.open_volumes(MAPPER).unwrap().is_empty());
+
+    s.vlmc_ok(&["map", "--readonly", "ro"]);
+    s.vlmc_ok(&["map", "rw"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+    let row = |name: &str| {
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row("ro")["readonly"], true, "{shown}");
+    assert_eq!(row("rw")["readonly"], false, "{shown}");
+    // Only the writable mapping opened its volume (took its lock).
+    assert_eq!(c.open_volumes(MAPPER).unwrap(), ["rw".to_owned()]);
+    assert!(!c.volume_info(VLMCD, "ro").unwrap().readonly);
+
+    let check = |s: &Setup, w: &[u8]| {
+        let mut ro = Nbd::go(&s.socket, "ro");
+        assert_ne!(ro.flags & 2, 0, "ro exported read-only");
+        assert_eq!(ro.write(0, &[1; 512]), 1, "EPERM");
+        assert_eq!(ro.read(0, size as u32).unwrap(), ro_data);
+        let mut rw = Nbd::go(&s.socket, "rw");
+        assert_eq!(rw.flags & 2, 0, "rw exported writable");
+        assert_eq!(rw.read(0, w.len() as u32).unwrap(), w);
+    };
+    let w = random(3 * OBJ as usize, 22);
+    let mut rw = Nbd::go(&s.socket, "rw");
+    assert_eq!(rw.write(100, &w), 0);
+    drop(rw);
+    let mut expect = vec![0u8; 100];
+    expect.extend_from_slice(&w);
+    check(&s, &expect);
+    assert_eq!(c.volume_read(VLMCD, "ro", 0, size).unwrap(), ro_data);
+
+    // kill -9 and a restart with the same arguments.
+    s.nbdd.kill9();
+    s.nbdd.restart();
+    check(&s, &expect);
+    let mut rw = Nbd::go(&s.socket, "rw");
+    assert_eq!(rw.write(0, &[7; 100]), 0);
+    expect[..100].fill(7);
+    check(&s, &expect);
+    assert_eq!(c.open_volumes(MAPPER).unwrap(), ["rw".to_owned()]);
+    drop(rw);
+    s.nbdd.assert_running();
+}

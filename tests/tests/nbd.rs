@@ -995,3 +995,77 @@ fn map_readonly_and_nbdd_restarted_with_its_mapped_set() {
     drop(rw);
     s.nbdd.assert_running();
 }
+
+/// The handshake and write timeouts (1 s here): a client silent in its
+/// handshake, or one that stops reading its replies, is cut off, while a
+/// well-behaved client on the same export goes on.
+#[test]
+fn handshake_and_write_timeouts_cut_off_only_the_stalled_client() {
+    let s = setup_with(
+        "nbd-timeouts",
+        &[
+            "--write-timeout".into(),
+            "1".into(),
+            "--handshake-timeout".into(),
+            "1".into(),
+        ],
+    );
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
+    let data = random(size as usize, 31);
+    c.volume_write(VLMCD, "t", 0, &data, true).unwrap();
+    s.vlmc_ok(&["map", "t"]);
+    let mut good = Nbd::go(&s.socket, "t");
+    let check = |good: &mut Nbd, round: u64| {
+        let off = (round * 7919) % (size - 4096);
+        assert_eq!(
+            good.read(off, 4096).unwrap(),
+            data[off as usize..][..4096],
+            "round {round}"
+        );
+    };
+    check(&mut good, 0);
+
+    // Silent after the hello, and silent mid-option: both closed by the
+    // server (well within the 20 s read timeout of `closed`).
+    let mut silent = hello(&s.socket);
+    let mut partial = hello(&s.socket);
+    partial.write_all(&IHAVEOPT.to_be_bytes()).unwrap();
+    assert!(closed(&mut silent), "a silent handshake was not cut off");
+    assert!(closed(&mut partial), "a stalled option was not cut off");
+    check(&mut good, 1);
+
+    // A client that asks for 64 MiB of reads and reads none of it: its
+    // replies fill the socket, and the server cuts it off.
+    let clients = |s: &Setup| -> u64 {
+        let shown: serde_json::Value =
+            serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+        shown[0]["clients"].as_u64().unwrap()
+    };
+    let mut stalled = Nbd::go(&s.socket, "t");
+    assert_eq!(clients(&s), 2);
+    for i in 0..64 {
+        stalled.send(0, 0, i, 0, size as u32, &[]);
+    }
+    // Cut off: only the good client is counted (reading nothing meanwhile,
+    // so nothing unblocks the server's writes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 2;
+    while clients(&s) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "a client that reads nothing is still connected after 30 s"
+        );
+        check(&mut good, round);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its connection ends (after what was already buffered).
+    assert!(
+        closed(&mut stalled.s),
+        "the stalled client's connection is open"
+    );
+    check(&mut good, round);
+    assert_eq!(good.write(0, &data[..512]), 0);
+}

@@ -58,6 +58,14 @@ struct Cli {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 64)]
     queue_depth: usize,
+
+    /// Seconds a reply may take to write before its client is cut off.
+    #[arg(long, default_value_t = archipelago_nbd::WRITE_TIMEOUT.as_secs())]
+    write_timeout: u64,
+
+    /// Seconds a client may take over its handshake.
+    #[arg(long, default_value_t = archipelago_nbd::HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
 }
 
 /// Answers nothing but PING and STATS (the runtime does those).
@@ -103,6 +111,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         mapped_file: cli.mapped_file.clone(),
         status_file: cli.status_file.clone(),
         depth: cli.queue_depth.max(1),
+        write_timeout: Duration::from_secs(cli.write_timeout.max(1)),
+        handshake_timeout: Duration::from_secs(cli.handshake_timeout.max(1)),
     })
     .map_err(|e| e.to_string())?;
     if let Some(path) = &cli.socket {

@@ -1069,3 +1069,56 @@ fn handshake_and_write_timeouts_cut_off_only_the_stalled_client() {
     check(&mut good, round);
     assert_eq!(good.write(0, &data[..512]), 0);
 }
+
+/// The multi-connection promise: a FLUSH on one connection drains the
+/// volume's writes in flight from every connection, so it completes only
+/// after a write in flight on another connection has been acknowledged.
+/// (Held in flight by stopping mapperd, which a first write to an object
+/// needs and a FLUSH alone does not.)
+#[test]
+fn a_flush_on_one_connection_waits_for_writes_in_flight_on_another() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let mut s = setup("nbd-multi-conn");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "mc", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "mc"]);
+    let mut a = Nbd::go(&s.socket, "mc");
+    let mut b = Nbd::go(&s.socket, "mc");
+    assert_ne!(a.flags & (1 << 8), 0, "CAN_MULTI_CONN");
+    let mapperd = Pid::from_raw(s.p.mapperd.pid().unwrap() as i32);
+    kill(mapperd, Signal::SIGSTOP).unwrap();
+    // Control: with no write in flight, a FLUSH completes without mapperd.
+    b.send(3, 0, 10, 0, 0, &[]);
+    assert_eq!(b.reply(), (0, 10), "a FLUSH alone needs no mapperd");
+
+    // A first write on A, held at the stopped mapper.
+    let d = random(8192, 41);
+    a.send(1, 0, 1, 3 * OBJ, d.len() as u32, &d);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.stats(VLMCD).unwrap().in_flight < 2 {
+        // (The STATS call itself is one of vlmcd's requests in flight.)
+        assert!(Instant::now() < deadline, "vlmcd never got the write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A FLUSH on B does not complete while A's write is in flight (a
+    // window, not a measure: a slow machine can only hide a bug here).
+    b.send(3, 0, 11, 0, 0, &[]);
+    b.s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut one = [0u8; 1];
+    let early = b.s.read(&mut one);
+    if !matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    {
+        let _ = kill(mapperd, Signal::SIGCONT);
+        panic!("the FLUSH answered while a write was in flight: {early:?}");
+    }
+    b.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    kill(mapperd, Signal::SIGCONT).unwrap();
+    assert_eq!(a.reply(), (0, 1));
+    assert_eq!(b.reply(), (0, 11));
+    assert_eq!(b.read(3 * OBJ, 8192).unwrap(), d);
+    s.nbdd.assert_running();
+}

@@ -770,3 +770,141 @@ fn the_supervisor_backs_off_gives_up_and_restart_and_start_role_work() {
     let out = s.run(&["stop"]);
     assert!(out.status.success(), "stop: {}", text(&out));
 }
+
+// ---- nbdd under the supervisor -------------------------------------------
+
+/// A raw NBD connection (fixed newstyle, NO_ZEROES, GO): (socket, size,
+/// transmission flags).
+fn nbd_go(path: &Path, name: &str) -> (std::os::unix::net::UnixStream, u64, u16) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hello = [0u8; 18];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello[..8], b"NBDMAGIC");
+    s.write_all(&3u32.to_be_bytes()).unwrap();
+    let mut opt = 0x4948_4156_454f_5054u64.to_be_bytes().to_vec();
+    opt.extend_from_slice(&7u32.to_be_bytes());
+    opt.extend_from_slice(&(4 + name.len() as u32 + 2).to_be_bytes());
+    opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    opt.extend_from_slice(name.as_bytes());
+    opt.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&opt).unwrap();
+    let (mut size, mut flags) = (0, 0);
+    loop {
+        let mut h = [0u8; 20];
+        s.read_exact(&mut h).unwrap();
+        let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        let mut d = vec![0u8; u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize];
+        s.read_exact(&mut d).unwrap();
+        match kind {
+            1 => return (s, size, flags),
+            3 if d[..2] == [0, 0] => {
+                size = u64::from_be_bytes(d[2..10].try_into().unwrap());
+                flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+            }
+            3 => {}
+            k => panic!("GO {name}: reply {k:#x}"),
+        }
+    }
+}
+
+/// One NBD command (READ 0 or WRITE 1): (errno, data read).
+fn nbd_cmd(
+    s: &mut std::os::unix::net::UnixStream,
+    kind: u16,
+    offset: u64,
+    len: u32,
+    data: &[u8],
+) -> (u32, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut v = 0x2560_9513u32.to_be_bytes().to_vec();
+    v.extend_from_slice(&0u16.to_be_bytes());
+    v.extend_from_slice(&kind.to_be_bytes());
+    v.extend_from_slice(&99u64.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(data);
+    s.write_all(&v).unwrap();
+    let mut r = [0u8; 16];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(u32::from_be_bytes(r[..4].try_into().unwrap()), 0x6744_6698);
+    assert_eq!(u64::from_be_bytes(r[8..16].try_into().unwrap()), 99);
+    let err = u32::from_be_bytes(r[4..8].try_into().unwrap());
+    let mut d = Vec::new();
+    if kind == 0 && err == 0 {
+        d = vec![0u8; len as usize];
+        s.read_exact(&mut d).unwrap();
+    }
+    (err, d)
+}
+
+/// nbdd killed: the supervisor restarts it with its mapped set; the
+/// read-only exports (a snapshot, a volume mapped --readonly) stay
+/// read-only, the writable one writable, the data intact.
+#[test]
+fn nbdd_killed_comes_back_with_its_mapped_set() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    let data = pattern(256 << 10, 17);
+    for v in ["nv", "nro"] {
+        client.create_volume(VLMCD, v, 4 << 20, None).unwrap();
+        client.volume_write(VLMCD, v, 0, &data, true).unwrap();
+        client.close_volume(VLMCD, v).unwrap();
+    }
+    client.snapshot(VLMCD, "nv", "nv-snap").unwrap();
+    let config = s.config.clone();
+    let vlmc = |args: &[&str]| {
+        let o = Command::new(Path::new(EXE).parent().unwrap().join("vlmc"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "vlmc {args:?}: {}", text(&o));
+    };
+    vlmc(&["map", "nv"]);
+    vlmc(&["map", "nv-snap"]);
+    vlmc(&["map", "--readonly", "nro"]);
+    let sock = s.path("run/nbd.sock");
+    let check = |round: &str| {
+        for (name, ro) in [("nv", false), ("nv-snap", true), ("nro", true)] {
+            let (mut c, size, flags) = nbd_go(&sock, name);
+            assert_eq!(size, 4 << 20, "{round}: {name}");
+            assert_eq!(flags & 2 != 0, ro, "{round}: {name}: read-only flag");
+            let (e, got) = nbd_cmd(&mut c, 0, 0, data.len() as u32, &[]);
+            assert_eq!(e, 0, "{round}: {name}");
+            assert!(got == data, "{round}: {name}: data changed");
+            if ro {
+                assert_eq!(
+                    nbd_cmd(&mut c, 1, 0, 512, &[1; 512]).0,
+                    1,
+                    "{round}: {name}: EPERM"
+                );
+            }
+        }
+    };
+    check("before");
+    let old = s.pid_of("nbdd").expect("nbdd pid file");
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    wait_restarted(&mut s, "nbdd", old);
+    check("after nbdd was killed");
+    // Still writable through the restarted nbdd.
+    let (mut c, _, _) = nbd_go(&sock, "nv");
+    assert_eq!(nbd_cmd(&mut c, 1, 4096, 512, &[9; 512]).0, 0);
+    drop(c);
+    assert_eq!(
+        client.volume_read(VLMCD, "nv", 4096, 512).unwrap(),
+        vec![9; 512]
+    );
+    drop(client);
+    for v in ["nv", "nv-snap", "nro"] {
+        vlmc(&["unmap", "-f", v]);
+    }
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+}

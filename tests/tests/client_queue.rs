@@ -102,10 +102,11 @@ fn thirty_two_writes_then_thirty_two_reads_in_flight() {
     seen.sort_unstable();
     assert_eq!(seen, (100..132).collect::<Vec<_>>());
 
-    // Nothing in flight: complete returns at once.
+    // Nothing in flight: complete returns without waiting out its timeout
+    // (60 s; half of it is the bound, not a measure of speed).
     let t = Instant::now();
-    assert!(q.complete(8, Duration::from_secs(10)).is_empty());
-    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(q.complete(8, Duration::from_secs(60)).is_empty());
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
 }
 
 #[test]

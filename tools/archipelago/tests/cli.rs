@@ -181,6 +181,11 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 #[test]
 fn start_use_crash_restart_stop() {
     let mut s = Setup::new("");
+    // [mapperd] cache_mib reaches mapperd's command line.
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[mapperd]\n", "[mapperd]\ncache_mib = 1\n");
+    std::fs::write(&s.config, cfg).unwrap();
     let out = s.run(&["start"]);
     assert!(out.status.success(), "start: {}", text(&out));
 
@@ -200,6 +205,9 @@ fn start_use_crash_restart_stop() {
         .iter()
         .map(|n| role(&st, n)["pid"].clone())
         .collect();
+    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let m = cmdline(s.pid_of("mapperd").unwrap());
+    assert!(m.contains("\u{0}--cache-mib\u{0}1\u{0}"), "{m:?}");
 
     // Starting what runs is a no-op.
     let out = s.run(&["start"]);
@@ -258,6 +266,9 @@ fn start_use_crash_restart_stop() {
         }
     };
     assert_eq!(back, data);
+    // The restarted mapperd has it too.
+    let m = cmdline(s.pid_of("mapperd").unwrap());
+    assert!(m.contains("\u{0}--cache-mib\u{0}1\u{0}"), "{m:?}");
     drop(client);
 
     // Volumes mapped for NBD: stop refuses, changing nothing.

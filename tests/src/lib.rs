@@ -103,6 +103,33 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether every one of `tools` (external programs a test drives, such as
+/// the NBD clients) runs here. The rule is the RADOS tests' one
+/// (`archipelago_rados::testenv::cluster`): when one is missing the test
+/// **fails** under CI (`CI` set: `.ci/run` installs them), and elsewhere
+/// it prints `SKIPPED` with what to install and the caller returns.
+pub fn tools_present(test: &str, tools: &[&str], package: &str) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| Command::new(t).arg("--version").output().is_err())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: {} not installed, required under CI (.ci/run installs {package})",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "{test}: SKIPPED: {} not installed (install {package})",
+        missing.join(", ")
+    );
+    false
+}
+
 /// A unique private segment path for one test, removed on drop.
 pub struct TempSegment {
     /// The path.
@@ -309,6 +336,18 @@ pub mod pipeline {
         /// The process id, if running.
         pub fn pid(&self) -> Option<u32> {
             self.child.as_ref().map(Child::id)
+        }
+
+        /// Panics unless the process is still running (not merely
+        /// started: a dead child is reaped and its exit status shown).
+        pub fn assert_running(&mut self) {
+            let child = self
+                .child
+                .as_mut()
+                .unwrap_or_else(|| panic!("{} was stopped", self.bin));
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{} is no longer running: {status}", self.bin);
+            }
         }
 
         /// Sends SIGTERM and waits (at most `timeout`) for the exit.

@@ -405,3 +405,57 @@ fn barriers_sent_straight_to_mapperd_are_refused() {
     composer.snapshot(MAPPER, "vol", "snap").unwrap();
     assert!(composer.volume_info(MAPPER, "snap").unwrap().readonly);
 }
+
+/// `--cache-mib` sizes the decoded map-chunk cache: with 0 every map
+/// lookup reads the volume's chunk from the map blocker again, with 1 MiB
+/// repeated lookups of an open volume are answered without it.
+#[test]
+fn cache_mib_sizes_the_chunk_cache() {
+    const READS: u64 = 20;
+    let lookups = |cache_mib: &str| -> u64 {
+        let tmp = TempSegment::new(&format!("mapperd-cache-{cache_mib}"));
+        let _seg = segment(&tmp);
+        let _b = Proc::blockerd(&tmp, BLOCKERB);
+        let _m = Proc::blockerd(&tmp, BLOCKERM);
+        let _mapperd = Proc::start(
+            &tmp,
+            "mapperd",
+            MAPPER,
+            &[
+                "--host-id",
+                "host-a",
+                "--blockerb-port",
+                &BLOCKERB.to_string(),
+                "--blockerm-port",
+                &BLOCKERM.to_string(),
+                "--cache-mib",
+                cache_mib,
+            ],
+        );
+        let c = Client::connect(&tmp.arg())
+            .unwrap()
+            .with_timeout(Duration::from_secs(10));
+        c.create_volume(MAPPER, "vol", SIZE, Some(OBJ)).unwrap();
+        let data = pattern(SIZE as usize, 3);
+        // Written (and so open, its header held under its lock).
+        write_volume(&c, MAPPER, "vol", 0, &data);
+        assert!(read_volume(&c, MAPPER, "vol", 0, SIZE) == data);
+        let before = c.stats(BLOCKERM).unwrap().accepted;
+        for _ in 0..READS {
+            let ext = c.map_read(MAPPER, "vol", 0, SIZE).unwrap();
+            assert_eq!(ext.len() as u64, SIZE / OBJ);
+        }
+        // Minus our own STATS.
+        c.stats(BLOCKERM).unwrap().accepted - before - 1
+    };
+    let uncached = lookups("0");
+    assert!(
+        uncached >= READS,
+        "--cache-mib 0: {uncached} requests to the map blocker for {READS} lookups"
+    );
+    let cached = lookups("1");
+    assert!(
+        cached < READS / 4,
+        "--cache-mib 1: {cached} requests to the map blocker for {READS} lookups"
+    );
+}

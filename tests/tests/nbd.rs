@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use archipelago_e2e::pattern::mix;
 use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, MAPPER, VLMCD};
-use archipelago_e2e::workspace_bin;
+use archipelago_e2e::{tools_present, workspace_bin};
 
 const NBDD: u32 = 5;
 const OBJ: u64 = 64 << 10;
@@ -117,17 +117,24 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     o
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").output().is_ok()
+/// The qemu clients (qemu-utils): present, or the test fails under CI and
+/// skips (saying so) elsewhere.
+fn qemu_clients(test: &str) -> bool {
+    tools_present(test, &["qemu-img", "qemu-io"], "qemu-utils")
+}
+
+/// nbdinfo (libnbd-bin), under the same rule.
+fn nbdinfo(test: &str) -> bool {
+    tools_present(test, &["nbdinfo"], "libnbd-bin")
 }
 
 #[test]
 fn qemu_clients_copy_compare_and_write_unaligned() {
-    if !have("qemu-img") || !have("qemu-io") {
-        eprintln!("note: qemu-img/qemu-io not installed: skipping (install qemu-utils)");
+    const TEST: &str = "qemu_clients_copy_compare_and_write_unaligned";
+    if !qemu_clients(TEST) || !nbdinfo(TEST) {
         return;
     }
-    let s = setup("nbd-qemu");
+    let mut s = setup("nbd-qemu");
     let c = s.p.client(Duration::from_secs(30));
     // 40 objects: data, a 1 MiB hole (16 whole objects), data with a
     // small hole inside an object.
@@ -217,13 +224,11 @@ fn qemu_clients_copy_compare_and_write_unaligned() {
     expect[300001..305001].fill(0x11);
     assert!(c.volume_read(VLMCD, "disk", 0, size).unwrap() == expect);
 
-    if have("nbdinfo") {
-        let o = run("nbdinfo", &["--size", &uri]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
-        run("nbdinfo", &["--map", &uri]);
-    } else {
-        eprintln!("note: nbdinfo not installed (libnbd-bin): skipping its checks");
-    }
+    let o = run("nbdinfo", &["--size", &uri]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+    let o = run("nbdinfo", &["--map", &uri]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("hole"), "nbdinfo --map shows no hole: {text}");
 
     // A snapshot is exported read-only.
     c.snapshot(VLMCD, "disk", "snap").unwrap();
@@ -255,14 +260,21 @@ fn qemu_clients_copy_compare_and_write_unaligned() {
     let o = s.vlmc(&["unmap", "disk"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("connected"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+    assert_eq!(shown[0]["name"], "disk", "{shown}");
+    assert_eq!(shown[0]["clients"], 1, "{shown}");
     s.vlmc_ok(&["unmap", "-f", "disk"]);
-    let mut rest = Vec::new();
-    let _ = held.s.read_to_end(&mut rest);
+    // -f cut the client off: its connection ends (EOF or a reset, within
+    // the read timeout), and no client is counted any more.
+    assert!(closed(&mut held.s), "unmap -f left the client connected");
     s.vlmc_ok(&["unmap", "snap"]);
     assert_eq!(s.vlmc_ok(&["showmapped"]).trim(), "");
-    // Closed: removable.
-    c.remove_volume(VLMCD, "snap").ok();
-    assert!(s.nbdd.pid().is_some());
+    // Closed by the unmap: removable, the volume and then its snapshot.
+    c.remove_volume(VLMCD, "disk").unwrap();
+    c.remove_volume(VLMCD, "snap").unwrap();
+    assert!(c.volume_info(VLMCD, "disk").unwrap().removed);
+    s.nbdd.assert_running();
 }
 
 // ---- a small NBD client -------------------------------------------------
@@ -389,7 +401,7 @@ impl Nbd {
 
 #[test]
 fn hostile_clients_never_disturb_a_well_behaved_one() {
-    let s = setup("nbd-hostile");
+    let mut s = setup("nbd-hostile");
     let c = s.p.client(Duration::from_secs(30));
     let size = 16 * OBJ;
     c.create_volume(VLMCD, "h", size, Some(OBJ)).unwrap();
@@ -437,7 +449,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     assert_eq!(bad.write(size - 256, &[0xee; 1024]), 22);
     // Larger than served in one piece (up to 32 MiB) is split; above
     // that, refused.
-    assert!(bad.read(0, 33 << 20).is_err());
+    assert_eq!(bad.read(0, 33 << 20), Err(75), "EOVERFLOW");
     assert_eq!(bad.read(0, size as u32).unwrap().len(), size as usize);
     // An unknown command, block status without a meta context: EINVAL.
     bad.send(42, 0, 5, 0, 0, &[]);
@@ -511,7 +523,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     ro.send(2, 0, 0, 0, 0, &[]);
     assert!(closed(&mut ro.s));
     check(&mut good);
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
 }
 
 /// A writer writes distinct patterns to distinct 4 KiB blocks, one at a
@@ -522,7 +534,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
 #[test]
 fn snapshot_while_a_client_writes() {
     const BLOCK: u64 = 4096;
-    let s = setup("nbd-snap-writes");
+    let mut s = setup("nbd-snap-writes");
     let c = s.p.client(Duration::from_secs(30));
     let objects = 64;
     let size = objects * OBJ;
@@ -644,7 +656,7 @@ fn snapshot_while_a_client_writes() {
             "volume (NBD): object {o}"
         );
     }
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
 }
 
 /// A free loopback port (racy, but the window is short).
@@ -659,12 +671,12 @@ fn free_port() -> u16 {
 /// qemu-io over nbdd's loopback TCP listener; the data lands in the volume.
 #[test]
 fn tcp_listener_serves_a_real_client() {
-    if !have("qemu-io") {
-        eprintln!("note: qemu-io not installed: skipping (install qemu-utils)");
+    const TEST: &str = "tcp_listener_serves_a_real_client";
+    if !qemu_clients(TEST) || !nbdinfo(TEST) {
         return;
     }
     let port = free_port();
-    let s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
+    let mut s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
     let c = s.p.client(Duration::from_secs(30));
     let size = 8 * OBJ;
     c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
@@ -699,10 +711,8 @@ fn tcp_listener_serves_a_real_client() {
     expect[65000..65000 + 70001].fill(0xa5);
     assert!(c.volume_read(VLMCD, "t", 0, size).unwrap() == expect);
     // The size is advertised over TCP too.
-    if have("nbdinfo") {
-        let o = run("nbdinfo", &["--size", &uri]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
-    }
+    let o = run("nbdinfo", &["--size", &uri]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
     // An unknown export over TCP: refused.
     let o = Command::new("qemu-io")
         .args(["-r", "-f", "raw", "-c", "read 0 512"])
@@ -714,5 +724,409 @@ fn tcp_listener_serves_a_real_client() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert!(s.nbdd.pid().is_some());
+    s.nbdd.assert_running();
+}
+
+// ---- options and limits of the handshake ----------------------------------
+
+const REP_ACK: u32 = 1;
+const REP_SERVER: u32 = 2;
+const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
+const REP_ERR_INVALID: u32 = (1 << 31) + 3;
+const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
+
+/// The hello with `flags` as the client's flags.
+fn hello_with(path: &Path, flags: u32) -> UnixStream {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut b = [0u8; 18];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b[..8], b"NBDMAGIC");
+    // FIXED_NEWSTYLE and NO_ZEROES offered.
+    assert_eq!(u16::from_be_bytes([b[16], b[17]]), 3);
+    s.write_all(&flags.to_be_bytes()).unwrap();
+    s
+}
+
+/// Every option reply up to the final one (ACK or an error).
+fn opt_replies(s: &mut UnixStream, opt: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let (o, kind, d) = opt_reply(s);
+        assert_eq!(o, opt);
+        out.push((kind, d));
+        if kind != REP_SERVER && kind != REP_INFO && kind != REP_META_CONTEXT {
+            return out;
+        }
+    }
+}
+
+fn name_and(name: &str, tail: &[u8]) -> Vec<u8> {
+    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(name.as_bytes());
+    d.extend_from_slice(tail);
+    d
+}
+
+/// `base:allocation` asked for `name`.
+fn meta_query(name: &str) -> Vec<u8> {
+    let q = b"base:allocation";
+    let mut tail = 1u32.to_be_bytes().to_vec();
+    tail.extend_from_slice(&(q.len() as u32).to_be_bytes());
+    tail.extend_from_slice(q);
+    name_and(name, &tail)
+}
+
+/// EXPORT_NAME with and without NO_ZEROES, LIST, INFO, ABORT,
+/// SET_META_CONTEXT before STRUCTURED_REPLY, unknown client flags, and
+/// block status with and without REQ_ONE.
+#[test]
+fn handshake_options_and_block_status() {
+    let mut s = setup("nbd-options");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "o1", size, Some(OBJ)).unwrap();
+    c.create_volume(VLMCD, "o2", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "o1"]);
+    s.vlmc_ok(&["map", "o2"]);
+    // o1: data in objects 0-1 and 8, holes elsewhere.
+    let data = random(2 * OBJ as usize, 5);
+    c.volume_write(VLMCD, "o1", 0, &data, true).unwrap();
+    c.volume_write(VLMCD, "o1", 8 * OBJ, &data[..4096], true)
+        .unwrap();
+
+    // EXPORT_NAME without NO_ZEROES: size, flags, 124 zero bytes; then
+    // transmission.
+    let mut h = hello_with(&s.socket, 1);
+    send_opt(&mut h, 1, b"o1");
+    let mut b = vec![0u8; 8 + 2 + 124];
+    h.read_exact(&mut b).unwrap();
+    assert_eq!(u64::from_be_bytes(b[..8].try_into().unwrap()), size);
+    assert_eq!(u16::from_be_bytes([b[8], b[9]]) & 2, 0, "writable");
+    assert!(b[10..].iter().all(|&z| z == 0));
+    let mut n = Nbd {
+        s: h,
+        size,
+        flags: 0,
+    };
+    assert_eq!(n.read(0, 4096).unwrap(), data[..4096]);
+
+    // With NO_ZEROES: size and flags only; the next bytes are a reply.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 1, b"o1");
+    let mut b = [0u8; 10];
+    h.read_exact(&mut b).unwrap();
+    assert_eq!(u64::from_be_bytes(b[..8].try_into().unwrap()), size);
+    let mut n = Nbd {
+        s: h,
+        size,
+        flags: 0,
+    };
+    assert_eq!(n.read(OBJ, 4096).unwrap(), data[OBJ as usize..][..4096]);
+
+    // EXPORT_NAME of an unknown export: the connection is closed.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 1, b"nope");
+    assert!(closed(&mut h));
+
+    // LIST: every mapped export, then ACK; with data: invalid.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 3, &[]);
+    let r = opt_replies(&mut h, 3);
+    let mut names: Vec<Vec<u8>> = r
+        .iter()
+        .filter(|(k, _)| *k == REP_SERVER)
+        .map(|(_, d)| {
+            let n = u32::from_be_bytes(d[..4].try_into().unwrap()) as usize;
+            d[4..4 + n].to_vec()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, [b"o1".to_vec(), b"o2".to_vec()]);
+    assert_eq!(r.last().unwrap().0, REP_ACK);
+    send_opt(&mut h, 3, b"x");
+    assert_eq!(opt_replies(&mut h, 3), [(REP_ERR_INVALID, vec![])]);
+
+    // INFO: the export's size and flags, its name, block sizes; the
+    // handshake goes on. Unknown: ERR_UNKNOWN.
+    send_opt(&mut h, 6, &name_and("o2", &0u16.to_be_bytes()));
+    let r = opt_replies(&mut h, 6);
+    assert_eq!(r.last().unwrap().0, REP_ACK, "{r:?}");
+    let infos: Vec<&Vec<u8>> = r
+        .iter()
+        .filter(|(k, _)| *k == REP_INFO)
+        .map(|(_, d)| d)
+        .collect();
+    let export = infos
+        .iter()
+        .find(|d| d[..2] == [0, 0])
+        .expect("INFO_EXPORT");
+    assert_eq!(u64::from_be_bytes(export[2..10].try_into().unwrap()), size);
+    let name = infos.iter().find(|d| d[..2] == [0, 1]).expect("INFO_NAME");
+    assert_eq!(&name[2..], b"o2");
+    let bs = infos
+        .iter()
+        .find(|d| d[..2] == [0, 3])
+        .expect("INFO_BLOCK_SIZE");
+    let at = |i: usize| u32::from_be_bytes(bs[2 + 4 * i..6 + 4 * i].try_into().unwrap());
+    assert_eq!((at(0), at(1)), (1, 4096));
+    assert!(at(2) >= 4096, "maximum block size {}", at(2));
+    send_opt(&mut h, 6, &name_and("nope", &0u16.to_be_bytes()));
+    assert_eq!(opt_replies(&mut h, 6), [(REP_ERR_UNKNOWN, vec![])]);
+
+    // SET_META_CONTEXT before STRUCTURED_REPLY: invalid.
+    send_opt(&mut h, 10, &meta_query("o1"));
+    assert_eq!(opt_replies(&mut h, 10), [(REP_ERR_INVALID, vec![])]);
+
+    // ABORT: acknowledged, then the connection closes.
+    send_opt(&mut h, 2, &[]);
+    assert_eq!(opt_replies(&mut h, 2), [(REP_ACK, vec![])]);
+    assert!(closed(&mut h));
+
+    // Unknown client flags: closed at once.
+    let mut h = hello_with(&s.socket, 1 | (1 << 5));
+    assert!(closed(&mut h));
+
+    // Block status, structured: without REQ_ONE every extent of the range,
+    // with it exactly one.
+    let mut h = hello_with(&s.socket, 3);
+    send_opt(&mut h, 8, &[]);
+    assert_eq!(opt_replies(&mut h, 8), [(REP_ACK, vec![])]);
+    send_opt(&mut h, 10, &meta_query("o1"));
+    let r = opt_replies(&mut h, 10);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].0, REP_META_CONTEXT);
+    let ctx = u32::from_be_bytes(r[0].1[..4].try_into().unwrap());
+    assert_eq!(&r[0].1[4..], b"base:allocation");
+    let mut n = Nbd::go_on(h, "o1");
+    let status = |n: &mut Nbd, flags: u16, handle: u64| -> Vec<(u32, u32)> {
+        n.send(7, flags, handle, 0, (12 * OBJ) as u32, &[]);
+        let mut hd = [0u8; 20];
+        n.s.read_exact(&mut hd).unwrap();
+        assert_eq!(u32::from_be_bytes(hd[..4].try_into().unwrap()), 0x668e_33ef);
+        assert_eq!(u16::from_be_bytes([hd[4], hd[5]]) & 1, 1, "DONE");
+        assert_eq!(u16::from_be_bytes([hd[6], hd[7]]), 5, "BLOCK_STATUS");
+        assert_eq!(u64::from_be_bytes(hd[8..16].try_into().unwrap()), handle);
+        let len = u32::from_be_bytes(hd[16..20].try_into().unwrap()) as usize;
+        let mut d = vec![0u8; len];
+        n.s.read_exact(&mut d).unwrap();
+        assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), ctx);
+        d[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u32::from_be_bytes(e[..4].try_into().unwrap()),
+                    u32::from_be_bytes(e[4..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let all = status(&mut n, 0, 41);
+    let o = OBJ as u32;
+    assert_eq!(all, [(2 * o, 0), (6 * o, 3), (o, 0), (3 * o, 3)], "{all:?}");
+    let one = status(&mut n, 1 << 3, 42);
+    assert_eq!(one, [(2 * o, 0)], "{one:?}");
+    s.nbdd.assert_running();
+}
+
+/// `vlmc map --readonly` of a writable volume: exported read-only (writes
+/// get EPERM), no lock taken (not open on the mapper); and nbdd killed
+/// and restarted serves the same mapped set: read-only exports stay
+/// read-only, the writable one stays writable, the data intact.
+#[test]
+fn map_readonly_and_nbdd_restarted_with_its_mapped_set() {
+    let mut s = setup("nbd-restart");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 8 * OBJ;
+    c.create_volume(VLMCD, "rw", size, Some(OBJ)).unwrap();
+    c.create_volume(VLMCD, "ro", size, Some(OBJ)).unwrap();
+    let ro_data = random(size as usize, 21);
+    c.volume_write(VLMCD, "ro", 0, &ro_data, true).unwrap();
+    c.close_volume(VLMCD, "ro").unwrap();
+    assert!(c.open_volumes(MAPPER).unwrap().is_empty());
+
+    s.vlmc_ok(&["map", "--readonly", "ro"]);
+    s.vlmc_ok(&["map", "rw"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+    let row = |name: &str| {
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row("ro")["readonly"], true, "{shown}");
+    assert_eq!(row("rw")["readonly"], false, "{shown}");
+    // Only the writable mapping opened its volume (took its lock).
+    assert_eq!(c.open_volumes(MAPPER).unwrap(), ["rw".to_owned()]);
+    assert!(!c.volume_info(VLMCD, "ro").unwrap().readonly);
+
+    let check = |s: &Setup, w: &[u8]| {
+        let mut ro = Nbd::go(&s.socket, "ro");
+        assert_ne!(ro.flags & 2, 0, "ro exported read-only");
+        assert_eq!(ro.write(0, &[1; 512]), 1, "EPERM");
+        assert_eq!(ro.read(0, size as u32).unwrap(), ro_data);
+        let mut rw = Nbd::go(&s.socket, "rw");
+        assert_eq!(rw.flags & 2, 0, "rw exported writable");
+        assert_eq!(rw.read(0, w.len() as u32).unwrap(), w);
+    };
+    let w = random(3 * OBJ as usize, 22);
+    let mut rw = Nbd::go(&s.socket, "rw");
+    assert_eq!(rw.write(100, &w), 0);
+    drop(rw);
+    let mut expect = vec![0u8; 100];
+    expect.extend_from_slice(&w);
+    check(&s, &expect);
+    assert_eq!(c.volume_read(VLMCD, "ro", 0, size).unwrap(), ro_data);
+
+    // kill -9 and a restart with the same arguments.
+    s.nbdd.kill9();
+    s.nbdd.restart();
+    check(&s, &expect);
+    let mut rw = Nbd::go(&s.socket, "rw");
+    assert_eq!(rw.write(0, &[7; 100]), 0);
+    expect[..100].fill(7);
+    check(&s, &expect);
+    assert_eq!(c.open_volumes(MAPPER).unwrap(), ["rw".to_owned()]);
+    drop(rw);
+    s.nbdd.assert_running();
+}
+
+/// The handshake and write timeouts (1 s here): a client silent in its
+/// handshake, or one that stops reading its replies, is cut off, while a
+/// well-behaved client on the same export goes on.
+#[test]
+fn handshake_and_write_timeouts_cut_off_only_the_stalled_client() {
+    let s = setup_with(
+        "nbd-timeouts",
+        &[
+            "--write-timeout".into(),
+            "1".into(),
+            "--handshake-timeout".into(),
+            "1".into(),
+        ],
+    );
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
+    let data = random(size as usize, 31);
+    c.volume_write(VLMCD, "t", 0, &data, true).unwrap();
+    s.vlmc_ok(&["map", "t"]);
+    let mut good = Nbd::go(&s.socket, "t");
+    let check = |good: &mut Nbd, round: u64| {
+        let off = (round * 7919) % (size - 4096);
+        assert_eq!(
+            good.read(off, 4096).unwrap(),
+            data[off as usize..][..4096],
+            "round {round}"
+        );
+    };
+    check(&mut good, 0);
+
+    // Silent after the hello, and silent mid-option: both closed by the
+    // server (well within the 20 s read timeout of `closed`).
+    let mut silent = hello(&s.socket);
+    let mut partial = hello(&s.socket);
+    partial.write_all(&IHAVEOPT.to_be_bytes()).unwrap();
+    assert!(closed(&mut silent), "a silent handshake was not cut off");
+    assert!(closed(&mut partial), "a stalled option was not cut off");
+    check(&mut good, 1);
+
+    // A client that asks for 64 MiB of reads and reads none of it: its
+    // replies fill the socket, and the server cuts it off.
+    let clients = |s: &Setup| -> u64 {
+        let shown: serde_json::Value =
+            serde_json::from_str(&s.vlmc_ok(&["--json", "showmapped"])).unwrap();
+        shown[0]["clients"].as_u64().unwrap()
+    };
+    let mut stalled = Nbd::go(&s.socket, "t");
+    // (nbdd publishes a client just after its handshake.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clients(&s) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second client is never counted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..64 {
+        stalled.send(0, 0, i, 0, size as u32, &[]);
+    }
+    // Cut off: only the good client is counted (reading nothing meanwhile,
+    // so nothing unblocks the server's writes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 2;
+    while clients(&s) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "a client that reads nothing is still connected after 30 s"
+        );
+        check(&mut good, round);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its connection ends (after what was already buffered).
+    assert!(
+        closed(&mut stalled.s),
+        "the stalled client's connection is open"
+    );
+    check(&mut good, round);
+    assert_eq!(good.write(0, &data[..512]), 0);
+}
+
+/// The multi-connection promise: a FLUSH on one connection drains the
+/// volume's writes in flight from every connection, so it completes only
+/// after a write in flight on another connection has been acknowledged.
+/// (Held in flight by stopping mapperd, which a first write to an object
+/// needs and a FLUSH alone does not.)
+#[test]
+fn a_flush_on_one_connection_waits_for_writes_in_flight_on_another() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let mut s = setup("nbd-multi-conn");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    c.create_volume(VLMCD, "mc", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "mc"]);
+    let mut a = Nbd::go(&s.socket, "mc");
+    let mut b = Nbd::go(&s.socket, "mc");
+    assert_ne!(a.flags & (1 << 8), 0, "CAN_MULTI_CONN");
+    let mapperd = Pid::from_raw(s.p.mapperd.pid().unwrap() as i32);
+    kill(mapperd, Signal::SIGSTOP).unwrap();
+    // Control: with no write in flight, a FLUSH completes without mapperd.
+    b.send(3, 0, 10, 0, 0, &[]);
+    assert_eq!(b.reply(), (0, 10), "a FLUSH alone needs no mapperd");
+
+    // A first write on A, held at the stopped mapper.
+    let d = random(8192, 41);
+    a.send(1, 0, 1, 3 * OBJ, d.len() as u32, &d);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.stats(VLMCD).unwrap().in_flight < 2 {
+        // (The STATS call itself is one of vlmcd's requests in flight.)
+        assert!(Instant::now() < deadline, "vlmcd never got the write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A FLUSH on B does not complete while A's write is in flight (a
+    // window, not a measure: a slow machine can only hide a bug here).
+    b.send(3, 0, 11, 0, 0, &[]);
+    b.s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut one = [0u8; 1];
+    let early = b.s.read(&mut one);
+    if !matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    {
+        let _ = kill(mapperd, Signal::SIGCONT);
+        panic!("the FLUSH answered while a write was in flight: {early:?}");
+    }
+    b.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    kill(mapperd, Signal::SIGCONT).unwrap();
+    assert_eq!(a.reply(), (0, 1));
+    assert_eq!(b.reply(), (0, 11));
+    assert_eq!(b.read(3 * OBJ, 8192).unwrap(), d);
+    s.nbdd.assert_running();
 }

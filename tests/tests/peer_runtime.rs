@@ -65,6 +65,23 @@ fn spawn_peer<H: Handler + Send + 'static>(
     (stop, handle)
 }
 
+/// Waits (at most 30 s) until the peer on `port`, run by `thread`, answers
+/// PING; panics at once if the thread ended (the peer failed to start).
+fn wait_ping(client: &Client, port: u32, thread: &std::thread::JoinHandle<bool>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.ping(port).is_err() {
+        assert!(
+            !thread.is_finished(),
+            "the peer on port {port} stopped before answering PING"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer on port {port} did not answer PING within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn store_faults_reach_the_client_as_protocol_errors_and_change_nothing() {
     let tmp = TempSegment::new("faults");
@@ -75,9 +92,7 @@ fn store_faults_reach_the_client_as_protocol_errors_and_change_nothing() {
         Blocker::new(inner as Arc<dyn ObjectStore>, 2)
     });
     let client = Client::connect(&tmp.arg()).unwrap();
-    while client.ping(1).is_err() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_ping(&client, 1, &peer);
     client.write_full(1, "obj", b"before").unwrap();
     store.fail_next(OpKind::WriteFull, Fault::NoSpace);
     let e = client.write_full(1, "obj", b"after!").unwrap_err();
@@ -173,9 +188,7 @@ fn a_sub_request_to_a_peer_that_dies_comes_back_as_peer_died() {
     let client = Client::connect(&tmp.arg())
         .unwrap()
         .with_timeout(Duration::from_secs(20));
-    while client.ping(2).is_err() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_ping(&client, 2, &peer);
     // Three calls from three threads: two get accepted and held by the
     // backend, the third waits in its queue.
     let calls: Vec<_> = (0..3)

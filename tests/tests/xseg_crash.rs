@@ -232,10 +232,17 @@ fn servers_killed_at_random_under_load_lose_no_request() {
             ])
         })
         .collect();
-    // Kill a server three times at pseudo-random moments, recover its port
-    // and restart it while the clients keep going.
+    // Kill a server at pseudo-random moments, recover its port and restart
+    // it while the clients keep going, three times. A random kill may find
+    // the server between two requests; so each round also puts on the port
+    // a server that accepts four requests and holds them, and kills it:
+    // that kill hits four requests in flight for sure (failed back as
+    // "peer died").
     let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let (mut kills, mut failed_back) = (0u64, 0u64);
     for round in 0..3 {
+        // The pause before each kill is the randomness, not
+        // synchronisation.
         seed = pattern::mix(seed);
         std::thread::sleep(Duration::from_millis(20 + seed % 80));
         for c in &mut clients {
@@ -244,18 +251,44 @@ fn servers_killed_at_random_under_load_lose_no_request() {
                 "clients must still be running at each kill"
             );
         }
-        let victim = (round % 2) as usize;
+        let victim = round % 2;
         servers[victim].kill9();
         let port = victim as u32 + 1;
         let report = seg.recover(port).unwrap();
         assert!(report.dead_pid != 0, "{report:?}");
+        failed_back += u64::from(report.failed_back);
+        let mut holder = Peer::testpeer(&[
+            "--segment",
+            &tmp.arg(),
+            "server",
+            "--port",
+            &port.to_string(),
+            "--hold",
+            "4",
+        ]);
+        holder.expect_line("ready", WAIT);
+        holder.expect_line("held 4", WAIT);
+        holder.kill9();
+        let report = seg.recover(port).unwrap();
+        assert_eq!(report.failed_back, 4, "the held requests: {report:?}");
+        failed_back += 4;
+        kills += 2;
         servers[victim] = start_server(port);
     }
+    // Every request failed back was retried by its client, and only those.
+    let mut retried = 0;
     for c in &mut clients {
         let line = c.expect_line("done", Duration::from_secs(300));
-        assert!(line.starts_with(&format!("done {count} ")), "{line}");
+        let rest = line
+            .strip_prefix(&format!("done {count} retried "))
+            .unwrap_or_else(|| panic!("{line}"));
+        retried += rest.trim().parse::<u64>().unwrap();
         assert!(c.wait_success(WAIT), "client failed");
     }
+    assert_eq!(
+        retried, failed_back,
+        "requests retried by the clients vs failed back by the recoveries"
+    );
     let me = seg.bind_dynamic().unwrap();
     for port in [1, 2] {
         stop_server(&me, port);
@@ -271,6 +304,6 @@ fn servers_killed_at_random_under_load_lose_no_request() {
             .iter()
             .map(|p| p.recoveries)
             .sum::<u64>(),
-        3
+        kills
     );
 }

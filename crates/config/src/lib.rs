@@ -162,7 +162,8 @@ pub struct MapperSection {
     pub port: u32,
     /// Worker threads.
     pub threads: u32,
-    /// Map cache size in MiB (accepted; mapperd has no flag for it yet).
+    /// Decoded map-chunk cache in MiB (mapperd's `--cache-mib`; 0 disables
+    /// it; unset: mapperd's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_mib: Option<u64>,
 }
@@ -747,12 +748,17 @@ impl Config {
                 }
                 push(&v.iter().map(String::as_str).collect::<Vec<_>>());
             }
-            Role::Mapperd => push(&[
-                "--blockerm-port",
-                &self.blockerm.port.to_string(),
-                "--blockerb-port",
-                &self.blockerb.port.to_string(),
-            ]),
+            Role::Mapperd => {
+                push(&[
+                    "--blockerm-port",
+                    &self.blockerm.port.to_string(),
+                    "--blockerb-port",
+                    &self.blockerb.port.to_string(),
+                ]);
+                if let Some(mib) = self.mapperd.cache_mib {
+                    push(&["--cache-mib", &mib.to_string()]);
+                }
+            }
             Role::Vlmcd => push(&[
                 "--mapper-port",
                 &self.mapperd.port.to_string(),

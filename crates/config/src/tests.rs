@@ -254,3 +254,113 @@ fn load_reads_the_named_file() {
     assert!(Config::load(Some(&missing)).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every key of the file changes what it says it changes: set to a value
+/// other than its default, it reaches the peer's command line (or the
+/// segment's layout) as documented, and the effective configuration
+/// differs from the default's. The table must name every key the
+/// configuration prints.
+#[test]
+fn every_key_changes_what_it_says() {
+    enum Expect {
+        /// In `role`'s command line.
+        Arg(Role, &'static str),
+        /// In the segment's layout.
+        Segment(fn(&SegmentConfig) -> bool),
+        /// The directory of the logs `archipelago` writes (used by the
+        /// supervisor only; `tools/archipelago/tests` reads the logs there).
+        LogDir(&'static str),
+    }
+    use Expect::*;
+    let rados = "backend = \"rados\"\npool = \"p1\"\n";
+    #[rustfmt::skip]
+    let table: Vec<(&str, String, Expect)> = vec![
+        ("segment.name", "[segment]\nname = \"/tmp/seg9\"".into(), Arg(Role::Vlmcd, "--segment /tmp/seg9 ")),
+        ("segment.ports", "[segment]\nports = 64".into(), Segment(|s| s.ports == 64)),
+        ("segment.static_ports", "[segment]\nstatic_ports = 16".into(), Segment(|s| s.static_ports == 16)),
+        ("segment.requests", "[segment]\nrequests = 1000".into(), Segment(|s| s.requests == 1000)),
+        ("segment.buffer_mib", "[segment]\nbuffer_mib = 1".into(), Segment(|s| s.buffer_counts.iter().enumerate().map(|(c, &n)| (4096u64 << c) * u64::from(n)).sum::<u64>() < 4 << 20)),
+        ("segment.max_buffer", "[segment]\nmax_buffer = \"1M\"".into(), Segment(|s| s.buffer_counts.len() == 9)),
+        ("segment.idle_policy", "[segment]\nidle_policy = \"sleep\"".into(), Arg(Role::Mapperd, "--idle-policy sleep ")),
+        ("segment.idle_polls", "[segment]\nidle_polls = 7".into(), Arg(Role::Blockerb, "--idle-polls 7 ")),
+        ("host.id", "[host]\nid = \"h9\"".into(), Arg(Role::Mapperd, "--host-id h9")),
+        ("paths.data_dir", "[paths]\ndata_dir = \"/d9\"".into(), Arg(Role::Blockerm, "--data-dir /d9/maps")),
+        ("paths.run_dir", "[paths]\nrun_dir = \"/r9\"".into(), Arg(Role::Nbdd, "--mapped-file /r9/nbd-mapped.json --status-file /r9/nbd-clients.json --socket /r9/nbd.sock")),
+        ("paths.log_dir", "[paths]\nlog_dir = \"/l9\"".into(), LogDir("/l9")),
+        ("blockerb.port", "[blockerb]\nport = 11".into(), Arg(Role::Vlmcd, "--blockerb-port 11")),
+        ("blockerb.threads", "[blockerb]\nthreads = 3".into(), Arg(Role::Blockerb, "--threads 3 ")),
+        ("blockerb.backend", "[blockerb]\nbackend = \"memory\"".into(), Arg(Role::Blockerb, "--backend memory")),
+        ("blockerb.data_dir", "[blockerb]\ndata_dir = \"/bd\"".into(), Arg(Role::Blockerb, "--data-dir /bd")),
+        ("blockerb.sync", "[blockerb]\nsync = false".into(), Arg(Role::Blockerb, "--no-sync")),
+        ("blockerb.pool", format!("[blockerb]\n{rados}"), Arg(Role::Blockerb, "--backend rados --pool p1")),
+        ("blockerb.ceph_conf", format!("[blockerb]\n{rados}ceph_conf = \"/c.conf\""), Arg(Role::Blockerb, "--ceph-conf /c.conf")),
+        ("blockerb.client_id", format!("[blockerb]\n{rados}client_id = \"cid\""), Arg(Role::Blockerb, "--client-id cid")),
+        ("blockerb.namespace", format!("[blockerb]\n{rados}namespace = \"ns9\""), Arg(Role::Blockerb, "--namespace ns9")),
+        ("blockerm.port", "[blockerm]\nport = 12".into(), Arg(Role::Mapperd, "--blockerm-port 12")),
+        ("blockerm.threads", "[blockerm]\nthreads = 3".into(), Arg(Role::Blockerm, "--threads 3 ")),
+        ("blockerm.backend", "[blockerm]\nbackend = \"memory\"".into(), Arg(Role::Blockerm, "--backend memory")),
+        ("blockerm.data_dir", "[blockerm]\ndata_dir = \"/md\"".into(), Arg(Role::Blockerm, "--data-dir /md")),
+        ("blockerm.sync", "[blockerm]\nsync = false".into(), Arg(Role::Blockerm, "--no-sync")),
+        ("blockerm.pool", format!("[blockerm]\n{rados}"), Arg(Role::Blockerm, "--backend rados --pool p1")),
+        ("blockerm.ceph_conf", format!("[blockerm]\n{rados}ceph_conf = \"/c.conf\""), Arg(Role::Blockerm, "--ceph-conf /c.conf")),
+        ("blockerm.client_id", format!("[blockerm]\n{rados}client_id = \"cid\""), Arg(Role::Blockerm, "--client-id cid")),
+        ("blockerm.namespace", format!("[blockerm]\n{rados}namespace = \"ns9\""), Arg(Role::Blockerm, "--namespace ns9")),
+        ("mapperd.port", "[mapperd]\nport = 13".into(), Arg(Role::Vlmcd, "--mapper-port 13")),
+        ("mapperd.threads", "[mapperd]\nthreads = 5".into(), Arg(Role::Mapperd, "--threads 5 ")),
+        ("mapperd.cache_mib", "[mapperd]\ncache_mib = 8".into(), Arg(Role::Mapperd, "--cache-mib 8")),
+        ("vlmcd.port", "[vlmcd]\nport = 14".into(), Arg(Role::Nbdd, "--vlmcd-port 14")),
+        ("vlmcd.threads", "[vlmcd]\nthreads = 6".into(), Arg(Role::Vlmcd, "--threads 6 ")),
+        ("nbdd.port", "[nbdd]\nport = 15".into(), Arg(Role::Nbdd, "--port 15 ")),
+        ("nbdd.socket", "[nbdd]\nsocket = \"/s9.sock\"".into(), Arg(Role::Nbdd, "--socket /s9.sock")),
+        ("nbdd.listen", "[nbdd]\nlisten = \"127.0.0.1:1234\"".into(), Arg(Role::Nbdd, "--listen 127.0.0.1:1234")),
+    ];
+    let observable = |c: &Config| {
+        let mut v = vec![
+            format!("{:?}", c.segment_config().unwrap()),
+            c.paths.log_dir.display().to_string(),
+        ];
+        v.extend(Role::ALL.iter().map(|&r| c.peer_args(r).join(" ")));
+        v
+    };
+    let base = parse("").unwrap();
+    let mut printed = std::collections::BTreeSet::new();
+    let mut collect = |c: &Config| {
+        let v: toml::Value = toml::from_str(&c.to_toml()).unwrap();
+        for (section, keys) in v.as_table().unwrap() {
+            for key in keys.as_table().unwrap().keys() {
+                printed.insert(format!("{section}.{key}"));
+            }
+        }
+    };
+    collect(&base);
+    for (key, text, expect) in &table {
+        let c = parse(text).unwrap_or_else(|e| panic!("{key}: {e}"));
+        collect(&c);
+        assert_ne!(observable(&c), observable(&base), "{key} changed nothing");
+        match expect {
+            Arg(role, want) => {
+                let a = c.peer_args(*role).join(" ") + " ";
+                assert!(
+                    a.contains(want),
+                    "{key}: {role:?}'s command line {a:?} lacks {want:?}"
+                );
+                let b = base.peer_args(*role).join(" ") + " ";
+                assert!(!b.contains(want), "{key}: {want:?} is already the default");
+            }
+            Segment(holds) => {
+                let s = c.segment_config().unwrap();
+                assert!(holds(&s), "{key}: {s:?}");
+                let b = base.segment_config().unwrap();
+                assert!(!holds(&b), "{key}: the default already holds");
+            }
+            LogDir(want) => assert_eq!(c.paths.log_dir, PathBuf::from(want), "{key}"),
+        }
+    }
+    let named: std::collections::BTreeSet<String> =
+        table.iter().map(|(k, _, _)| k.to_string()).collect();
+    let missing: Vec<&String> = printed.difference(&named).collect();
+    assert!(
+        missing.is_empty(),
+        "keys without a row in this table: {missing:?}"
+    );
+}

@@ -10,7 +10,7 @@ use archipelago_mapfmt::gcmeta::{encode_generation, pin_name, GC_STATE_OBJECT};
 use archipelago_mapfmt::Header;
 use archipelago_mapper::Mapper;
 use archipelago_protocol::ErrorCode;
-use archipelago_store::{MemoryStore, ObjectStore};
+use archipelago_store::{Fault, FaultyStore, MemoryStore, ObjectStore, OpKind, Rule};
 
 fn setup() -> (Arc<MemoryStore>, Arc<MemoryStore>, Mapper) {
     let maps = Arc::new(MemoryStore::new());
@@ -144,16 +144,34 @@ fn a_hash_waits_for_a_running_collection_and_fails_busy_after_the_bound() {
         maps.list("archip_gcpin_").unwrap().is_empty(),
         "the pin goes with the failed hash"
     );
-    // A collection that finishes meanwhile lets it through.
-    let maps2 = maps.clone();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        maps2
-            .write_full(GC_STATE_OBJECT, &encode_generation(4), true)
-            .unwrap();
-    });
-    m.hash("s").unwrap();
+    // A collection that finishes while a hash waits lets it through: a
+    // second mapper (waiting up to 30 s) whose reads of the generation are
+    // counted; the collection finishes once the hash has read it three
+    // times (the first read and at least one more: it is waiting).
+    let counted = Arc::new(FaultyStore::new(maps.clone()));
+    counted.add_rule(
+        Rule::new(OpKind::Stat, Fault::Delay(Duration::ZERO)).names_with_prefix(GC_STATE_OBJECT),
+    );
+    let m2 = Mapper::new(counted.clone(), data.clone(), "h".into())
+        .with_gc_wait(Duration::from_secs(30));
+    let t = {
+        let (maps, counted) = (maps.clone(), counted.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while counted.injected() < 3 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the hash never waited for the collection"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            maps.write_full(GC_STATE_OBJECT, &encode_generation(4), true)
+                .unwrap();
+        })
+    };
+    m2.hash("s").unwrap();
     t.join().unwrap();
+    drop(m2);
     assert!(maps.list("archip_gcpin_").unwrap().is_empty());
     // The next collection frees the snapshot's replaced chunk but not the
     // object the volume still refers to, nor the content.

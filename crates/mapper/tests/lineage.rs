@@ -253,8 +253,9 @@ fn rollback_returns_the_snapshot_content_without_touching_it() {
 #[test]
 fn a_flatten_copy_in_flight_stalls_only_writes_to_its_object() {
     use archipelago_mapper::Mapper;
-    use archipelago_store::{Fault, FaultyStore, MemoryStore, OpKind};
-    use std::time::{Duration, Instant};
+    use archipelago_store::{Fault, FaultyStore, Gate, MemoryStore, OpKind};
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     let maps = Arc::new(MemoryStore::new());
     let data = Arc::new(FaultyStore::new(MemoryStore::new()));
@@ -270,31 +271,63 @@ fn a_flatten_copy_in_flight_stalls_only_writes_to_its_object() {
     write(&m, &*data, "clone", 9 * OS, b"own").unwrap();
     model[9 * OS as usize..9 * OS as usize + 3].copy_from_slice(b"own");
 
-    // Every copy now takes 400 ms: the flatten's copy of object 0 too.
-    data.fail_always(OpKind::Copy, Fault::Delay(Duration::from_millis(400)));
-    let started = Instant::now();
+    // Every copy now waits at a gate: the flatten's copy of object 0 is
+    // held in flight until the gate opens.
+    let gate = Gate::new();
+    data.fail_always(OpKind::Copy, Fault::Hold(gate.clone()));
     let flatten = {
         let m = m.clone();
         std::thread::spawn(move || m.flatten_step("clone", 0, 1).unwrap())
     };
-    std::thread::sleep(Duration::from_millis(100));
-    let t = Instant::now();
-    let got = common::read(&m, &*data, "clone", 0, SIZE).unwrap();
-    write(&m, &*data, "clone", 9 * OS + 100, b"meanwhile").unwrap();
-    let other_io = t.elapsed();
     assert!(
-        other_io < Duration::from_millis(250),
-        "reads and writes elsewhere waited {other_io:?}"
+        gate.wait_arrived(1, Duration::from_secs(30)),
+        "the flatten never started its copy"
     );
+    // Reads of every object and a write elsewhere complete while the copy
+    // is held.
+    let (tx, rx) = mpsc::channel();
+    {
+        let (m, data) = (m.clone(), data.clone());
+        std::thread::spawn(move || {
+            let got = common::read(&m, &*data, "clone", 0, SIZE).unwrap();
+            write(&m, &*data, "clone", 9 * OS + 100, b"meanwhile").unwrap();
+            let _ = tx.send(got);
+        });
+    }
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|e| {
+            gate.open();
+            panic!("reads and writes elsewhere waited for the copy in flight: {e}")
+        });
+    assert!(!gate.is_open() && !flatten.is_finished());
     assert_eq!(
         got, model,
         "reads of the object being copied see the shared one"
     );
     model[9 * OS as usize + 100..9 * OS as usize + 109].copy_from_slice(b"meanwhile");
-    // A write into object 0 waits for the copy, then lands on top of it.
-    write(&m, &*data, "clone", 10, b"after").unwrap();
+    // A write into object 0 waits for the copy, then lands on top of it:
+    // it returns only after the gate opened.
+    let (tx, rx) = mpsc::channel();
+    {
+        let (m, data, gate) = (m.clone(), data.clone(), gate.clone());
+        std::thread::spawn(move || {
+            write(&m, &*data, "clone", 10, b"after").unwrap();
+            let _ = tx.send(gate.is_open());
+        });
+    }
+    // Give a write that does not wait the chance to return too early (a
+    // slow machine can only hide the bug here, never fail the test).
+    match rx.recv_timeout(Duration::from_millis(300)) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => {
+            gate.open();
+            panic!("the write into object 0 went on before its copy ended: {other:?}");
+        }
+    }
+    gate.open();
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
         "the write into object 0 went on before its copy ended"
     );
     model[10..15].copy_from_slice(b"after");

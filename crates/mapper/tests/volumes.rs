@@ -438,7 +438,10 @@ fn a_first_write_never_exposes_an_orphan_of_an_uncommitted_round() {
     let ext = e.m.map_write("vol", 0, OS).unwrap();
     let obj = ext[0].object.clone().unwrap();
     e.data.write(&obj, 0, &[0xee; OS as usize], true).unwrap();
-    e.m.close("vol").unwrap_or(());
+    // The implicit open of map_write is closed, the round abandoned.
+    e.m.close("vol").unwrap();
+    assert!(!e.m.is_open("vol"));
+    assert_eq!(e.maps.lock_owner("vol").unwrap(), None);
     // The next first write is partial: the bytes around it read as zeros,
     // not as the orphan's.
     e.write("vol", 100, b"new");

@@ -86,8 +86,21 @@ fn breaking_a_lock_fences_every_client_of_the_old_owner() {
     assert_eq!(a_maps.reconnects(), 1);
     let other = a_maps.try_lock("vol2", "host-a").unwrap();
     assert!(other >= 1);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(a_data.stat("vol_obj").unwrap().size, 9);
+    // The quarantine (2 s) ends: the data client reconnects and works.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let stat = loop {
+        match a_data.stat("vol_obj") {
+            Err(StoreError::Fenced { .. }) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "host A's data client still fenced 30 s after the break"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(stat.size, 9);
     assert_ne!(
         a_data.client_addr(),
         old_addr,

@@ -21,8 +21,8 @@
 //! `InvalidName` as it would without the wrapper.
 
 use std::io;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::{check_name, content_name_of, ListPage, ObjectStat, ObjectStore, StoreError};
 
@@ -101,9 +101,89 @@ pub enum Fault {
     },
     /// Sleeps, then runs the operation normally.
     Delay(Duration),
+    /// Waits until the [`Gate`] is opened, then runs the operation
+    /// normally: an operation held in flight for exactly as long as a test
+    /// needs (no timing).
+    Hold(Gate),
     /// Fails with [`StoreError::Fenced`], doing nothing: the client was
     /// blocklisted because another host broke one of our locks.
     Fenced,
+}
+
+/// A gate for [`Fault::Hold`]: operations caught by the rule wait at it
+/// until [`Gate::open`]. Clones share the gate.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<GateState>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    arrived: u64,
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.0 .0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the gate: every operation waiting goes on, and later ones
+    /// pass.
+    pub fn open(&self) {
+        self.state().open = true;
+        self.0 .1.notify_all();
+    }
+
+    /// Whether [`Gate::open`] was called.
+    pub fn is_open(&self) -> bool {
+        self.state().open
+    }
+
+    /// How many operations reached the gate (waiting or gone through).
+    pub fn arrived(&self) -> u64 {
+        self.state().arrived
+    }
+
+    /// Waits (at most `timeout`) until `n` operations reached the gate;
+    /// whether they did.
+    pub fn wait_arrived(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state();
+        while st.arrived < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .0
+                 .1
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn pass(&self) {
+        let mut st = self.state();
+        st.arrived += 1;
+        self.0 .1.notify_all();
+        while !st.open {
+            st = self.0 .1.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// A fault injection rule: which operations (one kind, or all), which
@@ -274,6 +354,10 @@ impl<S: ObjectStore> FaultyStore<S> {
                 std::thread::sleep(d);
                 Verdict::Run
             }
+            Fault::Hold(gate) => {
+                gate.pass();
+                Verdict::Run
+            }
             Fault::Io => Verdict::Fail(eio(name)),
             Fault::NoSpace => Verdict::Fail(StoreError::NoSpace { name }),
             Fault::Fenced => Verdict::Fail(StoreError::Fenced { name }),
@@ -433,10 +517,39 @@ mod tests {
     }
 
     #[test]
-    fn delays_do_not_fail() {
+    fn a_gate_holds_operations_until_opened() {
+        let s = std::sync::Arc::new(FaultyStore::new(MemoryStore::new()));
+        let gate = Gate::new();
+        s.fail_next(OpKind::Write, Fault::Hold(gate.clone()));
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || s.write("a", 0, b"x", false))
+        };
+        assert!(gate.wait_arrived(1, Duration::from_secs(30)));
+        // Held: nothing written while the gate is closed.
+        assert!(!writer.is_finished());
+        assert!(s.inner().stat("a").is_err());
+        gate.open();
+        writer.join().unwrap().unwrap();
+        assert_eq!(s.inner().stat("a").unwrap().size, 1);
+        assert_eq!(gate.arrived(), 1);
+        assert!(!gate.wait_arrived(2, Duration::ZERO));
+    }
+
+    #[test]
+    fn delays_delay_and_do_not_fail() {
         let s = FaultyStore::new(MemoryStore::new());
-        s.add_rule(Rule::any_op(Fault::Delay(Duration::from_millis(1))).times(1));
+        let delay = Duration::from_millis(50);
+        s.add_rule(Rule::any_op(Fault::Delay(delay)).times(1));
+        // A lower bound only: the delay happened (a slow machine only
+        // makes the call longer).
+        let t = std::time::Instant::now();
         s.write("a", 0, b"x", false).unwrap();
+        assert!(t.elapsed() >= delay, "no delay: {:?}", t.elapsed());
+        assert_eq!(s.injected(), 1);
+        assert_eq!(s.inner().stat("a").unwrap().size, 1);
+        // The rule is spent: the next call is not delayed by it.
+        s.write("a", 1, b"y", false).unwrap();
         assert_eq!(s.injected(), 1);
     }
 }

@@ -113,7 +113,7 @@ mod volatile;
 
 pub use content::{content_name_of, strip_trailing_zeros};
 pub use error::StoreError;
-pub use faulty::{Fault, FaultyStore, OpKind, Rule};
+pub use faulty::{Fault, FaultyStore, Gate, OpKind, Rule};
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use volatile::VolatileStore;

@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     blockerb_port: u32,
 
+    /// Size of the decoded map-chunk cache in MiB (0 disables it; default
+    /// `archipelago_mapper::DEFAULT_CACHE_BYTES`).
+    #[arg(long)]
+    cache_mib: Option<u64>,
+
     /// Benchmark ceiling: keep no map and reach no blocker; answer map
     /// requests from arithmetic (`xseg-bench volume --target null`).
     #[arg(long)]
@@ -45,7 +50,12 @@ fn main() -> ExitCode {
     }
     let maps = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerm_port));
     let data = Arc::new(RemoteStore::new(&cli.peer.segment, cli.blockerb_port));
-    let mapper = Arc::new(Mapper::new(maps, data, cli.peer.host_id()));
+    let mut mapper = Mapper::new(maps, data, cli.peer.host_id());
+    if let Some(mib) = cli.cache_mib {
+        let bytes = mib.saturating_mul(1 << 20);
+        mapper = mapper.with_cache_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    let mapper = Arc::new(mapper);
     let threads = cli.peer.threads as usize;
     archipelago_peer::serve("mapperd", &cli.peer, || MapperHandler::new(mapper, threads))
 }

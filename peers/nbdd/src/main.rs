@@ -1,4 +1,4 @@
-//! `nbdd`: serves the mapped volumes over NBD; the `archipelago_nbd`
+//! `nbdd`: serves the mapped volumes over NBD; the `archipelago_nbdd`
 //! library does the work (the protocol, the connections, the bridge to
 //! vlmcd and mapperd).
 //!
@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use archipelago_nbdd::{Listeners, Settings};
 use archipelago_peer::{init_logging, PeerArgs};
@@ -49,6 +50,14 @@ struct Cli {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 64)]
     queue_depth: usize,
+
+    /// Seconds a reply may take to write before its client is cut off.
+    #[arg(long, default_value_t = archipelago_nbdd::WRITE_TIMEOUT.as_secs())]
+    write_timeout: u64,
+
+    /// Seconds a client may take over its handshake.
+    #[arg(long, default_value_t = archipelago_nbdd::HANDSHAKE_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,8 @@ fn main() -> ExitCode {
         mapped_file: cli.mapped_file,
         status_file: cli.status_file,
         depth: cli.queue_depth.max(1),
+        write_timeout: Duration::from_secs(cli.write_timeout.max(1)),
+        handshake_timeout: Duration::from_secs(cli.handshake_timeout.max(1)),
     };
     let on = Listeners {
         socket: cli.socket,

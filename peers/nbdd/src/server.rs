@@ -21,7 +21,7 @@ use crate::bridge::IoWorker;
 use crate::proto::REP_ERR_UNKNOWN;
 use crate::sock::Sock;
 use crate::transmission::Job;
-use crate::{HANDSHAKE_TIMEOUT, HARD_MAX, WRITE_TIMEOUT};
+use crate::HARD_MAX;
 
 /// Where the server finds its peers and files.
 #[derive(Debug, Clone)]
@@ -38,6 +38,11 @@ pub struct Settings {
     pub status_file: Option<PathBuf>,
     /// Requests in flight per connection.
     pub depth: usize,
+    /// How long a reply may take to write before the client is cut off
+    /// (default [`WRITE_TIMEOUT`](crate::WRITE_TIMEOUT)).
+    pub write_timeout: Duration,
+    /// How long the handshake may take (default [`HANDSHAKE_TIMEOUT`](crate::HANDSHAKE_TIMEOUT)).
+    pub handshake_timeout: Duration,
 }
 
 struct ConnEntry {
@@ -145,8 +150,8 @@ impl Server {
 
     /// Serves one client to the end (the calling thread is its reader).
     pub fn serve(self: &Arc<Self>, sock: Sock) {
-        let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
-        let _ = sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = sock.set_write_timeout(Some(self.settings.write_timeout));
+        let _ = sock.set_read_timeout(Some(self.settings.handshake_timeout));
         let mut sock = sock;
         let hs = match self.handshake(&mut sock) {
             Ok(Some(h)) => h,

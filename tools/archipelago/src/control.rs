@@ -104,7 +104,8 @@ fn stop_supervisor(c: &Config) {
 
 /// Launches a supervisor for `roles` and waits until they are ready.
 fn launch_supervisor(cli: &Cli, c: &Config, roles: &[Role]) -> Result<()> {
-    let _ = std::fs::remove_file(procs::state_file(c));
+    // An old state file stays: the new supervisor takes its restart counts
+    // from it, and the wait below ignores it (another pid).
     let log_path = procs::supervisor_log(c);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -292,13 +293,14 @@ pub fn stop(cli: &Cli, c: &Config, role: Option<Role>, force: bool) -> Result<()
         }
         let _ = std::fs::remove_file(procs::role_pidfile(c, r));
     }
-    let _ = std::fs::remove_file(procs::state_file(c));
-    // Keep supervising what still runs.
+    // Keep supervising what still runs (its restart counts kept).
     let rest: Vec<Role> = supervised
         .into_iter()
         .filter(|r| !targets.contains(r))
         .collect();
-    if !rest.is_empty() {
+    if rest.is_empty() {
+        let _ = std::fs::remove_file(procs::state_file(c));
+    } else {
         launch_supervisor(cli, c, &rest)?;
     }
     if !failed.is_empty() {

@@ -181,6 +181,11 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 #[test]
 fn start_use_crash_restart_stop() {
     let mut s = Setup::new("");
+    // [mapperd] cache_mib reaches mapperd's command line.
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[mapperd]\n", "[mapperd]\ncache_mib = 1\n");
+    std::fs::write(&s.config, cfg).unwrap();
     let out = s.run(&["start"]);
     assert!(out.status.success(), "start: {}", text(&out));
 
@@ -200,6 +205,9 @@ fn start_use_crash_restart_stop() {
         .iter()
         .map(|n| role(&st, n)["pid"].clone())
         .collect();
+    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let m = cmdline(s.pid_of("mapperd").unwrap());
+    assert!(m.contains("\u{0}--cache-mib\u{0}1\u{0}"), "{m:?}");
 
     // Starting what runs is a no-op.
     let out = s.run(&["start"]);
@@ -258,6 +266,9 @@ fn start_use_crash_restart_stop() {
         }
     };
     assert_eq!(back, data);
+    // The restarted mapperd has it too.
+    let m = cmdline(s.pid_of("mapperd").unwrap());
+    assert!(m.contains("\u{0}--cache-mib\u{0}1\u{0}"), "{m:?}");
     drop(client);
 
     // Volumes mapped for NBD: stop refuses, changing nothing.
@@ -584,5 +595,327 @@ fn both_blockers_on_rados_from_the_configuration() {
     assert!(read_back(&client, "vol-r", 0, 4096, "the last write") == more);
     drop(client);
     let out = s.run(&["stop", "-f"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+}
+
+/// Polls `status --json` (at most `within`) until `cond` holds of it;
+/// returns that status.
+fn wait_status(
+    s: &mut Setup,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(bool, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (ok, st) = s.status();
+        if cond(ok, &st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The supervisor log's lines about `role`, as (milliseconds, text).
+fn supervisor_log(s: &Setup, role: &str) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(s.path("log/supervisor.log")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (stamp, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let (secs, ms) = stamp.split_once('.')?;
+            let t = secs.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?;
+            let rest = rest.strip_prefix(&format!("{role}: "))?;
+            Some((t, rest.to_owned()))
+        })
+        .collect()
+}
+
+/// The supervisor's policy: a role killed is restarted after a back-off
+/// that doubles (0.5 s, 1 s, 2 s, 4 s), showing "waiting" meanwhile; the
+/// fifth crash within 60 s gives it up ("failed", `status` exits
+/// non-zero) while the others keep running; the restart count is kept;
+/// `start ROLE` brings it back under a new supervisor that adopts the
+/// others (and restarts an adopted role that dies); `restart ROLE` and
+/// `restart` replace exactly what they name.
+#[test]
+fn the_supervisor_backs_off_gives_up_and_restart_and_start_role_work() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let others = ["blockerb", "blockerm", "mapperd", "nbdd"];
+    let pids_of = |st: &Value, names: &[&str]| -> Vec<Value> {
+        names.iter().map(|n| role(st, n)["pid"].clone()).collect()
+    };
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let other_pids = pids_of(&st, &others);
+
+    for crash in 1..=5u64 {
+        let old = s.pid_of("vlmcd").expect("vlmcd pid file");
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        if crash == 5 {
+            break;
+        }
+        if crash >= 3 {
+            // A back-off of 2 s and 4 s: long enough to be seen.
+            wait_status(&mut s, "vlmcd waiting", Duration::from_secs(15), |_, st| {
+                let r = role(st, "vlmcd");
+                r["supervisor_status"] == "waiting" && r["alive"] == false
+            });
+        }
+        wait_status(
+            &mut s,
+            "vlmcd restarted",
+            Duration::from_secs(30),
+            |ok, st| {
+                let r = role(st, "vlmcd");
+                ok && r["supervisor_status"] == "running"
+                    && r["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+                    && r["restarts"] == crash
+            },
+        );
+    }
+    // Given up: failed, not restarted, and status says so with its code.
+    let st = wait_status(
+        &mut s,
+        "vlmcd given up",
+        Duration::from_secs(30),
+        |_, st| role(st, "vlmcd")["supervisor_status"] == "failed",
+    );
+    let (ok, st2) = s.status();
+    assert!(!ok, "status exits 0 with a role given up: {st2:#}");
+    let v = role(&st, "vlmcd");
+    assert_eq!(
+        (v["alive"].clone(), v["restarts"].clone()),
+        (false.into(), 4.into()),
+        "{st:#}"
+    );
+    assert_eq!(
+        pids_of(&st, &others),
+        other_pids,
+        "the other roles were touched"
+    );
+    let out = s.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("stopped"), "{}", text(&out));
+
+    // The back-offs, from the supervisor's log: each restart came at
+    // least its back-off after the crash (a lower bound only).
+    let log = supervisor_log(&s, "vlmcd");
+    let crashes: Vec<&(u64, String)> = log.iter().filter(|(_, l)| l.contains("exited")).collect();
+    assert_eq!(crashes.len(), 5, "{log:?}");
+    for (i, want) in ["500ms", "1s", "2s", "4s"].iter().enumerate() {
+        let (t, line) = crashes[i];
+        assert!(line.ends_with(&format!("restarting in {want}")), "{line}");
+        let wait_ms = 500u64 << i;
+        let (t2, _) = log
+            .iter()
+            .find(|(t2, l)| t2 >= t && l == "restarting")
+            .unwrap_or_else(|| panic!("no restart after {line}: {log:?}"));
+        assert!(t2 + 2 >= t + wait_ms, "restarted {}ms after {line}", t2 - t);
+    }
+    assert!(
+        crashes[4].1.contains("5 crashes within 60s: giving up"),
+        "{}",
+        crashes[4].1
+    );
+
+    // start ROLE: vlmcd back under a new supervisor, the others adopted
+    // (same pids), the restart count kept.
+    let out = s.run(&["start", "vlmcd"]);
+    assert!(out.status.success(), "start vlmcd: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    assert_eq!(
+        pids_of(&st, &others),
+        other_pids,
+        "start vlmcd restarted others"
+    );
+    assert_eq!(role(&st, "vlmcd")["restarts"], 4, "{st:#}");
+    assert_eq!(role(&st, "vlmcd")["supervisor_status"], "running", "{st:#}");
+    // An adopted role that dies is restarted too.
+    let old = s.pid_of("blockerm").unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    wait_restarted(&mut s, "blockerm", old);
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    assert_eq!(role(&st, "blockerm")["restarts"], 1, "{st:#}");
+
+    // restart ROLE: that role only gets a new pid.
+    let before = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    let out = s.run(&["restart", "mapperd"]);
+    assert!(out.status.success(), "restart mapperd: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let after = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    for (i, name) in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]
+        .iter()
+        .enumerate()
+    {
+        if *name == "mapperd" {
+            assert_ne!(after[i], before[i], "mapperd kept its pid");
+            assert!(after[i].is_u64(), "{st:#}");
+        } else {
+            assert_eq!(after[i], before[i], "restart mapperd restarted {name}");
+        }
+    }
+    // restart: every role a new pid, all running.
+    let out = s.run(&["restart"]);
+    assert!(out.status.success(), "restart: {}", text(&out));
+    let (ok, st) = s.status();
+    assert!(ok, "{st:#}");
+    let again = pids_of(&st, &["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]);
+    for (i, name) in ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            again[i].is_u64() && again[i] != after[i],
+            "{name} not restarted: {st:#}"
+        );
+    }
+    let out = s.run(&["stop"]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+}
+
+// ---- nbdd under the supervisor -------------------------------------------
+
+/// A raw NBD connection (fixed newstyle, NO_ZEROES, GO): (socket, size,
+/// transmission flags).
+fn nbd_go(path: &Path, name: &str) -> (std::os::unix::net::UnixStream, u64, u16) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hello = [0u8; 18];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello[..8], b"NBDMAGIC");
+    s.write_all(&3u32.to_be_bytes()).unwrap();
+    let mut opt = 0x4948_4156_454f_5054u64.to_be_bytes().to_vec();
+    opt.extend_from_slice(&7u32.to_be_bytes());
+    opt.extend_from_slice(&(4 + name.len() as u32 + 2).to_be_bytes());
+    opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    opt.extend_from_slice(name.as_bytes());
+    opt.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&opt).unwrap();
+    let (mut size, mut flags) = (0, 0);
+    loop {
+        let mut h = [0u8; 20];
+        s.read_exact(&mut h).unwrap();
+        let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        let mut d = vec![0u8; u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize];
+        s.read_exact(&mut d).unwrap();
+        match kind {
+            1 => return (s, size, flags),
+            3 if d[..2] == [0, 0] => {
+                size = u64::from_be_bytes(d[2..10].try_into().unwrap());
+                flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+            }
+            3 => {}
+            k => panic!("GO {name}: reply {k:#x}"),
+        }
+    }
+}
+
+/// One NBD command (READ 0 or WRITE 1): (errno, data read).
+fn nbd_cmd(
+    s: &mut std::os::unix::net::UnixStream,
+    kind: u16,
+    offset: u64,
+    len: u32,
+    data: &[u8],
+) -> (u32, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut v = 0x2560_9513u32.to_be_bytes().to_vec();
+    v.extend_from_slice(&0u16.to_be_bytes());
+    v.extend_from_slice(&kind.to_be_bytes());
+    v.extend_from_slice(&99u64.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(data);
+    s.write_all(&v).unwrap();
+    let mut r = [0u8; 16];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(u32::from_be_bytes(r[..4].try_into().unwrap()), 0x6744_6698);
+    assert_eq!(u64::from_be_bytes(r[8..16].try_into().unwrap()), 99);
+    let err = u32::from_be_bytes(r[4..8].try_into().unwrap());
+    let mut d = Vec::new();
+    if kind == 0 && err == 0 {
+        d = vec![0u8; len as usize];
+        s.read_exact(&mut d).unwrap();
+    }
+    (err, d)
+}
+
+/// nbdd killed: the supervisor restarts it with its mapped set; the
+/// read-only exports (a snapshot, a volume mapped --readonly) stay
+/// read-only, the writable one writable, the data intact.
+#[test]
+fn nbdd_killed_comes_back_with_its_mapped_set() {
+    let mut s = Setup::new("");
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    let data = pattern(256 << 10, 17);
+    for v in ["nv", "nro"] {
+        client.create_volume(VLMCD, v, 4 << 20, None).unwrap();
+        client.volume_write(VLMCD, v, 0, &data, true).unwrap();
+        client.close_volume(VLMCD, v).unwrap();
+    }
+    client.snapshot(VLMCD, "nv", "nv-snap").unwrap();
+    let config = s.config.clone();
+    let vlmc = |args: &[&str]| {
+        let o = Command::new(Path::new(EXE).parent().unwrap().join("vlmc"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "vlmc {args:?}: {}", text(&o));
+    };
+    vlmc(&["map", "nv"]);
+    vlmc(&["map", "nv-snap"]);
+    vlmc(&["map", "--readonly", "nro"]);
+    let sock = s.path("run/nbd.sock");
+    let check = |round: &str| {
+        for (name, ro) in [("nv", false), ("nv-snap", true), ("nro", true)] {
+            let (mut c, size, flags) = nbd_go(&sock, name);
+            assert_eq!(size, 4 << 20, "{round}: {name}");
+            assert_eq!(flags & 2 != 0, ro, "{round}: {name}: read-only flag");
+            let (e, got) = nbd_cmd(&mut c, 0, 0, data.len() as u32, &[]);
+            assert_eq!(e, 0, "{round}: {name}");
+            assert!(got == data, "{round}: {name}: data changed");
+            if ro {
+                assert_eq!(
+                    nbd_cmd(&mut c, 1, 0, 512, &[1; 512]).0,
+                    1,
+                    "{round}: {name}: EPERM"
+                );
+            }
+        }
+    };
+    check("before");
+    let old = s.pid_of("nbdd").expect("nbdd pid file");
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    wait_restarted(&mut s, "nbdd", old);
+    check("after nbdd was killed");
+    // Still writable through the restarted nbdd.
+    let (mut c, _, _) = nbd_go(&sock, "nv");
+    assert_eq!(nbd_cmd(&mut c, 1, 4096, 512, &[9; 512]).0, 0);
+    drop(c);
+    assert_eq!(
+        client.volume_read(VLMCD, "nv", 4096, 512).unwrap(),
+        vec![9; 512]
+    );
+    drop(client);
+    for v in ["nv", "nv-snap", "nro"] {
+        vlmc(&["unmap", "-f", v]);
+    }
+    let out = s.run(&["stop"]);
     assert!(out.status.success(), "stop: {}", text(&out));
 }

@@ -230,7 +230,9 @@ fn write_all(
 }
 
 /// Exports `name` into `file` (created or truncated), sparse. A writable
-/// volume is read through a temporary snapshot, removed afterwards.
+/// volume is read through a temporary snapshot, removed afterwards; an
+/// old-format map is read directly (it takes no writes until `vlmc
+/// upgrade`, and cannot be snapshotted).
 pub fn export(
     t: &Target,
     c: &Client,
@@ -243,7 +245,8 @@ pub fn export(
     if info.removed {
         return Err(Failure::new(name, "removed"));
     }
-    let temp = (!info.readonly).then(|| format!("{name}-export-{}", std::process::id()));
+    let temp = (!info.readonly && info.format_version == 3)
+        .then(|| format!("{name}-export-{}", std::process::id()));
     if let Some(snap) = &temp {
         check_volume_name(snap.as_bytes()).on(name)?;
     }

@@ -338,3 +338,103 @@ fn gc_runs_while_a_writer_a_cloner_and_a_hasher_work() {
         assert!(read_all(&c, n, size) == *m, "{n} differs after the last gc");
     }
 }
+
+/// `vlmc gc` stopped by SIGINT and by SIGTERM midway: it exits at once
+/// (code 1, one line saying it was interrupted), releases its lock,
+/// changes no live data, and the next run finishes the job.
+#[test]
+fn gc_stopped_by_sigint_or_sigterm_exits_cleanly_and_the_next_run_finishes() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let (_dir, _p, c, vlmc) = start("gc-signal");
+    let small = 4096u64;
+    let n = 1500u64;
+    c.create_volume(VLMCD, "keep", 8 * small, Some(small))
+        .unwrap();
+    c.volume_write(VLMCD, "keep", 0, &pattern(8 * small as usize, 3), false)
+        .unwrap();
+    let keep = read_all(&c, "keep", 8 * small);
+    for (round, sig) in [Signal::SIGINT, Signal::SIGTERM].into_iter().enumerate() {
+        let junk = format!("junk{round}");
+        c.create_volume(VLMCD, &junk, n * small, Some(small))
+            .unwrap();
+        for i in 0..n / 16 {
+            c.volume_write(
+                VLMCD,
+                &junk,
+                i * 16 * small,
+                &pattern(16 * small as usize, i),
+                false,
+            )
+            .unwrap();
+        }
+        c.close_volume(VLMCD, &junk).unwrap();
+        c.remove_volume(VLMCD, &junk).unwrap();
+        let start_count = c.list(BLOCKERB, "", 4 << 20).unwrap().len();
+
+        let mut child = vlmc
+            .cmd(&["gc"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut signalled = false;
+        loop {
+            let now = c.list(BLOCKERB, "", 4 << 20).unwrap().len();
+            if now < start_count - 50 {
+                kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+                signalled = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(signalled, "gc finished before {sig} could stop it");
+        // It stops at the next object: well before the deadline.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "gc still running 30 s after {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{sig}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("vlmc: gc: interrupted after") && last.contains("run it again"),
+            "{sig}: {err}"
+        );
+        assert_eq!(
+            c.lock_owner(BLOCKERM, "archip_gc").unwrap(),
+            None,
+            "{sig}: the gc lock was not released"
+        );
+        let left = c.list(BLOCKERB, "", 4 << 20).unwrap().len();
+        assert!(left > 8, "{sig}: stopped midway, yet {left} objects left");
+        assert!(
+            read_all(&c, "keep", 8 * small) == keep,
+            "{sig}: keep changed"
+        );
+
+        // The next run finishes.
+        let r = vlmc.json(&["gc"]);
+        assert!(r["freed_objects"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(
+            c.list(BLOCKERB, "", 4 << 20).unwrap().len(),
+            8,
+            "{sig}: only keep's objects are left"
+        );
+        assert!(
+            read_all(&c, "keep", 8 * small) == keep,
+            "{sig}: keep changed"
+        );
+    }
+    assert_eq!(vlmc.json(&["gc", "--dry-run"])["freed_objects"], 0);
+}

@@ -93,3 +93,14 @@ impl Doorbell {
         }
     }
 }
+
+#[cfg(not(loom))]
+impl Futex for crate::sys::KernelFutex {
+    fn wait(&self, word: &AtomicU32, expected: u32) {
+        crate::sys::futex_wait(word, expected, self.timeout);
+    }
+
+    fn wake(&self, word: &AtomicU32) {
+        crate::sys::futex_wake(word);
+    }
+}

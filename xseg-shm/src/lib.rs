@@ -60,6 +60,17 @@ pub mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+pub mod binding;
+#[cfg(not(loom))]
+pub mod buffers;
+#[cfg(not(loom))]
+mod detached;
+#[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
+mod put;
+
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod idle;
@@ -80,13 +91,16 @@ pub mod sys;
 
 #[cfg(not(loom))]
 pub use crate::{
+    binding::Binding,
+    detached::Detached,
     error::{PortError, SegmentError, TransportError},
     idle::{Idle, IdlePolicy, DEFAULT_IDLE_POLLS},
     layout::RequestShm as Descriptor,
-    port::{Binding, Detached, Port, Rejected},
+    pool::{Phase, Ticket},
+    port::{Port, Rejected},
     recovery::RecoveryReport,
     report::{BufferClassReport, PortReport, SegmentReport},
-    request::{code, status, Phase, Request, Target, Ticket},
+    request::{code, status, Request, Target},
     segment::{Segment, SegmentConfig, SegmentName},
     sys::Clock,
 };

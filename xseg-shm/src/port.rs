@@ -10,48 +10,16 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::detached::Detached;
 use crate::error::{PortError, TransportError};
 use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
-use crate::request::{code, status, Phase, Request, Ticket, NO_BUFFER, NO_PORT};
+use crate::pool::{Phase, Ticket};
+use crate::put::{put_descriptor, src_is_current};
+use crate::request::{code, status, Request};
 use crate::ring::{PushError, Take};
 use crate::segment::Segment;
 use crate::sys::{self, Clock, KernelFutex};
-
-const RECOVERING: u32 = 0x8000_0000;
-
-/// A decoded port owner record: `generation << 32 | recovering bit | pid`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Binding {
-    /// Bumped on every bind; replies for an older generation are stale.
-    pub gen: u32,
-    /// Owner pid (or recovering process), 0 when unbound.
-    pub pid: u32,
-    /// A process is recovering the port.
-    pub recovering: bool,
-}
-
-impl Binding {
-    /// Decodes.
-    pub fn from_word(w: u64) -> Binding {
-        let low = w as u32;
-        Binding {
-            gen: (w >> 32) as u32,
-            pid: low & !RECOVERING,
-            recovering: low & RECOVERING != 0,
-        }
-    }
-
-    /// Encodes.
-    pub fn word(self) -> u64 {
-        (u64::from(self.gen) << 32)
-            | u64::from(self.pid & !RECOVERING)
-            | if self.recovering {
-                u64::from(RECOVERING)
-            } else {
-                0
-            }
-    }
-}
+use crate::{binding, buffers, pool};
 
 /// Raises a high-water mark to `v` if lower.
 pub(crate) fn raise(hw: &AtomicU32, v: u32) {
@@ -63,71 +31,6 @@ pub(crate) fn raise(hw: &AtomicU32, v: u32) {
 fn raise64(hw: &AtomicU64, v: u64) {
     if v > hw.load(Ordering::Relaxed) {
         hw.fetch_max(v, Ordering::Relaxed);
-    }
-}
-
-/// Buffer handle: class in the top 8 bits, index in the low 24.
-pub(crate) fn buffer_handle(class: usize, index: u32) -> u32 {
-    ((class as u32) << 24) | index
-}
-
-pub(crate) fn decode_buffer(h: u32) -> Option<(usize, u32)> {
-    (h != NO_BUFFER).then_some(((h >> 24) as usize, h & 0xFF_FFFF))
-}
-
-/// A request held by another thread than its port's (see [`Port::detach`]).
-pub struct Detached {
-    seg: Arc<Segment>,
-    req: Option<Request>,
-    index: u32,
-    ptr: *mut u8,
-    len: usize,
-    /// The port's count of detached requests, released on drop.
-    out: Arc<AtomicUsize>,
-}
-
-// SAFETY: a `Detached` owns its request (the `Request` token is moved in,
-// so the port cannot touch it meanwhile) and keeps the mapping alive with
-// its `Arc<Segment>`; the buffer pointer stays valid and exclusively ours
-// on any thread, as the descriptor's ticket names our port as holder.
-unsafe impl Send for Detached {}
-
-impl Detached {
-    /// The descriptor.
-    pub fn desc(&self) -> &RequestShm {
-        self.seg
-            .request(self.index)
-            .expect("held request index is in range")
-    }
-
-    /// The data bytes (empty without a buffer).
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: as in `Port::data`: the range was bounds-checked against
-        // the attached buffer when detached, the mapping is alive (our
-        // Arc), and we hold the descriptor and so its buffer.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    /// The data bytes, writable.
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `data`; `&mut self` makes this the only slice.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    /// The request, to give back to its port.
-    pub fn into_request(mut self) -> Request {
-        self.req
-            .take()
-            .expect("a Detached holds its request until here")
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        // Dropped without `into_request`, the request stays held by the
-        // port (its unbind fails it back); either way it no longer reaches
-        // the buffer.
-        self.out.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -173,14 +76,24 @@ impl Segment {
         })?;
         let me = sys::my_pid();
         let my_start = sys::process_start_time(me).unwrap_or(0);
-        loop {
-            // SYNC POINT (binding): Acquire pairs with the Release that
-            // unbound or recovered the port: its cleanup is visible to us.
-            let w = p.binding.load(Ordering::Acquire);
-            let b = Binding::from_word(w);
-            if b.pid != 0 {
+        match binding::bind(&p.binding, me) {
+            Ok(gen) => {
+                // Release, paired with the Acquire loads of liveness
+                // checks: one that reads our start time also sees our
+                // binding. Before this store they read 0 (stored by the
+                // last unbind or recovery), and `is_alive` then judges by
+                // the pid alone.
+                p.owner_start.store(my_start, Ordering::Release);
+                // Relaxed: a stale "sleeping" only costs one needless wake.
+                p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
+                log::debug!("bound port {n} generation {gen}");
+                Ok(gen)
+            }
+            Err(b) => {
+                // Acquire: pairs with the holder's Release store of its
+                // start time.
                 let alive = sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
-                return Err(match (b.recovering, alive) {
+                Err(match (b.recovering, alive) {
                     (true, true) => PortError::Recovering {
                         port: n,
                         pid: b.pid,
@@ -193,23 +106,7 @@ impl Segment {
                         port: n,
                         pid: b.pid,
                     },
-                });
-            }
-            let gen = b.gen.wrapping_add(1).max(1);
-            let new = Binding {
-                gen,
-                pid: me,
-                recovering: false,
-            }
-            .word();
-            if p.binding
-                .compare_exchange(w, new, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                p.owner_start.store(my_start, Ordering::Release);
-                p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
-                log::debug!("bound port {n} generation {gen}");
-                return Ok(gen);
+                })
             }
         }
     }
@@ -300,33 +197,19 @@ impl Port {
         }
         let n = self.seg.layout().nr_requests;
         let start = self.cursor.get();
-        for k in 0..n {
-            let i = (start + k) % n;
-            let r = self.desc_of(i);
-            let t = r.ticket.load(Ordering::Relaxed);
-            let ticket = Ticket::from_word(t);
-            if ticket.phase != Some(Phase::Pooled) {
-                continue;
-            }
-            let owned = Ticket::word(Phase::Owned, self.no, ticket.serial + 1);
-            // SYNC POINT (put): Acquire pairs with the Release store that
-            // pooled the descriptor; its last holder is done with it.
-            if r.ticket
-                .compare_exchange(t, owned, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.cursor.set(i + 1);
-                r.reset(self.no, self.gen, dst);
-                let p = self.shm();
-                // Load and store, not an atomic add: only the port's owner
-                // changes its own count (recovery resets it once the owner
-                // is dead).
-                let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
-                p.requests_in_use.store(used, Ordering::Relaxed);
-                raise(&p.requests_high_water, used);
-                return Ok(Request { index: i });
-            }
+        if let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) {
+            self.cursor.set(i + 1);
+            self.desc_of(i).reset(self.no, self.gen, dst);
+            let p = self.shm();
+            // Load and store, not an atomic add: only the port's owner
+            // changes its own count (recovery resets it once the owner is
+            // dead). Relaxed: a statistic.
+            let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
+            p.requests_in_use.store(used, Ordering::Relaxed);
+            raise(&p.requests_high_water, used);
+            return Ok(Request { index: i });
         }
+        // Relaxed: a statistic.
         self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
         Err(TransportError::Busy("no free request descriptor"))
     }
@@ -362,7 +245,7 @@ impl Port {
         for class in first..l.buffer_counts.len() {
             if let Some(index) = self.grab_buffer(class, req.index) {
                 r.buffer
-                    .store(buffer_handle(class, index), Ordering::Relaxed);
+                    .store(buffers::handle(class, index), Ordering::Relaxed);
                 r.data_len.store(len, Ordering::Relaxed);
                 if let Some(p) = self.seg.port(r.src_port()) {
                     let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
@@ -376,38 +259,25 @@ impl Port {
     }
 
     fn grab_buffer(&self, class: usize, owner_req: u32) -> Option<u32> {
-        let count = self.seg.layout().buffer_counts[class];
-        let start = self.buffer_cursor[class].get();
-        for k in 0..count {
-            let i = (start + k) % count;
-            let owner = self.seg.buffer_owner(class, i)?;
-            // SYNC POINT (buffer free): Acquire pairs with the Release that
-            // freed the buffer; its previous user is done writing it.
-            if owner.load(Ordering::Relaxed) == 0
-                && owner
-                    .compare_exchange(0, owner_req + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.buffer_cursor[class].set(i + 1);
-                return Some(i);
-            }
-        }
-        None
+        let owners = self.seg.buffer_owners(class)?;
+        let i = buffers::grab(owners, self.buffer_cursor[class].get(), owner_req)?;
+        self.buffer_cursor[class].set(i + 1);
+        Some(i)
     }
 
-    /// The buffer attached to `r`, bounds-checked.
     /// The buffer attached to descriptor `req`, if it is in range and its
     /// owner word says it is this descriptor's (a handle left stale by a
     /// holder killed mid-free must not reach a buffer someone else owns).
     fn buffer_of(&self, req: u32) -> Option<(usize, u32)> {
         let r = self.desc_of(req);
-        let (class, index) = decode_buffer(r.buffer.load(Ordering::Relaxed))?;
+        // Relaxed: only the holder (we) writes the handle.
+        let (class, index) = buffers::decode(r.buffer.load(Ordering::Relaxed))?;
         let owner = self.seg.buffer_owner(class, index)?;
-        (owner.load(Ordering::Acquire) == req + 1).then_some((class, index))
+        buffers::owned_by(owner, req).then_some((class, index))
     }
 
     fn free_buffer(&self, req: u32) {
-        detach_and_release_buffer(&self.seg, req);
+        crate::put::detach_and_release_buffer(&self.seg, req);
         self.desc_of(req).data_len.store(0, Ordering::Relaxed);
     }
 
@@ -451,11 +321,7 @@ impl Port {
         })?;
         let r = self.desc(req);
         let t = self.held(req).ok_or(TransportError::NotHeld(req.index))?;
-        let in_ring = Ticket::word(phase, self.no, t.serial);
-        // SYNC POINT (hand-over): Release, so a consumer that takes the
-        // descriptor through any ring entry (an old one included), with
-        // its Acquire load of the ticket, sees what we wrote before.
-        r.ticket.store(in_ring, Ordering::Release);
+        let in_ring = pool::hand_over(&r.ticket, phase, self.no, t.serial);
         match self.seg.ring(dst, ring).push(req.index) {
             Ok(position) => {
                 if let Some(depth) = self.seg.ring(dst, ring).sampled_depth(position) {
@@ -469,16 +335,13 @@ impl Port {
                 Ok(())
             }
             Err(PushError::Full) => {
-                let owned = Ticket::word(Phase::Owned, self.no, t.serial);
                 // A CAS, not a store: a consumer may have taken it through
                 // an old entry for the same descriptor meanwhile, and then
                 // it was delivered after all.
-                if r.ticket
-                    .compare_exchange(in_ring, owned, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_err()
-                {
+                if !pool::claim(&r.ticket, in_ring, self.no, t.serial) {
                     return Ok(());
                 }
+                // Relaxed: a statistic.
                 self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
                 Err(TransportError::Busy("destination ring is full"))
             }
@@ -493,7 +356,7 @@ impl Port {
         })?;
         // A port whose owner died still takes requests: they wait in its
         // ring for the next owner. One that nobody bound does not.
-        if Binding::from_word(p.binding.load(Ordering::Relaxed)).pid == 0 {
+        if binding::peek(&p.binding).pid == 0 {
             return Err(TransportError::NotBound(dst));
         }
         Ok(())
@@ -607,8 +470,7 @@ impl Port {
             );
             return Take::Skip;
         };
-        let t = r.ticket.load(Ordering::Acquire);
-        let ticket = Ticket::from_word(t);
+        let (t, ticket) = pool::load(&r.ticket);
         if ticket.phase != Some(expected) {
             return Take::Skip; // stale: recovery claimed it
         }
@@ -623,15 +485,10 @@ impl Port {
             );
             return Take::Skip;
         }
-        let owned = Ticket::word(Phase::Owned, self.no, ticket.serial);
-        // SYNC POINT (take): AcqRel; the CAS decides, against recovery,
-        // who holds the descriptor.
-        match r
-            .ticket
-            .compare_exchange(t, owned, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => Take::Taken,
-            Err(_) => Take::Skip,
+        if pool::claim(&r.ticket, t, self.no, ticket.serial) {
+            Take::Taken
+        } else {
+            Take::Skip
         }
     }
 
@@ -751,8 +608,9 @@ impl Port {
     /// by its consumer.
     pub fn cancel(&self, index: u32) -> Option<Request> {
         let r = self.seg.request(index)?;
-        let w = r.ticket.load(Ordering::Acquire);
-        let t = Ticket::from_word(w);
+        let (w, t) = pool::load(&r.ticket);
+        // Relaxed `src_gen`: written by the holder before its hand-over,
+        // which our Acquire load of the ticket synchronised with.
         if t.phase != Some(Phase::Queued)
             || t.holder != self.no
             || r.src_port() != self.no
@@ -760,19 +618,15 @@ impl Port {
         {
             return None;
         }
-        let owned = Ticket::word(Phase::Owned, self.no, t.serial);
-        r.ticket
-            .compare_exchange(w, owned, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()
-            .map(|_| Request { index })
+        pool::claim(&r.ticket, w, self.no, t.serial).then_some(Request { index })
     }
 
     /// The ticket of `req` if this port holds it (a `Request` used with
     /// another port than the one that got it, or after its port unbound,
     /// is not held and must not be acted on).
     fn held(&self, req: &Request) -> Option<Ticket> {
-        let t = Ticket::from_word(self.desc(req).ticket.load(Ordering::Relaxed));
-        (t.phase == Some(Phase::Owned) && t.holder == self.no).then_some(t)
+        let t = pool::peek(&self.desc(req).ticket);
+        t.is_owned_by(self.no).then_some(t)
     }
 
     /// Returns a request and its buffer to the pools.
@@ -815,15 +669,11 @@ impl Port {
     /// [`Detached::into_request`] to respond or put it.
     pub fn detach(&self, req: Request) -> Detached {
         let (ptr, len) = self.data_ptr(&req);
+        // Relaxed: the count is only read by this port's drop, on this
+        // thread; what a `Detached` did is published by its Release
+        // decrement.
         self.detached.fetch_add(1, Ordering::Relaxed);
-        Detached {
-            seg: self.seg.clone(),
-            index: req.index,
-            req: Some(req),
-            ptr,
-            len,
-            out: self.detached.clone(),
-        }
+        Detached::new(self.seg.clone(), req, ptr, len, self.detached.clone())
     }
 
     /// Fails back a request with the transport's "busy" code (for a peer
@@ -831,82 +681,6 @@ impl Port {
     pub fn reject_busy(&self, req: Request) -> Result<(), Rejected> {
         self.fail(req, code::BUSY)
     }
-}
-
-/// Whether the source port of `r` is still bound with the generation that
-/// got the descriptor.
-pub(crate) fn src_is_current(seg: &Segment, src: u32, r: &RequestShm) -> bool {
-    let Some(p) = seg.port(src) else {
-        return false;
-    };
-    let b = Binding::from_word(p.binding.load(Ordering::Acquire));
-    b.pid != 0 && !b.recovering && b.gen == r.src_gen.load(Ordering::Relaxed)
-}
-
-/// Detaches descriptor `req`'s buffer, then frees it if `req` owns it.
-/// In that order: a holder killed between the two leaves a buffer owned by
-/// a descriptor without it attached, which recovery frees; the other order
-/// would leave a handle to a buffer someone else may own by then.
-pub(crate) fn detach_and_release_buffer(seg: &Segment, req: u32) {
-    let Some(r) = seg.request(req) else { return };
-    // Load and store: only the holder touches the field.
-    let handle = r.buffer.load(Ordering::Relaxed);
-    r.buffer.store(NO_BUFFER, Ordering::Relaxed);
-    let Some((class, index)) = decode_buffer(handle) else {
-        return;
-    };
-    let Some(owner) = seg.buffer_owner(class, index) else {
-        return;
-    };
-    // SYNC POINT (buffer free): Release pairs with the Acquire CAS of the
-    // next allocation: our use of the bytes is over before it starts. The
-    // expected value frees only a buffer this descriptor owns.
-    if owner
-        .compare_exchange(req + 1, 0, Ordering::Release, Ordering::Relaxed)
-        .is_err()
-    {
-        log::debug!("buffer {class}/{index} not owned by descriptor {req}; left alone");
-        return;
-    }
-    if src_is_current(seg, r.src_port(), r) {
-        if let Some(p) = seg.port(r.src_port()) {
-            let _ = p
-                .buffers_in_use
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
-    }
-}
-
-/// Frees the buffer and pools descriptor `req`. The caller (port `by`, or
-/// recovery) holds it.
-pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
-    let Some(r) = seg.request(req) else { return };
-    detach_and_release_buffer(seg, req);
-    if src_is_current(seg, r.src_port(), r) {
-        if let Some(p) = seg.port(r.src_port()) {
-            let used = &p.requests_in_use;
-            if by == Some(r.src_port()) {
-                // The owner, the count's only writer in the common case:
-                // no atomic read-modify-write needed.
-                used.store(
-                    used.load(Ordering::Relaxed).saturating_sub(1),
-                    Ordering::Relaxed,
-                );
-            } else {
-                // Another port dropping it: rare; the count is a statistic.
-                let _ =
-                    used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            }
-        }
-    }
-    // A pooled descriptor names no source: one taken by a `get` whose
-    // process is killed before `reset` is then not mistaken by recovery
-    // for a request of the previous source to fail back.
-    r.src_port.store(NO_PORT, Ordering::Relaxed);
-    let t = Ticket::from_word(r.ticket.load(Ordering::Relaxed));
-    // SYNC POINT (put): Release pairs with the Acquire CAS in `get`.
-    r.ticket
-        .store(Ticket::word(Phase::Pooled, 0, t.serial), Ordering::Release);
 }
 
 impl Drop for Port {

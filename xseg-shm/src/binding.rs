@@ -26,7 +26,7 @@
 //! models, on a model of it. The recovery that [`claim_for_recovery`]
 //! starts is in the `recovery` module.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 const RECOVERING: u32 = 0x8000_0000;
 

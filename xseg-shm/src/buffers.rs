@@ -23,7 +23,7 @@
 //! the loom models the heap); the buffer bytes are the owner's, published
 //! by the Release of [`release`] to the Acquire of the next [`grab`].
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 
 /// No buffer attached (the handle of a descriptor without one).
 pub const NO_BUFFER: u32 = u32::MAX;

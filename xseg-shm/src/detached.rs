@@ -1,13 +1,13 @@
 //! A request handed to another thread than its port's.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::layout::RequestShm;
 use crate::request::Request;
 use crate::segment::Segment;
+use crate::sync::{AtomicUsize, Ordering};
 
-/// A request held by another thread than its port's (see [`Port::detach`]).
+/// A request held by another thread than its port's (see [`Port::detach`](crate::Port::detach)).
 pub struct Detached {
     seg: Arc<Segment>,
     req: Option<Request>,

@@ -39,8 +39,8 @@
 //! | 128 | creation time, Unix seconds | u64 |
 //! | 136 | timestamp clock: TSC kHz, or 0 for monotonic ns | u64 |
 
+use crate::sync::shm::{AtomicU32, AtomicU64};
 use core::mem::{align_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::doorbell::Doorbell;
 

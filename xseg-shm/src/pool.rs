@@ -38,7 +38,7 @@
 //! the loom models the heap); the descriptor's other fields are the
 //! holder's, published by these Release stores and CASes.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Where a descriptor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 //! (as the original's port ranges did).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::detached::Detached;
@@ -18,6 +17,7 @@ use crate::put::{put_descriptor, src_is_current};
 use crate::request::{code, status, Request};
 use crate::ring::{PushError, Take};
 use crate::segment::Segment;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, Clock, KernelFutex};
 use crate::{binding, buffers, pool};
 

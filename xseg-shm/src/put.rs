@@ -3,11 +3,10 @@
 //! allocator and the binding word applied to the segment, plus the usage
 //! counts kept on the source port.
 
-use core::sync::atomic::Ordering;
-
 use crate::layout::RequestShm;
 use crate::request::NO_PORT;
 use crate::segment::Segment;
+use crate::sync::Ordering;
 use crate::{binding, buffers, pool};
 
 /// Whether the source port `src` of descriptor `r` is still bound with

@@ -40,14 +40,13 @@
 //! runs the same steps on itself, except that what it pushed is known to be
 //! in its rings and is left there.
 
-use std::sync::atomic::Ordering;
-
 use crate::error::PortError;
 use crate::pool::Phase;
 use crate::put::{put_descriptor, src_is_current};
 use crate::request::{code, status};
 use crate::ring::Take;
 use crate::segment::Segment;
+use crate::sync::Ordering;
 use crate::{binding, buffers, pool, sys};
 
 /// What one recovery did.

@@ -1,10 +1,9 @@
 //! A snapshot of a segment for `xseg report`.
 
-use std::sync::atomic::Ordering;
-
 use crate::layout::{LAYOUT_VERSION, MIN_BUFFER_SHIFT};
 use crate::pool::Phase;
 use crate::segment::Segment;
+use crate::sync::Ordering;
 use crate::{binding, buffers, pool, sys};
 
 /// One buffer size class.

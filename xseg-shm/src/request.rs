@@ -3,10 +3,9 @@
 //! Who holds a descriptor is its ticket's business (see the `pool`
 //! module); the fields here are read and written by the holder alone.
 
-use std::sync::atomic::Ordering;
-
 use crate::buffers::NO_BUFFER;
 use crate::layout::{RequestShm, MAX_TARGET_LEN};
+use crate::sync::Ordering;
 
 /// Completion status values.
 pub mod status {

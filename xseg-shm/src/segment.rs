@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 use nix::fcntl::OFlag;
@@ -18,6 +17,8 @@ use crate::layout::{
     MAX_BUFFER_CLASSES, MIN_BUFFER_SHIFT, READY,
 };
 use crate::ring::{self, Ring};
+use crate::sync::shm::{AtomicU32, AtomicU64};
+use crate::sync::Ordering;
 use crate::sys::Clock;
 
 /// Where a segment lives: a POSIX shared-memory object (a name without

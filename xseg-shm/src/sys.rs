@@ -1,8 +1,9 @@
 //! Thin wrappers over the few system calls the transport needs: the shared
 //! futex, process identity and liveness, the monotonic clock.
 
-use core::sync::atomic::AtomicU32;
 use std::time::Duration;
+
+use crate::sync::AtomicU32;
 
 /// The kernel futex, shared between processes (no `FUTEX_PRIVATE_FLAG`),
 /// with a bounded wait so a sleeper re-checks its shutdown conditions. It

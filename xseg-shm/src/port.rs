@@ -21,13 +21,15 @@ use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sys::{self, Clock, KernelFutex};
 use crate::{binding, buffers, pool};
 
-/// Raises a high-water mark to `v` if lower.
+/// Raises a high-water mark to `v` if lower (Relaxed: a statistic; the
+/// load spares the cache line a write when the mark is already higher).
 pub(crate) fn raise(hw: &AtomicU32, v: u32) {
     if v > hw.load(Ordering::Relaxed) {
         hw.fetch_max(v, Ordering::Relaxed);
     }
 }
 
+/// As [`raise`], 64 bits.
 fn raise64(hw: &AtomicU64, v: u64) {
     if v > hw.load(Ordering::Relaxed) {
         hw.fetch_max(v, Ordering::Relaxed);
@@ -248,6 +250,7 @@ impl Port {
                     .store(buffers::handle(class, index), Ordering::Relaxed);
                 r.data_len.store(len, Ordering::Relaxed);
                 if let Some(p) = self.seg.port(r.src_port()) {
+                    // Relaxed: a statistic.
                     let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
                     raise(&p.buffers_high_water, used);
                 }

@@ -21,7 +21,7 @@
 //! consumer's `futex_wait`, the kernel finds `bell != seq` and returns at
 //! once; if after, the wake reaches the sleeper. `bell` is read *before*
 //! `sleeping` is set, so an increment can never fall between the read and
-//! the wait unnoticed. The `loom` model in `tests/loom.rs` checks this.
+//! the wait unnoticed. The `loom` model in `tests/loom/` checks this.
 //!
 //! The futex itself is passed in (`Futex`), so the same code runs on the
 //! kernel's futex between processes and on a model futex under loom. The

@@ -31,7 +31,7 @@
 //! 1. `sync` (every atomic, so loom can replace them) and [`sys`] (the
 //!    futex, process liveness, the clock).
 //! 2. Building blocks, lock-free algorithms over words wherever they live
-//!    (the segment, or the heap in the loom models of `tests/loom.rs`):
+//!    (the segment, or the heap in the loom models of `tests/loom/`):
 //!    [`ring`], [`doorbell`], [`binding`] (who owns a port), [`pool`] (the
 //!    ticket that says who holds a descriptor) and [`buffers`] (the owner
 //!    word of each data buffer).

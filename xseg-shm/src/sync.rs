@@ -6,7 +6,7 @@
 //!   `Ordering`, [`fence`], [`spin_loop`]): loom's model-checked ones under
 //!   `--cfg loom`, `core`'s in every other build. The building blocks
 //!   (`ring`, `doorbell`, `binding`, `pool`, `buffers`) use nothing else,
-//!   so the models in `tests/loom.rs` run them unchanged.
+//!   so the models in `tests/loom/` run them unchanged.
 //! - **Format atomics** ([`shm`]): always `core`'s, because their size and
 //!   alignment are part of the shared-memory format. The segment layout
 //!   types and the segment's views of mapped memory use them. Outside loom

@@ -21,7 +21,7 @@
 //! consumer's `futex_wait`, the kernel finds `bell != seq` and returns at
 //! once; if after, the wake reaches the sleeper. `bell` is read *before*
 //! `sleeping` is set, so an increment can never fall between the read and
-//! the wait unnoticed. The `loom` model in `tests/loom.rs` checks this.
+//! the wait unnoticed. The `loom` model in `tests/loom/` checks this.
 //!
 //! The futex itself is passed in (`Futex`), so the same code runs on the
 //! kernel's futex between processes and on a model futex under loom. The
@@ -91,5 +91,16 @@ impl Doorbell {
         } else {
             false
         }
+    }
+}
+
+#[cfg(not(loom))]
+impl Futex for crate::sys::KernelFutex {
+    fn wait(&self, word: &AtomicU32, expected: u32) {
+        crate::sys::futex_wait(word, expected, self.timeout);
+    }
+
+    fn wake(&self, word: &AtomicU32) {
+        crate::sys::futex_wake(word);
     }
 }

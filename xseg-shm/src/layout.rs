@@ -39,8 +39,8 @@
 //! | 128 | creation time, Unix seconds | u64 |
 //! | 136 | timestamp clock: TSC kHz, or 0 for monotonic ns | u64 |
 
+use crate::sync::shm::{AtomicU32, AtomicU64};
 use core::mem::{align_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::doorbell::Doorbell;
 
@@ -126,7 +126,7 @@ pub struct RingTail {
 /// One port (mailbox) in the segment.
 #[repr(C, align(128))]
 pub struct PortShm {
-    /// Owner record: `generation << 32 | flags_and_pid` (see `port.rs`).
+    /// Owner record: `generation << 32 | flags_and_pid` (see `binding.rs`).
     pub(crate) binding: AtomicU64,
     /// Start time of the owner (`/proc` clock ticks), 0 while binding.
     pub(crate) owner_start: AtomicU64,
@@ -161,7 +161,7 @@ pub struct PortShm {
 /// next holder's Acquire load of the ticket.
 #[repr(C, align(64))]
 pub struct RequestShm {
-    /// Phase, holder port and serial (see `request.rs`).
+    /// Phase, holder port and serial (see `pool.rs`).
     pub(crate) ticket: AtomicU64,
     /// Operation code (defined by the layer above).
     pub(crate) op: AtomicU32,

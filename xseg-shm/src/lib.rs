@@ -24,6 +24,23 @@
 //! is bounds-checked before use, in release builds too. The memory layout
 //! is documented byte by byte in [`layout`].
 //!
+//! # Layers
+//!
+//! A module imports only from the layers below its own:
+//!
+//! 1. `sync` (every atomic, so loom can replace them) and [`sys`] (the
+//!    futex, process liveness, the clock).
+//! 2. Building blocks, lock-free algorithms over words wherever they live
+//!    (the segment, or the heap in the loom models of `tests/loom/`):
+//!    [`ring`], [`doorbell`], [`binding`] (who owns a port), [`pool`] (the
+//!    ticket that says who holds a descriptor) and [`buffers`] (the owner
+//!    word of each data buffer).
+//! 3. The segment: [`layout`] (the format), descriptor fields, and
+//!    [`Segment`]'s bounds-checked views of mapped memory.
+//! 4. Operations over the segment shared by ports and recovery (putting a
+//!    descriptor back), crash recovery, reports.
+//! 5. The API: [`Port`], [`Detached`], [`Idle`].
+//!
 //! ```
 //! use std::sync::Arc;
 //! use xseg_shm::{Segment, SegmentConfig, SegmentName};
@@ -54,10 +71,22 @@
 //! ```
 
 #![warn(missing_docs)]
+// Atomics come from `sync` only (see there, and `clippy.toml`).
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+// Building blocks: lock-free algorithms over atomics from `sync`, built
+// under loom too.
+pub mod binding;
+pub mod buffers;
 pub mod doorbell;
+pub mod pool;
 pub mod ring;
 mod sync;
+
+#[cfg(not(loom))]
+mod detached;
+#[cfg(not(loom))]
+mod put;
 
 #[cfg(not(loom))]
 mod error;
@@ -80,13 +109,16 @@ pub mod sys;
 
 #[cfg(not(loom))]
 pub use crate::{
+    binding::Binding,
+    detached::Detached,
     error::{PortError, SegmentError, TransportError},
     idle::{Idle, IdlePolicy, DEFAULT_IDLE_POLLS},
     layout::RequestShm as Descriptor,
-    port::{Binding, Detached, Port, Rejected},
+    pool::{Phase, Ticket},
+    port::{Port, Rejected},
     recovery::RecoveryReport,
     report::{BufferClassReport, PortReport, SegmentReport},
-    request::{code, status, Phase, Request, Target, Ticket},
+    request::{code, status, Request, Target},
     segment::{Segment, SegmentConfig, SegmentName},
     sys::Clock,
 };

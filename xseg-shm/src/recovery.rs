@@ -40,14 +40,14 @@
 //! runs the same steps on itself, except that what it pushed is known to be
 //! in its rings and is left there.
 
-use std::sync::atomic::Ordering;
-
 use crate::error::PortError;
-use crate::port::{decode_buffer, put_descriptor, src_is_current, Binding};
-use crate::request::{code, status, Phase, Ticket};
+use crate::pool::Phase;
+use crate::put::{put_descriptor, src_is_current};
+use crate::request::{code, status};
 use crate::ring::Take;
 use crate::segment::Segment;
-use crate::sys;
+use crate::sync::Ordering;
+use crate::{binding, buffers, pool, sys};
 
 /// What one recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -76,44 +76,36 @@ impl Segment {
             nr_ports: self.layout().nr_ports,
         })?;
         let me = sys::my_pid();
-        loop {
-            let w = p.binding.load(Ordering::Acquire);
-            let b = Binding::from_word(w);
-            if b.pid != 0 && sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)) {
-                return Err(if b.recovering {
-                    PortError::Recovering {
-                        port: n,
-                        pid: b.pid,
-                    }
-                } else {
-                    PortError::OwnerAlive {
-                        port: n,
-                        pid: b.pid,
-                    }
-                });
-            }
-            let claim = Binding {
-                gen: b.gen,
-                pid: me,
-                recovering: true,
-            }
-            .word();
-            if p.binding
-                .compare_exchange(w, claim, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                p.owner_start
-                    .store(sys::process_start_time(me).unwrap_or(0), Ordering::Release);
-                let mut report = cleanup(self, n, true);
-                report.dead_pid = if b.recovering { 0 } else { b.pid };
-                if b.pid != 0 {
-                    p.recoveries.fetch_add(1, Ordering::Relaxed);
-                    log::info!("recovered port {n} of dead process {}: {report:?}", b.pid);
+        // Acquire `owner_start`: pairs with the holder's Release store of
+        // its start time after it took the binding.
+        let alive = |pid| sys::is_alive(pid, p.owner_start.load(Ordering::Acquire));
+        let b = binding::claim_for_recovery(&p.binding, me, alive).map_err(|b| {
+            if b.recovering {
+                PortError::Recovering {
+                    port: n,
+                    pid: b.pid,
                 }
-                finish(self, n, b.gen);
-                return Ok(report);
+            } else {
+                PortError::OwnerAlive {
+                    port: n,
+                    pid: b.pid,
+                }
             }
+        })?;
+        // Release: as a binder's (see `Segment::bind`). Until this store a
+        // liveness check reads the dead owner's start time and takes us
+        // for dead: recovery is not exclusive yet (issue 19).
+        p.owner_start
+            .store(sys::process_start_time(me).unwrap_or(0), Ordering::Release);
+        let mut report = cleanup(self, n, true);
+        report.dead_pid = if b.recovering { 0 } else { b.pid };
+        if b.pid != 0 {
+            // Relaxed: a statistic.
+            p.recoveries.fetch_add(1, Ordering::Relaxed);
+            log::info!("recovered port {n} of dead process {}: {report:?}", b.pid);
         }
+        finish(self, n, b.gen);
+        Ok(report)
     }
 
     /// Recovers every port whose owner died.
@@ -121,7 +113,7 @@ impl Segment {
         (0..self.layout().nr_ports)
             .filter(|&n| {
                 let p = self.port(n).expect("in range");
-                let b = Binding::from_word(p.binding.load(Ordering::Acquire));
+                let b = binding::load(&p.binding);
                 b.pid != 0 && !sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire))
             })
             .map(|n| self.recover(n))
@@ -135,23 +127,7 @@ pub(crate) fn release_port(seg: &Segment, n: u32, gen: u32) -> Result<(), PortEr
         port: n,
         nr_ports: seg.layout().nr_ports,
     })?;
-    let me = sys::my_pid();
-    let mine = Binding {
-        gen,
-        pid: me,
-        recovering: false,
-    }
-    .word();
-    let claim = Binding {
-        gen,
-        pid: me,
-        recovering: true,
-    }
-    .word();
-    if p.binding
-        .compare_exchange(mine, claim, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
+    if !binding::claim_own(&p.binding, gen, sys::my_pid()) {
         // Someone recovered it from under us (we were taken for dead).
         return Err(PortError::Recovering { port: n, pid: 0 });
     }
@@ -162,21 +138,13 @@ pub(crate) fn release_port(seg: &Segment, n: u32, gen: u32) -> Result<(), PortEr
 
 fn finish(seg: &Segment, n: u32, gen: u32) {
     let p = seg.port(n).expect("in range");
+    // Relaxed: statistics and hints, published with the rest of the
+    // cleanup by the Release of `binding::release`.
     p.requests_in_use.store(0, Ordering::Relaxed);
     p.buffers_in_use.store(0, Ordering::Relaxed);
     p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
     p.owner_start.store(0, Ordering::Relaxed);
-    // SYNC POINT (binding): Release publishes the cleanup to the next
-    // binder's Acquire load.
-    p.binding.store(
-        Binding {
-            gen,
-            pid: 0,
-            recovering: false,
-        }
-        .word(),
-        Ordering::Release,
-    );
+    binding::release(&p.binding, gen);
 }
 
 /// Whether ring `which` of `port` has `value` published from its head on.
@@ -197,10 +165,8 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
         ..Default::default()
     };
     let held_by_n = |v: u32| {
-        seg.request(v).is_some_and(|r| {
-            let t = Ticket::from_word(r.ticket.load(Ordering::Acquire));
-            t.phase == Some(Phase::Owned) && t.holder == n
-        })
+        seg.request(v)
+            .is_some_and(|r| pool::load(&r.ticket).1.is_owned_by(n))
     };
     for which in 0..2 {
         if let Some(ring) = seg.ring_checked(n, which) {
@@ -211,8 +177,7 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
 
     for i in 0..seg.layout().nr_requests {
         let r = seg.request(i).expect("in range");
-        let w = r.ticket.load(Ordering::Acquire);
-        let t = Ticket::from_word(w);
+        let (w, t) = pool::load(&r.ticket);
         if t.holder != n {
             continue;
         }
@@ -233,11 +198,7 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
                 if ring_holds(seg, dst, which, i) {
                     continue;
                 }
-                let claimed = Ticket::word(Phase::Owned, n, t.serial);
-                if r.ticket
-                    .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_err()
-                {
+                if !pool::claim(&r.ticket, w, n, t.serial) {
                     continue; // a consumer took it: no longer ours
                 }
                 phase
@@ -260,9 +221,7 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
             r.set_t_complete(seg.clock().now());
             report.failed_back += 1;
         }
-        let in_ring = Ticket::word(Phase::Replied, n, t.serial);
-        // SYNC POINT (hand-over): as in `Port::push`.
-        r.ticket.store(in_ring, Ordering::Release);
+        let in_ring = pool::hand_over(&r.ticket, Phase::Replied, n, t.serial);
         let pushed = seg
             .ring_checked(src, 1)
             .is_some_and(|ring| ring.push(i).is_ok());
@@ -270,11 +229,7 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
             seg.wake(src);
             continue;
         }
-        let owned = Ticket::word(Phase::Owned, n, t.serial);
-        if r.ticket
-            .compare_exchange(in_ring, owned, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        if pool::claim(&r.ticket, in_ring, n, t.serial) {
             log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
             put_descriptor(seg, i, None);
             report.requests_freed += 1;
@@ -288,14 +243,10 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
             let Some(r) = seg.request(v) else {
                 return Take::Skip;
             };
-            let w = r.ticket.load(Ordering::Acquire);
-            let t = Ticket::from_word(w);
-            let claimed = Ticket::word(Phase::Owned, n, t.serial);
+            let (w, t) = pool::load(&r.ticket);
             if t.phase == Some(Phase::Replied)
                 && r.src_port() == n
-                && r.ticket
-                    .compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
+                && pool::claim(&r.ticket, w, n, t.serial)
             {
                 Take::Taken
             } else {
@@ -316,26 +267,24 @@ fn free_orphan_buffers(seg: &Segment, n: u32, report: &mut RecoveryReport) {
     for (class, &count) in seg.layout().buffer_counts.iter().enumerate() {
         for index in 0..count {
             let owner = seg.buffer_owner(class, index).expect("in range");
-            let o = owner.load(Ordering::Acquire);
-            if o == 0 {
+            let Some(d) = buffers::owner(owner) else {
                 continue;
-            }
-            let orphan = match seg.request(o - 1) {
+            };
+            let orphan = match seg.request(d) {
                 None => true, // corrupt owner word
                 Some(r) => {
-                    let t = Ticket::from_word(r.ticket.load(Ordering::Acquire));
+                    let (_, t) = pool::load(&r.ticket);
+                    // Relaxed: the Acquire load of the ticket synchronised
+                    // with the holder's last hand-over; a dead holder
+                    // writes no more.
                     let attached =
-                        decode_buffer(r.buffer.load(Ordering::Relaxed)) == Some((class, index));
+                        buffers::decode(r.buffer.load(Ordering::Relaxed)) == Some((class, index));
                     // Only a descriptor the dead port held is safe to
                     // judge: nobody else touches it.
-                    t.phase == Some(Phase::Owned) && t.holder == n && !attached
+                    t.is_owned_by(n) && !attached
                 }
             };
-            if orphan
-                && owner
-                    .compare_exchange(o, 0, Ordering::Release, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if orphan && buffers::release(owner, d) {
                 report.buffers_freed += 1;
             }
         }

@@ -1,12 +1,10 @@
 //! A snapshot of a segment for `xseg report`.
 
-use std::sync::atomic::Ordering;
-
 use crate::layout::{LAYOUT_VERSION, MIN_BUFFER_SHIFT};
-use crate::port::Binding;
-use crate::request::{Phase, Ticket};
+use crate::pool::Phase;
 use crate::segment::Segment;
-use crate::sys;
+use crate::sync::Ordering;
+use crate::{binding, buffers, pool, sys};
 
 /// One buffer size class.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -91,12 +89,7 @@ impl Segment {
         let l = self.layout();
         let mut counts = [0u32; 4];
         for i in 0..l.nr_requests {
-            let t = Ticket::from_word(
-                self.request(i)
-                    .expect("in range")
-                    .ticket
-                    .load(Ordering::Relaxed),
-            );
+            let t = pool::peek(&self.request(i).expect("in range").ticket);
             if let Some(phase) = t.phase {
                 counts[phase as usize] += 1;
             }
@@ -109,19 +102,14 @@ impl Segment {
                 size: 1 << (MIN_BUFFER_SHIFT as usize + class),
                 count,
                 free: (0..count)
-                    .filter(|&i| {
-                        self.buffer_owner(class, i)
-                            .expect("in range")
-                            .load(Ordering::Relaxed)
-                            == 0
-                    })
+                    .filter(|&i| buffers::is_free(self.buffer_owner(class, i).expect("in range")))
                     .count() as u32,
             })
             .collect();
         let mut port_list = Vec::new();
         for n in 0..l.nr_ports {
             let p = self.port(n).expect("in range");
-            let b = Binding::from_word(p.binding.load(Ordering::Acquire));
+            let b = binding::load(&p.binding);
             let (rq, rp) = (self.ring(n, 0).len(), self.ring(n, 1).len());
             if b.gen == 0 && b.pid == 0 && rq == 0 && rp == 0 {
                 continue;

@@ -1,79 +1,11 @@
-//! Request descriptors: the ticket that says who holds one, the token a
-//! holder carries, and field access.
+//! Request descriptors: the token a holder carries, and field access.
 //!
-//! # The ticket
-//!
-//! Every descriptor's first word packs `phase` (bits 0–3), `holder` (bits
-//! 4–19, a port number) and `serial` (bits 20–63, bumped on every get):
-//!
-//! | phase | holder | where the descriptor is |
-//! |---|---|---|
-//! | `Pooled` | — | free |
-//! | `Owned` | port holding it | in a peer's hands (filling it, serving it) |
-//! | `Queued` | port that pushed it | in the request ring of `effective_dst` |
-//! | `Replied` | port that responded | in the reply ring of `src_port` |
-//!
-//! Every change of hands is one CAS or store on this word, so each
-//! descriptor has exactly one responsible port at every instant, also at
-//! the instant a process is killed: recovery of a dead port claims exactly
-//! the descriptors whose holder it is (see `recovery.rs`). A consumer takes
-//! a descriptor out of a ring by CAS from `Queued`/`Replied` to `Owned` by
-//! itself; a ring entry whose ticket no longer matches (recovery claimed
-//! it, or it was taken through another entry) is stale and skipped. The
-//! port methods act only on descriptors whose ticket names them (`Owned` by
-//! the port), so a `Request` token used with the wrong port is refused.
+//! Who holds a descriptor is its ticket's business (see the `pool`
+//! module); the fields here are read and written by the holder alone.
 
-use std::sync::atomic::Ordering;
-
+use crate::buffers::NO_BUFFER;
 use crate::layout::{RequestShm, MAX_TARGET_LEN};
-
-/// Where a descriptor is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    /// Free.
-    Pooled = 0,
-    /// Held by a port.
-    Owned = 1,
-    /// In a request ring.
-    Queued = 2,
-    /// In a reply ring.
-    Replied = 3,
-}
-
-/// A decoded ticket word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    /// Phase.
-    pub phase: Option<Phase>,
-    /// Responsible port.
-    pub holder: u32,
-    /// Bumped on each get.
-    pub serial: u64,
-}
-
-impl Ticket {
-    /// Decodes; an unknown phase decodes as `None` (a corrupt word).
-    pub fn from_word(w: u64) -> Ticket {
-        let phase = match w & 0xF {
-            0 => Some(Phase::Pooled),
-            1 => Some(Phase::Owned),
-            2 => Some(Phase::Queued),
-            3 => Some(Phase::Replied),
-            _ => None,
-        };
-        Ticket {
-            phase,
-            holder: ((w >> 4) & 0xFFFF) as u32,
-            serial: w >> 20,
-        }
-    }
-
-    /// Encodes.
-    pub fn word(phase: Phase, holder: u32, serial: u64) -> u64 {
-        (phase as u64) | (u64::from(holder & 0xFFFF) << 4) | (serial << 20)
-    }
-}
+use crate::sync::Ordering;
 
 /// Completion status values.
 pub mod status {
@@ -98,8 +30,6 @@ pub mod code {
     pub const SHUTTING_DOWN: u32 = 0xFFFF_FF03;
 }
 
-/// No buffer attached.
-pub const NO_BUFFER: u32 = u32::MAX;
 /// No port (the source of a pooled descriptor).
 pub const NO_PORT: u32 = u32::MAX;
 
@@ -256,28 +186,5 @@ impl RequestShm {
         self.dst_port.store(dst, Ordering::Relaxed);
         self.effective_dst.store(dst, Ordering::Relaxed);
         self.buffer.store(NO_BUFFER, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticket_round_trips_and_rejects_unknown_phases() {
-        let w = Ticket::word(Phase::Replied, 0xABCD, (1 << 44) - 1);
-        let t = Ticket::from_word(w);
-        assert_eq!(t.phase, Some(Phase::Replied));
-        assert_eq!(t.holder, 0xABCD);
-        assert_eq!(t.serial, (1 << 44) - 1);
-        assert_eq!(Ticket::from_word(0x7).phase, None);
-        assert_eq!(
-            Ticket::from_word(0),
-            Ticket {
-                phase: Some(Phase::Pooled),
-                holder: 0,
-                serial: 0
-            }
-        );
     }
 }

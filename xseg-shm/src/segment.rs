@@ -5,18 +5,20 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+use crate::binding;
 use crate::error::SegmentError;
 use crate::layout::{
     Layout, PortShm, RequestShm, SegmentHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     MAX_BUFFER_CLASSES, MIN_BUFFER_SHIFT, READY,
 };
 use crate::ring::{self, Ring};
+use crate::sync::shm::{AtomicU32, AtomicU64};
+use crate::sync::Ordering;
 use crate::sys::Clock;
 
 /// Where a segment lives: a POSIX shared-memory object (a name without
@@ -506,15 +508,27 @@ impl Segment {
         })
     }
 
+    /// The owner words of the buffers of `class`, or `None` if out of
+    /// range.
+    pub(crate) fn buffer_owners(&self, class: usize) -> Option<&[AtomicU32]> {
+        let count = *self.layout.buffer_counts.get(class)?;
+        let off = self.layout.owners_off[class];
+        // SAFETY: `class` is in range (checked above), and Layout::compute
+        // placed `count` 4-byte owner words of that class at `off`, inside
+        // the mapping (attach checked the file length), 4-aligned (a 64-
+        // aligned start); the mapping outlives `&self`; AtomicU32 is valid
+        // for any bits.
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_mut_ptr().add(off as usize).cast::<AtomicU32>(),
+                count as usize,
+            )
+        })
+    }
+
     /// The owner word of buffer `index` of `class`, or `None` if out of range.
     pub(crate) fn buffer_owner(&self, class: usize, index: u32) -> Option<&AtomicU32> {
-        let count = *self.layout.buffer_counts.get(class)?;
-        if index >= count {
-            return None;
-        }
-        let off = self.layout.owners_off[class] + 4 * u64::from(index);
-        // SAFETY: in range by the checks above, 4-aligned, atomic.
-        Some(unsafe { &*self.map.as_mut_ptr().add(off as usize).cast::<AtomicU32>() })
+        self.buffer_owners(class)?.get(index as usize)
     }
 
     /// Start of buffer `index` of `class` (checked by the caller).
@@ -538,7 +552,7 @@ impl Segment {
     /// yet); `None` if the port is unbound or its owner lives.
     pub fn dead_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = crate::port::Binding::from_word(p.binding.load(Ordering::Acquire));
+        let b = binding::load(&p.binding);
         (b.pid != 0 && !crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
             .then_some(b.pid)
     }
@@ -546,7 +560,7 @@ impl Segment {
     /// Pid of port `n`'s owner if it is alive.
     pub fn live_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = crate::port::Binding::from_word(p.binding.load(Ordering::Acquire));
+        let b = binding::load(&p.binding);
         (b.pid != 0 && crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
             .then_some(b.pid)
     }

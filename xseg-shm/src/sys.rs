@@ -1,13 +1,14 @@
 //! Thin wrappers over the few system calls the transport needs: the shared
 //! futex, process identity and liveness, the monotonic clock.
 
-use core::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use crate::doorbell::Futex;
+use crate::sync::AtomicU32;
 
 /// The kernel futex, shared between processes (no `FUTEX_PRIVATE_FLAG`),
-/// with a bounded wait so a sleeper re-checks its shutdown conditions.
+/// with a bounded wait so a sleeper re-checks its shutdown conditions. It
+/// implements [`Futex`](crate::doorbell::Futex) (in the doorbell module)
+/// with [`futex_wait`] and [`futex_wake`].
 #[derive(Debug, Clone, Copy)]
 pub struct KernelFutex {
     /// Longest single wait; a safety net for dead peers, not for lost
@@ -23,33 +24,36 @@ impl Default for KernelFutex {
     }
 }
 
-impl Futex for KernelFutex {
-    fn wait(&self, word: &AtomicU32, expected: u32) {
-        let ts = libc::timespec {
-            tv_sec: self.timeout.as_secs() as libc::time_t,
-            tv_nsec: self.timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the
-        // call (it comes from a reference); FUTEX_WAIT only reads it and
-        // `ts` outlives the call. EAGAIN/EINTR/ETIMEDOUT are all fine: the
-        // caller re-checks its queues.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                &ts as *const libc::timespec,
-            );
-        }
+/// `futex(word, FUTEX_WAIT, expected, timeout)`, shared between processes:
+/// sleeps while `*word == expected`, until woken or `timeout` passes; may
+/// return spuriously.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the
+    // call (it comes from a reference); FUTEX_WAIT only reads it and `ts`
+    // outlives the call. EAGAIN/EINTR/ETIMEDOUT are all fine: the caller
+    // re-checks its queues.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
     }
+}
 
-    fn wake(&self, word: &AtomicU32) {
-        // SAFETY: as above; FUTEX_WAKE does not dereference anything but
-        // the futex word's address.
-        unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-        }
+/// `futex(word, FUTEX_WAKE, INT_MAX)`, shared between processes: wakes
+/// every sleeper on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not dereference anything
+    // but the futex word's address.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }
 

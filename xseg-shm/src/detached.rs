@@ -1,0 +1,84 @@
+//! A request handed to another thread than its port's.
+
+use std::sync::Arc;
+
+use crate::layout::RequestShm;
+use crate::request::Request;
+use crate::segment::Segment;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// A request held by another thread than its port's (see [`Port::detach`](crate::Port::detach)).
+pub struct Detached {
+    seg: Arc<Segment>,
+    req: Option<Request>,
+    index: u32,
+    ptr: *mut u8,
+    len: usize,
+    /// The port's count of detached requests, released on drop.
+    out: Arc<AtomicUsize>,
+}
+
+// SAFETY: a `Detached` owns its request (the `Request` token is moved in,
+// so the port cannot touch it meanwhile) and keeps the mapping alive with
+// its `Arc<Segment>`; the buffer pointer stays valid and exclusively ours
+// on any thread, as the descriptor's ticket names our port as holder.
+unsafe impl Send for Detached {}
+
+impl Detached {
+    /// Wraps `req`, whose data bytes are `ptr..ptr + len` (bounds-checked
+    /// by the port); `out` is the port's count, already raised for it.
+    pub(crate) fn new(
+        seg: Arc<Segment>,
+        req: Request,
+        ptr: *mut u8,
+        len: usize,
+        out: Arc<AtomicUsize>,
+    ) -> Detached {
+        Detached {
+            seg,
+            index: req.index,
+            req: Some(req),
+            ptr,
+            len,
+            out,
+        }
+    }
+
+    /// The descriptor.
+    pub fn desc(&self) -> &RequestShm {
+        self.seg
+            .request(self.index)
+            .expect("held request index is in range")
+    }
+
+    /// The data bytes (empty without a buffer).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: as in `Port::data`: the range was bounds-checked against
+        // the attached buffer when detached, the mapping is alive (our
+        // Arc), and we hold the descriptor and so its buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The data bytes, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; `&mut self` makes this the only slice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// The request, to give back to its port.
+    pub fn into_request(mut self) -> Request {
+        self.req
+            .take()
+            .expect("a Detached holds its request until here")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Dropped without `into_request`, the request stays held by the
+        // port (its unbind fails it back); either way it no longer reaches
+        // the buffer. SYNC POINT (detached): Release pairs with the
+        // Acquire load in the port's drop: our use of the buffer is over.
+        self.out.fetch_sub(1, Ordering::Release);
+    }
+}

@@ -1,0 +1,405 @@
+//! Ports: binding, and the data path (get, submit, accept, respond,
+//! receive, forward, put) of a bound port. This file binds a port and
+//! handles descriptors and their buffers (get, data, put, detach);
+//! `send.rs` submits, forwards and responds, `receive.rs` accepts,
+//! receives and cancels.
+//!
+//! A [`Port`] is the handle of a bound port. It is `Send` but not `Sync`:
+//! each ring has one consumer, so one thread at a time accepts and receives
+//! on a port; a peer with several worker threads binds one port per thread
+//! (as the original's port ranges did).
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crate::detached::Detached;
+use crate::error::{PortError, TransportError};
+use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
+use crate::pool::Ticket;
+use crate::put::put_descriptor;
+use crate::request::{code, Request};
+use crate::segment::Segment;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sys::{self, Clock, KernelFutex};
+use crate::{binding, buffers, pool};
+
+mod receive;
+mod send;
+
+/// Raises a high-water mark to `v` if lower (Relaxed: a statistic; the
+/// load spares the cache line a write when the mark is already higher).
+pub(crate) fn raise(hw: &AtomicU32, v: u32) {
+    if v > hw.load(Ordering::Relaxed) {
+        hw.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+/// As [`raise`], 64 bits.
+fn raise64(hw: &AtomicU64, v: u64) {
+    if v > hw.load(Ordering::Relaxed) {
+        hw.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+/// A request handed back with the reason it could not be sent.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The request, still held by the caller.
+    pub request: Request,
+    /// Why.
+    pub error: TransportError,
+}
+
+impl Segment {
+    /// Binds port `n` for this process.
+    pub fn bind(self: &Arc<Self>, n: u32) -> Result<Port, PortError> {
+        let gen = self.try_bind(n)?;
+        Ok(Port::new(self.clone(), n, gen))
+    }
+
+    /// Binds the first free dynamic port.
+    pub fn bind_dynamic(self: &Arc<Self>) -> Result<Port, PortError> {
+        let l = self.layout();
+        for n in l.static_ports..l.nr_ports {
+            match self.try_bind(n) {
+                Ok(gen) => return Ok(Port::new(self.clone(), n, gen)),
+                Err(
+                    PortError::Owned { .. }
+                    | PortError::OwnerDied { .. }
+                    | PortError::Recovering { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PortError::NoFreePort {
+            count: l.nr_ports - l.static_ports,
+        })
+    }
+
+    fn try_bind(&self, n: u32) -> Result<u32, PortError> {
+        let p = self.port(n).ok_or(PortError::NoSuchPort {
+            port: n,
+            nr_ports: self.layout().nr_ports,
+        })?;
+        let me = sys::my_pid();
+        let my_start = sys::process_start_time(me).unwrap_or(0);
+        match binding::bind(&p.binding, me) {
+            Ok(gen) => {
+                // Release, paired with the Acquire loads of liveness
+                // checks: one that reads our start time also sees our
+                // binding. Before this store they read 0 (stored by the
+                // last unbind or recovery), and `is_alive` then judges by
+                // the pid alone.
+                p.owner_start.store(my_start, Ordering::Release);
+                // Relaxed: a stale "sleeping" only costs one needless wake.
+                p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
+                log::debug!("bound port {n} generation {gen}");
+                Ok(gen)
+            }
+            Err(b) => {
+                // Acquire: pairs with the holder's Release store of its
+                // start time.
+                let alive = sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
+                Err(match (b.recovering, alive) {
+                    (true, true) => PortError::Recovering {
+                        port: n,
+                        pid: b.pid,
+                    },
+                    (false, true) => PortError::Owned {
+                        port: n,
+                        pid: b.pid,
+                    },
+                    (_, false) => PortError::OwnerDied {
+                        port: n,
+                        pid: b.pid,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// A bound port. Unbinds on drop, putting back what it still holds and
+/// failing back requests it had accepted.
+pub struct Port {
+    seg: Arc<Segment>,
+    no: u32,
+    gen: u32,
+    cursor: Cell<u32>,
+    buffer_cursor: [Cell<u32>; MAX_BUFFER_CLASSES],
+    futex: KernelFutex,
+    clock: Clock,
+    /// Requests detached to other threads and not yet given back.
+    detached: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("no", &self.no)
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
+impl Port {
+    fn new(seg: Arc<Segment>, no: u32, gen: u32) -> Port {
+        // Start each port's scans at a different place so ports seldom
+        // race for the same free descriptor.
+        let l = seg.layout();
+        let spread = |count: u32| (u64::from(no) * u64::from(count) / u64::from(l.nr_ports)) as u32;
+        let cursor = Cell::new(spread(l.nr_requests));
+        let buffer_cursor =
+            std::array::from_fn(|c| Cell::new(l.buffer_counts.get(c).map_or(0, |&n| spread(n))));
+        Port {
+            clock: seg.clock(),
+            seg,
+            no,
+            gen,
+            cursor,
+            buffer_cursor,
+            futex: KernelFutex::default(),
+            detached: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Port number.
+    pub fn number(&self) -> u32 {
+        self.no
+    }
+
+    /// Generation of this binding.
+    pub fn generation(&self) -> u32 {
+        self.gen
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    fn shm(&self) -> &PortShm {
+        self.seg.port(self.no).expect("own port is in range")
+    }
+
+    fn desc_of(&self, index: u32) -> &RequestShm {
+        self.seg
+            .request(index)
+            .expect("held request index is in range")
+    }
+
+    /// The descriptor of a request this port holds.
+    pub fn desc(&self, req: &Request) -> &RequestShm {
+        self.desc_of(req.index)
+    }
+
+    /// Takes a free descriptor addressed to `dst`.
+    pub fn get(&self, dst: u32) -> Result<Request, TransportError> {
+        let nr_ports = self.seg.layout().nr_ports;
+        if dst >= nr_ports {
+            return Err(TransportError::NoSuchPort {
+                port: dst,
+                nr_ports,
+            });
+        }
+        let n = self.seg.layout().nr_requests;
+        let start = self.cursor.get();
+        if let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) {
+            self.cursor.set(i + 1);
+            self.desc_of(i).reset(self.no, self.gen, dst);
+            let p = self.shm();
+            // Load and store, not an atomic add: only the port's owner
+            // changes its own count (recovery resets it once the owner is
+            // dead). Relaxed: a statistic.
+            let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
+            p.requests_in_use.store(used, Ordering::Relaxed);
+            raise(&p.requests_high_water, used);
+            return Ok(Request { index: i });
+        }
+        // Relaxed: a statistic.
+        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+        Err(TransportError::Busy("no free request descriptor"))
+    }
+
+    /// Sets the target name.
+    pub fn set_target(&self, req: &mut Request, name: &[u8]) -> Result<(), TransportError> {
+        if name.len() > MAX_TARGET_LEN {
+            return Err(TransportError::TargetTooLong(name.len()));
+        }
+        self.desc(req).write_target(name);
+        Ok(())
+    }
+
+    /// Attaches a buffer of at least `len` bytes (reusing the attached one
+    /// if large enough) and sets the data length to `len`.
+    pub fn alloc_data(&self, req: &mut Request, len: u64) -> Result<(), TransportError> {
+        let max = self.seg.max_buffer();
+        if len > max {
+            return Err(TransportError::TooLarge(len, max));
+        }
+        let r = self.desc(req);
+        let l = self.seg.layout();
+        if let Some((class, _)) = self.buffer_of(req.index) {
+            if l.class_size(class) >= len {
+                r.data_len.store(len, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        self.free_buffer(req.index);
+        let first = (0..l.buffer_counts.len())
+            .find(|&c| l.class_size(c) >= len.max(1))
+            .unwrap_or(0);
+        for class in first..l.buffer_counts.len() {
+            if let Some(index) = self.grab_buffer(class, req.index) {
+                r.buffer
+                    .store(buffers::handle(class, index), Ordering::Relaxed);
+                r.data_len.store(len, Ordering::Relaxed);
+                if let Some(p) = self.seg.port(r.src_port()) {
+                    // Relaxed: a statistic.
+                    let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                    raise(&p.buffers_high_water, used);
+                }
+                return Ok(());
+            }
+        }
+        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+        Err(TransportError::Busy("no free data buffer"))
+    }
+
+    fn grab_buffer(&self, class: usize, owner_req: u32) -> Option<u32> {
+        let owners = self.seg.buffer_owners(class)?;
+        let i = buffers::grab(owners, self.buffer_cursor[class].get(), owner_req)?;
+        self.buffer_cursor[class].set(i + 1);
+        Some(i)
+    }
+
+    /// The buffer attached to descriptor `req`, if it is in range and its
+    /// owner word says it is this descriptor's (a handle left stale by a
+    /// holder killed mid-free must not reach a buffer someone else owns).
+    fn buffer_of(&self, req: u32) -> Option<(usize, u32)> {
+        let r = self.desc_of(req);
+        // Relaxed: only the holder (we) writes the handle.
+        let (class, index) = buffers::decode(r.buffer.load(Ordering::Relaxed))?;
+        let owner = self.seg.buffer_owner(class, index)?;
+        buffers::owned_by(owner, req).then_some((class, index))
+    }
+
+    fn free_buffer(&self, req: u32) {
+        crate::put::detach_and_release_buffer(&self.seg, req);
+        self.desc_of(req).data_len.store(0, Ordering::Relaxed);
+    }
+
+    fn data_ptr(&self, req: &Request) -> (*mut u8, usize) {
+        let r = self.desc(req);
+        match self.buffer_of(req.index) {
+            Some((class, index)) => {
+                let len = r.data_len().min(self.seg.layout().class_size(class));
+                (self.seg.buffer_ptr(class, index), len as usize)
+            }
+            None => (std::ptr::NonNull::dangling().as_ptr(), 0),
+        }
+    }
+
+    /// The request's data bytes (empty without a buffer).
+    pub fn data<'r>(&'r self, req: &'r Request) -> &'r [u8] {
+        let (ptr, len) = self.data_ptr(req);
+        // SAFETY: `ptr..ptr+len` lies inside the buffer attached to the
+        // descriptor (bounds-checked handle, length clamped to the class
+        // size), inside the mapping that `self.seg` keeps alive. Holding
+        // the `Request` means this port holds the descriptor and so its
+        // buffer; peers that follow the protocol do not write it meanwhile.
+        // A peer that breaks it can only change bytes, which have no
+        // invalid values.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The request's data bytes, writable.
+    pub fn data_mut<'r>(&'r self, req: &'r mut Request) -> &'r mut [u8] {
+        let (ptr, len) = self.data_ptr(req);
+        // SAFETY: as in `data`; the `&mut Request` borrow makes this the
+        // only slice of this buffer in this process until it ends.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
+    /// The ticket of `req` if this port holds it (a `Request` used with
+    /// another port than the one that got it, or after its port unbound,
+    /// is not held and must not be acted on).
+    fn held(&self, req: &Request) -> Option<Ticket> {
+        let t = pool::peek(&self.desc(req).ticket);
+        t.is_owned_by(self.no).then_some(t)
+    }
+
+    /// Returns a request and its buffer to the pools.
+    pub fn put(&self, req: Request) {
+        if self.held(&req).is_none() {
+            log::error!(
+                "port {}: put of descriptor {} it does not hold; ignored",
+                self.no,
+                req.index
+            );
+            return;
+        }
+        put_descriptor(&self.seg, req.index, Some(self.no));
+    }
+
+    /// Whether a request or a reply is waiting.
+    pub fn has_work(&self) -> bool {
+        self.seg.ring(self.no, 0).has_work() || self.seg.ring(self.no, 1).has_work()
+    }
+
+    /// Sleeps on the doorbell until work arrives or the futex timeout
+    /// passes; returns at once if work is already there.
+    pub fn sleep(&self) -> bool {
+        self.sleep_unless(|| false)
+    }
+
+    /// Like [`sleep`](Self::sleep), also staying awake while `other_work`
+    /// says so (e.g. completions from worker threads, which wake the port
+    /// with [`Segment::wake`] after making them visible).
+    pub fn sleep_unless(&self, other_work: impl Fn() -> bool) -> bool {
+        self.shm()
+            .doorbell
+            .0
+            .sleep_unless(&self.futex, || self.has_work() || other_work())
+    }
+
+    /// Hands a request to another thread: the returned [`Detached`] owns it
+    /// and gives access to its descriptor and data buffer without the port
+    /// (which stays with its own thread). Give it back with
+    /// [`Detached::into_request`] to respond or put it.
+    pub fn detach(&self, req: Request) -> Detached {
+        let (ptr, len) = self.data_ptr(&req);
+        // Relaxed: the count is only read by this port's drop, on this
+        // thread; what a `Detached` did is published by its Release
+        // decrement.
+        self.detached.fetch_add(1, Ordering::Relaxed);
+        Detached::new(self.seg.clone(), req, ptr, len, self.detached.clone())
+    }
+
+    /// Fails back a request with the transport's "busy" code (for a peer
+    /// that cannot take more work).
+    pub fn reject_busy(&self, req: Request) -> Result<(), Rejected> {
+        self.fail(req, code::BUSY)
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SYNC POINT (detached): Acquire pairs with the Release decrement
+        // of each `Detached`: their last use of a buffer is over.
+        let out = self.detached.load(Ordering::Acquire);
+        if out > 0 {
+            // Putting their descriptors back would free buffers another
+            // thread still writes. Leave the port bound: once this process
+            // exits, crash recovery puts everything back.
+            log::error!(
+                "port {}: {out} detached request(s) still out; not unbinding (recovery will, after this process exits)",
+                self.no
+            );
+            return;
+        }
+        if let Err(e) = crate::recovery::release_port(&self.seg, self.no, self.gen) {
+            log::warn!("unbinding port {}: {e}", self.no);
+        }
+    }
+}

@@ -144,21 +144,36 @@ impl Mapper {
             );
             return requests.iter().map(|_| Err(e.clone())).collect();
         }
-        let mut results: Vec<Result<(), Error>> = requests
-            .iter()
-            .map(|r| match r.iter().find(|i| !st.pending.contains(i)) {
-                Some(index) => Err(err(
-                    ErrorCode::InvalidArgument,
-                    format!("{name}: object {index} has no pending write"),
-                )),
-                None => Ok(()),
-            })
-            .collect();
+        let mut results: Vec<Result<(), Error>> = Vec::with_capacity(requests.len());
+        for r in requests {
+            let mut result = Ok(());
+            for &index in r.iter().filter(|i| !st.pending.contains(i)) {
+                // A write mapped before an earlier commit of its object
+                // wrote into the object that commit made the volume's own:
+                // its data is in place, there is nothing left to commit.
+                match self.names_own_object(&st, index) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        result = Err(err(
+                            ErrorCode::InvalidArgument,
+                            format!("{name}: object {index} has no pending write"),
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            results.push(result);
+        }
         let indexes: Vec<u64> = requests
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .flat_map(|(r, _)| r.iter().copied())
+            .filter(|i| st.pending.contains(i))
             .collect();
         if let Err(e) = self.commit_pending(name, &mut st, &indexes) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -166,6 +181,22 @@ impl Mapper {
             }
         }
         results
+    }
+
+    /// Whether object `index` of the held volume already names the
+    /// volume's own object at its current epoch.
+    fn names_own_object(&self, st: &VolState, index: u64) -> Result<bool, Error> {
+        let h = st.header.as_ref().expect("a held volume is cached");
+        let Ok((slot, at)) = h.chunk_for(index) else {
+            return Ok(false);
+        };
+        let vol = Vol {
+            version: 3,
+            header: h.clone(),
+            legacy_chunks: None,
+        };
+        let chunk = self.chunk(&vol, h.chunks[slot])?;
+        Ok(chunk.get(at) == Some(&h.own_entry()))
     }
 
     /// Commits own entries for `indexes` (all pending) and forgets them.

@@ -343,14 +343,18 @@ impl Mapper {
             } else {
                 let in_volume = os.min(h.size - index * os);
                 let full = off == 0 && n >= in_volume;
-                if entry.is_zero() {
-                    // First write to an unallocated object: pending, like
-                    // a full overwrite, so the entry commits after the
-                    // data and many first writes share one commit
-                    // (`commit_batch`). An orphan of an earlier round that
-                    // never committed may sit under `own` with stale bytes
-                    // that a partial write would expose: it goes first.
-                    if !full {
+                if entry.is_zero() || full {
+                    // A first write to an unallocated object, or a full
+                    // overwrite of a shared one: pending, so the entry
+                    // commits after the data and many such writes share
+                    // one commit (`commit_batch`). An orphan of an earlier
+                    // round that never committed may sit under `own` with
+                    // stale bytes: unless this write covers the whole
+                    // object, it goes first. A "full" write of the last
+                    // object covers only the bytes inside the volume; the
+                    // orphan's bytes past the end (from before a shrink)
+                    // would come back with a grow.
+                    if n < os {
                         if !verified {
                             self.check_fence(name, &mut st)?;
                             verified = true;
@@ -362,22 +366,13 @@ impl Mapper {
                     }
                     ext.pending = true;
                     new_pending.push(index);
-                } else if full {
-                    ext.pending = true;
-                    new_pending.push(index);
                 } else {
                     let old = entry.object_name(index).expect("nonzero entry");
                     if !verified {
                         self.check_fence(name, &mut st)?;
                         verified = true;
                     }
-                    match self.data.copy(&old, 0, &own, 0, os, true) {
-                        Ok(()) => {}
-                        // A missing owned object reads as zeros: nothing to copy.
-                        Err(StoreError::NotFound { .. })
-                            if matches!(entry, Entry::Owned { .. }) => {}
-                        Err(e) => return Err(store_err(&old, e)),
-                    }
+                    self.copy_up(&entry, &old, &own, os)?;
                     updates
                         .get_mut(&slot)
                         .expect("inserted")
@@ -390,6 +385,32 @@ impl Mapper {
         self.apply_updates(name, &mut st, h, updates)?;
         st.pending.extend(new_pending);
         Ok(out)
+    }
+}
+
+impl Mapper {
+    /// Copies the whole of `old` (the object `entry` names) into `own`,
+    /// the volume's object at its current epoch. A missing owned source
+    /// reads as zeros: `own` must then read as zeros too, so any orphan
+    /// under its name (a round that never committed) is deleted rather
+    /// than kept under the entry about to name it.
+    pub(crate) fn copy_up(
+        &self,
+        entry: &Entry,
+        old: &str,
+        own: &str,
+        os: u64,
+    ) -> Result<(), Error> {
+        match self.data.copy(old, 0, own, 0, os, true) {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
+                match self.data.delete(own) {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(store_err(own, e)),
+                }
+            }
+            Err(e) => Err(store_err(old, e)),
+        }
     }
 }
 

@@ -161,11 +161,7 @@ impl Mapper {
             return Ok((h.clone(), Vec::new()));
         }
         let old = entry.object_name(index).expect("nonzero entry");
-        match self.data.copy(&old, 0, &own, 0, os, true) {
-            Ok(()) => {}
-            Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {}
-            Err(e) => return Err(store_err(&old, e)),
-        }
+        self.copy_up(&entry, &old, &own, os)?;
         self.data
             .write(&own, off, &zeros, true)
             .map_err(|e| store_err(&own, e))?;

@@ -504,7 +504,16 @@ mod tests {
         }
     }
 
+    /// Serves `op` as vlmcd sends it: a barrier marked DRAINED.
     fn call(m: &Mapper, op: Op, a: Args<'_>, data: &[u8], room: usize) -> Result<Vec<u8>, Error> {
+        let a = if op.spec().composer == Route::Barrier {
+            Args {
+                flags: a.flags | Flags::DRAINED,
+                ..a
+            }
+        } else {
+            a
+        };
         let mut buf = vec![0; room.max(data.len())];
         buf[..data.len()].copy_from_slice(data);
         let n = serve(m, op, a, &mut buf)?;

@@ -283,10 +283,12 @@ pub fn connect(t: &Target) -> Result<Client, Failure> {
 /// The volumes and snapshots on the map blocker, removed ones included,
 /// with their INFO, and the lineage between them.
 ///
-/// A volume's `parent` as the mapper reports it is its latest snapshot
-/// (or, for a clone never snapshotted, the clone's source), even once that
-/// snapshot is removed (as `export`'s temporary snapshots are). Here a
-/// volume's parent is its nearest ancestor that is not removed.
+/// A volume's `parent` as the mapper reports it is the link of its epoch
+/// chain: its latest snapshot (or, for a clone never snapshotted, the
+/// clone's source), even once that snapshot is removed. Here a volume's
+/// parent is what an operator means by it (as `rbd` and `vlmc tree` show
+/// it): the snapshot it was cloned from, the nearest ancestor of another
+/// volume (id) that is not removed; its own snapshots are not parents.
 struct Family<'a> {
     t: &'a Target,
     c: &'a Client,
@@ -356,8 +358,11 @@ impl<'a> Family<'a> {
             .collect()
     }
 
-    /// The nearest ancestor of a volume (INFO `info`) not removed.
+    /// The clone source of a volume (INFO `info`): its nearest ancestor
+    /// that is neither removed nor one of its own snapshots (same volume
+    /// id; old-format maps have id 0 and no own snapshots).
     fn parent(&mut self, info: &VolumeInfo) -> Result<Option<String>, Failure> {
+        let own = info.volume_id;
         let mut p = info.parent.clone();
         // A chain longer than this is a loop.
         for _ in 0..10_000 {
@@ -365,7 +370,7 @@ impl<'a> Family<'a> {
                 return Ok(None);
             };
             match self.get(&name)? {
-                Some(i) if i.removed => p = i.parent,
+                Some(i) if i.removed || (own != 0 && i.volume_id == own) => p = i.parent,
                 _ => return Ok(Some(name)),
             }
         }

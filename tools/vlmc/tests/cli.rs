@@ -246,3 +246,40 @@ fn volume_lifecycle_and_refusals() {
 
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 14: `vlmc list` and `info` show lineage as an operator reads it:
+/// a clone's parent is the snapshot it was cloned from; a volume's own
+/// snapshots (the epoch chain the map records as its parent link) are not
+/// its parents.
+#[test]
+fn the_parent_is_the_clone_source_not_a_volume_s_own_snapshot() {
+    let p = Pipeline::start("vlmc-parent", "host-a", &Backend::Memory, &Backend::Memory);
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    vlmc.ok(&["create", "vol", "--size", "4M"]);
+    vlmc.ok(&["snapshot", "vol", "s1"]);
+    vlmc.ok(&["create", "c1", "--snap", "s1"]);
+    vlmc.ok(&["snapshot", "vol", "s2"]);
+    vlmc.ok(&["snapshot", "c1", "c1s"]);
+    let listed = vlmc.json(&["list"]);
+    let parent_of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))["parent"]
+            .clone()
+    };
+    for (name, parent) in [
+        ("vol", Value::Null),
+        ("s1", Value::Null),
+        ("s2", Value::Null),
+        ("c1", Value::from("s1")),
+        ("c1s", Value::from("s1")),
+    ] {
+        assert_eq!(parent_of(name), parent, "{name}: {listed}");
+        assert_eq!(vlmc.info(name)["parent"], parent, "{name}");
+    }
+}

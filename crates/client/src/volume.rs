@@ -144,6 +144,18 @@ impl Client {
         Ok(VolumeInfoReply::decode(&r.data)?.into())
     }
 
+    /// OPEN a volume writable and hold it unchanged (`EXCLUSIVE`, for an
+    /// export): `Busy` if it is open for writing on this host. CLOSE
+    /// releases it.
+    pub fn open_volume_exclusive(&self, dst: u32, name: &str) -> Result<VolumeInfo, Error> {
+        let r = self.call(&Call {
+            flags: Flags::WRITABLE | Flags::EXCLUSIVE,
+            reply_room: room(VolumeInfoReply::SIZE),
+            ..Call::new(dst, Op::Open, name.as_bytes())
+        })?;
+        Ok(VolumeInfoReply::decode(&r.data)?.into())
+    }
+
     /// CLOSE a volume.
     pub fn close_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
         self.volume_call(dst, Op::Close, name, &[], 0).map(|_| ())

@@ -255,6 +255,7 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
+        crate::lifecycle::refuse_exclusive(name, &st)?;
         loop {
             if st.opens == 0 {
                 self.open_locked(name, &mut st)?;

@@ -123,7 +123,27 @@ impl Mapper {
         self.open_locked(name, &mut st)
     }
 
+    /// Opens `name` for writing and holds it unchanged for one reader (an
+    /// export): refused (`Busy`) while it is open for writing on this
+    /// host; until [`close`](Self::close), every other open and every
+    /// write of it is refused (`Busy`). Other hosts are kept out by the
+    /// storage lock, as for any writable open.
+    pub fn open_exclusive(&self, name: &str) -> Result<VolumeInfo, Error> {
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{name} is in use on this host (open for writing)"),
+            ));
+        }
+        let info = self.open_locked(name, &mut st)?;
+        st.exclusive = true;
+        Ok(info)
+    }
+
     pub(crate) fn open_locked(&self, name: &str, st: &mut VolState) -> Result<VolumeInfo, Error> {
+        refuse_exclusive(name, st)?;
         if st.opens > 0 {
             let h = st.header.clone().expect("a held volume is cached");
             st.opens += 1;
@@ -436,4 +456,15 @@ impl Mapper {
             Ok(())
         })
     }
+}
+
+/// Refuses a volume held by an exclusive open (an export in progress).
+pub(crate) fn refuse_exclusive(name: &str, st: &VolState) -> Result<(), Error> {
+    if st.exclusive {
+        return Err(err(
+            ErrorCode::Busy,
+            format!("{name} is held by an export on this host (vlmc close {name} if none runs)"),
+        ));
+    }
+    Ok(())
 }

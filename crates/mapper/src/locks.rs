@@ -34,6 +34,8 @@ pub(crate) struct VolState {
     /// The object a flatten step is copying with this state unlocked
     /// (see `lineage.rs`): writes to it wait.
     pub(crate) flattening: Option<u64>,
+    /// Held by an exclusive open (an export): no other open, no write.
+    pub(crate) exclusive: bool,
 }
 
 /// How long a writer trusts its lock without asking the map store again,

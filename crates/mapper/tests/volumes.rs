@@ -499,3 +499,31 @@ fn an_abandoned_pending_write_blocks_snapshots_until_forgotten() {
     e.write("vol", OS, b"again");
     assert_eq!(&e.read("vol", OS, 5)[..], b"again");
 }
+
+/// An exclusive open (an export) holds the volume unchanged: refused while
+/// it is open for writing here; while held, other opens and writes are
+/// refused; a close releases it.
+#[test]
+fn an_exclusive_open_holds_the_volume_unchanged() {
+    let e = Env::new();
+    e.m.create("vol", SIZE, Some(OS)).unwrap();
+    e.write("vol", 0, b"before");
+    assert_eq!(
+        e.m.open_exclusive("vol").unwrap_err().code,
+        ErrorCode::Busy,
+        "the write's implicit open is still there"
+    );
+    e.m.close("vol").unwrap();
+    e.m.open_exclusive("vol").unwrap();
+    assert_eq!(
+        e.m.map_write("vol", 0, 4).unwrap_err().code,
+        ErrorCode::Busy
+    );
+    assert_eq!(e.m.open("vol", true).unwrap_err().code, ErrorCode::Busy);
+    assert_eq!(&e.read("vol", 0, 6)[..], b"before");
+    let other = e.other("host2");
+    assert_eq!(other.open("vol", true).unwrap_err().code, ErrorCode::Locked);
+    e.m.close("vol").unwrap();
+    e.write("vol", 0, b"after!");
+    assert_eq!(&e.read("vol", 0, 6)[..], b"after!");
+}

@@ -33,12 +33,17 @@ impl Flags {
     /// abandoned (their data failed) and are forgotten before the
     /// operation, which would otherwise refuse them as uncommitted.
     pub const DRAINED: Flags = Flags(128);
+    /// OPEN with `WRITABLE`: hold the volume for a reader that needs it
+    /// unchanged (an export): refused while the volume is open for
+    /// writing on this host, and while held every other open and every
+    /// write of it is refused (`Busy`). CLOSE releases it.
+    pub const EXCLUSIVE: Flags = Flags(256);
     /// Reply-only: set by a peer in a failed reply whose target field it
-    /// replaced by a message for people (see [`crate::reply`]). Never valid
-    /// in a request.
+    /// replaced by a message for people (see `archipelago_wire::reply`).
+    /// Never valid in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(255);
+    pub const ALL: Flags = Flags(511);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -76,7 +81,8 @@ mod tests {
         );
         let f = Flags::FUA | Flags::FORCE;
         assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
-        assert_eq!(Flags(0x100 | 4).unknown_bits(), 0x100);
+        assert_eq!(Flags(0x200 | 4).unknown_bits(), 0x200);
+        assert_eq!(Flags::EXCLUSIVE.0, 256);
         assert_eq!(Flags::PAGED.0, 64);
         assert_eq!(Flags::DRAINED.0, 128);
         assert_eq!(Flags::WRITABLE.0, 32);

@@ -225,7 +225,18 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             put(&info_reply(&info)?, buf)
         }
         Op::Open => {
-            let info = mapper.open(&name, a.flags.contains(Flags::WRITABLE))?;
+            let writable = a.flags.contains(Flags::WRITABLE);
+            let info = if a.flags.contains(Flags::EXCLUSIVE) {
+                if !writable {
+                    return Err(Error::with(
+                        ErrorCode::InvalidArgument,
+                        format!("{name}: an exclusive open is a writable one"),
+                    ));
+                }
+                mapper.open_exclusive(&name)?
+            } else {
+                mapper.open(&name, writable)?
+            };
             put(&info_reply(&info)?, buf)
         }
         Op::Close => mapper.close(&name).map(|_| 0),

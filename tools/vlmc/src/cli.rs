@@ -275,8 +275,10 @@ pub enum Verb {
         #[command(flatten)]
         io: IoArgs,
     },
-    /// Export a volume or snapshot as a sparse raw image (a writable
-    /// volume through a temporary snapshot, so the image is consistent).
+    /// Export a volume or snapshot as a sparse raw image. A writable
+    /// volume is held for the export (opens and writes of it are refused
+    /// meanwhile) and left as it was; one in use on this host is refused:
+    /// export a snapshot of it instead.
     ///
     /// --json: `{"volume", "file", "size", "bytes_written", "chunks",
     /// "chunks_skipped"}`.

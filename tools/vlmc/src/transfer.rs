@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use archipelago_client::{Client, IoQueue};
-use archipelago_protocol::names::check_volume_name;
 use archipelago_protocol::sizes::{check_volume_size, parse_size, SECTOR};
 use archipelago_protocol::{Error, ErrorCode};
 use serde::Serialize;
@@ -245,35 +244,41 @@ pub fn export(
     if info.removed {
         return Err(Failure::new(name, "removed"));
     }
-    let temp = (!info.readonly && info.format_version == 3)
-        .then(|| format!("{name}-export-{}", std::process::id()));
-    if let Some(snap) = &temp {
-        check_volume_name(snap.as_bytes()).on(name)?;
-    }
+    // A writable volume is held for the export, so that it cannot change
+    // under it and nothing is left behind (old-format maps cannot be
+    // written here: they are read as they are).
+    let hold = !info.readonly && info.format_version == 3;
     let mut q = IoQueue::connect(&t.segment)
         .on(&t.segment)?
         .with_depth(plan.depth);
     let out = File::create(file).on(&fname)?;
-    let source = match &temp {
-        Some(snap) => {
-            c.snapshot(t.vlmcd, name, snap).on(name)?;
-            snap.as_str()
+    let size = if hold {
+        match c.open_volume_exclusive(t.vlmcd, name) {
+            Ok(held) => held.size,
+            Err(e) if e.code == ErrorCode::Busy => {
+                return Err(Failure::new(
+                    name,
+                    format!("{}: export a snapshot of it instead", e.detail),
+                ))
+            }
+            Err(e) => return Err(Failure::new(name, e)),
         }
-        None => name,
+    } else {
+        info.size
     };
-    let r = read_all(t, &mut q, source, name, &out, &fname, info.size, plan);
-    if let Some(snap) = &temp {
-        let removed = c.remove_volume(t.vlmcd, snap).on(snap);
+    let r = read_all(t, &mut q, name, name, &out, &fname, size, plan);
+    if hold {
+        let closed = c.close_volume(t.vlmcd, name).on(name);
         if r.is_ok() {
-            removed?;
+            closed?;
         }
     }
     let (bytes_written, chunks, chunks_skipped) = r?;
-    out.set_len(info.size).on(&fname)?;
+    out.set_len(size).on(&fname)?;
     Ok(Report {
         volume: name.to_owned(),
         file: fname,
-        size: info.size,
+        size,
         bytes_written,
         chunks,
         chunks_skipped,

@@ -283,3 +283,43 @@ fn the_parent_is_the_clone_source_not_a_volume_s_own_snapshot() {
         assert_eq!(vlmc.info(name)["parent"], parent, "{name}");
     }
 }
+
+/// Issue 14: `vlmc export` of a writable volume must not change it (it
+/// used to snapshot it under a temporary name: a removed header left
+/// behind, the volume moved to a new epoch, its parent pointed at the
+/// removed snapshot). The volume is held for the export instead, and a
+/// volume in use on this host is refused with a clear error.
+#[test]
+fn export_of_a_writable_volume_changes_nothing() {
+    let p = Pipeline::start("vlmc-export", "host-a", &Backend::Memory, &Backend::Memory);
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    let dir = std::env::temp_dir().join(format!("vlmc-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image_path = dir.join("image.raw");
+    let export_path = dir.join("export.raw");
+    let image = make_image(&image_path, 6 * MIB);
+    vlmc.ok(&["import", "vol", image_path.to_str().unwrap()]);
+    let before = vlmc.json(&["list", "--all"]);
+    check_export(&vlmc, "vol", &export_path, &image);
+    assert_eq!(
+        vlmc.json(&["list", "--all"]),
+        before,
+        "the export changed the volume or left something behind"
+    );
+    // In use (open for writing on this host): refused, nothing changed.
+    let c = archipelago_client::Client::connect(&p.tmp.arg()).unwrap();
+    c.volume_write(archipelago_e2e::pipeline::VLMCD, "vol", 0, b"busy", false)
+        .unwrap();
+    vlmc.fails(
+        &["export", "vol", export_path.to_str().unwrap()],
+        "vol",
+        "in use",
+    );
+    vlmc.ok(&["close", "vol"]);
+    let mut expect = image.clone();
+    expect[..4].copy_from_slice(b"busy");
+    check_export(&vlmc, "vol", &export_path, &expect);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

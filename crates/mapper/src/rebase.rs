@@ -102,7 +102,7 @@ pub const REBASE_CHECK: Duration = Duration::from_secs(1);
 pub const DEFAULT_REBASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Between two walks of the headers while maps are left to holders.
-const REBASE_POLL: Duration = Duration::from_millis(50);
+const REBASE_POLL: Duration = Duration::from_millis(100);
 
 /// The replaced objects of one or more rebase records: by index, each
 /// old object name with the entry that replaces it.
@@ -342,9 +342,14 @@ impl Mapper {
     }
 
     /// Moves every live map but `snap` that names a replaced object, until
-    /// a walk finds nothing left to move or `wait` passed. Returns the
-    /// names of the maps moved (by this walk or by their holders) and of
-    /// those still naming replaced objects.
+    /// a walk of every header finds nothing left to move, or `wait`
+    /// passed. While only maps held elsewhere are left, the rounds look
+    /// at those alone (a bounded poll of their headers, not a listing of
+    /// the store); a full walk follows whenever they are done, something
+    /// moved, or time is up, so that maps created meanwhile (a snapshot
+    /// of a map not moved yet) are seen. Returns the names of the maps
+    /// moved (by this walk or by their holders) and of those still naming
+    /// replaced objects.
     pub(crate) fn rebase_all(
         &self,
         snap: &str,
@@ -353,10 +358,26 @@ impl Mapper {
     ) -> Result<(BTreeSet<String>, Vec<String>), Error> {
         let deadline = Instant::now() + wait;
         let mut named = BTreeSet::new();
+        let mut left: Vec<String> = Vec::new();
+        let mut full = true;
         loop {
-            let mut left = Vec::new();
+            let headers = if full {
+                self.lineage_headers()?
+            } else {
+                let mut hs = Vec::new();
+                for n in &left {
+                    match self.load_v3(n) {
+                        Ok(h) => hs.push((n.clone(), h)),
+                        // Renamed or removed: the next full walk sees it.
+                        Err(e) if e.code == ErrorCode::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                hs
+            };
+            let mut still = Vec::new();
             let mut changed = false;
-            for (name, h) in self.lineage_headers()? {
+            for (name, h) in headers {
                 if name == snap || h.flags.removed {
                     continue;
                 }
@@ -367,13 +388,14 @@ impl Mapper {
                 match self.rebase_one(&name, snap, moves) {
                     Ok(Moved::Yes) => changed = true,
                     Ok(Moved::Nothing) => {}
-                    Ok(Moved::Later) => left.push(name),
+                    Ok(Moved::Later) => still.push(name),
                     Err(e) if e.code == ErrorCode::NotFound => {}
                     Err(e) => return Err(e),
                 }
             }
-            let done = left.is_empty() && !changed;
-            if done || (!left.is_empty() && Instant::now() >= deadline) {
+            left = still;
+            let expired = Instant::now() >= deadline;
+            if full && !changed && (left.is_empty() || expired) {
                 if !left.is_empty() {
                     log::warn!(
                         "{snap}: after {wait:?}, maps still name objects the hash replaced: {}",
@@ -385,7 +407,8 @@ impl Mapper {
                 }
                 return Ok((named, left));
             }
-            if !left.is_empty() {
+            full = left.is_empty() || changed || expired;
+            if !full {
                 // A bounded poll of the map store for the holders' commits.
                 let rest = deadline.saturating_duration_since(Instant::now());
                 std::thread::sleep(REBASE_POLL.min(rest));

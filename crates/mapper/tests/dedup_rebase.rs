@@ -180,3 +180,33 @@ fn an_interrupted_rebase_resumes_with_the_next_hash() {
     assert!(read(&a, &*env.data, "c", 0, N * OS).unwrap() == want);
     assert!(records(&env).is_empty());
 }
+
+#[test]
+fn a_holder_never_moves_an_entry_onto_a_content_object_that_is_gone() {
+    use archipelago_store::ObjectStore;
+    let env = Env::new();
+    let old = golden(&env);
+    let b = env.other("host2");
+    env.m.clone_volume("gold-s", "c", None).unwrap();
+    write(&b, &*env.data, "c", 0, &pattern(80, 5)).unwrap();
+    let a = env
+        .other("host1")
+        .with_rebase_wait(std::time::Duration::ZERO);
+    assert_eq!(a.hash("gold-s").unwrap().maps_left, vec!["c".to_string()]);
+    // One content object disappears before the holder looks (as if a
+    // collection had deleted it): the entries it would replace stay.
+    let victim = objects_of(&a, "gold-s")
+        .into_iter()
+        .find(|o| o.len() == 64)
+        .unwrap();
+    env.data.delete(&victim).unwrap();
+    let want = read(&b, &*env.data, "c", 0, N * OS).unwrap();
+    assert_eq!(b.apply_rebases().unwrap(), 1);
+    let objs = objects_of(&b, "c");
+    assert!(!objs.contains(&victim), "{objs:?}");
+    assert!(
+        !objs.is_disjoint(&old),
+        "the entries of the missing one stay"
+    );
+    assert!(read(&b, &*env.data, "c", 0, N * OS).unwrap() == want);
+}

@@ -21,9 +21,9 @@
 //!
 //! Headers (removed ones too: their lineage links clones to ancestors,
 //! and a removed name's id is never reused), rename markers
-//! (`{id}_0000000000000000`), pins, rebase records (`archip_rebase_…`,
-//! deleted by the hash that wrote them), the gc object and any name of
-//! another shape are never deleted. A run refuses to start deleting when a map
+//! (`{id}_0000000000000000`), pins, rebase records (`archip_rebase_…`
+//! and their list `archip_rebaselist`, deleted by the hash that wrote
+//! them), the gc object and any name of another shape are never deleted. A run refuses to start deleting when a map
 //! store object with a volume name is not a readable format 3 header
 //! (an old-format map: `vlmc upgrade` it first), or a live header names a
 //! chunk that is missing or corrupt: not knowing what a map refers to,
@@ -131,8 +131,9 @@
 //!     argument applies too).
 //!
 //!   The objects a move stops referring to become garbage by the usual
-//!   rules (an owned object of an older epoch, or content). A rebase
-//!   record is never deleted by a collection and never read by one. A pin whose snapshot is not locked is left
+//!   rules (an owned object of an older epoch, or content). Rebase
+//!   records and their list are never deleted by a collection and never
+//!   read by one. A pin whose snapshot is not locked is left
 //!   over by a crashed hash: the run stays conservative and deletes the
 //!   pin, so the next run is not.
 //! - **Removal** only makes a header REMOVED; a snapshot with clones is

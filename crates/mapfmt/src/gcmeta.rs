@@ -17,6 +17,10 @@
 //!   their lock holders (the mapper's `rebase` module). Written before
 //!   the snapshot's hashed header commits, deleted once no live map names
 //!   a replaced object.
+//! - The **rebase list** [`REBASE_LIST`] (`archip_rebaselist`) names the
+//!   rebase records in force, one a line ([`encode_rebase_list`]): what
+//!   a lock holder reads on its periodic check (one small read; a prefix
+//!   listing costs a walk of the whole store on the files backend).
 //!
 //! All names start with the reserved `archip_` prefix, so no volume,
 //! chunk or data object is ever called that.
@@ -57,6 +61,30 @@ pub const REBASE_PREFIX: &str = "archip_rebase_";
 /// The rebase record of a hash writing chunks owned by `owner`.
 pub fn rebase_name(owner: u64) -> String {
     format!("{REBASE_PREFIX}{owner:016x}")
+}
+
+/// The list of rebase records in force (not itself a record: it does not
+/// start with [`REBASE_PREFIX`]).
+pub const REBASE_LIST: &str = "archip_rebaselist";
+
+/// The bytes of the rebase list naming `records`.
+pub fn encode_rebase_list(records: &[String]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for r in records {
+        b.extend_from_slice(r.as_bytes());
+        b.push(b'\n');
+    }
+    b
+}
+
+/// The record names in the rebase list `bytes` (lines that are not
+/// record names are skipped).
+pub fn decode_rebase_list(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| l.starts_with(REBASE_PREFIX) && l.len() == REBASE_PREFIX.len() + 16)
+        .map(str::to_owned)
+        .collect()
 }
 
 const REBASE_MAGIC: &[u8; 4] = b"ARB1";
@@ -206,6 +234,13 @@ mod tests {
         assert_eq!(RebaseRecord::decode(&b[..b.len() - 1]), None);
         assert_eq!(RebaseRecord::decode(b"AGC1"), None);
         assert_eq!(rebase_name(0xab), "archip_rebase_00000000000000ab");
+        let list = vec![rebase_name(1), rebase_name(2)];
+        assert_eq!(decode_rebase_list(&encode_rebase_list(&list)), list);
+        assert_eq!(
+            decode_rebase_list(b"junk\narchip_rebase_x\n"),
+            Vec::<String>::new()
+        );
+        assert!(!REBASE_LIST.starts_with(REBASE_PREFIX));
     }
 
     #[test]

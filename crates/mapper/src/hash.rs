@@ -206,6 +206,7 @@ impl Mapper {
                 self.maps
                     .write_full(&ours, &record.encode(), true)
                     .map_err(|e| store_err(&ours, e))?;
+                self.edit_rebase_list(std::slice::from_ref(&ours), &[])?;
             }
             self.commit(snap, None, Some(held), chunks, &h)?;
             // Every record of this snapshot (earlier hashes interrupted or
@@ -227,9 +228,10 @@ impl Mapper {
                 moves.extend(self.existing_moves(snap, &Moves::from_records(&older))?);
             }
             if !moves.is_empty() {
-                let (moved, left) = self.rebase_all(snap, &moves, wait)?;
+                let (moved, left) = self.rebase_all(snap, &names, &moves, wait)?;
                 report.maps_moved = moved.len() as u64;
                 if left.is_empty() {
+                    self.edit_rebase_list(&[], &names)?;
                     for n in &names {
                         if let Err(e) = self.maps.delete(n) {
                             log::warn!("{n}: {e}");

@@ -16,7 +16,8 @@
 //! 1. **The record.** Before the snapshot's hashed header commits, the
 //!    hash writes a *rebase record* `archip_rebase_{owner}`
 //!    ([`RebaseRecord`]: the snapshot's id and epoch, and every replaced
-//!    object with its index and replacement), durably. It outlives a
+//!    object with its index and replacement), durably, then adds its name
+//!    to the rebase list. It outlives a
 //!    crash of the hash: `vlmc hash SNAP` again (the snapshot is already
 //!    hashed; nothing is read) picks up every record of that snapshot and
 //!    resumes.
@@ -50,8 +51,10 @@
 //!    - **locked elsewhere** (a mapperd of another host or another
 //!      mapperd process): its **holder** moves it. Every mapper checks
 //!      for rebase records periodically ([`Mapper::apply_rebases`];
-//!      mapperd every [`REBASE_CHECK`]): one listing of the
-//!      `archip_rebase_` prefix, nothing more when it is empty. For each
+//!      mapperd every [`REBASE_CHECK`]): one read of the **rebase
+//!      list** `archip_rebaselist`, which names the records in force
+//!      (a prefix listing would walk the whole store on the files
+//!      backend), nothing more when it is missing or empty. For each
 //!      volume it holds that names a replaced object, the holder pins
 //!      itself against collections (below), checks that each content
 //!      object it is about to name exists, and commits the move as a map
@@ -64,7 +67,11 @@
 //!    map store. Its report ([`HashReport::maps_left`]) lists every map
 //!    still naming a replaced object; the record is deleted only when
 //!    none is left (else the holders still apply it, and the next `vlmc
-//!    hash SNAP` looks again and deletes it).
+//!    hash SNAP` looks again and deletes it). The list is changed by a
+//!    read and a replacement: two hashes changing it at once may lose
+//!    one's entry; a hash still waiting puts its records back at its next
+//!    poll, one that stopped has reported its maps left anyway (never a
+//!    loss of data: a map not moved keeps its old objects referenced).
 //! 4. **Garbage collection.** Moves make maps name content objects they
 //!    did not create, which the collector's argument must cover
 //!    (`archipelago-gc` crate docs, "Rebase"): the hash moves maps while
@@ -82,7 +89,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archipelago_mapfmt::gcmeta::{RebaseRecord, REBASE_PREFIX};
+use archipelago_mapfmt::gcmeta::{
+    decode_rebase_list, encode_rebase_list, RebaseRecord, REBASE_LIST,
+};
 use archipelago_mapfmt::{Chunk, ChunkRef, Entry, Header, ENTRIES_PER_CHUNK};
 use archipelago_protocol::names::content_name;
 use archipelago_protocol::{Error, ErrorCode};
@@ -353,6 +362,7 @@ impl Mapper {
     pub(crate) fn rebase_all(
         &self,
         snap: &str,
+        records: &[String],
         moves: &Moves,
         wait: Duration,
     ) -> Result<(BTreeSet<String>, Vec<String>), Error> {
@@ -409,6 +419,12 @@ impl Mapper {
             }
             full = left.is_empty() || changed || expired;
             if !full {
+                // The holders find the records through the list: put
+                // them back if a concurrent change of the list lost one.
+                let list = self.rebase_list()?;
+                if records.iter().any(|r| !list.contains(r)) {
+                    self.edit_rebase_list(records, &[])?;
+                }
                 // A bounded poll of the map store for the holders' commits.
                 let rest = deadline.saturating_duration_since(Instant::now());
                 std::thread::sleep(REBASE_POLL.min(rest));
@@ -416,16 +432,13 @@ impl Mapper {
         }
     }
 
-    /// Every rebase record on the map store, with its name.
+    /// The rebase records in force (named by the rebase list), with their
+    /// names. One read when there are none.
     pub(crate) fn rebase_records(&self) -> Result<Vec<(String, RebaseRecord)>, Error> {
-        let names = self
-            .maps
-            .list(REBASE_PREFIX)
-            .map_err(|e| store_err("map store", e))?;
         let mut out = Vec::new();
-        for n in names {
+        for n in self.rebase_list()? {
             let Some(bytes) = self.read_whole(&n)? else {
-                continue; // deleted since the listing
+                continue; // deleted since the list was read
             };
             match RebaseRecord::decode(&bytes) {
                 Some(r) => out.push((n, r)),
@@ -433,6 +446,39 @@ impl Mapper {
             }
         }
         Ok(out)
+    }
+
+    /// The names on the rebase list.
+    fn rebase_list(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .read_whole(REBASE_LIST)?
+            .map(|b| decode_rebase_list(&b))
+            .unwrap_or_default())
+    }
+
+    /// Puts `add` on the rebase list and takes `remove` off it (a read,
+    /// then a replacement: two hashes changing it at once may lose one's
+    /// change, which that hash puts back on its next poll
+    /// ([`Mapper::rebase_all`]); one that had stopped waiting reports its
+    /// maps left, and hashing again puts it back).
+    pub(crate) fn edit_rebase_list(&self, add: &[String], remove: &[String]) -> Result<(), Error> {
+        let mut list = self.rebase_list()?;
+        list.retain(|n| !remove.contains(n));
+        for a in add {
+            if !list.contains(a) {
+                list.push(a.clone());
+            }
+        }
+        let r = if list.is_empty() {
+            match self.maps.delete(REBASE_LIST) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.maps
+                .write_full(REBASE_LIST, &encode_rebase_list(&list), true)
+        };
+        r.map_err(|e| store_err(REBASE_LIST, e))
     }
 
     /// The content objects among `targets` that do not exist.

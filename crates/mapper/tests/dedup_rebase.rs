@@ -216,3 +216,71 @@ fn a_holder_never_moves_an_entry_onto_a_content_object_that_is_gone() {
     );
     assert!(read(&b, &*env.data, "c", 0, N * OS).unwrap() == want);
 }
+
+/// Crashes (failed header writes, which leave what a crash before the
+/// commit point leaves) before the snapshot's commit and during a move:
+/// every map reads the same throughout, and the next hash finishes.
+#[test]
+fn a_hash_that_fails_before_or_during_the_moves_is_finished_by_the_next() {
+    use archipelago_store::{Fault, FaultyStore, MemoryStore, ObjectStore, OpKind, Rule};
+    use std::sync::Arc;
+    let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let data = Arc::new(MemoryStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("gold", N * OS, Some(OS)).unwrap();
+    for i in 0..N {
+        write(
+            &m,
+            &*data,
+            "gold",
+            i * OS,
+            &pattern((i % 3) as u8, OS as usize),
+        )
+        .unwrap();
+    }
+    m.close("gold").unwrap();
+    m.snapshot("gold", "gold-s").unwrap();
+    let old = objects_of(&m, "gold-s");
+    m.clone_volume("gold-s", "cc", None).unwrap();
+    write(&m, &*data, "cc", 2 * OS + 5, &pattern(9, 50)).unwrap();
+    m.close("cc").unwrap();
+    let want: Vec<Vec<u8>> = ["gold", "gold-s", "cc"]
+        .iter()
+        .map(|v| read(&m, &*data, v, 0, N * OS).unwrap())
+        .collect();
+    let same = |m: &Mapper| {
+        for (v, w) in ["gold", "gold-s", "cc"].iter().zip(&want) {
+            assert!(read(m, &*data, v, 0, N * OS).unwrap() == *w, "{v}");
+        }
+    };
+    // 1. The snapshot's header write fails: the hash did not happen.
+    maps.add_rule(
+        Rule::new(OpKind::WriteFull, Fault::Io)
+            .names_with_prefix("gold-s")
+            .times(1),
+    );
+    m.hash("gold-s").unwrap_err();
+    assert!(!m.info("gold-s").unwrap().hashed);
+    assert_eq!(objects_of(&m, "gold-s"), old);
+    same(&m);
+    // 2. The snapshot commits, the move of cc fails.
+    maps.add_rule(
+        Rule::new(OpKind::WriteFull, Fault::Io)
+            .names_with_prefix("cc")
+            .times(1),
+    );
+    let e = m.hash("gold-s").unwrap_err();
+    assert!(e.detail.contains("cc"), "{e}");
+    assert!(m.info("gold-s").unwrap().hashed);
+    assert!(!objects_of(&m, "cc").is_disjoint(&old), "cc not moved");
+    same(&m);
+    assert!(!maps.list("archip_rebase_").unwrap().is_empty());
+    // 3. The next hash reads nothing again and moves what is left.
+    let r = m.hash("gold-s").unwrap();
+    assert!(r.maps_left.is_empty(), "{r:?}");
+    for v in ["gold", "gold-s", "cc"] {
+        assert!(objects_of(&m, v).is_disjoint(&old), "{v}");
+    }
+    same(&m);
+    assert!(maps.list("archip_rebase").unwrap().is_empty());
+}

@@ -215,3 +215,61 @@ fn hashing_a_golden_image_frees_what_its_clones_share_while_they_are_written() {
     assert_eq!(vlmc.json(&["gc", "--dry-run"])["freed_objects"], 0);
     drop(b);
 }
+
+/// A map whose holder does not move it (here a lock `vlmc lock` took for
+/// another owner, no mapper behind it) is listed by `vlmc hash` after its
+/// wait, in JSON and in text; once free, hashing again moves it.
+#[test]
+fn vlmc_hash_lists_the_maps_still_naming_old_objects_and_a_rerun_moves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(
+        "dedup-left",
+        "host-a",
+        &Backend::Files(dir.path().join("data")),
+        &Backend::Files(dir.path().join("maps")),
+    );
+    let c = p.client(Duration::from_secs(60));
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    c.create_volume(VLMCD, "gold", SIZE, Some(OBJ)).unwrap();
+    let mut image = vec![0u8; SIZE as usize];
+    for i in 0..N {
+        write(
+            &c,
+            "gold",
+            &mut image,
+            i * OBJ,
+            &pattern(OBJ as usize, i % 4),
+        );
+    }
+    c.close_volume(VLMCD, "gold").unwrap();
+    vlmc.ok(&["snapshot", "gold", "gold-s"]);
+    vlmc.ok(&["create", "held", "--snap", "gold-s"]);
+    vlmc.ok(&["--host-id", "elsewhere", "lock", "held"]);
+
+    let r = vlmc.json(&["hash", "gold-s", "--wait", "1"]);
+    assert_eq!(r["maps_left"], serde_json::json!(["held"]), "{r}");
+    assert_eq!(r["maps_left_count"], 1, "{r}");
+    assert_eq!(r["maps_moved"], 1, "gold: {r}");
+    let text = vlmc.ok(&["hash", "gold-s", "--wait", "0"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("still name replaced objects") && l.ends_with(": held")),
+        "{text}"
+    );
+    // Nothing is lost meanwhile: gold's old objects stay for "held".
+    vlmc.json(&["gc"]);
+    assert!(read_all(&c, "held") == image);
+
+    vlmc.ok(&["--host-id", "elsewhere", "unlock", "held"]);
+    let r = vlmc.json(&["hash", "gold-s"]);
+    assert_eq!(r["maps_left_count"], 0, "{r}");
+    assert_eq!(r["maps_moved"], 1, "held: {r}");
+    vlmc.json(&["gc"]);
+    // Four distinct contents are all that is left.
+    assert_eq!(data_objects(&c), 4);
+    for v in ["gold", "gold-s", "held"] {
+        assert!(read_all(&c, v) == image, "{v}");
+    }
+}

@@ -416,3 +416,34 @@ fn objects_of_a_change_in_flight_are_kept_until_they_cannot_be_committed() {
     collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
     assert!(data.stat(&later).is_err());
 }
+
+/// Rebase records and their list (left by a hash whose maps held
+/// elsewhere were not moved yet) are kept: holders still apply them, and
+/// the objects those maps name stay referenced through their headers.
+#[test]
+fn rebase_records_and_their_list_are_never_collected() {
+    let (maps, data, m) = setup();
+    let m = m.with_rebase_wait(Duration::ZERO);
+    m.create("v", 8192, Some(4096)).unwrap();
+    let exts = m.map_write("v", 0, 4096).unwrap();
+    for e in &exts {
+        data.write(e.object.as_deref().unwrap(), 0, &[7; 4096], true)
+            .unwrap();
+    }
+    commit_pending(&m, "v", &exts);
+    m.close("v").unwrap();
+    m.snapshot("v", "s").unwrap();
+    m.clone_volume("s", "c", None).unwrap();
+    maps.try_lock("c", "elsewhere").unwrap();
+    let r = m.hash("s").unwrap();
+    assert_eq!(r.maps_left, vec!["c".to_string()]);
+    let kept = maps.list("archip_rebase").unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert_eq!(maps.list("archip_rebase").unwrap(), kept);
+    // c still names v's old object: kept, and c reads it.
+    let ext = m.map_read("c", 0, 4096).unwrap();
+    let mut buf = vec![0u8; 4096];
+    archipelago_mapper::read_extent(&*data, &ext[0], &mut buf).unwrap();
+    assert!(ext[0].object.as_ref().unwrap().len() != 64 && buf == [7; 4096]);
+}

@@ -67,6 +67,39 @@
 //! | hash: snapshot header written, other maps not (all or some) moved | those maps name the old objects | nothing lost: the objects stay referenced; the record lets holders move their maps, and `hash` again (nothing re-read) resumes and deletes it |
 //! | a map's move: chunks written, header not | that map intact | as any change: an orphan chunk; the next walk or check moves it again |
 //!
+//! # Dedup that saves space: moving the other maps (rebase)
+//!
+//! [`hash`](Mapper::hash) replaces each object of a snapshot by the
+//! content object of the same bytes; the other maps naming those objects
+//! (the snapshot's volume, clones made from it, their snapshots) are then
+//! moved onto the content objects too, so that the old objects become
+//! garbage. The design (in full in `rebase.rs`):
+//!
+//! - **Record.** Before the snapshot's commit the hash writes a rebase
+//!   record `archip_rebase_{owner}` (each replaced object: index, old
+//!   name, content digest or zero) and names it on the rebase list
+//!   `archip_rebaselist`. It survives a crash; `hash` again (the snapshot
+//!   is not read again) resumes from every record of its snapshot.
+//! - **A move** is a map change like any other: under the map's lock,
+//!   chunks then header, the same crash rules. An entry moves only if it
+//!   still names the replaced object (compare-and-swap per entry, against
+//!   the map as it is under the lock), so an object overwritten meanwhile
+//!   stays the map's own.
+//! - **Who moves.** A map open on this mapper: the hash, at once, under
+//!   the volume's mutex between two writes (no drain, no pause). A closed
+//!   map: the hash, under the map's lock taken for the move. A map locked
+//!   elsewhere (another host's mapperd, or another mapperd process): its
+//!   holder, at its periodic check ([`apply_rebases`](Mapper::apply_rebases),
+//!   every [`REBASE_CHECK`] in mapperd: one read of the rebase list). The
+//!   hash waits for holders at most [`with_rebase_wait`](Mapper::with_rebase_wait)
+//!   (or the request's wait), polling those maps' headers, and reports
+//!   the maps still naming replaced objects ([`HashReport::maps_left`]);
+//!   the record is deleted only when none is left.
+//! - **Garbage collection.** Moves run under a gc pin: the hash's own
+//!   (content stored after it), or for a holder its own pin, a wait while
+//!   a collection runs, and a check that each content object exists
+//!   before an entry moves onto it (`archipelago-gc` docs, "Rebase").
+//!
 //! # Concurrency and caching
 //!
 //! Operations on one volume are serialised by a per-volume mutex (two

@@ -391,6 +391,10 @@ pub mod pipeline {
         Memory,
         /// One file per object under this directory.
         Files(PathBuf),
+        /// The same, for a directory several blockers share (two "hosts"
+        /// on one pool): no cached descriptors (`--fd-cache 0`), which
+        /// would keep serving a file another process replaced.
+        SharedFiles(PathBuf),
         /// A RADOS pool (see `archipelago_rados::testenv`).
         Rados {
             /// The cluster's `ceph.conf`.
@@ -445,6 +449,14 @@ pub mod pipeline {
                     "files".into(),
                     "--data-dir".into(),
                     dir.to_str().expect("utf-8 dir").into(),
+                ],
+                Backend::SharedFiles(dir) => vec![
+                    "--backend".into(),
+                    "files".into(),
+                    "--data-dir".into(),
+                    dir.to_str().expect("utf-8 dir").into(),
+                    "--fd-cache".into(),
+                    "0".into(),
                 ],
             }
         }

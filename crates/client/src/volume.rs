@@ -3,8 +3,8 @@
 //! through the composer. Every call takes the port to send to.
 
 use archipelago_protocol::payload::{
-    decode_extents, encode_commit, map_reply_room, CloneRequest, CreateRequest, HashReply,
-    LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
+    decode_extents, decode_hash_rebase, encode_commit, map_reply_room, CloneRequest, CreateRequest,
+    HashRebase, HashReply, LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
 };
 use archipelago_protocol::{Error, Flags, Op};
 
@@ -293,6 +293,26 @@ impl Client {
     pub fn hash_snapshot(&self, dst: u32, snap: &str) -> Result<HashReply, Error> {
         let r = self.volume_call(dst, Op::Hash, snap, &[], HashReply::SIZE)?;
         HashReply::decode(&r.data)
+    }
+
+    /// HASH a snapshot, waiting at most `wait` (`None`: the mapper's
+    /// default; rounded to milliseconds) for the holders of open maps to
+    /// move them onto the content objects: the reply, and what happened
+    /// to the other maps (`None` from an older mapper). The call's own
+    /// timeout must cover the wait.
+    pub fn hash_snapshot_wait(
+        &self,
+        dst: u32,
+        snap: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<(HashReply, Option<HashRebase>), Error> {
+        let ms = wait.map_or(0, |w| (w.as_millis() as u64).max(1));
+        let r = self.call(&Call {
+            size: ms,
+            reply_room: room(HashReply::SIZE + 16 + (64 << 10)),
+            ..Call::new(dst, Op::Hash, snap.as_bytes())
+        })?;
+        decode_hash_rebase(&r.data)
     }
 
     /// UPDATE an old-format map to the current format.

@@ -21,8 +21,9 @@
 //!
 //! Headers (removed ones too: their lineage links clones to ancestors,
 //! and a removed name's id is never reused), rename markers
-//! (`{id}_0000000000000000`), pins, the gc object and any name of another
-//! shape are never deleted. A run refuses to start deleting when a map
+//! (`{id}_0000000000000000`), pins, rebase records (`archip_rebase_…`
+//! and their list `archip_rebaselist`, deleted by the hash that wrote
+//! them), the gc object and any name of another shape are never deleted. A run refuses to start deleting when a map
 //! store object with a volume name is not a readable format 3 header
 //! (an old-format map: `vlmc upgrade` it first), or a live header names a
 //! chunk that is missing or corrupt: not knowing what a map refers to,
@@ -105,7 +106,34 @@
 //!     committed before step 4, so before any header is read at step 5.
 //!
 //!   Clones and snapshots of a hashed snapshot copy refs from a live
-//!   header (first case). A pin whose snapshot is not locked is left
+//!   header (first case).
+//! - **Rebase (a hash moving the other maps)**: after its snapshot's
+//!   commit, a hash moves every other map naming an object it replaced
+//!   onto the content object (the mapper's `rebase` module): commits that
+//!   make a header refer to content objects it did not create, which the
+//!   first case does not cover. Each such commit is made under the map's
+//!   lock (chunks then header, as any change; a snapshot's chunks under a
+//!   fresh id, a volume's under its own serials: the chunk case holds),
+//!   and under a pin:
+//!   - by the hash itself, while its own pin exists and its snapshot is
+//!     locked, to content objects it stored after writing the pin (or
+//!     found existing after it, for records of an earlier run): exactly
+//!     the hash's case above;
+//!   - by the lock holder of an open map (another mapper, applying the
+//!     hash's rebase record), which writes a pin of its own (content: the
+//!     volume it holds locked, so the pin is not taken for a crashed
+//!     hash's while it holds it), reads the generation and waits while it
+//!     is odd, as a hash does, then checks that each content object it
+//!     will refer to **exists** and moves only those entries. A collector
+//!     that runs while the pin exists is conservative or was waited out;
+//!     one that deleted the object before is seen by the check; the pin
+//!     is deleted only after the commit (so the third case of the hash
+//!     argument applies too).
+//!
+//!   The objects a move stops referring to become garbage by the usual
+//!   rules (an owned object of an older epoch, or content). Rebase
+//!   records and their list are never deleted by a collection and never
+//!   read by one. A pin whose snapshot is not locked is left
 //!   over by a crashed hash: the run stays conservative and deletes the
 //!   pin, so the next run is not.
 //! - **Removal** only makes a header REMOVED; a snapshot with clones is

@@ -173,10 +173,17 @@ fn a_hash_waits_for_a_running_collection_and_fails_busy_after_the_bound() {
     t.join().unwrap();
     drop(m2);
     assert!(maps.list("archip_gcpin_").unwrap().is_empty());
-    // The next collection frees the snapshot's replaced chunk but not the
-    // object the volume still refers to, nor the content.
+    // The hash moved v onto the content object too (issue 14, dedup that
+    // saves space): the next collection frees the replaced object and the
+    // chunk v and s shared, and keeps the content.
     let r = collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
-    assert_eq!(r.freed_objects, 0, "{r:?}");
+    assert_eq!((r.freed_objects, r.freed_chunks), (2, 1), "{r:?}");
+    let mut buf = vec![0u8; 4096];
+    for v in ["v", "s"] {
+        let ext = m.map_read(v, 0, 4096).unwrap();
+        archipelago_mapper::read_extent(&*data, &ext[0], &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 9), "{v} reads as before");
+    }
 }
 
 #[test]
@@ -426,4 +433,35 @@ fn objects_of_a_change_in_flight_are_kept_until_they_cannot_be_committed() {
     m.remove("v").unwrap();
     collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
     assert!(data.stat(&later).is_err());
+}
+
+/// Rebase records and their list (left by a hash whose maps held
+/// elsewhere were not moved yet) are kept: holders still apply them, and
+/// the objects those maps name stay referenced through their headers.
+#[test]
+fn rebase_records_and_their_list_are_never_collected() {
+    let (maps, data, m) = setup();
+    let m = m.with_rebase_wait(Duration::ZERO);
+    m.create("v", 8192, Some(4096)).unwrap();
+    let exts = m.map_write("v", 0, 4096).unwrap();
+    for e in &exts {
+        data.write(e.object.as_deref().unwrap(), 0, &[7; 4096], true)
+            .unwrap();
+    }
+    commit_pending(&m, "v", &exts);
+    m.close("v").unwrap();
+    m.snapshot("v", "s").unwrap();
+    m.clone_volume("s", "c", None).unwrap();
+    maps.try_lock("c", "elsewhere").unwrap();
+    let r = m.hash("s").unwrap();
+    assert_eq!(r.maps_left, vec!["c".to_string()]);
+    let kept = maps.list("archip_rebase").unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    collect(&*maps, &*data, &opts(), &mut nothing).unwrap();
+    assert_eq!(maps.list("archip_rebase").unwrap(), kept);
+    // c still names v's old object: kept, and c reads it.
+    let ext = m.map_read("c", 0, 4096).unwrap();
+    let mut buf = vec![0u8; 4096];
+    archipelago_mapper::read_extent(&*data, &ext[0], &mut buf).unwrap();
+    assert!(ext[0].object.as_ref().unwrap().len() != 64 && buf == [7; 4096]);
 }

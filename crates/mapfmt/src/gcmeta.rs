@@ -10,8 +10,19 @@
 //! - A **hash pin** `archip_gcpin_{owner:016x}` (content: the snapshot's
 //!   name) exists while a hash that may newly refer to existing content
 //!   objects is in flight; `owner` is the id of the chunks it writes.
+//! - A **rebase record** `archip_rebase_{owner:016x}` ([`RebaseRecord`])
+//!   lists, for a hash that wrote chunks of `owner`, each object the hash
+//!   replaced and what replaces it (a content object, or zeros), so that
+//!   the other maps naming those objects are moved too, by the hash or by
+//!   their lock holders (the mapper's `rebase` module). Written before
+//!   the snapshot's hashed header commits, deleted once no live map names
+//!   a replaced object.
+//! - The **rebase list** [`REBASE_LIST`] (`archip_rebaselist`) names the
+//!   rebase records in force, one a line ([`encode_rebase_list`]): what
+//!   a lock holder reads on its periodic check (one small read; a prefix
+//!   listing costs a walk of the whole store on the files backend).
 //!
-//! Both names start with the reserved `archip_` prefix, so no volume,
+//! All names start with the reserved `archip_` prefix, so no volume,
 //! chunk or data object is ever called that.
 
 /// The gc generation object, and the name of the collectors' lock.
@@ -44,6 +55,152 @@ pub fn decode_generation(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes[8..].try_into().ok()?))
 }
 
+/// Prefix of rebase records.
+pub const REBASE_PREFIX: &str = "archip_rebase_";
+
+/// The rebase record of a hash writing chunks owned by `owner`.
+pub fn rebase_name(owner: u64) -> String {
+    format!("{REBASE_PREFIX}{owner:016x}")
+}
+
+/// The list of rebase records in force (not itself a record: it does not
+/// start with [`REBASE_PREFIX`]).
+pub const REBASE_LIST: &str = "archip_rebaselist";
+
+/// The bytes of the rebase list naming `records`.
+pub fn encode_rebase_list(records: &[String]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for r in records {
+        b.extend_from_slice(r.as_bytes());
+        b.push(b'\n');
+    }
+    b
+}
+
+/// The record names in the rebase list `bytes` (lines that are not
+/// record names are skipped).
+pub fn decode_rebase_list(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| l.starts_with(REBASE_PREFIX) && l.len() == REBASE_PREFIX.len() + 16)
+        .map(str::to_owned)
+        .collect()
+}
+
+const REBASE_MAGIC: &[u8; 4] = b"ARB1";
+
+/// One replaced object of a [`RebaseRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebaseMove {
+    /// The object index (the same in every map naming the object).
+    pub index: u64,
+    /// The replaced object's name.
+    pub old: String,
+    /// Its content object's digest; `None`: it was all zeros.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// A rebase record: the snapshot a hash replaced objects of (its volume
+/// id and epoch, and its name when hashed, for messages) and the moves.
+///
+/// Layout: magic `ARB1`, u64 volume id, u64 epoch, u16 name length, the
+/// name, u64 move count, then per move: u64 index, u8 kind (0 zero, 2
+/// content), 32 digest bytes (zeros for a zero move), u16 length and the
+/// old object's name. Integers little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebaseRecord {
+    /// The hashed snapshot's volume id.
+    pub volume_id: u64,
+    /// The hashed snapshot's epoch.
+    pub epoch: u64,
+    /// The snapshot's name when it was hashed.
+    pub snapshot: String,
+    /// The replaced objects.
+    pub moves: Vec<RebaseMove>,
+}
+
+impl RebaseRecord {
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32 + self.moves.len() * 100);
+        b.extend_from_slice(REBASE_MAGIC);
+        b.extend_from_slice(&self.volume_id.to_le_bytes());
+        b.extend_from_slice(&self.epoch.to_le_bytes());
+        let name = &self.snapshot.as_bytes()[..self.snapshot.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name);
+        b.extend_from_slice(&(self.moves.len() as u64).to_le_bytes());
+        for m in &self.moves {
+            b.extend_from_slice(&m.index.to_le_bytes());
+            b.push(if m.digest.is_some() { 2 } else { 0 });
+            b.extend_from_slice(&m.digest.unwrap_or([0; 32]));
+            let old = &m.old.as_bytes()[..m.old.len().min(u16::MAX as usize)];
+            b.extend_from_slice(&(old.len() as u16).to_le_bytes());
+            b.extend_from_slice(old);
+        }
+        b
+    }
+
+    /// The record in `bytes`, `None` if they are not one.
+    pub fn decode(bytes: &[u8]) -> Option<RebaseRecord> {
+        struct R<'a>(&'a [u8]);
+        impl<'a> R<'a> {
+            fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+                if self.0.len() < n {
+                    return None;
+                }
+                let (a, b) = self.0.split_at(n);
+                self.0 = b;
+                Some(a)
+            }
+            fn u64(&mut self) -> Option<u64> {
+                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn u16(&mut self) -> Option<u16> {
+                Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+            }
+            fn text(&mut self) -> Option<String> {
+                let n = self.u16()? as usize;
+                String::from_utf8(self.take(n)?.to_vec()).ok()
+            }
+        }
+        let mut r = R(bytes);
+        if r.take(4)? != REBASE_MAGIC {
+            return None;
+        }
+        let volume_id = r.u64()?;
+        let epoch = r.u64()?;
+        let snapshot = r.text()?;
+        let count = r.u64()?;
+        // Each move takes at least 43 bytes: a count past that is garbage.
+        if count > (r.0.len() / 43) as u64 {
+            return None;
+        }
+        let mut moves = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let index = r.u64()?;
+            let kind = r.take(1)?[0];
+            let d: [u8; 32] = r.take(32)?.try_into().ok()?;
+            let digest = match kind {
+                0 => None,
+                2 => Some(d),
+                _ => return None,
+            };
+            let old = r.text()?;
+            moves.push(RebaseMove { index, old, digest });
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(RebaseRecord {
+            volume_id,
+            epoch,
+            snapshot,
+            moves,
+        })
+    }
+}
+
 /// Whether a collection is running (or was interrupted) at `generation`.
 pub fn collecting(generation: u64) -> bool {
     generation % 2 == 1
@@ -52,6 +209,39 @@ pub fn collecting(generation: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebase_records_round_trip_and_garbage_is_refused() {
+        let r = RebaseRecord {
+            volume_id: 7,
+            epoch: 3,
+            snapshot: "gold-s".into(),
+            moves: vec![
+                RebaseMove {
+                    index: 4,
+                    old: "0000000000000007_0000000000000003_0000000000000004".into(),
+                    digest: Some([0xab; 32]),
+                },
+                RebaseMove {
+                    index: 9,
+                    old: "archip_x".into(),
+                    digest: None,
+                },
+            ],
+        };
+        let b = r.encode();
+        assert_eq!(RebaseRecord::decode(&b), Some(r));
+        assert_eq!(RebaseRecord::decode(&b[..b.len() - 1]), None);
+        assert_eq!(RebaseRecord::decode(b"AGC1"), None);
+        assert_eq!(rebase_name(0xab), "archip_rebase_00000000000000ab");
+        let list = vec![rebase_name(1), rebase_name(2)];
+        assert_eq!(decode_rebase_list(&encode_rebase_list(&list)), list);
+        assert_eq!(
+            decode_rebase_list(b"junk\narchip_rebase_x\n"),
+            Vec::<String>::new()
+        );
+        assert!(!REBASE_LIST.starts_with(REBASE_PREFIX));
+    }
 
     #[test]
     fn generations_round_trip_and_garbage_is_refused() {

@@ -3,21 +3,25 @@
 //! garbage-collection pin: a hash may start referring to content objects
 //! a running collection found unreferenced, so it announces itself
 //! (`archip_gcpin_{owner}`) and waits, bounded, while a collection runs
-//! (the `archipelago-gc` crate docs argue why that is enough).
+//! (the `archipelago-gc` crate docs argue why that is enough). After its
+//! commit, the hash moves the other maps naming the replaced objects
+//! onto the content objects (`rebase.rs`), under the same pin.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use archipelago_mapfmt::gcmeta;
+use archipelago_mapfmt::gcmeta::{self, RebaseMove, RebaseRecord};
 use archipelago_mapfmt::{Chunk, ChunkRef, Entry, ENTRIES_PER_CHUNK};
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 
 use crate::load::Vol;
+use crate::rebase::Moves;
 use crate::{check_name, err, map_err, random_id, store_err, Mapper};
 
 /// What [`Mapper::hash`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HashReport {
     /// Non-zero entries before hashing (objects read or already content).
     pub objects: u64,
@@ -28,6 +32,13 @@ pub struct HashReport {
     /// `(objects - distinct) × object size`: storage the snapshot no
     /// longer needs once its old objects are collected.
     pub bytes_saved: u64,
+    /// Other maps moved onto the content objects (the origin, clones,
+    /// their snapshots: see the `rebase` module docs).
+    pub maps_moved: u64,
+    /// Maps still naming objects the hash replaced when it stopped
+    /// waiting (held elsewhere and not moved by their holder in time),
+    /// sorted. Their holders still move them; `hash` again checks.
+    pub maps_left: Vec<String>,
 }
 
 /// `(job, digest)` pairs of one hash worker (`None`: all zeros).
@@ -55,7 +66,22 @@ impl Mapper {
     /// The new chunks are owned by a fresh random id, not the snapshot's:
     /// a snapshot shares its id and serials with its volume, which keeps
     /// writing chunks.
+    ///
+    /// Then every other live map naming a replaced object is moved onto
+    /// the content objects (the `rebase` module docs): at once if it is
+    /// closed or open on this mapper, by its holder if another holds it,
+    /// waited for at most [`with_rebase_wait`](Self::with_rebase_wait).
+    /// A snapshot already hashed is not read again: the hash resumes
+    /// moving the maps its earlier hashes left.
     pub fn hash(&self, snap: &str) -> Result<HashReport, Error> {
+        self.hash_wait(snap, None)
+    }
+
+    /// [`hash`](Self::hash), waiting at most `wait` (`None`: this
+    /// mapper's [`with_rebase_wait`](Self::with_rebase_wait)) for the
+    /// holders of open maps to move them.
+    pub fn hash_wait(&self, snap: &str, wait: Option<Duration>) -> Result<HashReport, Error> {
+        let wait = wait.unwrap_or(self.rebase_wait);
         check_name(snap)?;
         let s = self.state(snap);
         let mut st = Self::lock_state(&s);
@@ -103,6 +129,24 @@ impl Mapper {
             // Read and store them on the workers: a digest each, or `None`
             // for an all-zero object.
             let digests = self.hash_objects(snap, &loaded, &jobs, os)?;
+            let record = RebaseRecord {
+                volume_id: h.volume_id,
+                epoch: h.epoch,
+                snapshot: snap.to_owned(),
+                moves: jobs
+                    .iter()
+                    .zip(&digests)
+                    .map(|(&(c, at), d)| {
+                        let (slot, chunk) = &loaded[c];
+                        let index = (slot * ENTRIES_PER_CHUNK + at) as u64;
+                        RebaseMove {
+                            index,
+                            old: chunk.entries()[at].object_name(index).expect("nonzero"),
+                            digest: *d,
+                        }
+                    })
+                    .collect(),
+            };
             let mut report = HashReport::default();
             let mut distinct = HashSet::new();
             let mut chunks = Vec::new();
@@ -155,7 +199,48 @@ impl Mapper {
             h.flags.hashed = true;
             h.commit_seq += 1;
             h.validate().map_err(|e| map_err(snap, e))?;
+            // The record first: a crash after the snapshot's commit must
+            // not lose what the other maps are to be moved by.
+            let ours = gcmeta::rebase_name(owner);
+            if !record.moves.is_empty() {
+                self.maps
+                    .write_full(&ours, &record.encode(), true)
+                    .map_err(|e| store_err(&ours, e))?;
+                self.edit_rebase_list(std::slice::from_ref(&ours), &[])?;
+            }
             self.commit(snap, None, Some(held), chunks, &h)?;
+            // Every record of this snapshot (earlier hashes interrupted or
+            // left maps to holders) is resumed. The content objects of
+            // earlier ones are checked after our pin, as a holder does.
+            let mut names = Vec::new();
+            let mut older = Vec::new();
+            for (n, r) in self.rebase_records()? {
+                if r.volume_id != h.volume_id || r.epoch != h.epoch {
+                    continue;
+                }
+                if n != ours {
+                    older.push(r);
+                }
+                names.push(n);
+            }
+            let mut moves = Moves::from_records([&record]);
+            if !older.is_empty() {
+                moves.extend(self.existing_moves(snap, &Moves::from_records(&older))?);
+            }
+            if !moves.is_empty() {
+                let (moved, left) = self.rebase_all(snap, &names, &moves, wait)?;
+                report.maps_moved = moved.len() as u64;
+                if left.is_empty() {
+                    self.edit_rebase_list(&[], &names)?;
+                    for n in &names {
+                        if let Err(e) = self.maps.delete(n) {
+                            log::warn!("{n}: {e}");
+                        }
+                    }
+                }
+                report.maps_left = left;
+                report.maps_left.sort();
+            }
             Ok(report)
         })
     }
@@ -263,7 +348,7 @@ impl Mapper {
 /// A hash pin (`archip_gcpin_{owner}`), deleted when dropped: while it
 /// exists a collection keeps every content object and every chunk of an
 /// unknown owner (the `archipelago-gc` crate docs argue why).
-struct HashPin<'a> {
+pub(crate) struct HashPin<'a> {
     maps: &'a dyn ObjectStore,
     name: String,
 }
@@ -291,7 +376,7 @@ impl Mapper {
     /// reads the gc generation; while it is odd (a collection that may
     /// have listed the pins before ours was written is running), waits
     /// for it to change, at most `gc_wait`.
-    fn pin_hash(&self, snap: &str, owner: u64) -> Result<HashPin<'_>, Error> {
+    pub(crate) fn pin_hash(&self, snap: &str, owner: u64) -> Result<HashPin<'_>, Error> {
         let name = gcmeta::pin_name(owner);
         self.maps
             .write_full(&name, snap.as_bytes(), true)

@@ -26,7 +26,8 @@
 //! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
 //! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
-//! | [`hash`](Mapper::hash) | snapshot, for the operation | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), chunks, header; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`) |
+//! | [`hash`](Mapper::hash) | snapshot, for the operation; then each other map naming a replaced object: held here, or taken for its move | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), rebase record `archip_rebase_{owner}` and its name on the list `archip_rebaselist`, snapshot's chunks, header; then per other map (origin, clones, their snapshots) its chunks, header (entries still naming a replaced object only); record taken off the list and deleted once no map names one; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`); maps held elsewhere past `with_rebase_wait` are listed in [`HashReport::maps_left`], not an error |
+//! | [`apply_rebases`](Mapper::apply_rebases) | held (volumes open here) | nothing unless `archip_rebaselist` names records; per volume naming a replaced object: gc pin (waits while a collection runs), chunks, header; pin deleted | store errors (a volume that fails is logged and skipped) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
 //! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
@@ -62,7 +63,42 @@
 //! | shrink: cut bytes zeroed, header not | the volume keeps its size; the bytes being cut read as zeros | only bytes the caller was dropping (with `force`) |
 //! | discard: a private whole object deleted, header not | the owned entry names a missing object | reads as zeros, which the discard was making it |
 //! | update: chunks written, header not | old map intact, orphan chunks | the update did not happen |
-//! | hash: chunks written, header not | old snapshot map intact | the hash did not happen |
+//! | hash: chunks written, header not | old snapshot map intact; maybe a rebase record | the hash did not happen; a holder may still move its map by the record (same bytes: content of the snapshot's immutable objects), harmless; the next hash rewrites and resumes |
+//! | hash: snapshot header written, other maps not (all or some) moved | those maps name the old objects | nothing lost: the objects stay referenced; the record lets holders move their maps, and `hash` again (nothing re-read) resumes and deletes it |
+//! | a map's move: chunks written, header not | that map intact | as any change: an orphan chunk; the next walk or check moves it again |
+//!
+//! # Dedup that saves space: moving the other maps (rebase)
+//!
+//! [`hash`](Mapper::hash) replaces each object of a snapshot by the
+//! content object of the same bytes; the other maps naming those objects
+//! (the snapshot's volume, clones made from it, their snapshots) are then
+//! moved onto the content objects too, so that the old objects become
+//! garbage. The design (in full in `rebase.rs`):
+//!
+//! - **Record.** Before the snapshot's commit the hash writes a rebase
+//!   record `archip_rebase_{owner}` (each replaced object: index, old
+//!   name, content digest or zero) and names it on the rebase list
+//!   `archip_rebaselist`. It survives a crash; `hash` again (the snapshot
+//!   is not read again) resumes from every record of its snapshot.
+//! - **A move** is a map change like any other: under the map's lock,
+//!   chunks then header, the same crash rules. An entry moves only if it
+//!   still names the replaced object (compare-and-swap per entry, against
+//!   the map as it is under the lock), so an object overwritten meanwhile
+//!   stays the map's own.
+//! - **Who moves.** A map open on this mapper: the hash, at once, under
+//!   the volume's mutex between two writes (no drain, no pause). A closed
+//!   map: the hash, under the map's lock taken for the move. A map locked
+//!   elsewhere (another host's mapperd, or another mapperd process): its
+//!   holder, at its periodic check ([`apply_rebases`](Mapper::apply_rebases),
+//!   every [`REBASE_CHECK`] in mapperd: one read of the rebase list). The
+//!   hash waits for holders at most [`with_rebase_wait`](Mapper::with_rebase_wait)
+//!   (or the request's wait), polling those maps' headers, and reports
+//!   the maps still naming replaced objects ([`HashReport::maps_left`]);
+//!   the record is deleted only when none is left.
+//! - **Garbage collection.** Moves run under a gc pin: the hash's own
+//!   (content stored after it), or for a holder its own pin, a wait while
+//!   a collection runs, and a check that each content object exists
+//!   before an entry moves onto it (`archipelago-gc` docs, "Rebase").
 //!
 //! # Concurrency and caching
 //!
@@ -103,7 +139,14 @@
 //!   operation that takes part is [`hash`](Mapper::hash), which pins
 //!   itself against collections (it may start referring to content
 //!   objects a collector found unreferenced) and waits, bounded, while
-//!   one runs.
+//!   one runs; moving other maps onto content objects pins itself the
+//!   same way (see `rebase.rs` and the `archipelago-gc` docs).
+//! - A read whose extents were mapped before a map was moved onto content
+//!   objects reads the old object after: if a whole collection ran in
+//!   between and deleted it, an owned object reads as zeros. The window
+//!   is one read's flight against one collection's list, mark and sweep;
+//!   it is not closed (a composer would have to re-map on a missing
+//!   object).
 //! - Hashing reads whole objects, on every core by default
 //!   ([`Mapper::with_hash_threads`]); the commit is single-threaded.
 //! - Clones of old-format maps need an [`update`](Mapper::update) first;
@@ -128,6 +171,7 @@
 //! | `resize` | resize, with the data changes a shrink needs |
 //! | `io` | [`map_read`](Mapper::map_read), [`map_write`](Mapper::map_write), [`discard`](Mapper::discard): [`Extent`]s and copy-up |
 //! | `hash` | [`hash`](Mapper::hash) and its garbage-collection pin |
+//! | `rebase` | moving the other maps that name a hashed snapshot's objects onto its content objects: the design (records, who moves what, compare-and-swap per entry), [`apply_rebases`](Mapper::apply_rebases) for lock holders |
 //! | `lineage` | lineage, flatten, rollback |
 //! | `cache` | the LRU behind the chunk cache |
 
@@ -142,6 +186,7 @@ mod lifecycle;
 mod lineage;
 pub mod load;
 mod locks;
+mod rebase;
 mod resize;
 
 use std::collections::HashMap;
@@ -158,6 +203,7 @@ pub use io::{read_extent, Extent};
 pub use lifecycle::VolumeInfo;
 pub use lineage::{FlattenStep, LineageRecord};
 use locks::VolState;
+pub use rebase::{DEFAULT_REBASE_WAIT, REBASE_CHECK};
 
 /// How long [`Mapper::hash`] waits for a running garbage collection
 /// before failing `Busy` (see [`Mapper::with_gc_wait`]).
@@ -177,6 +223,8 @@ pub struct Mapper {
     hash_threads: Option<usize>,
     /// How long a hash waits for a running garbage collection.
     gc_wait: std::time::Duration,
+    /// How long a hash waits for the holders of open maps to move them.
+    rebase_wait: std::time::Duration,
 }
 
 impl Mapper {
@@ -192,6 +240,7 @@ impl Mapper {
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
             hash_threads: None,
             gc_wait: DEFAULT_GC_WAIT,
+            rebase_wait: DEFAULT_REBASE_WAIT,
         }
     }
 

@@ -26,6 +26,13 @@
 //! - MAP_COMMIT data ([`encode_commit`], [`decode_commit`]):
 //!   `u32 count, u32 reserved`, then `count` little-endian `u64` object
 //!   indexes.
+//! - HASH reply ([`encode_hash_rebase`], [`decode_hash_rebase`]): a
+//!   [`HashReply`], then (when the reply buffer has room; a reply of 32
+//!   bytes is an older mapper's) `u64 maps_moved, u64 maps_left`, then
+//!   the names of the maps left, each followed by NUL, as many as fit
+//!   (`maps_left` counts them all). The request's `size` is how long the
+//!   mapper waits for the holders of open maps, in milliseconds (0: its
+//!   default).
 
 use crate::{Error, ErrorCode};
 
@@ -654,9 +661,108 @@ impl Payload for HashReply {
     }
 }
 
+/// What a HASH did to the other maps naming the snapshot's objects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HashRebase {
+    /// Maps moved onto the content objects.
+    pub maps_moved: u64,
+    /// Maps still naming replaced objects (all of them, even those whose
+    /// names did not fit).
+    pub maps_left: u64,
+    /// The names of those maps that fit in the reply.
+    pub names: Vec<String>,
+}
+
+/// Writes `reply` and `rebase` into `out` (see the module docs); returns
+/// the bytes used. Names that do not fit are left out (`maps_left` still
+/// counts them); with no room for the counts, only the [`HashReply`].
+pub fn encode_hash_rebase(
+    reply: &HashReply,
+    rebase: &HashRebase,
+    out: &mut [u8],
+) -> Result<usize, Error> {
+    reply.encode(out)?;
+    let mut at = HashReply::SIZE;
+    if out.len() < at + 16 {
+        return Ok(at);
+    }
+    out[at..at + 8].copy_from_slice(&rebase.maps_moved.to_le_bytes());
+    out[at + 8..at + 16].copy_from_slice(&rebase.maps_left.to_le_bytes());
+    at += 16;
+    for n in &rebase.names {
+        let b = n.as_bytes();
+        if b.contains(&0) || out.len() < at + b.len() + 1 {
+            break;
+        }
+        out[at..at + b.len()].copy_from_slice(b);
+        out[at + b.len()] = 0;
+        at += b.len() + 1;
+    }
+    Ok(at)
+}
+
+/// Reads a HASH reply: the [`HashReply`] and, from a mapper that sent
+/// them, the counts and names (`None` from an older mapper).
+pub fn decode_hash_rebase(bytes: &[u8]) -> Result<(HashReply, Option<HashRebase>), Error> {
+    let reply = HashReply::decode(bytes)?;
+    let rest = &bytes[HashReply::SIZE..];
+    if rest.len() < 16 {
+        return Ok((reply, None));
+    }
+    let maps_moved = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+    let maps_left = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+    let mut names = Vec::new();
+    for n in rest[16..].split(|&b| b == 0) {
+        if n.is_empty() {
+            continue;
+        }
+        names.push(
+            String::from_utf8(n.to_vec())
+                .map_err(|_| Error::with(ErrorCode::Io, "hash reply: a map name is not UTF-8"))?,
+        );
+    }
+    Ok((
+        reply,
+        Some(HashRebase {
+            maps_moved,
+            maps_left,
+            names,
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_replies_carry_the_maps_left_as_far_as_they_fit() {
+        let reply = HashReply {
+            objects: 4,
+            distinct: 2,
+            bytes_saved: 8192,
+            zero_objects: 1,
+        };
+        let rebase = HashRebase {
+            maps_moved: 3,
+            maps_left: 2,
+            names: vec!["c1".into(), "c2-long".into()],
+        };
+        let mut buf = vec![0u8; 128];
+        let n = encode_hash_rebase(&reply, &rebase, &mut buf).unwrap();
+        assert_eq!(n, 32 + 16 + 3 + 8);
+        assert_eq!(
+            decode_hash_rebase(&buf[..n]).unwrap(),
+            (reply, Some(rebase.clone()))
+        );
+        // Room for one name only; the count still says two.
+        let mut small = vec![0u8; 32 + 16 + 4];
+        let n = encode_hash_rebase(&reply, &rebase, &mut small).unwrap();
+        let (_, r) = decode_hash_rebase(&small[..n]).unwrap();
+        assert_eq!(r.unwrap().names, vec!["c1".to_string()]);
+        // An older mapper's reply.
+        assert_eq!(decode_hash_rebase(&buf[..32]).unwrap(), (reply, None));
+    }
 
     #[test]
     fn map_reply_room_fits_the_worst_case_within_the_largest_buffer() {

@@ -15,7 +15,7 @@
 //! | MAP_READ, MAP_WRITE | volume | `offset`, `size` (`ASSUME_V0` for MAP_READ) | map reply ([`encode_extents`]) |
 //! | DISCARD, WRITE_ZEROES | volume | `offset`, `size`: whole objects get zero entries | map reply: the write extents of the partly covered objects, to fill with zeros |
 //! | MAP_COMMIT | volume | [`decode_commit`] list of indexes | — |
-//! | HASH | snapshot | — | [`HashReply`] |
+//! | HASH | snapshot | `size`: how long to wait for the holders of open maps to move them, in ms (0: the mapper's default) | [`encode_hash_rebase`]: [`HashReply`], maps moved and left, the names left |
 //! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
 //! | OPEN_LIST | — (ignored) | — | the volumes open for writing on this host, each followed by NUL (`NoSpace` if the buffer is too small) |
 //! | LINEAGE | — (ignored) | — | every format 3 header with its parent link ([`encode_lineage`]; `NoSpace` if the buffer is too small) |
@@ -27,11 +27,12 @@
 
 use std::sync::Arc;
 
-use archipelago_mapper::{Extent, Mapper, VolumeInfo};
+use archipelago_mapper::{Extent, Mapper, VolumeInfo, REBASE_CHECK};
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
-    decode_commit, encode_extents, encode_lineage, CloneRequest, CreateRequest, FlattenReply,
-    HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
+    decode_commit, encode_extents, encode_hash_rebase, encode_lineage, CloneRequest, CreateRequest,
+    FlattenReply, HashRebase, HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload,
+    VolumeInfoReply,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use xseg_shm::{Detached, Request};
@@ -278,14 +279,20 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             mapper.commit_writes(&name, &indexes).map(|_| 0)
         }
         Op::Hash => {
-            let h = mapper.hash(&name)?;
+            let wait = (a.size != 0).then(|| std::time::Duration::from_millis(a.size));
+            let h = mapper.hash_wait(&name, wait)?;
             let reply = HashReply {
                 objects: h.objects,
                 distinct: h.distinct,
                 bytes_saved: h.bytes_saved,
                 zero_objects: h.zero_objects,
             };
-            put(&reply, buf)
+            let rebase = HashRebase {
+                maps_moved: h.maps_moved,
+                maps_left: h.maps_left.len() as u64,
+                names: h.maps_left,
+            };
+            Ok(encode_hash_rebase(&reply, &rebase, buf)? as u64)
         }
         Op::Flatten => {
             let s = mapper.flatten_step(&name, a.offset, a.size)?;
@@ -330,11 +337,13 @@ fn serve_detached(mapper: &Mapper, op: Op, req: &mut Detached) -> Result<u64, Er
     serve(mapper, op, args, req.data_mut())
 }
 
-/// The mapper handler: owns the worker pool and the committer.
+/// The mapper handler: owns the worker pool, the committer and the
+/// rebase check.
 pub struct MapperHandler {
     workers: Workers,
     mapper: Arc<Mapper>,
     committer: Committer,
+    _rebases: RebaseCheck,
 }
 
 impl MapperHandler {
@@ -345,10 +354,12 @@ impl MapperHandler {
             Done::from(serve_detached(&shared, op, req))
         });
         let committer = Committer::start(mapper.clone());
+        let rebases = RebaseCheck::start(mapper.clone(), REBASE_CHECK);
         MapperHandler {
             workers,
             mapper,
             committer,
+            _rebases: rebases,
         }
     }
 
@@ -401,6 +412,46 @@ impl Handler for MapperHandler {
             _ => req,
         };
         self.workers.submit(ctx, op, req)
+    }
+}
+
+/// The lock holder's side of dedup rebasing: every `every`, one thread
+/// applies the rebase records a hash (maybe on another host) left for the
+/// volumes open here ([`Mapper::apply_rebases`]: one listing when there
+/// is none). Stopped when dropped.
+struct RebaseCheck {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RebaseCheck {
+    fn start(mapper: Arc<Mapper>, every: std::time::Duration) -> RebaseCheck {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mapper-rebase".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    match mapper.apply_rebases() {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("rebase: {n} volumes moved onto content objects"),
+                        Err(e) => log::warn!("rebase check: {e}"),
+                    }
+                }
+            })
+            .expect("spawn the rebase thread");
+        RebaseCheck {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RebaseCheck {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

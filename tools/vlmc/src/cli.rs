@@ -198,11 +198,19 @@ pub enum Verb {
         /// The volume.
         name: String,
     },
-    /// Hash a snapshot: store its objects by content.
+    /// Hash a snapshot: store its objects by content, and move every map
+    /// naming them (its volume, clones made from it, their snapshots)
+    /// onto the content objects, so that `vlmc gc` frees the old ones.
+    /// Maps open elsewhere are moved by their holder; the hash waits for
+    /// them up to --wait, then lists those left.
     ///
     /// --json: `{"snapshot", "objects" (non-zero objects before),
-    /// "distinct" (content objects after), "zero_objects", "bytes_saved"}`.
+    /// "distinct" (content objects after), "zero_objects", "bytes_saved",
+    /// "maps_moved", "maps_left" (names), "maps_left_count"}`.
     Hash {
+        /// Seconds to wait for the holders of open maps.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
         /// The snapshot.
         snap: String,
     },

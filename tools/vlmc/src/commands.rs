@@ -187,32 +187,49 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 c.release(t.blockerm, name, &t.host_id, false).on(name)
             }
         }
-        Verb::Hash { snap } => {
+        Verb::Hash { snap, wait } => {
             check_name(snap)?;
-            let c = connect(&t)?;
+            let wait = std::time::Duration::from_secs(*wait);
+            // The call covers the hash and the wait for holders.
+            let c = connect(&t)?.with_timeout(wait + std::time::Duration::from_secs(120));
             let mut progress = Progress::new(format!("hashing {snap}"), 1);
-            let r = c.hash_snapshot(t.vlmcd, snap).on(snap)?;
+            let (r, rebase) = c.hash_snapshot_wait(t.vlmcd, snap, Some(wait)).on(snap)?;
             progress.add(1);
             progress.finish();
+            let rebase = rebase.unwrap_or_default();
             let view = HashView {
                 snapshot: snap.clone(),
                 objects: r.objects,
                 distinct: r.distinct,
                 zero_objects: r.zero_objects,
                 bytes_saved: r.bytes_saved,
+                maps_moved: rebase.maps_moved,
+                maps_left: rebase.names,
+                maps_left_count: rebase.maps_left,
             };
             if json {
                 print_json(out, &view)
             } else {
                 writeln!(
                     out,
-                    "{snap}: {} objects, {} distinct, {} zero, {} saved",
+                    "{snap}: {} objects, {} distinct, {} zero, {} saved; {} other maps moved onto content",
                     view.objects,
                     view.distinct,
                     view.zero_objects,
-                    human(view.bytes_saved)
+                    human(view.bytes_saved),
+                    view.maps_moved,
                 )
-                .on("stdout")
+                .on("stdout")?;
+                if view.maps_left_count > 0 {
+                    writeln!(
+                        out,
+                        "{snap}: {} maps still name replaced objects (their holders move them; run vlmc hash {snap} again to check): {}",
+                        view.maps_left_count,
+                        view.maps_left.join(", ")
+                    )
+                    .on("stdout")?;
+                }
+                Ok(())
             }
         }
         Verb::Upgrade { name } => {
@@ -492,6 +509,13 @@ struct HashView {
     distinct: u64,
     zero_objects: u64,
     bytes_saved: u64,
+    /// Other maps moved onto the content objects.
+    maps_moved: u64,
+    /// Maps still naming replaced objects (as many names as the reply
+    /// held).
+    maps_left: Vec<String>,
+    /// How many maps still name replaced objects.
+    maps_left_count: u64,
 }
 
 pub fn print_json(out: &mut dyn Write, v: &impl Serialize) -> Result<(), Failure> {

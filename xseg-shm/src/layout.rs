@@ -8,6 +8,11 @@
 //! creator and every attacher run alike; an attacher checks that the file
 //! is exactly as long as the layout says.
 //!
+//! `docs/design.md` (section 2) joins this format to the protocol carried
+//! in a descriptor and to the map format, with the version history; its
+//! diagrams of the header and the descriptor are checked against the
+//! structs below by a test of this module.
+//!
 //! | region | offset | size |
 //! |---|---|---|
 //! | [`SegmentHeader`] | 0 | 4096 (page 0, rest reserved) |
@@ -357,6 +362,80 @@ mod tests {
         assert_eq!(offset_of!(PortShm, request_tail), 384);
         assert_eq!(offset_of!(PortShm, reply_head), 512);
         assert_eq!(offset_of!(PortShm, reply_tail), 640);
+    }
+
+    /// `docs/design.md`, read at compile time (editing it rebuilds this).
+    const DESIGN: &str = include_str!("../../docs/design.md");
+
+    /// The lines `OFFSET SIZE FIELD ...` of the diagram after
+    /// `<!-- layout: TYPE -->` in the design document.
+    fn documented(ty: &str) -> Vec<(usize, usize, String)> {
+        let marker = format!("<!-- layout: {ty} -->");
+        let start = DESIGN
+            .find(&marker)
+            .unwrap_or_else(|| panic!("docs/design.md has no `{marker}`"));
+        let mut out = Vec::new();
+        for line in DESIGN[start + marker.len()..].lines().skip(2) {
+            if line.starts_with("```") {
+                return out;
+            }
+            let mut t = line.split_whitespace();
+            let (Some(off), Some(size), Some(field)) = (t.next(), t.next(), t.next()) else {
+                continue;
+            };
+            let (Ok(off), Ok(size)) = (off.parse(), size.parse()) else {
+                continue;
+            };
+            out.push((off, size, field.to_owned()));
+        }
+        panic!("{ty}: the diagram's fenced block is not closed");
+    }
+
+    /// Size of the field `f` selects, without a value of `S`.
+    fn size_of_field<S, F>(_: fn(&S) -> &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Checks the diagram of `ty` against `fields` (name, offset, size),
+    /// all of the struct's fields in order, and the struct's size.
+    fn check_diagram(ty: &str, fields: &[(&str, usize, usize)], total: usize) {
+        let doc = documented(ty);
+        let names: Vec<&str> = doc.iter().map(|(_, _, n)| n.as_str()).collect();
+        let expected: Vec<&str> = fields.iter().map(|f| f.0).collect();
+        assert_eq!(names, expected, "{ty}: the diagram's fields");
+        for ((off, size, name), &(_, o, s)) in doc.iter().zip(fields) {
+            assert_eq!((*off, *size), (o, s), "{ty}.{name}: (offset, size)");
+        }
+        let (o, s, _) = doc.last().expect("fields");
+        assert_eq!(o + s, total, "{ty}: the last field ends the struct");
+    }
+
+    #[test]
+    fn the_design_document_draws_the_header_and_the_descriptor_as_laid_out() {
+        macro_rules! fields {
+            ($t:ty: $($f:ident),* $(,)?) => {
+                [$((
+                    stringify!($f),
+                    offset_of!($t, $f),
+                    size_of_field::<$t, _>(|s| &s.$f),
+                )),*]
+            };
+        }
+        check_diagram(
+            "SegmentHeader",
+            &fields!(SegmentHeader: magic, layout_version, ready, protocol_version, mode,
+                segment_size, nr_ports, static_ports, nr_requests, ring_capacity,
+                nr_buffer_classes, min_buffer_shift, buffer_counts, creator_pid, reserved,
+                created_unix, clock_khz),
+            size_of::<SegmentHeader>(),
+        );
+        check_diagram(
+            "RequestShm",
+            &fields!(RequestShm: ticket, op, flags, offset, size, serviced, src_port, src_gen,
+                dst_port, effective_dst, status, error, buffer, target_len, data_len, tag,
+                t_submit, t_accept, t_complete, reserved, target),
+            size_of::<RequestShm>(),
+        );
     }
 
     #[test]

@@ -118,15 +118,18 @@
 //! | clone, create, resize, upgrade: before the header | orphan chunks at most | the operation did not happen |
 //!
 //! Torn or corrupted objects fail their checksum: the whole SHA-256 for a
-//! header, 16 bytes of one for a chunk (covering its header fields, with
-//! the checksum field read as zeros).
+//! header, the first 16 bytes of one for a chunk (covering the whole
+//! chunk object, with the checksum field read as zeros).
 //!
 //! ## Layouts
 //!
 //! Integers are little-endian except the header's version word (big-endian
 //! so that the original's detection rule, §2.5, reads it). Offsets are
 //! derived constants in each module; golden-byte tests pin them to these
-//! tables. Nothing on storage is a `usize`.
+//! tables. Nothing on storage is a `usize`. `docs/design.md` (section 3)
+//! draws a header and a chunk byte by byte, and
+//! `tests/design_doc.rs` checks those diagrams against the encoders; it
+//! also joins these crash cases to the peers' request flows.
 //!
 //! **Header** ([`header`]), object `<volume>`:
 //!

@@ -50,6 +50,9 @@
 //!
 //! # Crash outcomes
 //!
+//! (`docs/design.md`, section 6, joins these to the peers: who dies at
+//! which step of a request, and what the next run does.)
+//!
 //! | crash after | state | consequence |
 //! |---|---|---|
 //! | copy-up copy, before the chunk/header | orphan data object | the next write copies again into the same name (idempotent) |

@@ -5,6 +5,10 @@
 //! (the table is in [`handler`]). [`compose`] holds the pure pieces:
 //! classing, planning the pieces of a request, the per-volume gate and
 //! the pending commits.
+//!
+//! The gate only orders what reaches it: the rule that client operations
+//! go through vlmcd, its exceptions and why each is safe are in
+//! `docs/design.md`, section 8.
 
 #![warn(missing_docs)]
 

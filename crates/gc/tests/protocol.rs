@@ -148,6 +148,10 @@ fn a_hash_waits_for_a_running_collection_and_fails_busy_after_the_bound() {
     // second mapper (waiting up to 30 s) whose reads of the generation are
     // counted; the collection finishes once the hash has read it three
     // times (the first read and at least one more: it is waiting).
+    // v is closed first: the second mapper stands for another mapperd,
+    // and a map open in one is moved by that one (here, v is closed and
+    // the hash moves it under its lock).
+    m.close("v").unwrap();
     let counted = Arc::new(FaultyStore::new(maps.clone()));
     counted.add_rule(
         Rule::new(OpKind::Stat, Fault::Delay(Duration::ZERO)).names_with_prefix(GC_STATE_OBJECT),

@@ -41,12 +41,15 @@
 //!    candidates, through the external sorter), and collect the header
 //!    names.
 //! 4. **List the hash pins**.
-//! 5. **Mark**: read every header; for each live one, load its chunks
-//!    (each distinct chunk once) and push every chunk and object name
-//!    into an external sorter. Then list the headers again and mark any
-//!    name not seen yet, until a listing finds none (a fixpoint). Headers
-//!    and chunks are read by the mapper's [`load`], as the mapper reads
-//!    them.
+//! 5. **Mark**: read every header; for each live one whose **identity**
+//!    (volume id, epoch, snapshot or not: see `Identity`) was not marked
+//!    yet, load its chunks (each distinct chunk once) and push every
+//!    chunk and object name into an external sorter. Then list the
+//!    headers again and read *every* header again (not only new names: a
+//!    name may now hold a header of another identity), until a whole
+//!    round finds no identity not yet marked (a fixpoint; at most
+//!    [`MARK_ROUNDS`] rounds, else `Unsettled`). Headers and chunks are
+//!    read by the mapper's [`load`], as the mapper reads them.
 //! 6. **Sweep**: merge each sorted candidate file with the sorted
 //!    references and delete what the table above allows.
 //! 7. Make the generation even (finished) and release the lock.
@@ -60,15 +63,31 @@
 //! at step 3 and not marked at step 5:
 //!
 //! - **Referenced through a header that existed during the whole mark**:
-//!   marked, since every header is read after the listing. New headers
-//!   (create, snapshot, clone, rename's new name) come up in the
-//!   fixpoint listings. A header changes only by its lock holder's
-//!   commits, each of which writes chunks derived from the chunks it
-//!   replaces plus objects it just created; so what a header refers to
-//!   at any time after we read it is what we marked, plus objects
-//!   created after it, which are newer than our listing only if they
-//!   are not candidates at all, or were created by an operation in
-//!   flight (next cases).
+//!   marked, since every header is read after the listing. Within one
+//!   identity a header changes only by its lock holder's commits in that
+//!   epoch, each of which writes chunks derived from the chunks it
+//!   replaces plus objects it just created; so what a header of an
+//!   identity we marked refers to at any time after we read it is what
+//!   we marked, plus objects created after it, which are newer than our
+//!   listing only if they are not candidates at all, or were created by
+//!   an operation in flight (next cases).
+//! - **A header of a new identity** (create, snapshot, clone, rollback,
+//!   and a name reused: `rename gold gold-old; snapshot vm gold`) is
+//!   read by the round after it appears: the settled round read every
+//!   listed header and found only marked identities. An operation that
+//!   makes a new identity after the settled round read its name derives
+//!   it from headers that are covered: a snapshot from its volume
+//!   (marked, with the current-epoch and unwritten-serial rules below),
+//!   a clone from a live snapshot (held under the snapshot's lock, which
+//!   a remove needs too), a rename from the same identity.
+//! - **Rollback** `V` to `S` makes V name S's chunks and older-epoch
+//!   objects, and bumps V's epoch (a new identity). If S was read live at
+//!   any round, its references are marked. If every read of S found it
+//!   removed, the rollback (which needs S live) came before the first
+//!   of them, so before the end of round 1, and every later round reads
+//!   V at its new identity: not settled until V is marked again. A
+//!   rollback after the settled round's read of V happens while S is
+//!   live and was read live in that round.
 //! - **A copy-up, full overwrite or discard in flight** writes
 //!   `{V}_{E}_{i}` with V's *current* epoch E, then commits. Only the
 //!   holder of V's lock writes these, and only while V's epoch is E:
@@ -96,11 +115,14 @@
 //!   - the collector sees the pin: the run is **conservative**: no
 //!     content or legacy object and no chunk of an unknown owner is
 //!     deleted this run (they are reported as kept);
-//!   - or the hasher sees the odd generation: it waits until the
-//!     generation changes (the run ended; a run started later sees its
-//!     pin) before reading a single object, and fails `Busy` after a
-//!     bound (a collector that crashed leaves the generation odd: the
-//!     next `vlmc gc` finishes it);
+//!   - or the hasher sees the odd generation: it waits until that run
+//!     has *finished* (the generation is even, or a later run started
+//!     normally over a finished one: [`finished_since`](archipelago_mapfmt::gcmeta::finished_since); a run
+//!     started over an unfinished generation after a crash or
+//!     `--break-lock` is marked *forced* and does not count, since the
+//!     fenced run may still be deleting) before reading a single object,
+//!     and fails `Busy` after a bound (a collector that crashed leaves
+//!     the generation odd: the next `vlmc gc` finishes it);
 //!   - or the pin is gone by the time the collector lists pins: the hash
 //!     committed before step 4, so before any header is read at step 5.
 //!
@@ -110,7 +132,11 @@
 //!   pin, so the next run is not.
 //! - **Removal** only makes a header REMOVED; a snapshot with clones is
 //!   not removable, and clones refer to chunks directly, so a removed
-//!   header's objects are garbage unless a live header names them.
+//!   header's objects are garbage unless a live header names them. A
+//!   clone holds its source snapshot's lock from reading it to its
+//!   commit, and a remove takes the lock of what it removes, so on any
+//!   host a remove never marks a snapshot removed under a clone
+//!   committing references to it.
 //! - **A fenced mapper host** (its volume lock broken and taken by
 //!   another host) checks its lock before every copy-up, delete and
 //!   header commit, so it commits nothing after the break; a copy-up
@@ -120,10 +146,16 @@
 //!   commits under its snapshot's lock with the same check.
 //! - **Two collectors** never delete at once: the lock; a fenced one
 //!   notices before its next batch (at most [`DELETE_BATCH`] deletes of
-//!   objects that were garbage on its marks). A stale collector's marks
-//!   stay valid anyway, by the cases above, for everything except pins
-//!   written after its step 4; the generation closes that: a hasher that
-//!   sees an odd generation waits for it to change.
+//!   objects that were garbage on its marks), and before *each* delete
+//!   of a content or legacy object. A stale collector's marks stay valid
+//!   anyway, by the cases above, for everything except pins written
+//!   after its step 4, which only matter for content and legacy objects;
+//!   the generation closes that: a hasher that sees an odd generation
+//!   waits for that run to finish, and a run forced over it does not
+//!   count. What is left is one store call: a fenced collector past its
+//!   check of the lock, whose delete lands after a hash that waited for
+//!   the newer run chose that content object (the store has no
+//!   conditional delete; on RADOS the break blocklists the old client).
 //!
 //! # Crashes and interruption
 //!
@@ -162,7 +194,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use archipelago_mapfmt::gcmeta::{
-    collecting, decode_generation, encode_generation, GC_PIN_PREFIX, GC_STATE_OBJECT,
+    collecting, decode_generation, encode_generation, encode_state, GcState, GC_PIN_PREFIX,
+    GC_STATE_OBJECT,
 };
 use archipelago_mapfmt::{Chunk, ChunkRef, Header};
 use archipelago_mapper::load::{self, LoadError};
@@ -400,32 +433,47 @@ pub(crate) fn read_chunk(
     load::read_chunk(maps, r).map_err(|e| load_error(volume, e))
 }
 
+/// What a header is, whatever its name: a volume id, an epoch and
+/// whether it is a snapshot. Every header of one identity names the same
+/// objects, up to the changes its lock holder makes in that epoch (new
+/// objects of the epoch, new chunks from `next_serial` up, content
+/// objects under a hash pin); anything else (a rollback, a snapshot, a
+/// clone, a name reused) makes a header of a new identity.
+type Identity = (u64, u64, bool);
+
+fn identity(h: &Header) -> Identity {
+    (h.volume_id, h.epoch, h.flags.readonly)
+}
+
 /// The mark phase's state.
 struct Marker<'a> {
     maps: &'a dyn ObjectStore,
     refs: ExternalSorter,
-    seen_headers: HashSet<String>,
+    seen: HashSet<Identity>,
     seen_chunks: HashSet<ChunkRef>,
     writers: HashMap<u64, Writer>,
     report: &'a mut GcReport,
 }
 
 impl Marker<'_> {
-    fn mark(&mut self, name: &str) -> Result<(), GcError> {
-        if !self.seen_headers.insert(name.to_owned()) {
-            return Ok(());
-        }
+    /// Reads the header `name` and marks what it names, unless a header
+    /// of its identity was marked already. Returns whether it was new.
+    fn mark(&mut self, name: &str) -> Result<bool, GcError> {
         let Some(h) = read_header(self.maps, name)? else {
-            return Ok(());
+            return Ok(false);
         };
+        if !self.seen.insert(identity(&h)) {
+            return Ok(false);
+        }
         if !h.flags.readonly {
             let w = Writer {
                 epoch: h.epoch,
                 next_serial: h.next_serial,
                 removed: h.flags.removed,
             };
-            // A rename leaves two headers with one id for a moment: the
-            // newer (live, further on) one decides.
+            // A rename leaves two headers with one id for a moment, and a
+            // volume's id may be read at two epochs: the newer (live,
+            // further on) one decides.
             let e = self.writers.entry(h.volume_id).or_insert(w);
             if !w.removed && (e.removed || w.epoch > e.epoch || w.next_serial > e.next_serial) {
                 *e = w;
@@ -433,7 +481,7 @@ impl Marker<'_> {
         }
         if h.flags.removed {
             self.report.removed_maps += 1;
-            return Ok(());
+            return Ok(true);
         }
         self.report.live_maps += 1;
         for (slot, r) in h.chunks.iter().enumerate() {
@@ -449,9 +497,13 @@ impl Marker<'_> {
                 self.refs.push(o)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
+
+/// Rounds of the mark (each lists and reads every header) before a run
+/// gives up as [`GcError::Unsettled`].
+pub const MARK_ROUNDS: usize = 16;
 
 /// Collects garbage (see the crate docs). `progress` is called with the
 /// phase, units done and the phase's total.
@@ -479,8 +531,15 @@ pub fn collect(
         let g = generation(maps)?;
         // Odd: running. An odd one left by a crashed run moves on too, so
         // that hashers waiting on it see a change.
-        let started = if collecting(g) { g + 2 } else { g + 1 };
-        maps.write_full(GC_STATE_OBJECT, &encode_generation(started), true)?;
+        // A forced start (over an odd one) says so: hashes waiting on
+        // the older run keep waiting until this one finishes.
+        let forced = collecting(g);
+        let started = if forced { g + 2 } else { g + 1 };
+        let state = GcState {
+            generation: started,
+            forced,
+        };
+        maps.write_full(GC_STATE_OBJECT, &encode_state(state), true)?;
         report.generation = started;
         log::info!("gc: generation {started} started by {owner}");
     }
@@ -567,11 +626,15 @@ fn run(
     let mut m = Marker {
         maps,
         refs: ExternalSorter::new(&refs_dir, opts.sort_budget),
-        seen_headers: HashSet::new(),
+        seen: HashSet::new(),
         seen_chunks: HashSet::new(),
         writers: HashMap::new(),
         report,
     };
+    // Round 1 reads the headers of the first listing; each further round
+    // lists again and reads every header again, by identity (not name: a
+    // name may now hold another header), until a whole round finds no
+    // identity not marked yet.
     let total = headers.len() as u64;
     for (i, h) in headers.iter().enumerate() {
         m.mark(h)?;
@@ -579,20 +642,21 @@ fn run(
     }
     drop(headers);
     let mut settled = false;
-    for _ in 0..16 {
-        let mut fresh = Vec::new();
+    for _ in 1..MARK_ROUNDS {
+        let mut names = Vec::new();
         list_each(maps, "", opts.page, |n| {
-            if names::kind(n) == Kind::Header && !m.seen_headers.contains(n) {
-                fresh.push(n.to_owned());
+            if names::kind(n) == Kind::Header {
+                names.push(n.to_owned());
             }
             Ok(())
         })?;
-        if fresh.is_empty() {
+        let mut fresh = false;
+        for h in &names {
+            fresh |= m.mark(h)?;
+        }
+        if !fresh {
             settled = true;
             break;
-        }
-        for h in &fresh {
-            m.mark(h)?;
         }
     }
     if !settled {
@@ -683,14 +747,18 @@ impl Sweeper<'_> {
         }
     }
 
-    fn check_lock(&mut self) -> Result<(), GcError> {
+    /// Checks the collectors' lock is still ours: once per
+    /// [`DELETE_BATCH`] deletes, and before every delete when `now` (a
+    /// content or legacy object, which a hash released by a newer
+    /// collector's finished generation may have just chosen to reuse).
+    fn check_lock(&mut self, now: bool) -> Result<(), GcError> {
         if stopped(self.opts) {
             return Err(GcError::Interrupted {
                 freed: self.report.freed_objects,
             });
         }
         if let Some((owner, token)) = self.lock {
-            if self.since_check == 0
+            if (now || self.since_check == 0)
                 && self.maps.lock_owner(GC_STATE_OBJECT)? != Some((owner.to_owned(), token))
             {
                 return Err(GcError::Fenced {
@@ -752,7 +820,8 @@ impl Sweeper<'_> {
                         Err(e) => return Err(e.into()),
                     };
                     if !self.opts.dry_run {
-                        self.check_lock()?;
+                        let shared = matches!(names::kind(&c), Kind::Content | Kind::Legacy);
+                        self.check_lock(in_data && shared)?;
                         match store.delete(&c) {
                             Ok(()) => {}
                             Err(StoreError::NotFound { .. }) => continue,

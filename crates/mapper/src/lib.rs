@@ -18,7 +18,7 @@
 //! | [`open`](Mapper::open) writable | taken, kept until the last [`close`](Mapper::close) (opens on one host are counted) | nothing | `Locked` (detail: owner), `ReadOnly` (snapshot, old format: "run vlmc upgrade NAME"), `NotFound` |
 //! | [`open`](Mapper::open) read-only | none | nothing | `NotFound` |
 //! | [`snapshot`](Mapper::snapshot) | volume: held or taken for the operation; snapshot name: taken for the operation | volume header, then snapshot header | `Exists`, `Locked`, `ReadOnly`, `Busy` (uncommitted writes) |
-//! | [`clone_volume`](Mapper::clone_volume) | new name, for the operation | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists` |
+//! | [`clone_volume`](Mapper::clone_volume) | source snapshot and new name, for the operation (excludes a remove of the source on any host) | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists`, `Locked` (the source is being hashed, cloned or removed elsewhere) |
 //! | [`remove`](Mapper::remove) | held or taken | header (REMOVED) | `Exists` (a snapshot with clones), `Locked` |
 //! | [`rename`](Mapper::rename) | both names, for the operation | marker, new header, delete old header, delete marker | `Busy` (open here), `Exists`, `Locked` |
 //! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |

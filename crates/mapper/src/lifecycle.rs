@@ -259,42 +259,47 @@ impl Mapper {
             return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
         }
         let (sa, sb) = (self.state(snap), self.state(new_name));
-        let (_src_st, mut nst) = Self::two(&sa, &sb, snap < new_name);
+        let (mut sst, mut nst) = Self::two(&sa, &sb, snap < new_name);
         if nst.opens > 0 {
             return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
         }
-        let src = self.load_v3(snap)?;
-        if src.flags.removed {
-            return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
-        }
-        if !src.flags.readonly {
-            return Err(err(
-                ErrorCode::InvalidArgument,
-                format!("{snap} is not a snapshot"),
-            ));
-        }
-        let size = size.unwrap_or(src.size);
-        if size < src.size {
-            return Err(err(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
-                    src.size
-                ),
-            ));
-        }
-        self.locked(new_name, &mut nst, |nst, held| {
-            if self.exists(new_name)? {
-                return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        // The source's lock, for the whole clone: a remove of the
+        // snapshot (on any host) takes it too, so it cannot mark the
+        // snapshot removed while the clone commits references to it.
+        self.locked(snap, &mut sst, |_, _| {
+            let src = self.load_v3(snap)?;
+            if src.flags.removed {
+                return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
             }
-            let mut tries = 0;
-            let h = loop {
-                match clone_from(&src, snap, random_id(), size) {
-                    Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
-                    r => break r.map_err(|e| map_err(new_name, e))?,
+            if !src.flags.readonly {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{snap} is not a snapshot"),
+                ));
+            }
+            let size = size.unwrap_or(src.size);
+            if size < src.size {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
+                        src.size
+                    ),
+                ));
+            }
+            self.locked(new_name, &mut nst, |nst, held| {
+                if self.exists(new_name)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
                 }
-            };
-            self.commit(new_name, Some(nst), Some(held), vec![], &h)
+                let mut tries = 0;
+                let h = loop {
+                    match clone_from(&src, snap, random_id(), size) {
+                        Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
+                        r => break r.map_err(|e| map_err(new_name, e))?,
+                    }
+                };
+                self.commit(new_name, Some(nst), Some(held), vec![], &h)
+            })
         })
     }
 

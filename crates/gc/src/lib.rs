@@ -15,17 +15,31 @@
 //! | store | kind (name) | deleted when unreferenced and |
 //! |---|---|---|
 //! | data | owned `{V}_{e}_{i}` | V's writable header is REMOVED, or `e` < its epoch |
-//! | data | content (64 hex) | no hash was in flight (no pin, below) |
+//! | data | content (64 hex) | no hash was in flight (no pin, below) and no Pithos hashmap is in the map store |
 //! | data | legacy (`archip_…`) | as content |
 //! | map | chunk `{O}_{s}` (s ≥ 1) | O is not a live volume's id or `s` < its `next_serial`; an unknown O only when no hash was in flight |
 //!
 //! Headers (removed ones too: their lineage links clones to ancestors,
 //! and a removed name's id is never reused), rename markers
 //! (`{id}_0000000000000000`), pins, the gc object and any name of another
-//! shape are never deleted. A run refuses to start deleting when a map
-//! store object with a volume name is not a readable format 3 header
-//! (an old-format map: `vlmc upgrade` it first), or a live header names a
-//! chunk that is missing or corrupt: not knowing what a map refers to,
+//! shape are never deleted.
+//!
+//! **Map-store objects are classified by reading them, not by their
+//! names.** Every map-store object but chunk-named ones
+//! (`{hex16}_{hex16}`), the collector's own (`archip_gc`, pins) and side
+//! objects (`…_lock`, `…_hash`) is read at each mark round
+//! ([`names::read_in_map_store`]): a format 3 header is a header under
+//! whatever name (legal volume name or not); a v1 or v2 map (a legacy
+//! `archip_<volume>` one too) stops the run before any delete
+//! ([`GcError::OldFormat`]: `vlmc upgrade` it); a Pithos (v0) hashmap,
+//! named by 64 hex digits, makes the run keep every content object (a
+//! pool shared with Pithos: its hashmaps name content objects, and Pithos
+//! may name more at any time); anything else stops the run
+//! ([`GcError::Unknown`]). Before the first delete, every chunk-named
+//! object the run would delete is read: one without the chunk magic (a
+//! v2 map's data object `{volume}_{block:016x}` of a volume named by 16
+//! hex digits) stops the run. A live header naming a chunk that is
+//! missing or corrupt stops it too: not knowing what a map refers to,
 //! it cannot know what is garbage.
 //!
 //! # The run
@@ -50,8 +64,10 @@
 //!    round finds no identity not yet marked (a fixpoint; at most
 //!    [`MARK_ROUNDS`] rounds, else `Unsettled`). Headers and chunks are
 //!    read by the mapper's [`load`], as the mapper reads them.
-//! 6. **Sweep**: merge each sorted candidate file with the sorted
-//!    references and delete what the table above allows.
+//! 6. **Sweep**: merge the sorted map candidates with the sorted
+//!    references and read every chunk-named object that would be deleted
+//!    (it must be a chunk); then merge each sorted candidate file with
+//!    the references and delete what the table above allows.
 //! 7. Make the generation even (finished) and release the lock.
 //!
 //! `dry_run` does 3 to 6 without the lock, the generation or deletes.
@@ -197,8 +213,9 @@ use archipelago_mapfmt::gcmeta::{
     collecting, decode_generation, encode_generation, encode_state, GcState, GC_PIN_PREFIX,
     GC_STATE_OBJECT,
 };
+use archipelago_mapfmt::Detected;
 use archipelago_mapfmt::{Chunk, ChunkRef, Header};
-use archipelago_mapper::load::{self, LoadError};
+use archipelago_mapper::load::{self, LoadError, MapObject};
 use archipelago_store::{ObjectStore, StoreError};
 
 use extsort::{ExternalSorter, NameFile};
@@ -227,6 +244,16 @@ pub enum GcError {
     OldFormat {
         /// The volume.
         name: String,
+    },
+    /// A map-store object the collector does not understand (not a map
+    /// of any format it knows, or a chunk-named object that is not a
+    /// chunk): nothing was deleted.
+    #[error("map store object {name}: {why}; nothing deleted (move it out of the pool, or vlmc upgrade it if it is a map)")]
+    Unknown {
+        /// The object.
+        name: String,
+        /// What it is not.
+        why: String,
     },
     /// A live map that is unreadable or refers to a missing chunk.
     #[error("{name}: {why} (nothing deleted)")]
@@ -355,7 +382,11 @@ fn stopped(o: &GcOptions) -> bool {
 fn load_error(volume: &str, e: LoadError) -> GcError {
     match e {
         LoadError::Store { error, .. } => GcError::Store(error),
-        LoadError::Unrecognised { .. } | LoadError::OldFormat { .. } => GcError::OldFormat {
+        LoadError::Unrecognised { name, error } => GcError::Unknown {
+            name,
+            why: error.to_string(),
+        },
+        LoadError::OldFormat { .. } => GcError::OldFormat {
             name: volume.into(),
         },
         LoadError::Corrupt { error, .. } => GcError::BadMap {
@@ -452,6 +483,8 @@ struct Marker<'a> {
     seen: HashSet<Identity>,
     seen_chunks: HashSet<ChunkRef>,
     writers: HashMap<u64, Writer>,
+    /// Pithos (v0) hashmaps seen.
+    pithos: HashSet<String>,
     report: &'a mut GcReport,
 }
 
@@ -459,8 +492,24 @@ impl Marker<'_> {
     /// Reads the header `name` and marks what it names, unless a header
     /// of its identity was marked already. Returns whether it was new.
     fn mark(&mut self, name: &str) -> Result<bool, GcError> {
-        let Some(h) = read_header(self.maps, name)? else {
-            return Ok(false);
+        // Read as what its bytes say; a 64-hex name may be a Pithos (v0)
+        // hashmap, which has no header to say so.
+        let v0_name = archipelago_protocol::names::is_content_name(name.as_bytes());
+        let h = match load::read_map(self.maps, name, v0_name).map_err(|e| load_error(name, e))? {
+            None => return Ok(false),
+            Some(MapObject::V3(h)) => h,
+            Some(MapObject::Old {
+                format: Detected::V0,
+                ..
+            }) => {
+                // Pithos's: every content object may be named by it, or
+                // by Pithos anew.
+                if self.pithos.insert(name.to_owned()) {
+                    log::info!("gc: {name} is a Pithos hashmap: no content object is deleted");
+                }
+                return Ok(false);
+            }
+            Some(MapObject::Old { .. }) => return Err(GcError::OldFormat { name: name.into() }),
         };
         if !self.seen.insert(identity(&h)) {
             return Ok(false);
@@ -607,7 +656,7 @@ fn run(
         if listed % 4096 == 0 {
             progress(Phase::List, listed, 0);
         }
-        if names::kind(n) == Kind::Header {
+        if names::read_in_map_store(n) {
             headers.push(n.to_owned());
         }
         Ok(map_sorter.push(n.to_owned())?)
@@ -629,6 +678,7 @@ fn run(
         seen: HashSet::new(),
         seen_chunks: HashSet::new(),
         writers: HashMap::new(),
+        pithos: HashSet::new(),
         report,
     };
     // Round 1 reads the headers of the first listing; each further round
@@ -645,7 +695,7 @@ fn run(
     for _ in 1..MARK_ROUNDS {
         let mut names = Vec::new();
         list_each(maps, "", opts.page, |n| {
-            if names::kind(n) == Kind::Header {
+            if names::read_in_map_store(n) {
                 names.push(n.to_owned());
             }
             Ok(())
@@ -662,7 +712,13 @@ fn run(
     if !settled {
         return Err(GcError::Unsettled);
     }
-    let Marker { refs, writers, .. } = m;
+    let Marker {
+        refs,
+        writers,
+        pithos,
+        ..
+    } = m;
+    let conservative = conservative || !pithos.is_empty();
     let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
     report.referenced = referenced;
     // 6. Sweep.
@@ -672,12 +728,19 @@ fn run(
         maps,
         writers: &writers,
         conservative,
+        verifying: false,
         since_check: 0,
         done: 0,
         total: report.data_objects + report.map_objects,
         report,
         progress,
     };
+    // Chunk-named objects this run would delete are read first: one that
+    // is not a chunk (an old map's data, say) stops the run before any
+    // delete.
+    sweeper.verifying = true;
+    sweeper.sweep(maps, false, &map_list, &refs_path)?;
+    sweeper.verifying = false;
     sweeper.sweep(data, true, &data_list, &refs_path)?;
     sweeper.sweep(maps, false, &map_list, &refs_path)?;
     // Pins of hashes that are no longer running (their snapshot is not
@@ -705,6 +768,8 @@ struct Sweeper<'a> {
     maps: &'a dyn ObjectStore,
     writers: &'a HashMap<u64, Writer>,
     conservative: bool,
+    /// A pass that only reads the chunks it would delete.
+    verifying: bool,
     since_check: u64,
     done: u64,
     total: u64,
@@ -780,8 +845,10 @@ impl Sweeper<'_> {
         let mut refs = extsort::read_names(refs)?.peekable();
         for c in extsort::read_names(candidates)? {
             let c = c?;
-            self.done += 1;
-            if self.done % 1024 == 0 {
+            if !self.verifying {
+                self.done += 1;
+            }
+            if !self.verifying && self.done % 1024 == 0 {
                 (self.progress)(Phase::Sweep, self.done, self.total);
             }
             // Advance the references to the first ≥ c.
@@ -807,7 +874,9 @@ impl Sweeper<'_> {
             }
             match self.verdict(&c, in_data) {
                 Verdict::Ignore => {}
+                Verdict::KeepInFlight if self.verifying => {}
                 Verdict::KeepInFlight => self.report.kept_in_flight += 1,
+                Verdict::Delete if self.verifying => is_chunk(store, &c)?,
                 Verdict::Delete => {
                     if stopped(self.opts) {
                         return Err(GcError::Interrupted {
@@ -837,7 +906,24 @@ impl Sweeper<'_> {
                 }
             }
         }
-        (self.progress)(Phase::Sweep, self.done, self.total);
+        if !self.verifying {
+            (self.progress)(Phase::Sweep, self.done, self.total);
+        }
         Ok(())
+    }
+}
+
+/// Fails [`GcError::Unknown`] unless the map-store object `name` (named
+/// like a chunk) is one, or is gone.
+fn is_chunk(maps: &dyn ObjectStore, name: &str) -> Result<(), GcError> {
+    let mut magic = [0u8; 4];
+    match maps.read(name, 0, &mut magic) {
+        Ok(_) if magic == archipelago_mapfmt::chunk::CHUNK_MAGIC => Ok(()),
+        Ok(_) => Err(GcError::Unknown {
+            name: name.into(),
+            why: "named like a map chunk but not one".into(),
+        }),
+        Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

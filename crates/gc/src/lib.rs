@@ -255,6 +255,15 @@ pub enum GcError {
         /// What it is not.
         why: String,
     },
+    /// A live map names a content or legacy data object that does not
+    /// exist (its reads fail).
+    #[error("volume {volume} names data object {object}, which is missing")]
+    MissingObject {
+        /// The map.
+        volume: String,
+        /// The object.
+        object: String,
+    },
     /// A live map that is unreadable or refers to a missing chunk.
     #[error("{name}: {why} (nothing deleted)")]
     BadMap {

@@ -19,10 +19,20 @@
 //! | data | legacy (`archip_…`) | as content |
 //! | map | chunk `{O}_{s}` (s ≥ 1) | O is not a live volume's id or `s` < its `next_serial`; an unknown O only when no hash was in flight |
 //!
-//! Headers (removed ones too: their lineage links clones to ancestors,
-//! and a removed name's id is never reused), rename markers
-//! (`{id}_0000000000000000`), pins, the gc object and any name of another
-//! shape are never deleted.
+//! Live headers, rename markers (`{id}_0000000000000000`), pins, the gc
+//! object and any name of another shape are never deleted. A **removed
+//! header** (under its name, or under its tombstone
+//! `archip_removed_{id}_{epoch}` once the name was used again) is
+//! deleted last in a run, once no live header needs it: it is on no live
+//! header's chain of parent links (its lineage) and no live header has
+//! its volume id (its writer record is what lets the sweep free the
+//! volume's objects; a live snapshot or a clone through one keeps it).
+//! Under a volume name it is deleted holding that name's lock, after
+//! checking it is still the same removed header (id and epoch): every
+//! operation that creates a header under a name holds its lock, so a
+//! name used again is never deleted. No new parent link can point at a
+//! removed header (clone and rollback refuse removed snapshots), so what
+//! the marks said is unneeded stays unneeded.
 //!
 //! **Map-store objects are classified by reading them, not by their
 //! names.** Every map-store object but chunk-named ones
@@ -68,6 +78,7 @@
 //!    references and read every chunk-named object that would be deleted
 //!    (it must be a chunk); then merge each sorted candidate file with
 //!    the references and delete what the table above allows.
+//!    Then delete the removed headers nothing needs (above).
 //! 7. Make the generation even (finished) and release the lock.
 //!
 //! `dry_run` does 3 to 6 without the lock, the generation or deletes.
@@ -146,7 +157,8 @@
 //!   header (first case). A pin whose snapshot is not locked is left
 //!   over by a crashed hash: the run stays conservative and deletes the
 //!   pin, so the next run is not.
-//! - **Removal** only makes a header REMOVED; a snapshot with clones is
+//! - **Removal** only makes a header REMOVED (the name can be used again:
+//!   the removed header then moves to its tombstone, same identity); a snapshot with clones is
 //!   not removable, and clones refer to chunks directly, so a removed
 //!   header's objects are garbage unless a live header names them. A
 //!   clone holds its source snapshot's lock from reading it to its
@@ -211,7 +223,7 @@ use std::sync::Arc;
 
 use archipelago_mapfmt::gcmeta::{
     collecting, decode_generation, encode_generation, encode_state, GcState, GC_PIN_PREFIX,
-    GC_STATE_OBJECT,
+    GC_STATE_OBJECT, TOMBSTONE_PREFIX,
 };
 use archipelago_mapfmt::Detected;
 use archipelago_mapfmt::{Chunk, ChunkRef, Header};
@@ -364,6 +376,8 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Of which map chunks.
     pub freed_chunks: u64,
+    /// Of which removed headers no live header needed.
+    pub freed_headers: u64,
     /// Unreferenced objects kept because an operation in flight may
     /// still refer to them (current epoch, unwritten serial, a hash pin).
     pub kept_in_flight: u64,
@@ -494,6 +508,13 @@ struct Marker<'a> {
     writers: HashMap<u64, Writer>,
     /// Pithos (v0) hashmaps seen.
     pithos: HashSet<String>,
+    /// Lineage: every header's parent link, by (volume id, epoch).
+    links: HashMap<(u64, u64), (u64, u64)>,
+    /// Parent links and ids of the live headers.
+    live_parents: Vec<(u64, u64)>,
+    live_ids: HashSet<u64>,
+    /// Removed headers by object name (a name or a tombstone).
+    removed: HashMap<String, (u64, u64)>,
     report: &'a mut GcReport,
 }
 
@@ -520,8 +541,21 @@ impl Marker<'_> {
             }
             Some(MapObject::Old { .. }) => return Err(GcError::OldFormat { name: name.into() }),
         };
+        let key = (h.volume_id, h.epoch);
+        if h.flags.removed {
+            self.removed.insert(name.to_owned(), key);
+        }
         if !self.seen.insert(identity(&h)) {
             return Ok(false);
+        }
+        if let Some(p) = &h.parent {
+            self.links.insert(key, (p.volume_id, p.epoch));
+        }
+        if !h.flags.removed {
+            self.live_ids.insert(h.volume_id);
+            if let Some(p) = &h.parent {
+                self.live_parents.push((p.volume_id, p.epoch));
+            }
         }
         if !h.flags.readonly {
             let w = Writer {
@@ -688,6 +722,10 @@ fn run(
         seen_chunks: HashSet::new(),
         writers: HashMap::new(),
         pithos: HashSet::new(),
+        links: HashMap::new(),
+        live_parents: Vec::new(),
+        live_ids: HashSet::new(),
+        removed: HashMap::new(),
         report,
     };
     // Round 1 reads the headers of the first listing; each further round
@@ -725,8 +763,28 @@ fn run(
         refs,
         writers,
         pithos,
+        links,
+        live_parents,
+        live_ids,
+        removed,
         ..
     } = m;
+    // Removed headers no live header needs: not on a live header's chain
+    // of parent links, and no live header of their volume id (whose
+    // objects their writer record lets the sweep free).
+    let mut needed = HashSet::new();
+    for mut at in live_parents {
+        while needed.insert(at) {
+            match links.get(&at) {
+                Some(p) => at = *p,
+                None => break,
+            }
+        }
+    }
+    let unneeded: Vec<(String, (u64, u64))> = removed
+        .into_iter()
+        .filter(|(_, key)| !needed.contains(key) && !live_ids.contains(&key.0))
+        .collect();
     let conservative = conservative || !pithos.is_empty();
     let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
     report.referenced = referenced;
@@ -752,6 +810,10 @@ fn run(
     sweeper.verifying = false;
     sweeper.sweep(data, true, &data_list, &refs_path)?;
     sweeper.sweep(maps, false, &map_list, &refs_path)?;
+    // Last, once their objects are gone: removed headers nothing needs.
+    for (name, key) in unneeded {
+        sweeper.delete_removed_header(&name, key)?;
+    }
     // Pins of hashes that are no longer running (their snapshot is not
     // locked) are leftovers of a crash: the next run need not be
     // conservative because of them.
@@ -919,6 +981,59 @@ impl Sweeper<'_> {
             (self.progress)(Phase::Sweep, self.done, self.total);
         }
         Ok(())
+    }
+}
+
+impl Sweeper<'_> {
+    /// Deletes the removed header `name` of `key` (volume id, epoch) if it
+    /// is still that: under a volume name, holding the name's lock, as
+    /// every operation creating a header there does (a name used again
+    /// meanwhile holds a live header, never deleted).
+    fn delete_removed_header(&mut self, name: &str, key: (u64, u64)) -> Result<(), GcError> {
+        if stopped(self.opts) {
+            return Err(GcError::Interrupted {
+                freed: self.report.freed_objects,
+            });
+        }
+        let tombstone = name.starts_with(TOMBSTONE_PREFIX);
+        let owner = self.lock.map(|(o, _)| o.to_owned());
+        if !self.opts.dry_run {
+            self.check_lock(true)?;
+            if !tombstone {
+                let owner = owner.as_deref().expect("a real run holds the gc lock");
+                match self.maps.try_lock(name, owner) {
+                    Ok(_) => {}
+                    Err(StoreError::Locked { .. }) => return Ok(()), // in use: next run
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let r = (|| {
+            let Some(bytes) = read_all(self.maps, name)? else {
+                return Ok(());
+            };
+            let same = Header::decode(&bytes)
+                .is_ok_and(|h| h.flags.removed && (h.volume_id, h.epoch) == key);
+            if !same {
+                return Ok(());
+            }
+            if !self.opts.dry_run {
+                match self.maps.delete(name) {
+                    Ok(()) => {}
+                    Err(StoreError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                log::debug!("gc: freed the removed header {name}");
+            }
+            self.report.freed_objects += 1;
+            self.report.freed_bytes += bytes.len() as u64;
+            self.report.freed_headers += 1;
+            Ok(())
+        })();
+        if !self.opts.dry_run && !tombstone {
+            let _ = self.maps.unlock(name, owner.as_deref().expect("held"));
+        }
+        r
     }
 }
 

@@ -17,6 +17,18 @@
 //! Both names start with the reserved `archip_` prefix, so no volume,
 //! chunk or data object is ever called that.
 
+/// Prefix of a **tombstone**: the header of a removed volume or snapshot
+/// whose name was used again, moved out of the way under
+/// `archip_removed_{volume_id:016x}_{epoch:016x}` (an id and an epoch name
+/// one header). Kept for its lineage and for the collector, which
+/// deletes it once nothing needs it.
+pub const TOMBSTONE_PREFIX: &str = "archip_removed_";
+
+/// The tombstone of the header of `volume_id` at `epoch`.
+pub fn tombstone_name(volume_id: u64, epoch: u64) -> String {
+    format!("{TOMBSTONE_PREFIX}{volume_id:016x}_{epoch:016x}")
+}
+
 /// The gc generation object, and the name of the collectors' lock.
 pub const GC_STATE_OBJECT: &str = "archip_gc";
 
@@ -122,6 +134,13 @@ mod tests {
             decode_state(&encode_generation(3)).unwrap()
         ));
         assert_eq!(pin_name(0xab), "archip_gcpin_00000000000000ab");
+        assert_eq!(
+            tombstone_name(0xab, 2),
+            "archip_removed_00000000000000ab_0000000000000002"
+        );
+        assert!(
+            archipelago_protocol::names::check_store_name(tombstone_name(1, 2).as_bytes()).is_ok()
+        );
         assert!(
             archipelago_protocol::names::check_store_name(pin_name(u64::MAX).as_bytes()).is_ok()
         );

@@ -6,8 +6,8 @@
 //! `resize.rs`; flatten and rollback in `lineage.rs`.
 
 use archipelago_mapfmt::{
-    clone_from, snapshot, upgrade, v2, Detected, Header, MapError, DEFAULT_OBJECT_SIZE_LOG2,
-    MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
+    clone_from, gcmeta, snapshot, upgrade, v2, Detected, Header, MapError,
+    DEFAULT_OBJECT_SIZE_LOG2, MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
 };
 use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
@@ -84,7 +84,7 @@ impl Mapper {
             return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
         }
         self.locked(name, &mut st, |st, held| {
-            if self.exists(name)? {
+            if self.taken(name)? {
                 return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
             }
             let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
@@ -239,7 +239,7 @@ impl Mapper {
         self.locked(volume, &mut vst, |vst, vheld| {
             let h = self.current(volume, vst)?;
             self.locked(snap_name, &mut sst, |_, sheld| {
-                if self.exists(snap_name)? {
+                if self.taken(snap_name)? {
                     return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
                 }
                 let (snap, going_on) = snapshot(&h, snap_name).map_err(|e| map_err(volume, e))?;
@@ -288,7 +288,7 @@ impl Mapper {
                 ));
             }
             self.locked(new_name, &mut nst, |nst, held| {
-                if self.exists(new_name)? {
+                if self.taken(new_name)? {
                     return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
                 }
                 let mut tries = 0;
@@ -311,8 +311,41 @@ impl Mapper {
         self.dependents_of(h)
     }
 
+    /// Whether `name` is taken by a volume or snapshot, for an operation
+    /// about to create it (holding its lock). A REMOVED header there is
+    /// moved out of the way first ([`retire`](Self::retire)): a removed
+    /// name can be used again.
+    pub(crate) fn taken(&self, name: &str) -> Result<bool, Error> {
+        match read_map(&*self.maps, name, false) {
+            Ok(None) => Ok(false),
+            Ok(Some(MapObject::V3(h))) if h.flags.removed => {
+                self.retire(name, &h)?;
+                Ok(false)
+            }
+            _ => self.exists(name),
+        }
+    }
+
+    /// Moves the REMOVED header `h` of `name` to its tombstone
+    /// ([`gcmeta::tombstone_name`]), keeping its lineage, then deletes
+    /// `name`. Either crash point leaves the header under one name or
+    /// both (the same identity, removed): nothing to undo.
+    fn retire(&self, name: &str, h: &Header) -> Result<(), Error> {
+        let tomb = gcmeta::tombstone_name(h.volume_id, h.epoch);
+        let bytes = h.encode().map_err(|e| map_err(name, e))?;
+        self.maps
+            .write_full(&tomb, &bytes, true)
+            .map_err(|e| store_err(&tomb, e))?;
+        match self.maps.delete(name) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(name, e)),
+        }
+    }
+
     /// Marks `name` REMOVED (frees nothing; garbage collection is later
-    /// work). Refused for a snapshot with clones and for a volume locked
+    /// work). The name can be used again at once (the removed header then
+    /// moves to a tombstone); a collection deletes the removed header
+    /// once no live header needs it. Refused for a snapshot with clones and for a volume locked
     /// by another host. An open on this host is closed.
     pub fn remove(&self, name: &str) -> Result<(), Error> {
         check_name(name)?;
@@ -373,7 +406,7 @@ impl Mapper {
                 if h.flags.removed {
                     return Err(err(ErrorCode::NotFound, format!("{old} was removed")));
                 }
-                if self.exists(new)? {
+                if self.taken(new)? {
                     return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
                 }
                 let marker = marker_name(h.volume_id);

@@ -26,7 +26,10 @@
 //! deleted last in a run, once no live header needs it: it is on no live
 //! header's chain of parent links (its lineage) and no live header has
 //! its volume id (its writer record is what lets the sweep free the
-//! volume's objects; a live snapshot or a clone through one keeps it).
+//! volume's objects; a live snapshot or a clone through one keeps it);
+//! a volume's writable header goes only once no object or chunk of its
+//! id is left (a prefix listing of each store: one made after the
+//! run's listing is freed by the next run, which still has the record).
 //! Under a volume name it is deleted holding that name's lock, after
 //! checking it is still the same removed header (id and epoch): every
 //! operation that creates a header under a name holds its lock, so a
@@ -499,6 +502,10 @@ fn identity(h: &Header) -> Identity {
     (h.volume_id, h.epoch, h.flags.readonly)
 }
 
+/// A removed header's (volume id, epoch), and whether it is a volume's
+/// writable header (not a snapshot).
+type RemovedHeader = ((u64, u64), bool);
+
 /// The mark phase's state.
 struct Marker<'a> {
     maps: &'a dyn ObjectStore,
@@ -513,8 +520,9 @@ struct Marker<'a> {
     /// Parent links and ids of the live headers.
     live_parents: Vec<(u64, u64)>,
     live_ids: HashSet<u64>,
-    /// Removed headers by object name (a name or a tombstone).
-    removed: HashMap<String, (u64, u64)>,
+    /// Removed headers by object name (a name or a tombstone): (volume
+    /// id, epoch), and whether it is a volume's writable header.
+    removed: HashMap<String, RemovedHeader>,
     report: &'a mut GcReport,
 }
 
@@ -543,7 +551,8 @@ impl Marker<'_> {
         };
         let key = (h.volume_id, h.epoch);
         if h.flags.removed {
-            self.removed.insert(name.to_owned(), key);
+            self.removed
+                .insert(name.to_owned(), (key, !h.flags.readonly));
         }
         if !self.seen.insert(identity(&h)) {
             return Ok(false);
@@ -781,9 +790,9 @@ fn run(
             }
         }
     }
-    let unneeded: Vec<(String, (u64, u64))> = removed
+    let unneeded: Vec<(String, RemovedHeader)> = removed
         .into_iter()
-        .filter(|(_, key)| !needed.contains(key) && !live_ids.contains(&key.0))
+        .filter(|(_, (key, _))| !needed.contains(key) && !live_ids.contains(&key.0))
         .collect();
     let conservative = conservative || !pithos.is_empty();
     let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
@@ -811,8 +820,8 @@ fn run(
     sweeper.sweep(data, true, &data_list, &refs_path)?;
     sweeper.sweep(maps, false, &map_list, &refs_path)?;
     // Last, once their objects are gone: removed headers nothing needs.
-    for (name, key) in unneeded {
-        sweeper.delete_removed_header(&name, key)?;
+    for (name, (key, writable)) in unneeded {
+        sweeper.delete_removed_header(data, &name, key, writable)?;
     }
     // Pins of hashes that are no longer running (their snapshot is not
     // locked) are leftovers of a crash: the next run need not be
@@ -989,11 +998,39 @@ impl Sweeper<'_> {
     /// is still that: under a volume name, holding the name's lock, as
     /// every operation creating a header there does (a name used again
     /// meanwhile holds a live header, never deleted).
-    fn delete_removed_header(&mut self, name: &str, key: (u64, u64)) -> Result<(), GcError> {
+    ///
+    /// A volume's writable header is its writer record, which lets a run
+    /// free the volume's objects: it goes only once no object or chunk of
+    /// its id is left (one created after this run's listing, by a write
+    /// that committed just before the removal, is freed by the next run,
+    /// which still has the record).
+    fn delete_removed_header(
+        &mut self,
+        data: &dyn ObjectStore,
+        name: &str,
+        key: (u64, u64),
+        writable: bool,
+    ) -> Result<(), GcError> {
         if stopped(self.opts) {
             return Err(GcError::Interrupted {
                 freed: self.report.freed_objects,
             });
+        }
+        // (A dry run deleted nothing: it counts the header as the real run
+        // would after freeing the objects it counted.)
+        if writable && !self.opts.dry_run {
+            let prefix = format!("{:016x}_", key.0);
+            let marker = format!("{prefix}{:016x}", 0);
+            let left = !data.list_page(&prefix, None, 1)?.names.is_empty()
+                || self
+                    .maps
+                    .list_page(&prefix, None, 2)?
+                    .names
+                    .iter()
+                    .any(|n| *n != marker);
+            if left {
+                return Ok(());
+            }
         }
         let tombstone = name.starts_with(TOMBSTONE_PREFIX);
         let owner = self.lock.map(|(o, _)| o.to_owned());

@@ -17,6 +17,7 @@
 //! | [`info`](Mapper::info) | none | nothing | `NotFound` |
 //! | [`open`](Mapper::open) writable | taken, kept until the last [`close`](Mapper::close) (opens on one host are counted) | nothing | `Locked` (detail: owner), `ReadOnly` (snapshot, old format: "run vlmc upgrade NAME"), `NotFound` |
 //! | [`open`](Mapper::open) read-only | none | nothing | `NotFound` |
+//! | [`info_assume_v0`](Mapper::info_assume_v0), [`map_read_assume_v0`](Mapper::map_read_assume_v0) | none | nothing | `NotFound`; a Pithos hashmap's 64-hex name is accepted here (read-only), never for writing |
 //! | [`snapshot`](Mapper::snapshot) | volume: held or taken for the operation; snapshot name: taken for the operation | volume header, then snapshot header | `Exists`, `Locked`, `ReadOnly`, `Busy` (uncommitted writes) |
 //! | [`clone_volume`](Mapper::clone_volume) | source snapshot and new name, for the operation (excludes a remove of the source on any host) | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists`, `Locked` (the source is being hashed, cloned or removed elsewhere) |
 //! | [`remove`](Mapper::remove) | held or taken | header (REMOVED) | `Exists` (a snapshot with clones), `Locked` |
@@ -27,7 +28,8 @@
 //! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), chunks, header; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`) |
-//! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
+//! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked`, `InvalidArgument` (a Pithos hashmap: see `upgrade_v0`) |
+//! | [`upgrade_v0`](Mapper::upgrade_v0) | new name, for the operation | chunks, header under the new name; the Pithos hashmap (64 hex) is left as it is | `Exists`, `InvalidArgument` (not v0) |
 //! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the

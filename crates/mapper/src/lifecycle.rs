@@ -9,6 +9,7 @@ use archipelago_mapfmt::{
     clone_from, gcmeta, snapshot, upgrade, v2, Detected, Header, MapError,
     DEFAULT_OBJECT_SIZE_LOG2, MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
 };
+use archipelago_protocol::names::is_content_name;
 use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
@@ -437,7 +438,54 @@ impl Mapper {
         self.update_impl(name, true, size_hint)
     }
 
+    /// Writes the Pithos (v0) hashmap `hashmap` (64 hex digits) as the
+    /// format 3 snapshot `name` (`size_hint`: its size, which v0 does not
+    /// record), leaving the hashmap as it is: Pithos still reads it, and
+    /// the objects both name are content objects, shared.
+    pub fn upgrade_v0(
+        &self,
+        hashmap: &str,
+        name: &str,
+        size_hint: Option<u64>,
+    ) -> Result<(), Error> {
+        check_name(name)?;
+        let vol = self.load(hashmap, true, size_hint)?;
+        if vol.version != 0 {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{hashmap} is not a v0 (Pithos) map"),
+            ));
+        }
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+        }
+        self.locked(name, &mut st, |st, held| {
+            if self.taken(name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+            }
+            let (detected, bytes) = match read_map(&*self.maps, hashmap, true) {
+                Ok(Some(MapObject::Old { format, bytes })) => (format, bytes),
+                Ok(_) => return Err(Self::not_found(hashmap)),
+                Err(e) => return Err(load_err(e)),
+            };
+            let map = read_old_map(&*self.maps, hashmap, detected, &bytes, size_hint)
+                .map_err(load_err)?;
+            let (h, chunks) = upgrade(&map, random_id()).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), chunks, &h)
+        })
+    }
+
     fn update_impl(&self, name: &str, assume_v0: bool, hint: Option<u64>) -> Result<(), Error> {
+        if assume_v0 && is_content_name(name.as_bytes()) {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{name} is a Pithos hashmap, which stays as it is: upgrade it to a volume name (Mapper::upgrade_v0)"
+                ),
+            ));
+        }
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);

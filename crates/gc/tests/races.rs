@@ -23,6 +23,7 @@ enum At {
     Stat,
     Delete,
     WriteFull,
+    TryLock,
 }
 
 /// A store that runs a hook (once) just before a given call on a given
@@ -91,6 +92,7 @@ impl ObjectStore for Hooked {
         self.inner.sync()
     }
     fn try_lock(&self, n: &str, o: &str) -> Result<u64, StoreError> {
+        self.fire(At::TryLock, n);
         self.inner.try_lock(n, o)
     }
     fn unlock(&self, n: &str, o: &str) -> Result<(), StoreError> {
@@ -319,4 +321,27 @@ fn clone_and_remove_on_two_hosts_exclude_each_other() {
     if cloned.is_ok() {
         assert!(!b.info("s").unwrap().removed);
     }
+}
+
+/// The collector found the removed header `x` unneeded; before it
+/// deletes it, `x` is created again: the live header is not deleted (the
+/// collector deletes under the name's lock, and only the same removed
+/// header). A guard for the name-reuse change, which added the delete.
+#[test]
+fn a_removed_header_used_again_before_its_delete_is_not_deleted() {
+    let w = world("h");
+    w.m.create("x", OS, Some(OS)).unwrap();
+    w.m.remove("x").unwrap();
+    let gc_maps = Hooked::new(w.maps.clone());
+    let m = w.m.clone();
+    gc_maps.on(At::TryLock, "x", move || {
+        m.create("x", 2 * OS, Some(OS)).unwrap();
+    });
+    collect(&gc_maps, &*w.data, &opts("h"), &mut nothing).unwrap();
+    let info = w.m.info("x").unwrap();
+    assert!(!info.removed && info.size == 2 * OS);
+    // The old one, moved to its tombstone, goes at the next run.
+    collect(&*w.maps, &*w.data, &opts("h"), &mut nothing).unwrap();
+    let names = w.maps.list("").unwrap();
+    assert_eq!(names, ["archip_gc", "x"], "{names:?}");
 }

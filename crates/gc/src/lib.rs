@@ -60,13 +60,17 @@
 //! 1. Take the collectors' lock `archip_gc` in the map store (owner
 //!    `gc@HOST`; a rerun on the same host takes it back after a crash,
 //!    another host's collector gets "locked by …"). Its fencing token is
-//!    checked before every batch of deletes: a collector whose lock was
-//!    broken stops (`Fenced`) instead of deleting on stale marks.
-//! 2. Make the **gc generation** odd (started), durably.
+//!    checked before every batch of deletes, and before each delete of a
+//!    content or legacy object or of a removed header: a collector whose
+//!    lock was broken stops (`Fenced`) instead of deleting on stale
+//!    marks.
+//! 2. Make the **gc generation** odd (started), durably; *forced* if the
+//!    previous one was odd too (a crashed or fenced run).
 //! 3. **List** both stores a page at a time (pages in any order, an
 //!    opaque cursor from one to the next) into sorted files on disk (the
-//!    candidates, through the external sorter), and collect the header
-//!    names.
+//!    candidates, through the external sorter), and collect the names of
+//!    the map-store objects to read (headers, old maps, anything unknown:
+//!    see above).
 //! 4. **List the hash pins**.
 //! 5. **Mark**: read every header; for each live one whose **identity**
 //!    (volume id, epoch, snapshot or not: see `Identity`) was not marked

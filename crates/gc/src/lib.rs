@@ -15,18 +15,46 @@
 //! | store | kind (name) | deleted when unreferenced and |
 //! |---|---|---|
 //! | data | owned `{V}_{e}_{i}` | V's writable header is REMOVED, or `e` < its epoch |
-//! | data | content (64 hex) | no hash was in flight (no pin, below) |
+//! | data | content (64 hex) | no hash was in flight (no pin, below) and no Pithos hashmap is in the map store |
 //! | data | legacy (`archip_…`) | as content |
 //! | map | chunk `{O}_{s}` (s ≥ 1) | O is not a live volume's id or `s` < its `next_serial`; an unknown O only when no hash was in flight |
 //!
-//! Headers (removed ones too: their lineage links clones to ancestors,
-//! and a removed name's id is never reused), rename markers
-//! (`{id}_0000000000000000`), pins, rebase records (`archip_rebase_…`
-//! and their list `archip_rebaselist`, deleted by the hash that wrote
-//! them), the gc object and any name of another shape are never deleted. A run refuses to start deleting when a map
-//! store object with a volume name is not a readable format 3 header
-//! (an old-format map: `vlmc upgrade` it first), or a live header names a
-//! chunk that is missing or corrupt: not knowing what a map refers to,
+//! Live headers, rename markers (`{id}_0000000000000000`), pins, rebase
+//! records (`archip_rebase_…` and their list `archip_rebaselist`, deleted
+//! by the hash that wrote them), the gc object and any name of another
+//! shape are never deleted. A **removed
+//! header** (under its name, or under its tombstone
+//! `archip_removed_{id}_{epoch}` once the name was used again) is
+//! deleted last in a run, once no live header needs it: it is on no live
+//! header's chain of parent links (its lineage) and no live header has
+//! its volume id (its writer record is what lets the sweep free the
+//! volume's objects; a live snapshot or a clone through one keeps it);
+//! a volume's writable header goes only once no object or chunk of its
+//! id is left (a prefix listing of each store: one made after the
+//! run's listing is freed by the next run, which still has the record).
+//! Under a volume name it is deleted holding that name's lock, after
+//! checking it is still the same removed header (id and epoch): every
+//! operation that creates a header under a name holds its lock, so a
+//! name used again is never deleted. No new parent link can point at a
+//! removed header (clone and rollback refuse removed snapshots), so what
+//! the marks said is unneeded stays unneeded.
+//!
+//! **Map-store objects are classified by reading them, not by their
+//! names.** Every map-store object but chunk-named ones
+//! (`{hex16}_{hex16}`), the collector's own (`archip_gc`, pins) and side
+//! objects (`…_lock`, `…_hash`) is read at each mark round
+//! ([`names::read_in_map_store`]): a format 3 header is a header under
+//! whatever name (legal volume name or not); a v1 or v2 map (a legacy
+//! `archip_<volume>` one too) stops the run before any delete
+//! ([`GcError::OldFormat`]: `vlmc upgrade` it); a Pithos (v0) hashmap,
+//! named by 64 hex digits, makes the run keep every content object (a
+//! pool shared with Pithos: its hashmaps name content objects, and Pithos
+//! may name more at any time); anything else stops the run
+//! ([`GcError::Unknown`]). Before the first delete, every chunk-named
+//! object the run would delete is read: one without the chunk magic (a
+//! v2 map's data object `{volume}_{block:016x}` of a volume named by 16
+//! hex digits) stops the run. A live header naming a chunk that is
+//! missing or corrupt stops it too: not knowing what a map refers to,
 //! it cannot know what is garbage.
 //!
 //! # The run
@@ -34,22 +62,32 @@
 //! 1. Take the collectors' lock `archip_gc` in the map store (owner
 //!    `gc@HOST`; a rerun on the same host takes it back after a crash,
 //!    another host's collector gets "locked by …"). Its fencing token is
-//!    checked before every batch of deletes: a collector whose lock was
-//!    broken stops (`Fenced`) instead of deleting on stale marks.
-//! 2. Make the **gc generation** odd (started), durably.
+//!    checked before every batch of deletes, and before each delete of a
+//!    content or legacy object or of a removed header: a collector whose
+//!    lock was broken stops (`Fenced`) instead of deleting on stale
+//!    marks.
+//! 2. Make the **gc generation** odd (started), durably; *forced* if the
+//!    previous one was odd too (a crashed or fenced run).
 //! 3. **List** both stores a page at a time (pages in any order, an
 //!    opaque cursor from one to the next) into sorted files on disk (the
-//!    candidates, through the external sorter), and collect the header
-//!    names.
+//!    candidates, through the external sorter), and collect the names of
+//!    the map-store objects to read (headers, old maps, anything unknown:
+//!    see above).
 //! 4. **List the hash pins**.
-//! 5. **Mark**: read every header; for each live one, load its chunks
-//!    (each distinct chunk once) and push every chunk and object name
-//!    into an external sorter. Then list the headers again and mark any
-//!    name not seen yet, until a listing finds none (a fixpoint). Headers
-//!    and chunks are read by the mapper's [`load`], as the mapper reads
-//!    them.
-//! 6. **Sweep**: merge each sorted candidate file with the sorted
-//!    references and delete what the table above allows.
+//! 5. **Mark**: read every header; for each live one whose **identity**
+//!    (volume id, epoch, snapshot or not: see `Identity`) was not marked
+//!    yet, load its chunks (each distinct chunk once) and push every
+//!    chunk and object name into an external sorter. Then list the
+//!    headers again and read *every* header again (not only new names: a
+//!    name may now hold a header of another identity), until a whole
+//!    round finds no identity not yet marked (a fixpoint; at most
+//!    [`MARK_ROUNDS`] rounds, else `Unsettled`). Headers and chunks are
+//!    read by the mapper's [`load`], as the mapper reads them.
+//! 6. **Sweep**: merge the sorted map candidates with the sorted
+//!    references and read every chunk-named object that would be deleted
+//!    (it must be a chunk); then merge each sorted candidate file with
+//!    the references and delete what the table above allows.
+//!    Then delete the removed headers nothing needs (above).
 //! 7. Make the generation even (finished) and release the lock.
 //!
 //! `dry_run` does 3 to 6 without the lock, the generation or deletes.
@@ -61,15 +99,31 @@
 //! at step 3 and not marked at step 5:
 //!
 //! - **Referenced through a header that existed during the whole mark**:
-//!   marked, since every header is read after the listing. New headers
-//!   (create, snapshot, clone, rename's new name) come up in the
-//!   fixpoint listings. A header changes only by its lock holder's
-//!   commits, each of which writes chunks derived from the chunks it
-//!   replaces plus objects it just created; so what a header refers to
-//!   at any time after we read it is what we marked, plus objects
-//!   created after it, which are newer than our listing only if they
-//!   are not candidates at all, or were created by an operation in
-//!   flight (next cases).
+//!   marked, since every header is read after the listing. Within one
+//!   identity a header changes only by its lock holder's commits in that
+//!   epoch, each of which writes chunks derived from the chunks it
+//!   replaces plus objects it just created; so what a header of an
+//!   identity we marked refers to at any time after we read it is what
+//!   we marked, plus objects created after it, which are newer than our
+//!   listing only if they are not candidates at all, or were created by
+//!   an operation in flight (next cases).
+//! - **A header of a new identity** (create, snapshot, clone, rollback,
+//!   and a name reused: `rename gold gold-old; snapshot vm gold`) is
+//!   read by the round after it appears: the settled round read every
+//!   listed header and found only marked identities. An operation that
+//!   makes a new identity after the settled round read its name derives
+//!   it from headers that are covered: a snapshot from its volume
+//!   (marked, with the current-epoch and unwritten-serial rules below),
+//!   a clone from a live snapshot (held under the snapshot's lock, which
+//!   a remove needs too), a rename from the same identity.
+//! - **Rollback** `V` to `S` makes V name S's chunks and older-epoch
+//!   objects, and bumps V's epoch (a new identity). If S was read live at
+//!   any round, its references are marked. If every read of S found it
+//!   removed, the rollback (which needs S live) came before the first
+//!   of them, so before the end of round 1, and every later round reads
+//!   V at its new identity: not settled until V is marked again. A
+//!   rollback after the settled round's read of V happens while S is
+//!   live and was read live in that round.
 //! - **A copy-up, full overwrite or discard in flight** writes
 //!   `{V}_{E}_{i}` with V's *current* epoch E, then commits. Only the
 //!   holder of V's lock writes these, and only while V's epoch is E:
@@ -97,11 +151,14 @@
 //!   - the collector sees the pin: the run is **conservative**: no
 //!     content or legacy object and no chunk of an unknown owner is
 //!     deleted this run (they are reported as kept);
-//!   - or the hasher sees the odd generation: it waits until the
-//!     generation changes (the run ended; a run started later sees its
-//!     pin) before reading a single object, and fails `Busy` after a
-//!     bound (a collector that crashed leaves the generation odd: the
-//!     next `vlmc gc` finishes it);
+//!   - or the hasher sees the odd generation: it waits until that run
+//!     has *finished* (the generation is even, or a later run started
+//!     normally over a finished one: [`finished_since`](archipelago_mapfmt::gcmeta::finished_since); a run
+//!     started over an unfinished generation after a crash or
+//!     `--break-lock` is marked *forced* and does not count, since the
+//!     fenced run may still be deleting) before reading a single object,
+//!     and fails `Busy` after a bound (a collector that crashed leaves
+//!     the generation odd: the next `vlmc gc` finishes it);
 //!   - or the pin is gone by the time the collector lists pins: the hash
 //!     committed before step 4, so before any header is read at step 5.
 //!
@@ -136,9 +193,14 @@
 //!   read by one. A pin whose snapshot is not locked is left
 //!   over by a crashed hash: the run stays conservative and deletes the
 //!   pin, so the next run is not.
-//! - **Removal** only makes a header REMOVED; a snapshot with clones is
+//! - **Removal** only makes a header REMOVED (the name can be used again:
+//!   the removed header then moves to its tombstone, same identity); a snapshot with clones is
 //!   not removable, and clones refer to chunks directly, so a removed
-//!   header's objects are garbage unless a live header names them.
+//!   header's objects are garbage unless a live header names them. A
+//!   clone holds its source snapshot's lock from reading it to its
+//!   commit, and a remove takes the lock of what it removes, so on any
+//!   host a remove never marks a snapshot removed under a clone
+//!   committing references to it.
 //! - **A fenced mapper host** (its volume lock broken and taken by
 //!   another host) checks its lock before every copy-up, delete and
 //!   header commit, so it commits nothing after the break; a copy-up
@@ -148,10 +210,16 @@
 //!   commits under its snapshot's lock with the same check.
 //! - **Two collectors** never delete at once: the lock; a fenced one
 //!   notices before its next batch (at most [`DELETE_BATCH`] deletes of
-//!   objects that were garbage on its marks). A stale collector's marks
-//!   stay valid anyway, by the cases above, for everything except pins
-//!   written after its step 4; the generation closes that: a hasher that
-//!   sees an odd generation waits for it to change.
+//!   objects that were garbage on its marks), and before *each* delete
+//!   of a content or legacy object. A stale collector's marks stay valid
+//!   anyway, by the cases above, for everything except pins written
+//!   after its step 4, which only matter for content and legacy objects;
+//!   the generation closes that: a hasher that sees an odd generation
+//!   waits for that run to finish, and a run forced over it does not
+//!   count. What is left is one store call: a fenced collector past its
+//!   check of the lock, whose delete lands after a hash that waited for
+//!   the newer run chose that content object (the store has no
+//!   conditional delete; on RADOS the break blocklists the old client).
 //!
 //! # Crashes and interruption
 //!
@@ -190,10 +258,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use archipelago_mapfmt::gcmeta::{
-    collecting, decode_generation, encode_generation, GC_PIN_PREFIX, GC_STATE_OBJECT,
+    collecting, decode_generation, encode_generation, encode_state, GcState, GC_PIN_PREFIX,
+    GC_STATE_OBJECT, TOMBSTONE_PREFIX,
 };
+use archipelago_mapfmt::Detected;
 use archipelago_mapfmt::{Chunk, ChunkRef, Header};
-use archipelago_mapper::load::{self, LoadError};
+use archipelago_mapper::load::{self, LoadError, MapObject};
 use archipelago_store::{ObjectStore, StoreError};
 
 use extsort::{ExternalSorter, NameFile};
@@ -222,6 +292,25 @@ pub enum GcError {
     OldFormat {
         /// The volume.
         name: String,
+    },
+    /// A map-store object the collector does not understand (not a map
+    /// of any format it knows, or a chunk-named object that is not a
+    /// chunk): nothing was deleted.
+    #[error("map store object {name}: {why}; nothing deleted (move it out of the pool, or vlmc upgrade it if it is a map)")]
+    Unknown {
+        /// The object.
+        name: String,
+        /// What it is not.
+        why: String,
+    },
+    /// A live map names a content or legacy data object that does not
+    /// exist (its reads fail).
+    #[error("volume {volume} names data object {object}, which is missing")]
+    MissingObject {
+        /// The map.
+        volume: String,
+        /// The object.
+        object: String,
     },
     /// A live map that is unreadable or refers to a missing chunk.
     #[error("{name}: {why} (nothing deleted)")]
@@ -323,6 +412,8 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Of which map chunks.
     pub freed_chunks: u64,
+    /// Of which removed headers no live header needed.
+    pub freed_headers: u64,
     /// Unreferenced objects kept because an operation in flight may
     /// still refer to them (current epoch, unwritten serial, a hash pin).
     pub kept_in_flight: u64,
@@ -350,7 +441,11 @@ fn stopped(o: &GcOptions) -> bool {
 fn load_error(volume: &str, e: LoadError) -> GcError {
     match e {
         LoadError::Store { error, .. } => GcError::Store(error),
-        LoadError::Unrecognised { .. } | LoadError::OldFormat { .. } => GcError::OldFormat {
+        LoadError::Unrecognised { name, error } => GcError::Unknown {
+            name,
+            why: error.to_string(),
+        },
+        LoadError::OldFormat { .. } => GcError::OldFormat {
             name: volume.into(),
         },
         LoadError::Corrupt { error, .. } => GcError::BadMap {
@@ -428,32 +523,91 @@ pub(crate) fn read_chunk(
     load::read_chunk(maps, r).map_err(|e| load_error(volume, e))
 }
 
+/// What a header is, whatever its name: a volume id, an epoch and
+/// whether it is a snapshot. Every header of one identity names the same
+/// objects, up to the changes its lock holder makes in that epoch (new
+/// objects of the epoch, new chunks from `next_serial` up, content
+/// objects under a hash pin); anything else (a rollback, a snapshot, a
+/// clone, a name reused) makes a header of a new identity.
+type Identity = (u64, u64, bool);
+
+fn identity(h: &Header) -> Identity {
+    (h.volume_id, h.epoch, h.flags.readonly)
+}
+
+/// A removed header's (volume id, epoch), and whether it is a volume's
+/// writable header (not a snapshot).
+type RemovedHeader = ((u64, u64), bool);
+
 /// The mark phase's state.
 struct Marker<'a> {
     maps: &'a dyn ObjectStore,
     refs: ExternalSorter,
-    seen_headers: HashSet<String>,
+    seen: HashSet<Identity>,
     seen_chunks: HashSet<ChunkRef>,
     writers: HashMap<u64, Writer>,
+    /// Pithos (v0) hashmaps seen.
+    pithos: HashSet<String>,
+    /// Lineage: every header's parent link, by (volume id, epoch).
+    links: HashMap<(u64, u64), (u64, u64)>,
+    /// Parent links and ids of the live headers.
+    live_parents: Vec<(u64, u64)>,
+    live_ids: HashSet<u64>,
+    /// Removed headers by object name (a name or a tombstone): (volume
+    /// id, epoch), and whether it is a volume's writable header.
+    removed: HashMap<String, RemovedHeader>,
     report: &'a mut GcReport,
 }
 
 impl Marker<'_> {
-    fn mark(&mut self, name: &str) -> Result<(), GcError> {
-        if !self.seen_headers.insert(name.to_owned()) {
-            return Ok(());
-        }
-        let Some(h) = read_header(self.maps, name)? else {
-            return Ok(());
+    /// Reads the header `name` and marks what it names, unless a header
+    /// of its identity was marked already. Returns whether it was new.
+    fn mark(&mut self, name: &str) -> Result<bool, GcError> {
+        // Read as what its bytes say; a 64-hex name may be a Pithos (v0)
+        // hashmap, which has no header to say so.
+        let v0_name = archipelago_protocol::names::is_content_name(name.as_bytes());
+        let h = match load::read_map(self.maps, name, v0_name).map_err(|e| load_error(name, e))? {
+            None => return Ok(false),
+            Some(MapObject::V3(h)) => h,
+            Some(MapObject::Old {
+                format: Detected::V0,
+                ..
+            }) => {
+                // Pithos's: every content object may be named by it, or
+                // by Pithos anew.
+                if self.pithos.insert(name.to_owned()) {
+                    log::info!("gc: {name} is a Pithos hashmap: no content object is deleted");
+                }
+                return Ok(false);
+            }
+            Some(MapObject::Old { .. }) => return Err(GcError::OldFormat { name: name.into() }),
         };
+        let key = (h.volume_id, h.epoch);
+        if h.flags.removed {
+            self.removed
+                .insert(name.to_owned(), (key, !h.flags.readonly));
+        }
+        if !self.seen.insert(identity(&h)) {
+            return Ok(false);
+        }
+        if let Some(p) = &h.parent {
+            self.links.insert(key, (p.volume_id, p.epoch));
+        }
+        if !h.flags.removed {
+            self.live_ids.insert(h.volume_id);
+            if let Some(p) = &h.parent {
+                self.live_parents.push((p.volume_id, p.epoch));
+            }
+        }
         if !h.flags.readonly {
             let w = Writer {
                 epoch: h.epoch,
                 next_serial: h.next_serial,
                 removed: h.flags.removed,
             };
-            // A rename leaves two headers with one id for a moment: the
-            // newer (live, further on) one decides.
+            // A rename leaves two headers with one id for a moment, and a
+            // volume's id may be read at two epochs: the newer (live,
+            // further on) one decides.
             let e = self.writers.entry(h.volume_id).or_insert(w);
             if !w.removed && (e.removed || w.epoch > e.epoch || w.next_serial > e.next_serial) {
                 *e = w;
@@ -461,7 +615,7 @@ impl Marker<'_> {
         }
         if h.flags.removed {
             self.report.removed_maps += 1;
-            return Ok(());
+            return Ok(true);
         }
         self.report.live_maps += 1;
         for (slot, r) in h.chunks.iter().enumerate() {
@@ -477,9 +631,13 @@ impl Marker<'_> {
                 self.refs.push(o)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
+
+/// Rounds of the mark (each lists and reads every header) before a run
+/// gives up as [`GcError::Unsettled`].
+pub const MARK_ROUNDS: usize = 16;
 
 /// Collects garbage (see the crate docs). `progress` is called with the
 /// phase, units done and the phase's total.
@@ -507,8 +665,15 @@ pub fn collect(
         let g = generation(maps)?;
         // Odd: running. An odd one left by a crashed run moves on too, so
         // that hashers waiting on it see a change.
-        let started = if collecting(g) { g + 2 } else { g + 1 };
-        maps.write_full(GC_STATE_OBJECT, &encode_generation(started), true)?;
+        // A forced start (over an odd one) says so: hashes waiting on
+        // the older run keep waiting until this one finishes.
+        let forced = collecting(g);
+        let started = if forced { g + 2 } else { g + 1 };
+        let state = GcState {
+            generation: started,
+            forced,
+        };
+        maps.write_full(GC_STATE_OBJECT, &encode_state(state), true)?;
         report.generation = started;
         log::info!("gc: generation {started} started by {owner}");
     }
@@ -576,7 +741,7 @@ fn run(
         if listed % 4096 == 0 {
             progress(Phase::List, listed, 0);
         }
-        if names::kind(n) == Kind::Header {
+        if names::read_in_map_store(n) {
             headers.push(n.to_owned());
         }
         Ok(map_sorter.push(n.to_owned())?)
@@ -595,11 +760,20 @@ fn run(
     let mut m = Marker {
         maps,
         refs: ExternalSorter::new(&refs_dir, opts.sort_budget),
-        seen_headers: HashSet::new(),
+        seen: HashSet::new(),
         seen_chunks: HashSet::new(),
         writers: HashMap::new(),
+        pithos: HashSet::new(),
+        links: HashMap::new(),
+        live_parents: Vec::new(),
+        live_ids: HashSet::new(),
+        removed: HashMap::new(),
         report,
     };
+    // Round 1 reads the headers of the first listing; each further round
+    // lists again and reads every header again, by identity (not name: a
+    // name may now hold another header), until a whole round finds no
+    // identity not marked yet.
     let total = headers.len() as u64;
     for (i, h) in headers.iter().enumerate() {
         m.mark(h)?;
@@ -607,26 +781,53 @@ fn run(
     }
     drop(headers);
     let mut settled = false;
-    for _ in 0..16 {
-        let mut fresh = Vec::new();
+    for _ in 1..MARK_ROUNDS {
+        let mut names = Vec::new();
         list_each(maps, "", opts.page, |n| {
-            if names::kind(n) == Kind::Header && !m.seen_headers.contains(n) {
-                fresh.push(n.to_owned());
+            if names::read_in_map_store(n) {
+                names.push(n.to_owned());
             }
             Ok(())
         })?;
-        if fresh.is_empty() {
+        let mut fresh = false;
+        for h in &names {
+            fresh |= m.mark(h)?;
+        }
+        if !fresh {
             settled = true;
             break;
-        }
-        for h in &fresh {
-            m.mark(h)?;
         }
     }
     if !settled {
         return Err(GcError::Unsettled);
     }
-    let Marker { refs, writers, .. } = m;
+    let Marker {
+        refs,
+        writers,
+        pithos,
+        links,
+        live_parents,
+        live_ids,
+        removed,
+        ..
+    } = m;
+    // Removed headers no live header needs: not on a live header's chain
+    // of parent links, and no live header of their volume id (whose
+    // objects their writer record lets the sweep free).
+    let mut needed = HashSet::new();
+    for mut at in live_parents {
+        while needed.insert(at) {
+            match links.get(&at) {
+                Some(p) => at = *p,
+                None => break,
+            }
+        }
+    }
+    let unneeded: Vec<(String, RemovedHeader)> = removed
+        .into_iter()
+        .filter(|(_, (key, _))| !needed.contains(key) && !live_ids.contains(&key.0))
+        .collect();
+    let conservative = conservative || !pithos.is_empty();
     let (refs_path, referenced) = sorted_file(refs, tmp.path().join("refs.sorted"))?;
     report.referenced = referenced;
     // 6. Sweep.
@@ -636,14 +837,25 @@ fn run(
         maps,
         writers: &writers,
         conservative,
+        verifying: false,
         since_check: 0,
         done: 0,
         total: report.data_objects + report.map_objects,
         report,
         progress,
     };
+    // Chunk-named objects this run would delete are read first: one that
+    // is not a chunk (an old map's data, say) stops the run before any
+    // delete.
+    sweeper.verifying = true;
+    sweeper.sweep(maps, false, &map_list, &refs_path)?;
+    sweeper.verifying = false;
     sweeper.sweep(data, true, &data_list, &refs_path)?;
     sweeper.sweep(maps, false, &map_list, &refs_path)?;
+    // Last, once their objects are gone: removed headers nothing needs.
+    for (name, (key, writable)) in unneeded {
+        sweeper.delete_removed_header(data, &name, key, writable)?;
+    }
     // Pins of hashes that are no longer running (their snapshot is not
     // locked) are leftovers of a crash: the next run need not be
     // conservative because of them.
@@ -669,6 +881,8 @@ struct Sweeper<'a> {
     maps: &'a dyn ObjectStore,
     writers: &'a HashMap<u64, Writer>,
     conservative: bool,
+    /// A pass that only reads the chunks it would delete.
+    verifying: bool,
     since_check: u64,
     done: u64,
     total: u64,
@@ -711,14 +925,18 @@ impl Sweeper<'_> {
         }
     }
 
-    fn check_lock(&mut self) -> Result<(), GcError> {
+    /// Checks the collectors' lock is still ours: once per
+    /// [`DELETE_BATCH`] deletes, and before every delete when `now` (a
+    /// content or legacy object, which a hash released by a newer
+    /// collector's finished generation may have just chosen to reuse).
+    fn check_lock(&mut self, now: bool) -> Result<(), GcError> {
         if stopped(self.opts) {
             return Err(GcError::Interrupted {
                 freed: self.report.freed_objects,
             });
         }
         if let Some((owner, token)) = self.lock {
-            if self.since_check == 0
+            if (now || self.since_check == 0)
                 && self.maps.lock_owner(GC_STATE_OBJECT)? != Some((owner.to_owned(), token))
             {
                 return Err(GcError::Fenced {
@@ -740,8 +958,10 @@ impl Sweeper<'_> {
         let mut refs = extsort::read_names(refs)?.peekable();
         for c in extsort::read_names(candidates)? {
             let c = c?;
-            self.done += 1;
-            if self.done % 1024 == 0 {
+            if !self.verifying {
+                self.done += 1;
+            }
+            if !self.verifying && self.done % 1024 == 0 {
                 (self.progress)(Phase::Sweep, self.done, self.total);
             }
             // Advance the references to the first ≥ c.
@@ -767,7 +987,9 @@ impl Sweeper<'_> {
             }
             match self.verdict(&c, in_data) {
                 Verdict::Ignore => {}
+                Verdict::KeepInFlight if self.verifying => {}
                 Verdict::KeepInFlight => self.report.kept_in_flight += 1,
+                Verdict::Delete if self.verifying => is_chunk(store, &c)?,
                 Verdict::Delete => {
                     if stopped(self.opts) {
                         return Err(GcError::Interrupted {
@@ -780,7 +1002,8 @@ impl Sweeper<'_> {
                         Err(e) => return Err(e.into()),
                     };
                     if !self.opts.dry_run {
-                        self.check_lock()?;
+                        let shared = matches!(names::kind(&c), Kind::Content | Kind::Legacy);
+                        self.check_lock(in_data && shared)?;
                         match store.delete(&c) {
                             Ok(()) => {}
                             Err(StoreError::NotFound { .. }) => continue,
@@ -796,7 +1019,105 @@ impl Sweeper<'_> {
                 }
             }
         }
-        (self.progress)(Phase::Sweep, self.done, self.total);
+        if !self.verifying {
+            (self.progress)(Phase::Sweep, self.done, self.total);
+        }
         Ok(())
+    }
+}
+
+impl Sweeper<'_> {
+    /// Deletes the removed header `name` of `key` (volume id, epoch) if it
+    /// is still that: under a volume name, holding the name's lock, as
+    /// every operation creating a header there does (a name used again
+    /// meanwhile holds a live header, never deleted).
+    ///
+    /// A volume's writable header is its writer record, which lets a run
+    /// free the volume's objects: it goes only once no object or chunk of
+    /// its id is left (one created after this run's listing, by a write
+    /// that committed just before the removal, is freed by the next run,
+    /// which still has the record).
+    fn delete_removed_header(
+        &mut self,
+        data: &dyn ObjectStore,
+        name: &str,
+        key: (u64, u64),
+        writable: bool,
+    ) -> Result<(), GcError> {
+        if stopped(self.opts) {
+            return Err(GcError::Interrupted {
+                freed: self.report.freed_objects,
+            });
+        }
+        // (A dry run deleted nothing: it counts the header as the real run
+        // would after freeing the objects it counted.)
+        if writable && !self.opts.dry_run {
+            let prefix = format!("{:016x}_", key.0);
+            let marker = format!("{prefix}{:016x}", 0);
+            let left = !data.list_page(&prefix, None, 1)?.names.is_empty()
+                || self
+                    .maps
+                    .list_page(&prefix, None, 2)?
+                    .names
+                    .iter()
+                    .any(|n| *n != marker);
+            if left {
+                return Ok(());
+            }
+        }
+        let tombstone = name.starts_with(TOMBSTONE_PREFIX);
+        let owner = self.lock.map(|(o, _)| o.to_owned());
+        if !self.opts.dry_run {
+            self.check_lock(true)?;
+            if !tombstone {
+                let owner = owner.as_deref().expect("a real run holds the gc lock");
+                match self.maps.try_lock(name, owner) {
+                    Ok(_) => {}
+                    Err(StoreError::Locked { .. }) => return Ok(()), // in use: next run
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let r = (|| {
+            let Some(bytes) = read_all(self.maps, name)? else {
+                return Ok(());
+            };
+            let same = Header::decode(&bytes)
+                .is_ok_and(|h| h.flags.removed && (h.volume_id, h.epoch) == key);
+            if !same {
+                return Ok(());
+            }
+            if !self.opts.dry_run {
+                match self.maps.delete(name) {
+                    Ok(()) => {}
+                    Err(StoreError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                log::debug!("gc: freed the removed header {name}");
+            }
+            self.report.freed_objects += 1;
+            self.report.freed_bytes += bytes.len() as u64;
+            self.report.freed_headers += 1;
+            Ok(())
+        })();
+        if !self.opts.dry_run && !tombstone {
+            let _ = self.maps.unlock(name, owner.as_deref().expect("held"));
+        }
+        r
+    }
+}
+
+/// Fails [`GcError::Unknown`] unless the map-store object `name` (named
+/// like a chunk) is one, or is gone.
+fn is_chunk(maps: &dyn ObjectStore, name: &str) -> Result<(), GcError> {
+    let mut magic = [0u8; 4];
+    match maps.read(name, 0, &mut magic) {
+        Ok(_) if magic == archipelago_mapfmt::chunk::CHUNK_MAGIC => Ok(()),
+        Ok(_) => Err(GcError::Unknown {
+            name: name.into(),
+            why: "named like a map chunk but not one".into(),
+        }),
+        Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,7 +1,8 @@
 //! What a store name is, for the collector.
 
+use archipelago_mapfmt::gcmeta::{GC_PIN_PREFIX, GC_STATE_OBJECT, REBASE_LIST, REBASE_PREFIX};
 use archipelago_mapfmt::LEGACY_PREFIX;
-use archipelago_protocol::names::{check_volume_name, is_content_name, LOCK_SUFFIX};
+use archipelago_protocol::names::{check_volume_name, is_content_name, HASH_SUFFIX, LOCK_SUFFIX};
 
 /// The kind of an object name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,29 @@ pub fn kind(name: &str) -> Kind {
     }
 }
 
+/// Whether the map-store object `name` must be read to be classified:
+/// everything but chunks (`{owner}_{serial}`, checked before deletion),
+/// rename markers, the collector's own objects (generation, pins), a
+/// hash's rebase records and their list, and
+/// side objects (`…_lock`, `…_hash`). What it holds (a format 3 header
+/// under any name, an old map, or something unknown) is decided by its
+/// bytes, never by its name.
+pub fn read_in_map_store(name: &str) -> bool {
+    let side = name == GC_STATE_OBJECT
+        || name.starts_with(GC_PIN_PREFIX)
+        // A hash's rebase records and their list: the hash's own, pinned
+        // against collections like the hash itself.
+        || name == REBASE_LIST
+        || name.starts_with(REBASE_PREFIX)
+        || name.ends_with(LOCK_SUFFIX)
+        || name.ends_with(HASH_SUFFIX);
+    let chunk_shaped = {
+        let parts: Vec<&str> = name.split('_').collect();
+        parts.len() == 2 && parts.iter().all(|p| hex16(p).is_some())
+    };
+    !side && !chunk_shaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +116,24 @@ mod tests {
         assert_eq!(kind("archip_gc"), Kind::Legacy);
         assert_eq!(kind("vm1"), Kind::Header);
         assert_eq!(kind("bench-obj-1_lock"), Kind::Other);
+        for read in [
+            "vm1",
+            "archip_vm1",
+            &"a".repeat(64),
+            "x_00000000000000ab_0000000000000001",
+        ] {
+            assert!(read_in_map_store(read), "{read}");
+        }
+        for not in [
+            "archip_gc",
+            "archip_gcpin_00000000000000ab",
+            "archip_rebase_00000000000000ab",
+            "archip_rebaselist",
+            "vm1_lock",
+            "00000000000000ab_0000000000000003",
+            "00000000000000ab_0000000000000000",
+        ] {
+            assert!(!read_in_map_store(not), "{not}");
+        }
     }
 }

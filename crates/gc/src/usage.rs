@@ -96,7 +96,20 @@ pub fn usage(
         let size = match data.stat(o) {
             Ok(s) => s.size,
             // An owned object never written reads as zeros: no bytes.
-            Err(StoreError::NotFound { .. }) => 0,
+            Err(StoreError::NotFound { .. }) if matches!(names::kind(o), Kind::Owned { .. }) => 0,
+            // A content or legacy object must exist: reads of it fail.
+            Err(StoreError::NotFound { .. }) => {
+                let volume = headers
+                    .iter()
+                    .zip(&per_map)
+                    .find(|(_, mine)| mine.contains_key(o))
+                    .map(|((n, _), _)| n.clone())
+                    .unwrap_or_default();
+                return Err(GcError::MissingObject {
+                    volume,
+                    object: o.clone(),
+                });
+            }
             Err(e) => return Err(e.into()),
         };
         sizes.insert(o, size);

@@ -362,12 +362,12 @@ impl Drop for HashPin<'_> {
 }
 
 impl Mapper {
-    /// The gc generation (odd while a collection runs).
-    fn gc_generation(&self) -> Result<u64, Error> {
+    /// The gc state (the generation is odd while a collection runs).
+    fn gc_state(&self) -> Result<gcmeta::GcState, Error> {
         let name = gcmeta::GC_STATE_OBJECT;
         match self.read_whole(name)? {
-            None => Ok(0),
-            Some(b) => gcmeta::decode_generation(&b)
+            None => Ok(gcmeta::GcState::default()),
+            Some(b) => gcmeta::decode_state(&b)
                 .ok_or_else(|| err(ErrorCode::Io, format!("{name}: not a gc generation"))),
         }
     }
@@ -375,7 +375,10 @@ impl Mapper {
     /// Writes the pin of a hash of `snap` writing chunks of `owner`, then
     /// reads the gc generation; while it is odd (a collection that may
     /// have listed the pins before ours was written is running), waits
-    /// for it to change, at most `gc_wait`.
+    /// until that run has finished ([`gcmeta::finished_since`]), at most
+    /// `gc_wait`. Not merely a changed generation: a collector started
+    /// after `gc --break-lock` moves it from one odd value to the next
+    /// (forced) while the fenced one may still be deleting.
     pub(crate) fn pin_hash(&self, snap: &str, owner: u64) -> Result<HashPin<'_>, Error> {
         let name = gcmeta::pin_name(owner);
         self.maps
@@ -385,11 +388,11 @@ impl Mapper {
             maps: &*self.maps,
             name,
         };
-        let first = self.gc_generation()?;
+        let first = self.gc_state()?.generation;
         if gcmeta::collecting(first) {
             let start = std::time::Instant::now();
             log::info!("{snap}: hash waits for garbage collection {first} to finish");
-            while self.gc_generation()? == first {
+            while !gcmeta::finished_since(first, self.gc_state()?) {
                 if start.elapsed() > self.gc_wait {
                     return Err(err(
                         ErrorCode::Busy,

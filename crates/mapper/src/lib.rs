@@ -13,13 +13,14 @@
 //!
 //! | operation | lock (storage lock `<volume>` for this host) | writes (in order) | errors |
 //! |---|---|---|---|
-//! | [`create`](Mapper::create) | target, for the operation | header | `Exists`, `Locked`, `InvalidArgument` |
+//! | [`create`](Mapper::create) | target, for the operation | (a REMOVED header there: its tombstone `archip_removed_{id}_{epoch}`, then delete it), header | `Exists` (a live header), `Locked`, `InvalidArgument` |
 //! | [`info`](Mapper::info) | none | nothing | `NotFound` |
 //! | [`open`](Mapper::open) writable | taken, kept until the last [`close`](Mapper::close) (opens on one host are counted) | nothing | `Locked` (detail: owner), `ReadOnly` (snapshot, old format: "run vlmc upgrade NAME"), `NotFound` |
 //! | [`open`](Mapper::open) read-only | none | nothing | `NotFound` |
+//! | [`info_assume_v0`](Mapper::info_assume_v0), [`map_read_assume_v0`](Mapper::map_read_assume_v0) | none | nothing | `NotFound`; a Pithos hashmap's 64-hex name is accepted here (read-only), never for writing |
 //! | [`snapshot`](Mapper::snapshot) | volume: held or taken for the operation; snapshot name: taken for the operation | volume header, then snapshot header | `Exists`, `Locked`, `ReadOnly`, `Busy` (uncommitted writes) |
-//! | [`clone_volume`](Mapper::clone_volume) | new name, for the operation | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists` |
-//! | [`remove`](Mapper::remove) | held or taken | header (REMOVED) | `Exists` (a snapshot with clones), `Locked` |
+//! | [`clone_volume`](Mapper::clone_volume) | source snapshot and new name, for the operation (excludes a remove of the source on any host) | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists`, `Locked` (the source is being hashed, cloned or removed elsewhere) |
+//! | [`remove`](Mapper::remove) | held or taken | header (REMOVED; the name can be used again at once: snapshot, clone, rename and create onto it move the removed header to its tombstone first) | `Exists` (a snapshot with clones), `Locked` |
 //! | [`rename`](Mapper::rename) | both names, for the operation | marker, new header, delete old header, delete marker | `Busy` (open here), `Exists`, `Locked` |
 //! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |
 //! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |
@@ -28,7 +29,8 @@
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation; then each other map naming a replaced object: held here, or taken for its move | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), rebase record `archip_rebase_{owner}` and its name on the list `archip_rebaselist`, snapshot's chunks, header; then per other map (origin, clones, their snapshots) its chunks, header (entries still naming a replaced object only); record taken off the list and deleted once no map names one; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`); maps held elsewhere past `with_rebase_wait` are listed in [`HashReport::maps_left`], not an error |
 //! | [`apply_rebases`](Mapper::apply_rebases) | held (volumes open here) | nothing unless `archip_rebaselist` names records; per volume naming a replaced object: gc pin (waits while a collection runs), chunks, header; pin deleted | store errors (a volume that fails is logged and skipped) |
-//! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked` |
+//! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked`, `InvalidArgument` (a Pithos hashmap: see `upgrade_v0`) |
+//! | [`upgrade_v0`](Mapper::upgrade_v0) | new name, for the operation | chunks, header under the new name; the Pithos hashmap (64 hex) is left as it is | `Exists`, `InvalidArgument` (not v0) |
 //! | [`lineage`](Mapper::lineage), [`flatten_step`](Mapper::flatten_step), [`rollback`](Mapper::rollback) | see `lineage.rs` | | |
 //!
 //! Every error is an [`archipelago_protocol::Error`] whose detail names the
@@ -62,6 +64,7 @@
 //! | partial write of a shared object | copy-up happened before the commit | the new object holds the old data before any new byte |
 //! | snapshot: volume header written, snapshot header not | the volume moved to the next epoch; no snapshot | nothing corrupted (mapfmt) |
 //! | rename: marker written, new header not | the old name is live; marker stale | harmless; overwritten by the next rename of this volume |
+//! | name reuse: tombstone written, removed header not deleted | the removed header under both names (one identity) | the operation is retried; the collector deletes both once nothing needs them |
 //! | rename: new header written, old not deleted | both headers exist; the marker says old → new | loads of the old name answer `NotFound` (the rename counts as done): never two live volumes sharing writable objects |
 //! | shrink: cut bytes zeroed, header not | the volume keeps its size; the bytes being cut read as zeros | only bytes the caller was dropping (with `force`) |
 //! | discard: a private whole object deleted, header not | the owned entry names a missing object | reads as zeros, which the discard was making it |

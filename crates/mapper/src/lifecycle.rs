@@ -6,9 +6,10 @@
 //! `resize.rs`; flatten and rollback in `lineage.rs`.
 
 use archipelago_mapfmt::{
-    clone_from, snapshot, upgrade, v2, Detected, Header, MapError, DEFAULT_OBJECT_SIZE_LOG2,
-    MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
+    clone_from, gcmeta, snapshot, upgrade, v2, Detected, Header, MapError,
+    DEFAULT_OBJECT_SIZE_LOG2, MAX_OBJECT_SIZE_LOG2, MIN_OBJECT_SIZE_LOG2,
 };
+use archipelago_protocol::names::is_content_name;
 use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
@@ -84,7 +85,7 @@ impl Mapper {
             return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
         }
         self.locked(name, &mut st, |st, held| {
-            if self.exists(name)? {
+            if self.taken(name)? {
                 return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
             }
             let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
@@ -259,7 +260,7 @@ impl Mapper {
         self.locked(volume, &mut vst, |vst, vheld| {
             let h = self.current(volume, vst)?;
             self.locked(snap_name, &mut sst, |_, sheld| {
-                if self.exists(snap_name)? {
+                if self.taken(snap_name)? {
                     return Err(err(ErrorCode::Exists, format!("volume {snap_name} exists")));
                 }
                 // What the snapshot freezes must be stable before it
@@ -283,46 +284,51 @@ impl Mapper {
             return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
         }
         let (sa, sb) = (self.state(snap), self.state(new_name));
-        let (_src_st, mut nst) = Self::two(&sa, &sb, snap < new_name);
+        let (mut sst, mut nst) = Self::two(&sa, &sb, snap < new_name);
         if nst.opens > 0 {
             return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
         }
-        let src = self.load_v3(snap)?;
-        if src.flags.removed {
-            return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
-        }
-        if !src.flags.readonly {
-            return Err(err(
-                ErrorCode::InvalidArgument,
-                format!("{snap} is not a snapshot"),
-            ));
-        }
-        let size = size.unwrap_or(src.size);
-        if size < src.size {
-            return Err(err(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
-                    src.size
-                ),
-            ));
-        }
-        self.locked(new_name, &mut nst, |nst, held| {
-            if self.exists(new_name)? {
-                return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
+        // The source's lock, for the whole clone: a remove of the
+        // snapshot (on any host) takes it too, so it cannot mark the
+        // snapshot removed while the clone commits references to it.
+        self.locked(snap, &mut sst, |_, _| {
+            let src = self.load_v3(snap)?;
+            if src.flags.removed {
+                return Err(err(ErrorCode::NotFound, format!("{snap} was removed")));
             }
-            // The clone's base must be stable before anything can be
-            // written over it (a snapshot syncs what it freezes; this
-            // covers a source whose data arrived otherwise).
-            self.data.sync().map_err(|e| store_err(snap, e))?;
-            let mut tries = 0;
-            let h = loop {
-                match clone_from(&src, snap, random_id(), size) {
-                    Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
-                    r => break r.map_err(|e| map_err(new_name, e))?,
+            if !src.flags.readonly {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{snap} is not a snapshot"),
+                ));
+            }
+            let size = size.unwrap_or(src.size);
+            if size < src.size {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{new_name}: a clone cannot be smaller than {snap} ({size} < {})",
+                        src.size
+                    ),
+                ));
+            }
+            self.locked(new_name, &mut nst, |nst, held| {
+                if self.taken(new_name)? {
+                    return Err(err(ErrorCode::Exists, format!("volume {new_name} exists")));
                 }
-            };
-            self.commit(new_name, Some(nst), Some(held), vec![], &h)
+                // The clone's base must be stable before anything can be
+                // written over it (a snapshot syncs what it freezes; this
+                // covers a source whose data arrived otherwise).
+                self.data.sync().map_err(|e| store_err(snap, e))?;
+                let mut tries = 0;
+                let h = loop {
+                    match clone_from(&src, snap, random_id(), size) {
+                        Err(MapError::BadVolumeId { .. }) if tries < 8 => tries += 1,
+                        r => break r.map_err(|e| map_err(new_name, e))?,
+                    }
+                };
+                self.commit(new_name, Some(nst), Some(held), vec![], &h)
+            })
         })
     }
 
@@ -334,8 +340,41 @@ impl Mapper {
         self.dependents_of(h)
     }
 
+    /// Whether `name` is taken by a volume or snapshot, for an operation
+    /// about to create it (holding its lock). A REMOVED header there is
+    /// moved out of the way first ([`retire`](Self::retire)): a removed
+    /// name can be used again.
+    pub(crate) fn taken(&self, name: &str) -> Result<bool, Error> {
+        match read_map(&*self.maps, name, false) {
+            Ok(None) => Ok(false),
+            Ok(Some(MapObject::V3(h))) if h.flags.removed => {
+                self.retire(name, &h)?;
+                Ok(false)
+            }
+            _ => self.exists(name),
+        }
+    }
+
+    /// Moves the REMOVED header `h` of `name` to its tombstone
+    /// ([`gcmeta::tombstone_name`]), keeping its lineage, then deletes
+    /// `name`. Either crash point leaves the header under one name or
+    /// both (the same identity, removed): nothing to undo.
+    fn retire(&self, name: &str, h: &Header) -> Result<(), Error> {
+        let tomb = gcmeta::tombstone_name(h.volume_id, h.epoch);
+        let bytes = h.encode().map_err(|e| map_err(name, e))?;
+        self.maps
+            .write_full(&tomb, &bytes, true)
+            .map_err(|e| store_err(&tomb, e))?;
+        match self.maps.delete(name) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(name, e)),
+        }
+    }
+
     /// Marks `name` REMOVED (frees nothing; garbage collection is later
-    /// work). Refused for a snapshot with clones and for a volume locked
+    /// work). The name can be used again at once (the removed header then
+    /// moves to a tombstone); a collection deletes the removed header
+    /// once no live header needs it. Refused for a snapshot with clones and for a volume locked
     /// by another host. An open on this host is closed.
     pub fn remove(&self, name: &str) -> Result<(), Error> {
         check_name(name)?;
@@ -396,7 +435,7 @@ impl Mapper {
                 if h.flags.removed {
                     return Err(err(ErrorCode::NotFound, format!("{old} was removed")));
                 }
-                if self.exists(new)? {
+                if self.taken(new)? {
                     return Err(err(ErrorCode::Exists, format!("volume {new} exists")));
                 }
                 let marker = marker_name(h.volume_id);
@@ -427,7 +466,54 @@ impl Mapper {
         self.update_impl(name, true, size_hint)
     }
 
+    /// Writes the Pithos (v0) hashmap `hashmap` (64 hex digits) as the
+    /// format 3 snapshot `name` (`size_hint`: its size, which v0 does not
+    /// record), leaving the hashmap as it is: Pithos still reads it, and
+    /// the objects both name are content objects, shared.
+    pub fn upgrade_v0(
+        &self,
+        hashmap: &str,
+        name: &str,
+        size_hint: Option<u64>,
+    ) -> Result<(), Error> {
+        check_name(name)?;
+        let vol = self.load(hashmap, true, size_hint)?;
+        if vol.version != 0 {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("{hashmap} is not a v0 (Pithos) map"),
+            ));
+        }
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+        }
+        self.locked(name, &mut st, |st, held| {
+            if self.taken(name)? {
+                return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
+            }
+            let (detected, bytes) = match read_map(&*self.maps, hashmap, true) {
+                Ok(Some(MapObject::Old { format, bytes })) => (format, bytes),
+                Ok(_) => return Err(Self::not_found(hashmap)),
+                Err(e) => return Err(load_err(e)),
+            };
+            let map = read_old_map(&*self.maps, hashmap, detected, &bytes, size_hint)
+                .map_err(load_err)?;
+            let (h, chunks) = upgrade(&map, random_id()).map_err(|e| map_err(name, e))?;
+            self.commit(name, Some(st), Some(held), chunks, &h)
+        })
+    }
+
     fn update_impl(&self, name: &str, assume_v0: bool, hint: Option<u64>) -> Result<(), Error> {
+        if assume_v0 && is_content_name(name.as_bytes()) {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{name} is a Pithos hashmap, which stays as it is: upgrade it to a volume name (Mapper::upgrade_v0)"
+                ),
+            ));
+        }
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);

@@ -133,7 +133,9 @@ impl Mapper {
         let names = self.maps.list("").map_err(|e| store_err("map store", e))?;
         let mut out = Vec::new();
         for n in names {
-            if check_volume_name(n.as_bytes()).is_err() {
+            // Tombstones: removed headers whose name was used again.
+            let tomb = n.starts_with(archipelago_mapfmt::gcmeta::TOMBSTONE_PREFIX);
+            if !tomb && check_volume_name(n.as_bytes()).is_err() {
                 continue;
             }
             let Some(bytes) = self.read_whole(&n)? else {
@@ -163,8 +165,10 @@ impl Mapper {
             .collect())
     }
 
-    /// Every format 3 volume and snapshot (removed ones included), sorted
-    /// by name: the input of `vlmc tree` and `vlmc children`. Old-format
+    /// Every format 3 volume and snapshot (removed ones included, a
+    /// removed one whose name was used again under its tombstone's name
+    /// `archip_removed_{id}_{epoch}`), sorted by name: the input of `vlmc
+    /// tree` and `vlmc children`. Old-format
     /// maps have no lineage and are not listed.
     pub fn lineage(&self) -> Result<Vec<LineageRecord>, Error> {
         let mut out: Vec<LineageRecord> = self

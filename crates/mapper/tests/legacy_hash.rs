@@ -238,3 +238,38 @@ fn everything_works_on_a_file_store() {
     m2.rename("c", "c2").unwrap();
     assert_eq!(common::read(&m2, &*data, "c2", 100, 3 * OS).unwrap(), a);
 }
+
+/// A Pithos hashmap is named by 64 hex digits: it opens read-only (as
+/// v0), and an upgrade writes the new map under a volume name, leaving
+/// the hashmap as Pithos wrote it.
+#[test]
+fn a_pithos_hashmap_opens_read_only_and_upgrades_under_a_volume_name() {
+    let e = Env::new();
+    let a = e.data.store_content(b"pithos", true).unwrap();
+    let hashmap = "c0".repeat(32);
+    let bytes = v0::encode(&[digest_of(&a)]);
+    e.maps.write_full(&hashmap, &bytes, true).unwrap();
+    let info = e.m.info_assume_v0(&hashmap, Some(1 << 20)).unwrap();
+    assert_eq!((info.format_version, info.readonly), (0, true));
+    let ext =
+        e.m.map_read_assume_v0(&hashmap, Some(1 << 20), 0, 6)
+            .unwrap();
+    assert_eq!(ext[0].object.as_deref(), Some(a.as_str()));
+    // Never writable, never upgraded in place.
+    assert!(e.m.open(&hashmap, true).is_err());
+    let in_place = e.m.update_assume_v0(&hashmap, Some(1 << 20)).unwrap_err();
+    assert_eq!(in_place.code, ErrorCode::InvalidArgument, "{in_place}");
+    e.m.upgrade_v0(&hashmap, "image", Some(1 << 20)).unwrap();
+    let mut now = vec![0u8; bytes.len()];
+    e.maps.read(&hashmap, 0, &mut now).unwrap();
+    assert_eq!(now, bytes, "the hashmap is left as it was");
+    let info = e.m.info("image").unwrap();
+    assert_eq!((info.format_version, info.readonly), (3, true));
+    assert_eq!(&e.read("image", 0, 6)[..], b"pithos");
+    assert_eq!(
+        e.m.upgrade_v0(&hashmap, "image", Some(1 << 20))
+            .unwrap_err()
+            .code,
+        ErrorCode::Exists
+    );
+}

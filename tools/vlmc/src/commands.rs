@@ -426,6 +426,8 @@ fn rename(t: &Target, c: &Client, old: &str, new: &str) -> Result<(), Failure> {
     }
     refuse_open(t, c, old, "renaming it")?;
     match c.volume_info(t.vlmcd, new) {
+        // A removed name can be used again.
+        Ok(i) if i.removed => {}
         Ok(_) => return Err(Failure::new(new, "already exists")),
         Err(e) if e.code == ErrorCode::NotFound => {}
         Err(e) => return Err(Failure::new(new, e)),

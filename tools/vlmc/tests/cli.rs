@@ -244,6 +244,13 @@ fn volume_lifecycle_and_refusals() {
     let all = vlmc.json(&["list", "--all"]);
     assert!(all.as_array().unwrap().iter().all(|v| v["removed"] == true));
 
+    // Issue 14: a removed name can be used again, and a collection drops
+    // the removed headers nothing needs (`list --all` stops growing).
+    vlmc.ok(&["create", "vol", "--size", "1M"]);
+    assert_eq!(vlmc.names(false), ["vol"]);
+    vlmc.ok(&["gc"]);
+    assert_eq!(vlmc.names(true), ["vol"]);
+
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -461,6 +461,10 @@ impl TwoHosts {
             Mapper::new(maps.clone(), data.clone(), id.into())
                 .with_hash_threads(1)
                 .with_gc_wait(Duration::from_secs(30))
+                // Maps the other host holds are left to it (no mapperd
+                // here applies rebases): a hash does not wait for them,
+                // and they keep naming the objects they name.
+                .with_rebase_wait(Duration::ZERO)
         };
         let hosts = [host("host-a"), host("host-b")];
         TwoHosts { maps, data, hosts }

@@ -1,0 +1,243 @@
+//! A private pipeline: the four peers on a segment of their own.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use archipelago_client::Client;
+use archipelago_protocol::PROTOCOL_VERSION;
+use xseg_shm::{Segment, SegmentConfig, SegmentName};
+
+use super::{SpawnBackend, VolumeArgs, BLOCKERB, BLOCKERM, MAPPER, VLMCD};
+
+/// A peer process, SIGKILLed and reaped on drop.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private pipeline. Drops the peers top down, then the segment file and
+/// the data directory.
+pub(super) struct Spawned {
+    procs: Vec<Proc>,
+    _seg: Arc<Segment>,
+    path: PathBuf,
+    data_dir: Option<PathBuf>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        while let Some(p) = self.procs.pop() {
+            drop(p);
+        }
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Spawned {
+    pub(super) fn segment(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+fn peer_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("executable directory")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found (build the peers: cargo build --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `--idle-policy P` for every spawned peer, if set (read once in `run`).
+pub(super) static IDLE_POLICY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::Result<Proc> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(peer_bin(bin)?);
+    cmd.args(["--segment", segment, "--port", &port.to_string()])
+        .args(["--log-level", "warn"])
+        .args(extra);
+    if let Some(Some(p)) = IDLE_POLICY.get() {
+        cmd.args(["--idle-policy", p]);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("spawn {bin}"))?;
+    let mut proc = Proc { child };
+    let client = Client::connect(segment)
+        .map_err(|e| anyhow!("{e}"))?
+        .with_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.ping(port).is_err() {
+        if let Some(status) = proc.child.try_wait()? {
+            bail!("{bin} exited: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!("{bin} did not answer PING");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(proc)
+}
+
+/// Where the blockers of `--spawn rados` keep objects.
+#[derive(Debug, Clone)]
+pub(super) struct RadosSpawn {
+    pool: String,
+    ceph_conf: Option<PathBuf>,
+    /// Unique to this run.
+    namespace: String,
+}
+
+impl RadosSpawn {
+    pub(super) fn from_args(a: &VolumeArgs) -> anyhow::Result<RadosSpawn> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let pool = match &a.pool {
+            Some(p) => p.clone(),
+            None => env("CEPH_POOL")
+                .and_then(|p| p.into_string().ok())
+                .context("--spawn rados needs --pool or $CEPH_POOL")?,
+        };
+        let ceph_conf = a
+            .ceph_conf
+            .clone()
+            .or_else(|| env("CEPH_CONF").map(PathBuf::from));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(RadosSpawn {
+            pool,
+            ceph_conf,
+            namespace: format!("xseg-bench-{}-{nanos}", std::process::id()),
+        })
+    }
+}
+
+pub(super) fn spawn(
+    backend: SpawnBackend,
+    rados: Option<&RadosSpawn>,
+    threads: Option<u32>,
+) -> anyhow::Result<Spawned> {
+    let tag = format!("xseg-bench-{}", std::process::id());
+    let config = SegmentConfig {
+        ports: 64,
+        static_ports: 16,
+        requests: 1024,
+        // 4 KiB to 4 MiB: room for 32 requests of 1 MiB, or 16 of 4 MiB,
+        // in flight at the client and again at vlmcd (~360 MiB, touched
+        // only as used).
+        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 64, 16, 80, 8, 40],
+        protocol_version: PROTOCOL_VERSION,
+        ..Default::default()
+    };
+    let tag = match backend {
+        SpawnBackend::Null => format!("{tag}-null"),
+        _ => tag,
+    };
+    let path = std::env::temp_dir().join(format!("{tag}-seg"));
+    let _ = std::fs::remove_file(&path);
+    let name = SegmentName::parse(path.to_str().context("utf-8 temp path")?)
+        .map_err(|e| anyhow!("{e}"))?;
+    let seg = Arc::new(Segment::create(&name, &config).map_err(|e| anyhow!("{e}"))?);
+    let data_dir = match backend {
+        SpawnBackend::Memory | SpawnBackend::Null | SpawnBackend::Rados => None,
+        SpawnBackend::Files => Some(std::env::temp_dir().join(format!("{tag}-data"))),
+    };
+    let mut s = Spawned {
+        procs: Vec::new(),
+        _seg: seg,
+        path,
+        data_dir,
+    };
+    let seg = s.segment();
+    let backend_args = |sub: &str, member: &str| -> anyhow::Result<Vec<String>> {
+        let mut v: Vec<String> = match (backend, &s.data_dir) {
+            (SpawnBackend::Null, _) => vec!["--backend".into(), "null".into()],
+            (SpawnBackend::Rados, _) => {
+                let r = rados.context("--spawn rados without a pool")?;
+                let mut v = vec![
+                    "--backend".into(),
+                    "rados".into(),
+                    "--pool".into(),
+                    r.pool.clone(),
+                    "--namespace".into(),
+                    r.namespace.clone(),
+                    "--member".into(),
+                    member.into(),
+                    "--host-id".into(),
+                    "xseg-bench".into(),
+                ];
+                if let Some(c) = &r.ceph_conf {
+                    v.push("--ceph-conf".into());
+                    v.push(c.to_string_lossy().into_owned());
+                }
+                v
+            }
+            (_, None) => vec!["--backend".into(), "memory".into()],
+            (_, Some(d)) => vec![
+                "--backend".into(),
+                "files".into(),
+                "--data-dir".into(),
+                d.join(sub).to_string_lossy().into_owned(),
+            ],
+        };
+        if let (Some(t), false) = (threads, backend == SpawnBackend::Null) {
+            v.push("--threads".into());
+            v.push(t.to_string());
+        }
+        Ok(v)
+    };
+    let data = backend_args("data", "blockerb")?;
+    let maps = backend_args("maps", "blockerm")?;
+    s.procs.push(start_peer(&seg, "blockerd", BLOCKERB, &data)?);
+    s.procs.push(start_peer(&seg, "blockerd", BLOCKERM, &maps)?);
+    let mut mapper_args = vec![
+        "--host-id".into(),
+        "xseg-bench".into(),
+        "--blockerb-port".into(),
+        BLOCKERB.to_string(),
+        "--blockerm-port".into(),
+        BLOCKERM.to_string(),
+    ];
+    if backend == SpawnBackend::Null {
+        mapper_args.push("--null".into());
+    }
+    let m = start_peer(&seg, "mapperd", MAPPER, &mapper_args)?;
+    s.procs.push(m);
+    let v = start_peer(
+        &seg,
+        "vlmcd",
+        VLMCD,
+        &[
+            "--mapper-port".into(),
+            MAPPER.to_string(),
+            "--blockerb-port".into(),
+            BLOCKERB.to_string(),
+        ],
+    )?;
+    s.procs.push(v);
+    Ok(s)
+}

@@ -30,3 +30,46 @@ pub struct Cli {
     #[arg(long)]
     pub null: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archipelago_peer::launch::{Common, Launch, Mapper};
+
+    /// Parses the command line `m` makes with mapperd's own flags and
+    /// checks every value is the one described.
+    fn check(m: &Mapper) {
+        let cli = Cli::try_parse_from(Launch::from(m.clone()).argv())
+            .unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        assert_eq!(Common::parsed(&cli.peer), m.common.resolved(), "{m:?}");
+        assert_eq!(
+            (cli.blockerm_port, cli.blockerb_port),
+            (m.blockerm_port, m.blockerb_port)
+        );
+        assert_eq!(cli.cache_mib, m.cache_mib);
+        assert_eq!(cli.null, m.null);
+    }
+
+    #[test]
+    fn launch_descriptions_parse_as_described() {
+        check(&Mapper {
+            common: Common::new("seg", 3),
+            blockerm_port: 2,
+            blockerb_port: 1,
+            cache_mib: None,
+            null: false,
+        });
+        check(&Mapper {
+            common: Common {
+                host_id: Some("host-a".into()),
+                threads: Some(6),
+                drain_timeout: Some(1),
+                ..Common::new("/tmp/seg", 13)
+            },
+            blockerm_port: 12,
+            blockerb_port: 11,
+            cache_mib: Some(0),
+            null: true,
+        });
+    }
+}

@@ -49,11 +49,12 @@ use anyhow::{anyhow, bail};
 use archipelago_client::Client;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use xseg_shm::IdlePolicy;
 
 use crate::snapshot::parse_size;
 use report::{print_table, Report};
 use run::{measure, open_volume, BenchObjects};
-use spawn::{spawn, RadosSpawn, IDLE_POLICY};
+use spawn::{spawn, RadosSpawn};
 use workload::Target;
 
 /// Object size of `--target blocker`.
@@ -129,7 +130,7 @@ pub struct VolumeArgs {
     /// Idle policy of the spawned peers (yield, spin or sleep; default:
     /// the peers' own).
     #[arg(long)]
-    pub idle_policy: Option<String>,
+    pub idle_policy: Option<IdlePolicy>,
     /// Port of vlmcd.
     #[arg(long, default_value_t = VLMCD)]
     pub port: u32,
@@ -203,10 +204,9 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let threads = a.blocker_threads;
-    let _ = IDLE_POLICY.set(a.idle_policy.clone());
     let spawned = a
         .spawn
-        .map(|b| spawn(b, rados.as_ref(), threads))
+        .map(|b| spawn(b, rados.as_ref(), threads, a.idle_policy))
         .transpose()?;
     let segment = match (&spawned, &a.segment) {
         (Some(s), _) => s.segment(),
@@ -237,7 +237,7 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
                 measure(&segment, &client, &t, size, a)?
             }
             TargetKind::Null => {
-                let null = spawn(SpawnBackend::Null, None, None)?;
+                let null = spawn(SpawnBackend::Null, None, None, a.idle_policy)?;
                 let seg = null.segment();
                 let null_client = Client::connect(&seg)
                     .map_err(|e| anyhow!("connect {seg}: {e}"))?

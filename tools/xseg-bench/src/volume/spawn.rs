@@ -1,16 +1,20 @@
 //! A private pipeline: the four peers on a segment of their own.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use archipelago_client::Client;
+use archipelago_peer::launch::{Blocker, Common, Composer, Files, Launch, Mapper, Rados, Store};
 use archipelago_protocol::PROTOCOL_VERSION;
-use xseg_shm::{Segment, SegmentConfig, SegmentName};
+use xseg_shm::{IdlePolicy, Segment, SegmentConfig, SegmentName};
 
 use super::{SpawnBackend, VolumeArgs, BLOCKERB, BLOCKERM, MAPPER, VLMCD};
+
+/// The lock-owner identity of the spawned mapper (and RADOS blockers).
+const HOST_ID: &str = "xseg-bench";
 
 /// A peer process, SIGKILLed and reaped on drop.
 struct Proc {
@@ -51,30 +55,28 @@ impl Spawned {
     }
 }
 
-fn peer_bin(name: &str) -> anyhow::Result<PathBuf> {
+/// The directory of the peers' binaries (this executable's), checked to
+/// hold `launch`'s.
+fn bin_dir(launch: &Launch) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let path = exe.parent().context("executable directory")?.join(name);
+    let dir = exe.parent().context("executable directory")?;
+    let path = dir.join(launch.binary());
     if !path.exists() {
         bail!(
             "{} not found (build the peers: cargo build --workspace --bins)",
             path.display()
         );
     }
-    Ok(path)
+    Ok(dir.to_path_buf())
 }
 
-/// `--idle-policy P` for every spawned peer, if set (read once in `run`).
-pub(super) static IDLE_POLICY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-
-fn start_peer(segment: &str, bin: &str, port: u32, extra: &[String]) -> anyhow::Result<Proc> {
+/// Starts the peer `launch` describes and waits until it answers PING.
+fn start_peer(launch: &Launch) -> anyhow::Result<Proc> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(peer_bin(bin)?);
-    cmd.args(["--segment", segment, "--port", &port.to_string()])
-        .args(["--log-level", "warn"])
-        .args(extra);
-    if let Some(Some(p)) = IDLE_POLICY.get() {
-        cmd.args(["--idle-policy", p]);
-    }
+    let bin = launch.binary();
+    let segment = &launch.common().segment;
+    let port = launch.common().port;
+    let mut cmd = launch.command(&bin_dir(launch)?);
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls prctl(2), which is async-signal-safe.
     unsafe {
@@ -136,10 +138,14 @@ impl RadosSpawn {
     }
 }
 
+/// Starts a private pipeline with blockers on `backend` (`threads`
+/// workers each, except null ones) and every peer on `idle_policy` (`None`:
+/// the peers' defaults).
 pub(super) fn spawn(
     backend: SpawnBackend,
     rados: Option<&RadosSpawn>,
     threads: Option<u32>,
+    idle_policy: Option<IdlePolicy>,
 ) -> anyhow::Result<Spawned> {
     let tag = format!("xseg-bench-{}", std::process::id());
     let config = SegmentConfig {
@@ -173,71 +179,53 @@ pub(super) fn spawn(
         data_dir,
     };
     let seg = s.segment();
-    let backend_args = |sub: &str, member: &str| -> anyhow::Result<Vec<String>> {
-        let mut v: Vec<String> = match (backend, &s.data_dir) {
-            (SpawnBackend::Null, _) => vec!["--backend".into(), "null".into()],
+    let common = |port: u32| Common {
+        idle_policy,
+        log_level: Some(log::Level::Warn),
+        ..Common::new(&seg, port)
+    };
+    let blocker = |port: u32, sub: &str, member: &str| -> anyhow::Result<Launch> {
+        let mut common = common(port);
+        let store = match (backend, &s.data_dir) {
+            (SpawnBackend::Null, _) => Store::Null,
             (SpawnBackend::Rados, _) => {
                 let r = rados.context("--spawn rados without a pool")?;
-                let mut v = vec![
-                    "--backend".into(),
-                    "rados".into(),
-                    "--pool".into(),
-                    r.pool.clone(),
-                    "--namespace".into(),
-                    r.namespace.clone(),
-                    "--member".into(),
-                    member.into(),
-                    "--host-id".into(),
-                    "xseg-bench".into(),
-                ];
-                if let Some(c) = &r.ceph_conf {
-                    v.push("--ceph-conf".into());
-                    v.push(c.to_string_lossy().into_owned());
-                }
-                v
+                common.host_id = Some(HOST_ID.into());
+                Store::Rados(Rados {
+                    ceph_conf: r.ceph_conf.clone(),
+                    namespace: Some(r.namespace.clone()),
+                    member: Some(member.into()),
+                    ..Rados::new(&r.pool)
+                })
             }
-            (_, None) => vec!["--backend".into(), "memory".into()],
-            (_, Some(d)) => vec![
-                "--backend".into(),
-                "files".into(),
-                "--data-dir".into(),
-                d.join(sub).to_string_lossy().into_owned(),
-            ],
+            (_, None) => Store::Memory,
+            (_, Some(d)) => Store::Files(Files::new(d.join(sub))),
         };
-        if let (Some(t), false) = (threads, backend == SpawnBackend::Null) {
-            v.push("--threads".into());
-            v.push(t.to_string());
+        if backend != SpawnBackend::Null {
+            common.threads = threads;
         }
-        Ok(v)
+        Ok(Blocker { common, store }.into())
     };
-    let data = backend_args("data", "blockerb")?;
-    let maps = backend_args("maps", "blockerm")?;
-    s.procs.push(start_peer(&seg, "blockerd", BLOCKERB, &data)?);
-    s.procs.push(start_peer(&seg, "blockerd", BLOCKERM, &maps)?);
-    let mut mapper_args = vec![
-        "--host-id".into(),
-        "xseg-bench".into(),
-        "--blockerb-port".into(),
-        BLOCKERB.to_string(),
-        "--blockerm-port".into(),
-        BLOCKERM.to_string(),
-    ];
-    if backend == SpawnBackend::Null {
-        mapper_args.push("--null".into());
-    }
-    let m = start_peer(&seg, "mapperd", MAPPER, &mapper_args)?;
-    s.procs.push(m);
-    let v = start_peer(
-        &seg,
-        "vlmcd",
-        VLMCD,
-        &[
-            "--mapper-port".into(),
-            MAPPER.to_string(),
-            "--blockerb-port".into(),
-            BLOCKERB.to_string(),
-        ],
-    )?;
-    s.procs.push(v);
+    s.procs
+        .push(start_peer(&blocker(BLOCKERB, "data", "blockerb")?)?);
+    s.procs
+        .push(start_peer(&blocker(BLOCKERM, "maps", "blockerm")?)?);
+    let mapper = Mapper {
+        common: Common {
+            host_id: Some(HOST_ID.into()),
+            ..common(MAPPER)
+        },
+        blockerm_port: BLOCKERM,
+        blockerb_port: BLOCKERB,
+        cache_mib: None,
+        null: backend == SpawnBackend::Null,
+    };
+    s.procs.push(start_peer(&mapper.into())?);
+    let composer = Composer {
+        common: common(VLMCD),
+        mapper_port: MAPPER,
+        blockerb_port: BLOCKERB,
+    };
+    s.procs.push(start_peer(&composer.into())?);
     Ok(s)
 }

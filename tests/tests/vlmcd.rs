@@ -5,33 +5,19 @@
 //! ordering a snapshot between writes in flight, many requests in flight
 //! from one port, and a kill -9 of the composer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use archipelago_client::Client;
 use archipelago_e2e::pipeline::{
-    composer, mapper, memory_blocker, Proc, BLOCKERB, BLOCKERM, MAPPER, VLMCD,
+    composer, mapper, memory_blocker, segment, Proc, BLOCKERB, BLOCKERM, MAPPER, VLMCD,
 };
 use archipelago_e2e::{receive_within, TempSegment};
 use archipelago_protocol::payload::{NameField, Payload};
-use archipelago_protocol::{ErrorCode, Flags, Op, PROTOCOL_VERSION};
-use xseg_shm::{status, Port, Segment, SegmentConfig, SegmentName};
+use archipelago_protocol::{ErrorCode, Flags, Op};
+use xseg_shm::{status, Port};
 
 const SIZE: u64 = 1 << 20;
 const OBJ: u64 = 64 << 10;
-
-fn segment(tmp: &TempSegment) -> Arc<Segment> {
-    let name = SegmentName::parse(&tmp.arg()).unwrap();
-    let config = SegmentConfig {
-        ports: 64,
-        static_ports: 16,
-        requests: 1024,
-        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 16, 16, 8, 4, 4],
-        protocol_version: PROTOCOL_VERSION,
-        ..Default::default()
-    };
-    Arc::new(Segment::create(&name, &config).unwrap())
-}
 
 fn start_mapperd(tmp: &TempSegment) -> Proc {
     Proc::start(mapper(&tmp.arg(), MAPPER, "host-a"))

@@ -86,15 +86,20 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Path of a binary built from this workspace (`cargo test --workspace`
-/// builds them all next to the test executables' parent directory).
-pub fn workspace_bin(name: &str) -> PathBuf {
+/// The directory of the binaries built from this workspace (`cargo test
+/// --workspace` builds them all next to the test executables' parent
+/// directory).
+pub fn workspace_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
+    exe.parent()
         .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let path = dir.join(name);
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+/// Path of a binary built from this workspace (see [`workspace_bin_dir`]).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = workspace_bin_dir().join(name);
     assert!(
         path.exists(),
         "{} not built; run the tests with `cargo test --workspace`",
@@ -233,14 +238,19 @@ pub mod pipeline {
     //! `blockerd`s (data on [`BLOCKERB`], maps and locks on [`BLOCKERM`]),
     //! `mapperd` on [`MAPPER`] and `vlmcd` on [`VLMCD`]. Every peer can be
     //! stopped (SIGTERM), killed (SIGKILL) and restarted with its original
-    //! arguments.
+    //! launch description ([`archipelago_peer::launch`]); [`common`],
+    //! [`blocker`], [`memory_blocker`], [`mapper`] and [`composer`]
+    //! describe the peers the tests start.
 
     use std::path::PathBuf;
-    use std::process::{Child, Command, ExitStatus};
+    use std::process::{Child, ExitStatus};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use archipelago_client::Client;
+    use archipelago_peer::launch::{
+        Blocker, Common, Composer, Files, Launch, Mapper, Rados, Store,
+    };
     use archipelago_protocol::PROTOCOL_VERSION;
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -271,64 +281,133 @@ pub mod pipeline {
         Arc::new(Segment::create(&name, &config).unwrap())
     }
 
-    /// A peer process, killed on drop; restartable with the same arguments.
+    /// The options of a test's peer: `port` of `segment`, logging warnings
+    /// and errors only.
+    pub fn common(segment: &str, port: u32) -> Common {
+        Common {
+            log_level: Some(log::Level::Warn),
+            ..Common::new(segment, port)
+        }
+    }
+
+    /// A blocker on `port` keeping its objects in `backend`; on RADOS it
+    /// registers as `member` of `host`.
+    pub fn blocker(
+        segment: &str,
+        port: u32,
+        backend: &Backend,
+        host: &str,
+        member: &str,
+    ) -> Blocker {
+        let mut common = common(segment, port);
+        let store = match backend {
+            Backend::Memory => Store::Memory,
+            Backend::Files(dir) => Store::Files(Files::new(dir)),
+            // Two hosts' blockers over one directory: no cached file
+            // handles (one would keep serving a replaced header).
+            Backend::SharedFiles(dir) => Store::Files(Files {
+                fd_cache: Some(0),
+                ..Files::new(dir)
+            }),
+            Backend::Rados {
+                conf,
+                pool,
+                namespace,
+            } => {
+                common.host_id = Some(host.to_owned());
+                Store::Rados(Rados {
+                    ceph_conf: Some(conf.clone()),
+                    namespace: Some(namespace.clone()),
+                    member: Some(member.to_owned()),
+                    op_timeout: Some(20),
+                    // Tests of fencing wait for the reconnection.
+                    fence_quarantine: Some(2),
+                    ..Rados::new(pool)
+                })
+            }
+        };
+        Blocker { common, store }
+    }
+
+    /// A blocker on `port` keeping its objects in memory.
+    pub fn memory_blocker(segment: &str, port: u32) -> Blocker {
+        blocker(segment, port, &Backend::Memory, "localhost", "blocker")
+    }
+
+    /// A mapper on `port` as `host`, over the blockers on [`BLOCKERM`] and
+    /// [`BLOCKERB`].
+    pub fn mapper(segment: &str, port: u32, host: &str) -> Mapper {
+        Mapper {
+            common: Common {
+                host_id: Some(host.to_owned()),
+                ..common(segment, port)
+            },
+            blockerm_port: BLOCKERM,
+            blockerb_port: BLOCKERB,
+            cache_mib: None,
+            null: false,
+        }
+    }
+
+    /// The composer on [`VLMCD`] over the mapper on [`MAPPER`] and the
+    /// data blocker on [`BLOCKERB`].
+    pub fn composer(segment: &str) -> Composer {
+        Composer {
+            common: common(segment, VLMCD),
+            mapper_port: MAPPER,
+            blockerb_port: BLOCKERB,
+        }
+    }
+
+    /// A peer process, killed on drop; restartable as it was launched.
     pub struct Proc {
         child: Option<Child>,
-        segment: String,
-        bin: String,
-        port: u32,
-        extra: Vec<String>,
+        launch: Launch,
     }
 
     impl Proc {
-        /// Starts `bin` on `port` of `segment` with `extra` arguments and
-        /// waits until it answers PING.
-        pub fn start(segment: &str, bin: &str, port: u32, extra: &[String]) -> Proc {
+        /// Starts the peer `launch` describes and waits until it answers
+        /// PING.
+        pub fn start(launch: impl Into<Launch>) -> Proc {
             let mut p = Proc {
                 child: None,
-                segment: segment.to_owned(),
-                bin: bin.to_owned(),
-                port,
-                extra: extra.to_vec(),
+                launch: launch.into(),
             };
             p.restart();
             p
         }
 
+        /// The peer's binary.
+        pub fn bin(&self) -> &'static str {
+            self.launch.binary()
+        }
+
         /// Starts the process again (it must not be running).
         pub fn restart(&mut self) {
-            assert!(self.child.is_none(), "{} is running", self.bin);
-            let child = Command::new(workspace_bin(&self.bin))
-                .args([
-                    "--segment",
-                    &self.segment,
-                    "--port",
-                    &self.port.to_string(),
-                    "--log-level",
-                    "warn",
-                ])
-                .args(&self.extra)
+            assert!(self.child.is_none(), "{} is running", self.bin());
+            let bin = workspace_bin(self.bin());
+            let child = self
+                .launch
+                .command(bin.parent().expect("the binaries' directory"))
                 .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin));
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin()));
             self.child = Some(child);
             self.wait_ready();
         }
 
         fn wait_ready(&mut self) {
-            let client = Client::connect(&self.segment)
+            let bin = self.bin();
+            let common = self.launch.common();
+            let client = Client::connect(&common.segment)
                 .unwrap()
                 .with_timeout(Duration::from_secs(5));
             let deadline = Instant::now() + Duration::from_secs(30);
-            while client.ping(self.port).is_err() {
+            while client.ping(common.port).is_err() {
                 let child = self.child.as_mut().expect("running");
                 if let Some(status) = child.try_wait().unwrap() {
-                    panic!("{} exited: {status}", self.bin);
+                    panic!("{bin} exited: {status}");
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} did not answer PING",
-                    self.bin
-                );
+                assert!(Instant::now() < deadline, "{bin} did not answer PING");
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -341,12 +420,13 @@ pub mod pipeline {
         /// Panics unless the process is still running (not merely
         /// started: a dead child is reaped and its exit status shown).
         pub fn assert_running(&mut self) {
+            let bin = self.bin();
             let child = self
                 .child
                 .as_mut()
-                .unwrap_or_else(|| panic!("{} was stopped", self.bin));
+                .unwrap_or_else(|| panic!("{bin} was stopped"));
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("{} is no longer running: {status}", self.bin);
+                panic!("{bin} is no longer running: {status}");
             }
         }
 
@@ -363,7 +443,7 @@ pub mod pipeline {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("{} did not exit within {timeout:?} of SIGTERM", self.bin);
+                    panic!("{} did not exit within {timeout:?} of SIGTERM", self.bin());
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -406,62 +486,6 @@ pub mod pipeline {
         },
     }
 
-    impl Backend {
-        /// The blocker's arguments when it plays `member` of `host`.
-        fn args_as(&self, host: &str, member: &str) -> Vec<String> {
-            match self {
-                Backend::Rados {
-                    conf,
-                    pool,
-                    namespace,
-                } => [
-                    "--backend",
-                    "rados",
-                    "--pool",
-                    pool,
-                    "--ceph-conf",
-                    conf.to_str().expect("utf-8 path"),
-                    "--namespace",
-                    namespace,
-                    "--host-id",
-                    host,
-                    "--member",
-                    member,
-                    "--op-timeout",
-                    "20",
-                    // Tests of fencing wait for the reconnection.
-                    "--fence-quarantine",
-                    "2",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-                _ => self.args(),
-            }
-        }
-
-        fn args(&self) -> Vec<String> {
-            match self {
-                Backend::Rados { .. } => self.args_as("localhost", "blocker"),
-                Backend::Memory => vec!["--backend".into(), "memory".into()],
-                Backend::Files(dir) => vec![
-                    "--backend".into(),
-                    "files".into(),
-                    "--data-dir".into(),
-                    dir.to_str().expect("utf-8 dir").into(),
-                ],
-                Backend::SharedFiles(dir) => vec![
-                    "--backend".into(),
-                    "files".into(),
-                    "--data-dir".into(),
-                    dir.to_str().expect("utf-8 dir").into(),
-                    "--fd-cache".into(),
-                    "0".into(),
-                ],
-            }
-        }
-    }
-
     /// The four peers on their own segment. Fields drop in order: the
     /// peers first, then the segment.
     pub struct Pipeline {
@@ -485,34 +509,10 @@ pub mod pipeline {
             let tmp = TempSegment::new(name);
             let seg = segment(&tmp);
             let s = tmp.arg();
-            let blockerb =
-                Proc::start(&s, "blockerd", BLOCKERB, &data.args_as(host_id, "blockerb"));
-            let blockerm =
-                Proc::start(&s, "blockerd", BLOCKERM, &maps.args_as(host_id, "blockerm"));
-            let mapperd = Proc::start(
-                &s,
-                "mapperd",
-                MAPPER,
-                &[
-                    "--host-id".into(),
-                    host_id.into(),
-                    "--blockerb-port".into(),
-                    BLOCKERB.to_string(),
-                    "--blockerm-port".into(),
-                    BLOCKERM.to_string(),
-                ],
-            );
-            let vlmcd = Proc::start(
-                &s,
-                "vlmcd",
-                VLMCD,
-                &[
-                    "--mapper-port".into(),
-                    MAPPER.to_string(),
-                    "--blockerb-port".into(),
-                    BLOCKERB.to_string(),
-                ],
-            );
+            let blockerb = Proc::start(blocker(&s, BLOCKERB, data, host_id, "blockerb"));
+            let blockerm = Proc::start(blocker(&s, BLOCKERM, maps, host_id, "blockerm"));
+            let mapperd = Proc::start(mapper(&s, MAPPER, host_id));
+            let vlmcd = Proc::start(composer(&s));
             Pipeline {
                 vlmcd,
                 mapperd,
@@ -543,7 +543,7 @@ pub mod pipeline {
         /// SIGTERM to every peer, top down; each must exit successfully.
         pub fn terminate_all(&mut self) {
             for p in self.peers() {
-                let bin = p.bin.clone();
+                let bin = p.bin();
                 let status = p.terminate(Duration::from_secs(30));
                 assert!(status.success(), "{bin} exited with {status} on SIGTERM");
             }

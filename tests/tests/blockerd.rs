@@ -2,12 +2,13 @@
 //! mapper and composer will: every op, its errors, a graceful stop with
 //! requests in flight, and a kill -9 that must lose no acknowledged write.
 
-use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archipelago_client::{Call, Client};
-use archipelago_e2e::{receive_within, workspace_bin, TempSegment};
+use archipelago_e2e::pipeline::{common, Proc};
+use archipelago_e2e::{receive_within, TempSegment};
+use archipelago_peer::launch::{Blocker, Files, Store};
 use archipelago_protocol::{ErrorCode, Op, PROTOCOL_VERSION};
 use xseg_shm::{status, Segment, SegmentConfig, SegmentName};
 
@@ -26,61 +27,11 @@ fn segment(tmp: &TempSegment) -> Arc<Segment> {
     Arc::new(Segment::create(&name, &config).unwrap())
 }
 
-struct Blockerd(Child);
-
-impl Blockerd {
-    fn start(tmp: &TempSegment, extra: &[&str]) -> Blockerd {
-        let child = Command::new(workspace_bin("blockerd"))
-            .args([
-                "--segment",
-                &tmp.arg(),
-                "--port",
-                &PORT.to_string(),
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .spawn()
-            .expect("spawn blockerd");
-        let mut b = Blockerd(child);
-        b.wait_ready(tmp);
-        b
-    }
-
-    fn wait_ready(&mut self, tmp: &TempSegment) {
-        let client = Client::connect(&tmp.arg())
-            .unwrap()
-            .with_timeout(Duration::from_secs(5));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.ping(PORT).is_err() {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                panic!("blockerd exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "blockerd did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), sig).unwrap();
-    }
-
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "blockerd did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Blockerd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// A blocker on [`PORT`] of `tmp` keeping its objects in `store`.
+fn blockerd(tmp: &TempSegment, store: Store) -> Blocker {
+    Blocker {
+        common: common(&tmp.arg(), PORT),
+        store,
     }
 }
 
@@ -185,7 +136,7 @@ fn every_op(client: &Client) {
 fn every_op_on_the_memory_backend() {
     let tmp = TempSegment::new("blockerd-mem");
     let _seg = segment(&tmp);
-    let _b = Blockerd::start(&tmp, &["--backend", "memory"]);
+    let _b = Proc::start(blockerd(&tmp, Store::Memory));
     every_op(&Client::connect(&tmp.arg()).unwrap());
 }
 
@@ -194,10 +145,7 @@ fn every_op_on_the_files_backend() {
     let tmp = TempSegment::new("blockerd-files");
     let dir = tempdir("blockerd-files");
     let _seg = segment(&tmp);
-    let _b = Blockerd::start(
-        &tmp,
-        &["--backend", "files", "--data-dir", dir.to_str().unwrap()],
-    );
+    let _b = Proc::start(blockerd(&tmp, Store::Files(Files::new(&dir))));
     every_op(&Client::connect(&tmp.arg()).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -213,17 +161,10 @@ fn sigterm_completes_what_is_in_flight_and_leaves_the_queue_for_the_next_owner()
     let tmp = TempSegment::new("blockerd-term");
     let dir = tempdir("blockerd-term");
     let seg = segment(&tmp);
-    let args = [
-        "--backend",
-        "files",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--max-inflight",
-        "4",
-        "--threads",
-        "2",
-    ];
-    let mut b = Blockerd::start(&tmp, &args);
+    let mut launch = blockerd(&tmp, Store::Files(Files::new(&dir)));
+    launch.common.max_inflight = Some(4);
+    launch.common.threads = Some(2);
+    let mut b = Proc::start(launch.clone());
     let port = seg.bind_dynamic().unwrap();
     let n = 160;
     for i in 0..n {
@@ -238,9 +179,8 @@ fn sigterm_completes_what_is_in_flight_and_leaves_the_queue_for_the_next_owner()
         d.set_tag(i);
         port.submit(r).unwrap();
     }
-    b.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
-        b.wait(Duration::from_secs(30)).success(),
+        b.terminate(Duration::from_secs(30)).success(),
         "blockerd exits 0 after draining"
     );
     let mut done = 0;
@@ -258,7 +198,7 @@ fn sigterm_completes_what_is_in_flight_and_leaves_the_queue_for_the_next_owner()
         "the signal came before the last request was accepted"
     );
     // The rest waited in the port's queue for the next owner.
-    let _b2 = Blockerd::start(&tmp, &args);
+    let _b2 = Proc::start(launch);
     while done < n {
         let r = receive_within(&port, Duration::from_secs(30));
         assert_eq!(port.desc(&r).status(), status::SERVED);
@@ -280,8 +220,8 @@ fn kill_9_and_restart_loses_no_acknowledged_write() {
     let tmp = TempSegment::new("blockerd-kill");
     let dir = tempdir("blockerd-kill");
     let _seg = segment(&tmp);
-    let args = ["--backend", "files", "--data-dir", dir.to_str().unwrap()];
-    let mut b = Blockerd::start(&tmp, &args);
+    let launch = blockerd(&tmp, Store::Files(Files::new(&dir)));
+    let mut b = Proc::start(launch.clone());
     let client = Client::connect(&tmp.arg())
         .unwrap()
         .with_timeout(Duration::from_secs(10));
@@ -293,11 +233,10 @@ fn kill_9_and_restart_loses_no_acknowledged_write() {
             .unwrap();
         acked.push(data);
     }
-    let _ = b.0.kill();
-    let _ = b.0.wait();
+    b.kill9();
     // A call now finds the peer dead: bounded, "peer died", no hang.
     assert_eq!(client.ping(PORT).unwrap_err().code, ErrorCode::PeerDied);
-    let _b2 = Blockerd::start(&tmp, &args);
+    let _b2 = Proc::start(launch);
     for (i, data) in acked.iter().enumerate() {
         let back = client
             .read(PORT, &format!("k-{i}"), 0, data.len() as u64)
@@ -316,7 +255,7 @@ fn a_listing_larger_than_any_buffer_comes_whole() {
     use archipelago_store::ObjectStore;
     let tmp = TempSegment::new("blockerd-biglist");
     let _seg = segment(&tmp);
-    let _b = Blockerd::start(&tmp, &["--backend", "memory"]);
+    let _b = Proc::start(blockerd(&tmp, Store::Memory));
     let client = Client::connect(&tmp.arg()).unwrap();
     let pad = "x".repeat(190);
     // 23,000 names of 201 bytes: 4.6 MB of names.

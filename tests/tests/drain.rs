@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use archipelago_client::{Completion, IoQueue};
 use archipelago_e2e::pattern;
-use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, BLOCKERB, MAPPER, VLMCD};
+use archipelago_e2e::pipeline::{composer, Backend, Pipeline, Proc, VLMCD};
 use archipelago_protocol::{Error, ErrorCode};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -36,17 +36,6 @@ fn port_state(q: &IoQueue, n: u32) -> (&'static str, u64) {
     (p.state, p.requests_queued)
 }
 
-fn vlmcd_args(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--mapper-port".into(),
-        MAPPER.to_string(),
-        "--blockerb-port".into(),
-        BLOCKERB.to_string(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
 #[test]
 fn a_peer_past_its_drain_deadline_exits_1_and_the_next_owner_completes_everything_once() {
     let mut p = Pipeline::start("drain", "host-d", &Backend::Memory, &Backend::Memory);
@@ -64,12 +53,9 @@ fn a_peer_past_its_drain_deadline_exits_1_and_the_next_owner_completes_everythin
     // vlmcd with a one-second drain deadline.
     let status = p.vlmcd.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}");
-    let mut vlmcd = Proc::start(
-        &p.tmp.arg(),
-        "vlmcd",
-        VLMCD,
-        &vlmcd_args(&["--drain-timeout", "1"]),
-    );
+    let mut slow = composer(&p.tmp.arg());
+    slow.common.drain_timeout = Some(1);
+    let mut vlmcd = Proc::start(slow);
 
     let mut q = IoQueue::connect(&p.tmp.arg())
         .unwrap()
@@ -97,7 +83,7 @@ fn a_peer_past_its_drain_deadline_exits_1_and_the_next_owner_completes_everythin
 
     // The next owner recovers the port; the mapper goes on.
     signal(&p.mapperd, Signal::SIGCONT);
-    let _next = Proc::start(&p.tmp.arg(), "vlmcd", VLMCD, &vlmcd_args(&[]));
+    let _next = Proc::start(composer(&p.tmp.arg()));
     let mut done: HashMap<u64, Result<Vec<u8>, Error>> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while q.in_flight() > 0 {

@@ -5,19 +5,17 @@
 //! Also: [`RemoteStore`] passes the store conformance suite against a real
 //! `blockerd`.
 
-use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archipelago_client::{Client, RemoteStore, VolumeExtent};
-use archipelago_e2e::{workspace_bin, TempSegment};
+use archipelago_e2e::pipeline::{mapper, memory_blocker, Proc, BLOCKERB, BLOCKERM, MAPPER};
+use archipelago_e2e::TempSegment;
+use archipelago_peer::launch::Mapper;
 use archipelago_protocol::{ErrorCode, PROTOCOL_VERSION};
 use archipelago_store::{ObjectStat, ObjectStore, StoreError};
 use xseg_shm::{Segment, SegmentConfig, SegmentName};
 
-const BLOCKERB: u32 = 1;
-const BLOCKERM: u32 = 2;
-const MAPPER: u32 = 3;
 const MAPPER_B: u32 = 4;
 
 fn segment(tmp: &TempSegment) -> Arc<Segment> {
@@ -33,72 +31,9 @@ fn segment(tmp: &TempSegment) -> Arc<Segment> {
     Arc::new(Segment::create(&name, &config).unwrap())
 }
 
-/// A peer process, killed on drop.
-struct Proc(Child, u32);
-
-impl Proc {
-    fn start(tmp: &TempSegment, bin: &str, port: u32, extra: &[&str]) -> Proc {
-        let child = Command::new(workspace_bin(bin))
-            .args([
-                "--segment",
-                &tmp.arg(),
-                "--port",
-                &port.to_string(),
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let mut p = Proc(child, port);
-        p.wait_ready(tmp, bin);
-        p
-    }
-
-    fn blockerd(tmp: &TempSegment, port: u32) -> Proc {
-        Proc::start(tmp, "blockerd", port, &["--backend", "memory"])
-    }
-
-    fn mapperd(tmp: &TempSegment, port: u32, host: &str) -> Proc {
-        Proc::start(
-            tmp,
-            "mapperd",
-            port,
-            &[
-                "--host-id",
-                host,
-                "--blockerb-port",
-                &BLOCKERB.to_string(),
-                "--blockerm-port",
-                &BLOCKERM.to_string(),
-            ],
-        )
-    }
-
-    fn wait_ready(&mut self, tmp: &TempSegment, bin: &str) {
-        let client = Client::connect(&tmp.arg())
-            .unwrap()
-            .with_timeout(Duration::from_secs(5));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.ping(self.1).is_err() {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                panic!("{bin} exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "{bin} did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// A mapper on `port` as `host` (killed on drop).
+fn start_mapperd(tmp: &TempSegment, port: u32, host: &str) -> Proc {
+    Proc::start(mapper(&tmp.arg(), port, host))
 }
 
 // --- RemoteStore conformance ---------------------------------------------
@@ -116,7 +51,7 @@ fn served() -> Served {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = TempSegment::new(&format!("remote-store-{n}"));
     let seg = segment(&tmp);
-    let blockerd = Proc::blockerd(&tmp, BLOCKERB);
+    let blockerd = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
     Served {
         store: RemoteStore::new(&tmp.arg(), BLOCKERB),
         _blockerd: blockerd,
@@ -246,9 +181,9 @@ const OBJ: u64 = 64 << 10;
 fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
     let tmp = TempSegment::new("mapperd");
     let _seg = segment(&tmp);
-    let _b = Proc::blockerd(&tmp, BLOCKERB);
-    let _m = Proc::blockerd(&tmp, BLOCKERM);
-    let mut mapperd = Proc::mapperd(&tmp, MAPPER, "host-a");
+    let _b = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
+    let _m = Proc::start(memory_blocker(&tmp.arg(), BLOCKERM));
+    let mut mapperd = start_mapperd(&tmp, MAPPER, "host-a");
     // This test plays the composer: nothing is in flight at its barriers.
     let c = Client::connect(&tmp.arg())
         .unwrap()
@@ -326,7 +261,7 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
 
     // Another host: the volume host-a writes is locked, named by owner.
     {
-        let _other = Proc::mapperd(&tmp, MAPPER_B, "host-b");
+        let _other = start_mapperd(&tmp, MAPPER_B, "host-b");
         let e = c.open_volume(MAPPER_B, "vol", true).unwrap_err();
         assert_eq!(e.code, ErrorCode::Locked);
         assert!(e.detail.contains("host-a"), "{e}");
@@ -357,7 +292,7 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
     // kill -9 the mapper: everything committed survives its restart.
     mapperd.kill9();
     assert_eq!(c.ping(MAPPER).unwrap_err().code, ErrorCode::PeerDied);
-    let _mapperd = Proc::mapperd(&tmp, MAPPER, "host-a");
+    let _mapperd = start_mapperd(&tmp, MAPPER, "host-a");
     assert!(read_volume(&c, MAPPER, "vol", 0, SIZE) == expect_vol);
     assert!(read_volume(&c, MAPPER, "snap", 0, SIZE) == expect_snap);
     assert!(read_volume(&c, MAPPER, "clone2", 0, SIZE) == expect_clone);
@@ -377,9 +312,9 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
 fn barriers_sent_straight_to_mapperd_are_refused() {
     let tmp = TempSegment::new("mapperd-gate");
     let _seg = segment(&tmp);
-    let _b = Proc::blockerd(&tmp, BLOCKERB);
-    let _m = Proc::blockerd(&tmp, BLOCKERM);
-    let _mapperd = Proc::mapperd(&tmp, MAPPER, "host-a");
+    let _b = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
+    let _m = Proc::start(memory_blocker(&tmp.arg(), BLOCKERM));
+    let _mapperd = start_mapperd(&tmp, MAPPER, "host-a");
     let c = Client::connect(&tmp.arg())
         .unwrap()
         .with_timeout(Duration::from_secs(10));
@@ -412,26 +347,15 @@ fn barriers_sent_straight_to_mapperd_are_refused() {
 #[test]
 fn cache_mib_sizes_the_chunk_cache() {
     const READS: u64 = 20;
-    let lookups = |cache_mib: &str| -> u64 {
+    let lookups = |cache_mib: u64| -> u64 {
         let tmp = TempSegment::new(&format!("mapperd-cache-{cache_mib}"));
         let _seg = segment(&tmp);
-        let _b = Proc::blockerd(&tmp, BLOCKERB);
-        let _m = Proc::blockerd(&tmp, BLOCKERM);
-        let _mapperd = Proc::start(
-            &tmp,
-            "mapperd",
-            MAPPER,
-            &[
-                "--host-id",
-                "host-a",
-                "--blockerb-port",
-                &BLOCKERB.to_string(),
-                "--blockerm-port",
-                &BLOCKERM.to_string(),
-                "--cache-mib",
-                cache_mib,
-            ],
-        );
+        let _b = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
+        let _m = Proc::start(memory_blocker(&tmp.arg(), BLOCKERM));
+        let _mapperd = Proc::start(Mapper {
+            cache_mib: Some(cache_mib),
+            ..mapper(&tmp.arg(), MAPPER, "host-a")
+        });
         let c = Client::connect(&tmp.arg())
             .unwrap()
             .with_timeout(Duration::from_secs(10));
@@ -448,12 +372,12 @@ fn cache_mib_sizes_the_chunk_cache() {
         // Minus our own STATS.
         c.stats(BLOCKERM).unwrap().accepted - before - 1
     };
-    let uncached = lookups("0");
+    let uncached = lookups(0);
     assert!(
         uncached >= READS,
         "--cache-mib 0: {uncached} requests to the map blocker for {READS} lookups"
     );
-    let cached = lookups("1");
+    let cached = lookups(1);
     assert!(
         cached < READS / 4,
         "--cache-mib 1: {cached} requests to the map blocker for {READS} lookups"

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archipelago_e2e::pattern::mix;
-use archipelago_e2e::pipeline::{Backend, Pipeline, Proc, MAPPER, VLMCD};
+use archipelago_e2e::pipeline::{common, Backend, Pipeline, Proc, MAPPER, VLMCD};
 use archipelago_e2e::{tools_present, workspace_bin};
+use archipelago_peer::launch::Nbd as NbdLaunch;
 
 const NBDD: u32 = 5;
 const OBJ: u64 = 64 << 10;
@@ -26,11 +27,11 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
-    setup_with(name, &[])
+    setup_with(name, |_| {})
 }
 
-/// As [`setup`], with `extra` arguments for nbdd.
-fn setup_with(name: &str, extra: &[String]) -> Setup {
+/// As [`setup`], with nbdd's launch changed by `tune`.
+fn setup_with(name: &str, tune: impl FnOnce(&mut NbdLaunch)) -> Setup {
     let p = Pipeline::start(name, "host-a", &Backend::Memory, &Backend::Memory);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nbd.sock");
@@ -46,26 +47,20 @@ fn setup_with(name: &str, extra: &[String]) -> Setup {
         ),
     )
     .unwrap();
-    let nbdd = Proc::start(
-        &p.tmp.arg(),
-        "nbdd",
-        NBDD,
-        &[
-            "--vlmcd-port".into(),
-            VLMCD.to_string(),
-            "--mapperd-port".into(),
-            MAPPER.to_string(),
-            "--mapped-file".into(),
-            dir.path().join("nbd-mapped.json").display().to_string(),
-            "--status-file".into(),
-            dir.path().join("nbd-clients.json").display().to_string(),
-            "--socket".into(),
-            socket.display().to_string(),
-        ]
-        .into_iter()
-        .chain(extra.iter().cloned())
-        .collect::<Vec<String>>(),
-    );
+    let mut launch = NbdLaunch {
+        common: common(&p.tmp.arg(), NBDD),
+        vlmcd_port: VLMCD,
+        mapperd_port: MAPPER,
+        mapped_file: dir.path().join("nbd-mapped.json"),
+        status_file: Some(dir.path().join("nbd-clients.json")),
+        socket: Some(socket.clone()),
+        listen: None,
+        queue_depth: None,
+        write_timeout: None,
+        handshake_timeout: None,
+    };
+    tune(&mut launch);
+    let nbdd = Proc::start(launch);
     Setup {
         p,
         nbdd,
@@ -676,7 +671,7 @@ fn tcp_listener_serves_a_real_client() {
         return;
     }
     let port = free_port();
-    let mut s = setup_with("nbd-tcp", &["--listen".into(), format!("127.0.0.1:{port}")]);
+    let mut s = setup_with("nbd-tcp", |n| n.listen = Some(format!("127.0.0.1:{port}")));
     let c = s.p.client(Duration::from_secs(30));
     let size = 8 * OBJ;
     c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();
@@ -1001,15 +996,10 @@ fn map_readonly_and_nbdd_restarted_with_its_mapped_set() {
 /// well-behaved client on the same export goes on.
 #[test]
 fn handshake_and_write_timeouts_cut_off_only_the_stalled_client() {
-    let s = setup_with(
-        "nbd-timeouts",
-        &[
-            "--write-timeout".into(),
-            "1".into(),
-            "--handshake-timeout".into(),
-            "1".into(),
-        ],
-    );
+    let s = setup_with("nbd-timeouts", |n| {
+        n.write_timeout = Some(1);
+        n.handshake_timeout = Some(1);
+    });
     let c = s.p.client(Duration::from_secs(30));
     let size = 16 * OBJ;
     c.create_volume(VLMCD, "t", size, Some(OBJ)).unwrap();

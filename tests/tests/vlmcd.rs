@@ -5,51 +5,26 @@
 //! ordering a snapshot between writes in flight, many requests in flight
 //! from one port, and a kill -9 of the composer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use archipelago_client::Client;
-use archipelago_e2e::pipeline::Proc;
+use archipelago_e2e::pipeline::{
+    composer, mapper, memory_blocker, segment, Proc, BLOCKERB, BLOCKERM, MAPPER, VLMCD,
+};
 use archipelago_e2e::{receive_within, TempSegment};
 use archipelago_protocol::payload::{NameField, Payload};
-use archipelago_protocol::{ErrorCode, Flags, Op, PROTOCOL_VERSION};
-use xseg_shm::{status, Port, Segment, SegmentConfig, SegmentName};
-
-const BLOCKERB: u32 = 1;
-const BLOCKERM: u32 = 2;
-const MAPPER: u32 = 3;
-const VLMCD: u32 = 4;
+use archipelago_protocol::{ErrorCode, Flags, Op};
+use xseg_shm::{status, Port};
 
 const SIZE: u64 = 1 << 20;
 const OBJ: u64 = 64 << 10;
 
-fn segment(tmp: &TempSegment) -> Arc<Segment> {
-    let name = SegmentName::parse(&tmp.arg()).unwrap();
-    let config = SegmentConfig {
-        ports: 64,
-        static_ports: 16,
-        requests: 1024,
-        buffer_counts: vec![1024, 256, 128, 64, 64, 32, 16, 16, 8, 4, 4],
-        protocol_version: PROTOCOL_VERSION,
-        ..Default::default()
-    };
-    Arc::new(Segment::create(&name, &config).unwrap())
-}
-
-/// Starts `bin` on `port` and waits for its PING (killed on drop).
-fn start(tmp: &TempSegment, bin: &str, port: u32, extra: &[&str]) -> Proc {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    Proc::start(&tmp.arg(), bin, port, &extra)
+fn start_mapperd(tmp: &TempSegment) -> Proc {
+    Proc::start(mapper(&tmp.arg(), MAPPER, "host-a"))
 }
 
 fn start_vlmcd(tmp: &TempSegment) -> Proc {
-    let (mapper, blockerb) = (MAPPER.to_string(), BLOCKERB.to_string());
-    start(
-        tmp,
-        "vlmcd",
-        VLMCD,
-        &["--mapper-port", &mapper, "--blockerb-port", &blockerb],
-    )
+    Proc::start(composer(&tmp.arg()))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -114,21 +89,9 @@ fn receive(port: &Port, n: usize) -> std::collections::HashMap<u64, (bool, Vec<u
 fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
     let tmp = TempSegment::new("vlmcd");
     let _seg = segment(&tmp);
-    let _b = start(&tmp, "blockerd", BLOCKERB, &["--backend", "memory"]);
-    let _m = start(&tmp, "blockerd", BLOCKERM, &["--backend", "memory"]);
-    let _mapperd = start(
-        &tmp,
-        "mapperd",
-        MAPPER,
-        &[
-            "--host-id",
-            "host-a",
-            "--blockerb-port",
-            &BLOCKERB.to_string(),
-            "--blockerm-port",
-            &BLOCKERM.to_string(),
-        ],
-    );
+    let _b = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
+    let _m = Proc::start(memory_blocker(&tmp.arg(), BLOCKERM));
+    let _mapperd = start_mapperd(&tmp);
     let mut vlmcd = start_vlmcd(&tmp);
     let c = Client::connect(&tmp.arg())
         .unwrap()
@@ -422,22 +385,9 @@ fn volume_io_snapshots_clones_barriers_and_a_kill_9_of_the_composer() {
 fn a_barrier_forgets_writes_abandoned_pending() {
     let tmp = TempSegment::new("vlmcd-abandoned");
     let _seg = segment(&tmp);
-    let _b = start(&tmp, "blockerd", BLOCKERB, &["--backend", "memory"]);
-    let _m = start(&tmp, "blockerd", BLOCKERM, &["--backend", "memory"]);
-    let (b, m) = (BLOCKERB.to_string(), BLOCKERM.to_string());
-    let _mapperd = start(
-        &tmp,
-        "mapperd",
-        MAPPER,
-        &[
-            "--host-id",
-            "host-a",
-            "--blockerb-port",
-            &b,
-            "--blockerm-port",
-            &m,
-        ],
-    );
+    let _b = Proc::start(memory_blocker(&tmp.arg(), BLOCKERB));
+    let _m = Proc::start(memory_blocker(&tmp.arg(), BLOCKERM));
+    let _mapperd = start_mapperd(&tmp);
     let _vlmcd = start_vlmcd(&tmp);
     let c = Client::connect(&tmp.arg())
         .unwrap()

@@ -29,6 +29,9 @@
 
 use std::path::{Path, PathBuf};
 
+use archipelago_peer::launch::{
+    self, Blocker, Common, Composer, Files, Launch, Mapper, Nbd, Rados, Store,
+};
 use archipelago_protocol::{sizes::parse_size, Role, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use xseg_shm::{IdlePolicy, SegmentConfig, SegmentName};
@@ -674,8 +677,8 @@ impl Config {
         Ok(config)
     }
 
-    /// The command line (without the binary) of `role`'s peer.
-    pub fn peer_args(&self, role: Role) -> Vec<String> {
+    /// How to start `role`'s peer: its launch description.
+    pub fn launch(&self, role: Role) -> Launch {
         let threads = match role {
             Role::Blockerb => self.blockerb.threads,
             Role::Blockerm => self.blockerm.threads,
@@ -683,55 +686,12 @@ impl Config {
             Role::Vlmcd => self.vlmcd.threads,
             Role::Nbdd => DEFAULT_THREADS,
         };
-        let mut args: Vec<String> = [
-            "--segment",
-            &self.segment.name,
-            "--port",
-            &self.port(role).to_string(),
-            "--threads",
-            &threads.to_string(),
-            "--idle-policy",
-            &self.segment.idle_policy.to_string(),
-            "--idle-polls",
-            &self.segment.idle_polls.to_string(),
-            "--host-id",
-            &self.host.id,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
-        let blocker_args = |b: &BlockerSection| -> Vec<String> {
-            let mut v = vec!["--backend".to_owned()];
-            match b.backend {
-                Backend::Memory => v.push("memory".into()),
-                Backend::Rados => {
-                    v.push("rados".into());
-                    v.push("--pool".into());
-                    v.push(b.pool.clone().expect("loading requires a pool for rados"));
-                    if let Some(conf) = &b.ceph_conf {
-                        v.push("--ceph-conf".into());
-                        v.push(conf.display().to_string());
-                    }
-                    if let Some(id) = &b.client_id {
-                        v.push("--client-id".into());
-                        v.push(id.clone());
-                    }
-                    if let Some(ns) = &b.namespace {
-                        v.push("--namespace".into());
-                        v.push(ns.clone());
-                    }
-                }
-                Backend::Files => {
-                    v.push("files".into());
-                    v.push("--data-dir".into());
-                    v.push(b.data_dir.display().to_string());
-                    if !b.sync {
-                        v.push("--no-sync".into());
-                    }
-                }
-            }
-            v
+        let common = Common {
+            threads: Some(threads),
+            idle_policy: Some(self.segment.idle_policy),
+            idle_polls: Some(self.segment.idle_polls),
+            host_id: Some(self.host.id.clone()),
+            ..Common::new(&self.segment.name, self.port(role))
         };
         match role {
             Role::Blockerb | Role::Blockerm => {
@@ -740,47 +700,62 @@ impl Config {
                 } else {
                     &self.blockerm
                 };
-                let mut v = blocker_args(b);
-                if b.backend == Backend::Rados {
-                    // Its address is registered under the host as this
-                    // member, so that locks record (and breaks fence) both.
-                    v.extend(["--member".to_owned(), role.name().to_owned()]);
-                }
-                push(&v.iter().map(String::as_str).collect::<Vec<_>>());
+                let store = match b.backend {
+                    Backend::Memory => Store::Memory,
+                    Backend::Files => Store::Files(Files {
+                        sync: b.sync,
+                        ..Files::new(&b.data_dir)
+                    }),
+                    Backend::Rados => Store::Rados(Rados {
+                        ceph_conf: b.ceph_conf.clone(),
+                        client_id: b.client_id.clone(),
+                        namespace: b.namespace.clone(),
+                        // Its address is registered under the host as this
+                        // member, so that locks record (and breaks fence) both.
+                        member: Some(role.name().to_owned()),
+                        ..Rados::new(b.pool.clone().expect("loading requires a pool for rados"))
+                    }),
+                };
+                Blocker { common, store }.into()
             }
-            Role::Mapperd => {
-                push(&[
-                    "--blockerm-port",
-                    &self.blockerm.port.to_string(),
-                    "--blockerb-port",
-                    &self.blockerb.port.to_string(),
-                ]);
-                if let Some(mib) = self.mapperd.cache_mib {
-                    push(&["--cache-mib", &mib.to_string()]);
-                }
+            Role::Mapperd => Mapper {
+                common,
+                blockerm_port: self.blockerm.port,
+                blockerb_port: self.blockerb.port,
+                cache_mib: self.mapperd.cache_mib,
+                null: false,
             }
-            Role::Vlmcd => push(&[
-                "--mapper-port",
-                &self.mapperd.port.to_string(),
-                "--blockerb-port",
-                &self.blockerb.port.to_string(),
-            ]),
-            Role::Nbdd => push(&[
-                "--vlmcd-port",
-                &self.vlmcd.port.to_string(),
-                "--mapperd-port",
-                &self.mapperd.port.to_string(),
-                "--mapped-file",
-                &self.nbd_mapped_file().display().to_string(),
-                "--status-file",
-                &self.nbd_clients_file().display().to_string(),
-                "--socket",
-                &self.nbdd.socket.display().to_string(),
-                "--listen",
-                &self.nbdd.listen,
-            ]),
+            .into(),
+            Role::Vlmcd => Composer {
+                common,
+                mapper_port: self.mapperd.port,
+                blockerb_port: self.blockerb.port,
+            }
+            .into(),
+            Role::Nbdd => Nbd {
+                common,
+                vlmcd_port: self.vlmcd.port,
+                mapperd_port: self.mapperd.port,
+                mapped_file: self.nbd_mapped_file(),
+                status_file: Some(self.nbd_clients_file()),
+                socket: Some(self.nbdd.socket.clone()),
+                listen: Some(self.nbdd.listen.clone()),
+                queue_depth: None,
+                write_timeout: None,
+                handshake_timeout: None,
+            }
+            .into(),
         }
-        args
+    }
+
+    /// The command line (without the binary) of `role`'s peer, as text
+    /// (see [`Config::launch`]).
+    pub fn peer_args(&self, role: Role) -> Vec<String> {
+        self.launch(role)
+            .args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     /// `<run_dir>/nbd-mapped.json`: the volumes nbdd serves.
@@ -795,12 +770,7 @@ impl Config {
 
     /// The name of `role`'s binary.
     pub fn binary(role: Role) -> &'static str {
-        match role {
-            Role::Blockerb | Role::Blockerm => "blockerd",
-            Role::Mapperd => "mapperd",
-            Role::Vlmcd => "vlmcd",
-            Role::Nbdd => "nbdd",
-        }
+        launch::binary(role)
     }
 
     /// The configuration as TOML (loads back to the same configuration).

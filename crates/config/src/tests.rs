@@ -220,6 +220,16 @@ fn peer_command_lines() {
     assert!(a.contains("--port 4 "), "{a}");
     assert!(a.ends_with("--mapper-port 3 --blockerb-port 1"), "{a}");
     assert_eq!(Config::binary(Role::Blockerm), "blockerd");
+    assert_eq!(c.launch(Role::Nbdd).binary(), "nbdd");
+    // Whole, in order (the command line `ps` shows).
+    assert_eq!(
+        c.peer_args(Role::Mapperd).join(" "),
+        format!(
+            "--segment /tmp/s --port 3 --threads 4 --idle-policy yield --idle-polls {} \
+             --host-id host-a --blockerm-port 2 --blockerb-port 1",
+            xseg_shm::DEFAULT_IDLE_POLLS
+        )
+    );
     let r = parse(
         "[host]\nid = \"h\"\n[blockerb]\nbackend = \"rados\"\npool = \"b\"\nceph_conf = \"/c/ceph.conf\"\nclient_id = \"arch\"\nnamespace = \"t1\"",
     )

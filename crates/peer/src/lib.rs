@@ -16,10 +16,14 @@
 //!   returns; dropping the `Peer` unbinds the port.
 //! - [`serve`]: a peer binary's `main` after parsing its flags: start,
 //!   run, and the exit code.
+//! - [`launch`]: how to start each peer (its binary and command line), as
+//!   one typed description per peer, for whoever starts peers
+//!   (`archipelago`, `xseg-bench volume`, the end-to-end tests).
 
 #![warn(missing_docs)]
 
 mod args;
+pub mod launch;
 mod runtime;
 mod workers;
 

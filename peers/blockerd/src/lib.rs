@@ -37,7 +37,9 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cli;
 mod handler;
 
 pub use backend::{Backend, BackendArgs, OpenError};
+pub use cli::Cli;
 pub use handler::{Blocker, NullBlocker};

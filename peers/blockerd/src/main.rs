@@ -18,20 +18,9 @@
 
 use std::process::ExitCode;
 
-use archipelago_blockerd::{BackendArgs, Blocker, NullBlocker};
-use archipelago_peer::{init_logging, PeerArgs};
+use archipelago_blockerd::{Blocker, Cli, NullBlocker};
+use archipelago_peer::init_logging;
 use clap::Parser;
-
-/// Serve an object store (files, memory, a RADOS pool, or null) over xseg.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    peer: PeerArgs,
-
-    #[command(flatten)]
-    store: BackendArgs,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -5,8 +5,10 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod handler;
 pub mod null;
 
+pub use cli::Cli;
 pub use handler::MapperHandler;
 pub use null::NullMapper;

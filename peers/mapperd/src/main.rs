@@ -12,35 +12,9 @@ use std::sync::Arc;
 
 use archipelago_client::RemoteStore;
 use archipelago_mapper::Mapper;
-use archipelago_mapperd::{MapperHandler, NullMapper};
-use archipelago_peer::{init_logging, PeerArgs};
+use archipelago_mapperd::{Cli, MapperHandler, NullMapper};
+use archipelago_peer::init_logging;
 use clap::Parser;
-
-/// Serve volume maps over xseg, stored on two blockers.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    peer: PeerArgs,
-
-    /// Port of the blocker holding maps and locks.
-    #[arg(long, default_value_t = 2)]
-    blockerm_port: u32,
-
-    /// Port of the blocker holding volume data.
-    #[arg(long, default_value_t = 1)]
-    blockerb_port: u32,
-
-    /// Size of the decoded map-chunk cache in MiB (0 disables it; default
-    /// `archipelago_mapper::DEFAULT_CACHE_BYTES`).
-    #[arg(long)]
-    cache_mib: Option<u64>,
-
-    /// Benchmark ceiling: keep no map and reach no blocker; answer map
-    /// requests from arithmetic (`xseg-bench volume --target null`).
-    #[arg(long)]
-    null: bool,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

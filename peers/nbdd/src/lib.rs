@@ -71,6 +71,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+pub mod cli;
 mod handshake;
 pub mod proto;
 pub mod server;
@@ -81,6 +82,7 @@ use std::time::Duration;
 
 use archipelago_protocol::ErrorCode;
 
+pub use cli::Cli;
 pub use server::{listen, serve, Listeners, ServeError, Server, Settings};
 pub use sock::Sock;
 

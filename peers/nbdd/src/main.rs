@@ -8,57 +8,12 @@
 //!      --socket /run/archipelago/nbd.sock --listen 127.0.0.1:10809
 //! ```
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use archipelago_nbdd::{Listeners, Settings};
-use archipelago_peer::{init_logging, PeerArgs};
+use archipelago_nbdd::{Cli, Listeners, Settings};
+use archipelago_peer::init_logging;
 use clap::Parser;
-
-/// Serve mapped Archipelago volumes over NBD.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    peer: PeerArgs,
-
-    /// Port of the composer (volume I/O).
-    #[arg(long, default_value_t = 4)]
-    vlmcd_port: u32,
-
-    /// Port of the mapper (block status).
-    #[arg(long, default_value_t = 3)]
-    mapperd_port: u32,
-
-    /// The mapped set (see `vlmc map`).
-    #[arg(long, value_name = "FILE")]
-    mapped_file: PathBuf,
-
-    /// Publish connected clients here (for `vlmc unmap`).
-    #[arg(long, value_name = "FILE")]
-    status_file: Option<PathBuf>,
-
-    /// Unix socket to serve on.
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-
-    /// TCP address to serve on (e.g. 127.0.0.1:10809).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-
-    /// Requests in flight per connection.
-    #[arg(long, default_value_t = 64)]
-    queue_depth: usize,
-
-    /// Seconds a reply may take to write before its client is cut off.
-    #[arg(long, default_value_t = archipelago_nbdd::WRITE_TIMEOUT.as_secs())]
-    write_timeout: u64,
-
-    /// Seconds a client may take over its handshake.
-    #[arg(long, default_value_t = archipelago_nbdd::HANDSHAKE_TIMEOUT.as_secs())]
-    handshake_timeout: u64,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -12,7 +12,9 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod compose;
 pub mod handler;
 
+pub use cli::Cli;
 pub use handler::{Composer, Ports};

@@ -10,25 +10,9 @@
 
 use std::process::ExitCode;
 
-use archipelago_peer::{init_logging, PeerArgs};
-use archipelago_vlmcd::{Composer, Ports};
+use archipelago_peer::init_logging;
+use archipelago_vlmcd::{Cli, Composer, Ports};
 use clap::Parser;
-
-/// Serve volume I/O over xseg, composed from the mapper and the data blocker.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    peer: PeerArgs,
-
-    /// Port of the mapper.
-    #[arg(long, default_value_t = 3)]
-    mapper_port: u32,
-
-    /// Port of the blocker holding volume data.
-    #[arg(long, default_value_t = 1)]
-    blockerb_port: u32,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -5,8 +5,8 @@
 //! roles running: `archipelago stop` stops them afterwards.
 
 use std::collections::VecDeque;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,9 +76,9 @@ pub fn spawn(c: &Config, bin_dir: &Path, role: Role) -> Result<Child> {
         .open(&log_path)
         .with_context(|| format!("{role}: cannot open {}", log_path.display()))?;
     let err = out.try_clone()?;
-    let bin = bin_dir.join(Config::binary(role));
-    Command::new(&bin)
-        .args(c.peer_args(role))
+    let mut command = c.launch(role).command(bin_dir);
+    let bin = PathBuf::from(command.get_program());
+    command
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

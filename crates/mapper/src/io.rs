@@ -13,7 +13,7 @@ use archipelago_store::{ObjectStore, StoreError};
 
 use crate::commit::Updates;
 use crate::load::Vol;
-use crate::locks::FENCE_RECHECK;
+use crate::locks::{VolState, FENCE_RECHECK};
 use crate::{check_name, err, map_err, store_err, Mapper};
 
 /// A piece of an I/O request inside one object.
@@ -309,14 +309,8 @@ impl Mapper {
                         // entry's object, or an orphan of a full overwrite
                         // that never committed. Either way it must go
                         // before the zero entry commits (see `discard`).
-                        if !verified {
-                            self.check_fence(name, &mut st)?;
-                            verified = true;
-                        }
-                        match self.data.delete(&own) {
-                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                            Err(e) => return Err(store_err(&own, e)),
-                        }
+                        self.fence_once(name, &mut st, &mut verified)?;
+                        self.delete_orphan(&own)?;
                         updates
                             .get_mut(&slot)
                             .expect("inserted")
@@ -356,23 +350,14 @@ impl Mapper {
                     // orphan's bytes past the end (from before a shrink)
                     // would come back with a grow.
                     if n < os {
-                        if !verified {
-                            self.check_fence(name, &mut st)?;
-                            verified = true;
-                        }
-                        match self.data.delete(&own) {
-                            Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                            Err(e) => return Err(store_err(&own, e)),
-                        }
+                        self.fence_once(name, &mut st, &mut verified)?;
+                        self.delete_orphan(&own)?;
                     }
                     ext.pending = true;
                     new_pending.push(index);
                 } else {
                     let old = entry.object_name(index).expect("nonzero entry");
-                    if !verified {
-                        self.check_fence(name, &mut st)?;
-                        verified = true;
-                    }
+                    self.fence_once(name, &mut st, &mut verified)?;
                     self.copy_up(&entry, &old, &own, os)?;
                     updates
                         .get_mut(&slot)
@@ -405,13 +390,30 @@ impl Mapper {
         match self.data.copy(old, 0, own, 0, os, true) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
-                match self.data.delete(own) {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(store_err(own, e)),
-                }
+                self.delete_orphan(own)
             }
             Err(e) => Err(store_err(old, e)),
         }
+    }
+
+    /// Deletes `own`, an object of the volume's current epoch that no
+    /// entry names (or that the change under way replaces); missing is
+    /// fine.
+    fn delete_orphan(&self, own: &str) -> Result<(), Error> {
+        match self.data.delete(own) {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(own, e)),
+        }
+    }
+
+    /// Checks the volume's lock once per change, before its first change
+    /// to the data store.
+    fn fence_once(&self, name: &str, st: &mut VolState, verified: &mut bool) -> Result<(), Error> {
+        if !*verified {
+            self.check_fence(name, st)?;
+            *verified = true;
+        }
+        Ok(())
     }
 }
 

@@ -4,51 +4,13 @@
 
 use archipelago_protocol::payload::{
     decode_extents, decode_hash_rebase, encode_commit, map_reply_room, CloneRequest, CreateRequest,
-    HashRebase, HashReply, LockOwner, MapExtent, NameField, Payload, VolumeInfoReply,
+    HashRebase, HashReply, LockOwner, MapExtent, NameField, Payload,
 };
 use archipelago_protocol::{Error, Flags, Op};
 
 use crate::{Call, Client, Reply};
 
-/// A volume's state, as the mapper reports it (INFO, OPEN).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeInfo {
-    /// Size in bytes.
-    pub size: u64,
-    /// Object size in bytes.
-    pub object_size: u64,
-    /// A snapshot (or an old read-only map).
-    pub readonly: bool,
-    /// Removed, waiting for garbage collection.
-    pub removed: bool,
-    /// Every entry is zero or content.
-    pub hashed: bool,
-    /// The epoch.
-    pub epoch: u64,
-    /// The volume id (0 for an old-format map).
-    pub volume_id: u64,
-    /// The parent's name.
-    pub parent: Option<String>,
-    /// The map format version.
-    pub format_version: u32,
-}
-
-impl From<VolumeInfoReply> for VolumeInfo {
-    fn from(r: VolumeInfoReply) -> VolumeInfo {
-        let parent = r.parent.to_string_lossy();
-        VolumeInfo {
-            size: r.size,
-            object_size: r.object_size,
-            readonly: r.flags & VolumeInfoReply::READONLY != 0,
-            removed: r.flags & VolumeInfoReply::REMOVED != 0,
-            hashed: r.flags & VolumeInfoReply::HASHED != 0,
-            epoch: r.epoch,
-            volume_id: r.volume_id,
-            parent: (!parent.is_empty()).then_some(parent),
-            format_version: r.format_version,
-        }
-    }
-}
+pub use archipelago_protocol::payload::VolumeInfo;
 
 /// A piece of a volume range inside one object (MAP_READ, MAP_WRITE).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,8 +88,8 @@ impl Client {
 
     /// INFO of a volume.
     pub fn volume_info(&self, dst: u32, name: &str) -> Result<VolumeInfo, Error> {
-        let r = self.volume_call(dst, Op::Info, name, &[], VolumeInfoReply::SIZE)?;
-        Ok(VolumeInfoReply::decode(&r.data)?.into())
+        let r = self.volume_call(dst, Op::Info, name, &[], VolumeInfo::SIZE)?;
+        VolumeInfo::decode(&r.data)
     }
 
     /// OPEN a volume (`writable`: take its lock for this mapper's host).
@@ -138,10 +100,10 @@ impl Client {
             } else {
                 Flags::NONE
             },
-            reply_room: room(VolumeInfoReply::SIZE),
+            reply_room: room(VolumeInfo::SIZE),
             ..Call::new(dst, Op::Open, name.as_bytes())
         })?;
-        Ok(VolumeInfoReply::decode(&r.data)?.into())
+        VolumeInfo::decode(&r.data)
     }
 
     /// OPEN a volume writable and hold it unchanged (`EXCLUSIVE`, for an
@@ -150,10 +112,10 @@ impl Client {
     pub fn open_volume_exclusive(&self, dst: u32, name: &str) -> Result<VolumeInfo, Error> {
         let r = self.call(&Call {
             flags: Flags::WRITABLE | Flags::EXCLUSIVE,
-            reply_room: room(VolumeInfoReply::SIZE),
+            reply_room: room(VolumeInfo::SIZE),
             ..Call::new(dst, Op::Open, name.as_bytes())
         })?;
-        Ok(VolumeInfoReply::decode(&r.data)?.into())
+        VolumeInfo::decode(&r.data)
     }
 
     /// CLOSE a volume.

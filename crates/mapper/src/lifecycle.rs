@@ -18,28 +18,7 @@ use crate::load::{load_err, marker_name, read_map, read_old_map, LoadError, MapO
 use crate::locks::VolState;
 use crate::{check_name, err, map_err, random_id, store_err, upgrade_hint, Mapper};
 
-/// What [`Mapper::info`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeInfo {
-    /// Size in bytes.
-    pub size: u64,
-    /// Object size in bytes.
-    pub object_size: u64,
-    /// A snapshot (or an old read-only map).
-    pub readonly: bool,
-    /// Removed, waiting for garbage collection.
-    pub removed: bool,
-    /// Every entry is zero or content.
-    pub hashed: bool,
-    /// The epoch.
-    pub epoch: u64,
-    /// The volume id (0 for an old-format map, which has none).
-    pub volume_id: u64,
-    /// The parent's name (latest snapshot, or the clone source).
-    pub parent: Option<String>,
-    /// The map format: 0, 1, 2 or 3.
-    pub format_version: u32,
-}
+pub use archipelago_protocol::payload::VolumeInfo;
 
 impl Mapper {
     fn info_of(vol: &Vol) -> VolumeInfo {

@@ -14,7 +14,7 @@
 //! | [`InfoReply`] | INFO: size, object size, flags | 24 |
 //! | [`LockOwner`] | ACQUIRE/RELEASE: owner and fencing token | 272 |
 //! | [`StatsReply`] | STATS: a peer's counters and stage times | 80 |
-//! | [`VolumeInfoReply`] | mapper INFO, OPEN: a volume's state and parent | 304 |
+//! | [`VolumeInfo`] | mapper INFO, OPEN: a volume's state and parent | 304 |
 //! | [`MapExtent`] | MAP_READ, MAP_WRITE reply records (after an 8-byte header) | 296 |
 //! | [`HashReply`] | mapper HASH: what hashing a snapshot did | 32 |
 //! | [`LineageRecord`], [`FlattenReply`] | LINEAGE, FLATTEN (see `payload/lineage.rs`) | 576, 48 |
@@ -399,51 +399,62 @@ impl Payload for StatsReply {
     }
 }
 
-/// Mapper INFO and OPEN reply: a volume's state.
+/// A volume's state: what the mapper's INFO and OPEN return, as the
+/// mapper, the peers and the tools all use it, with its codec (304 bytes:
+/// size, object size, flags (`READONLY` 1, `REMOVED` 2, `HASHED` 4),
+/// format version, epoch, volume id, parent name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[repr(C)]
-pub struct VolumeInfoReply {
+pub struct VolumeInfo {
     /// Size in bytes.
     pub size: u64,
     /// Object size in bytes.
     pub object_size: u64,
-    /// [`VolumeInfoReply::READONLY`], [`VolumeInfoReply::REMOVED`],
-    /// [`VolumeInfoReply::HASHED`].
-    pub flags: u32,
-    /// Map format version (0 to 3).
-    pub format_version: u32,
+    /// A snapshot (or an old read-only map).
+    pub readonly: bool,
+    /// Removed, waiting for garbage collection.
+    pub removed: bool,
+    /// Every entry is zero or content.
+    pub hashed: bool,
     /// The epoch.
     pub epoch: u64,
-    /// The volume id (0 for an old-format map).
+    /// The volume id (0 for an old-format map, which has none).
     pub volume_id: u64,
-    /// The parent's name (empty: none).
-    pub parent: NameField,
-}
-sized!(VolumeInfoReply, 304);
-
-impl VolumeInfoReply {
-    /// A snapshot (or an old read-only map).
-    pub const READONLY: u32 = 1;
-    /// Removed, waiting for garbage collection.
-    pub const REMOVED: u32 = 2;
-    /// Every entry is zero or content.
-    pub const HASHED: u32 = 4;
+    /// The parent's name: the link of the epoch chain (the latest
+    /// snapshot, or the clone source).
+    pub parent: Option<String>,
+    /// The map format: 0, 1, 2 or 3.
+    pub format_version: u32,
 }
 
-impl Payload for VolumeInfoReply {
+impl VolumeInfo {
+    const READONLY: u32 = 1;
+    const REMOVED: u32 = 2;
+    const HASHED: u32 = 4;
+}
+
+impl Payload for VolumeInfo {
     const SIZE: usize = 304;
     fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
         if out.len() < Self::SIZE {
             return Err(short("volume info", out.len(), Self::SIZE));
         }
+        let parent = NameField::new(self.parent.as_deref().unwrap_or("").as_bytes())?;
+        let flags = [
+            (self.readonly, Self::READONLY),
+            (self.removed, Self::REMOVED),
+            (self.hashed, Self::HASHED),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |f, (_, bit)| f | bit);
         let mut w = Writer(out, 0);
         w.u64(self.size);
         w.u64(self.object_size);
-        w.u32(self.flags);
+        w.u32(flags);
         w.u32(self.format_version);
         w.u64(self.epoch);
         w.u64(self.volume_id);
-        self.parent.write(&mut w);
+        parent.write(&mut w);
         Ok(())
     }
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
@@ -451,14 +462,19 @@ impl Payload for VolumeInfoReply {
             return Err(short("volume info", bytes.len(), Self::SIZE));
         }
         let mut r = Reader(bytes, 0);
-        Ok(VolumeInfoReply {
-            size: r.u64(),
-            object_size: r.u64(),
-            flags: r.u32(),
-            format_version: r.u32(),
-            epoch: r.u64(),
-            volume_id: r.u64(),
-            parent: NameField::read(&mut r)?,
+        let (size, object_size, flags) = (r.u64(), r.u64(), r.u32());
+        let (format_version, epoch, volume_id) = (r.u32(), r.u64(), r.u64());
+        let parent = NameField::read(&mut r)?.to_string_lossy();
+        Ok(VolumeInfo {
+            size,
+            object_size,
+            readonly: flags & Self::READONLY != 0,
+            removed: flags & Self::REMOVED != 0,
+            hashed: flags & Self::HASHED != 0,
+            epoch,
+            volume_id,
+            parent: (!parent.is_empty()).then_some(parent),
+            format_version,
         })
     }
 }
@@ -871,14 +887,16 @@ mod tests {
 
     #[test]
     fn mapper_payloads_golden_bytes_and_round_trips() {
-        let v = VolumeInfoReply {
+        let v = VolumeInfo {
             size: 1 << 20,
             object_size: 4096,
-            flags: VolumeInfoReply::READONLY | VolumeInfoReply::HASHED,
+            readonly: true,
+            removed: false,
+            hashed: true,
             format_version: 3,
             epoch: 2,
             volume_id: 9,
-            parent: NameField::new(b"snap").unwrap(),
+            parent: Some("snap".into()),
         };
         let b = v.to_vec();
         assert_eq!(b.len(), 304);
@@ -888,7 +906,7 @@ mod tests {
         assert_eq!((b[24], b[32]), (2, 9));
         assert_eq!(&b[40..44], &[4, 0, 0, 0]);
         assert_eq!(&b[48..52], b"snap");
-        assert_eq!(VolumeInfoReply::decode(&b).unwrap(), v);
+        assert_eq!(VolumeInfo::decode(&b).unwrap(), v);
 
         let e = MapExtent {
             index: 1,
@@ -956,11 +974,11 @@ mod tests {
         assert!(decode_commit(&[0xff; 8]).is_err());
         assert!(decode_commit(&[0; 4]).is_err());
         assert_eq!(decode_commit(&[0; 8]).unwrap(), Vec::<u64>::new());
-        assert!(VolumeInfoReply::decode(&[0; 303]).is_err());
+        assert!(VolumeInfo::decode(&[0; 303]).is_err());
         assert!(HashReply::decode(&[0; 31]).is_err());
-        let mut v = VolumeInfoReply::decode(&[0; 304]).unwrap().to_vec();
+        let mut v = VolumeInfo::decode(&[0; 304]).unwrap().to_vec();
         v[40] = 0xff;
         v[41] = 0xff;
-        assert!(VolumeInfoReply::decode(&v).is_err());
+        assert!(VolumeInfo::decode(&v).is_err());
     }
 }

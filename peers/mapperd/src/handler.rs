@@ -4,8 +4,8 @@
 //! | op | target | request | reply |
 //! |---|---|---|---|
 //! | CREATE | volume | [`CreateRequest`] (object size 0: default) | — |
-//! | INFO | volume | `ASSUME_V0`: `size` is the v0 size hint (0: none) | [`VolumeInfoReply`] |
-//! | OPEN | volume | `WRITABLE` flag | [`VolumeInfoReply`] |
+//! | INFO | volume | `ASSUME_V0`: `size` is the v0 size hint (0: none) | [`VolumeInfo`](archipelago_protocol::payload::VolumeInfo) |
+//! | OPEN | volume | `WRITABLE` flag | [`VolumeInfo`](archipelago_protocol::payload::VolumeInfo) |
 //! | CLOSE | volume | — | — |
 //! | SNAPSHOT | volume | [`NameField`]: the snapshot | — |
 //! | CLONE | new volume | [`CloneRequest`] (size 0: the snapshot's) | — |
@@ -27,12 +27,11 @@
 
 use std::sync::Arc;
 
-use archipelago_mapper::{Extent, Mapper, VolumeInfo, REBASE_CHECK};
+use archipelago_mapper::{Extent, Mapper, REBASE_CHECK};
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
     decode_commit, encode_extents, encode_hash_rebase, encode_lineage, CloneRequest, CreateRequest,
     FlattenReply, HashRebase, HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload,
-    VolumeInfoReply,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use xseg_shm::{Detached, Request};
@@ -57,28 +56,6 @@ fn text(bytes: &[u8], what: &str) -> Result<String, Error> {
 
 fn hint(size: u64) -> Option<u64> {
     (size != 0).then_some(size)
-}
-
-fn info_reply(info: &VolumeInfo) -> Result<VolumeInfoReply, Error> {
-    let mut flags = 0;
-    for (set, bit) in [
-        (info.readonly, VolumeInfoReply::READONLY),
-        (info.removed, VolumeInfoReply::REMOVED),
-        (info.hashed, VolumeInfoReply::HASHED),
-    ] {
-        if set {
-            flags |= bit;
-        }
-    }
-    Ok(VolumeInfoReply {
-        size: info.size,
-        object_size: info.object_size,
-        flags,
-        format_version: info.format_version,
-        epoch: info.epoch,
-        volume_id: info.volume_id,
-        parent: NameField::new(info.parent.as_deref().unwrap_or("").as_bytes())?,
-    })
 }
 
 fn put<P: Payload>(p: &P, buf: &mut [u8]) -> Result<u64, Error> {
@@ -223,7 +200,7 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             } else {
                 mapper.info(&name)?
             };
-            put(&info_reply(&info)?, buf)
+            put(&info, buf)
         }
         Op::Open => {
             let writable = a.flags.contains(Flags::WRITABLE);
@@ -238,7 +215,7 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             } else {
                 mapper.open(&name, writable)?
             };
-            put(&info_reply(&info)?, buf)
+            put(&info, buf)
         }
         Op::Close => mapper.close(&name).map(|_| 0),
         Op::Snapshot => {
@@ -554,7 +531,7 @@ fn commit_all(mapper: &Mapper, batch: Vec<(Detached, Completer)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archipelago_protocol::payload::{decode_extents, encode_commit};
+    use archipelago_protocol::payload::{decode_extents, encode_commit, VolumeInfo};
     use archipelago_store::{MemoryStore, ObjectStore};
 
     fn args(target: &str) -> Args<'_> {
@@ -597,10 +574,16 @@ mod tests {
         .to_vec();
         call(&m, Op::Create, args("vol"), &create, 0).unwrap();
         let info = call(&m, Op::Info, args("vol"), &[], 304).unwrap();
-        let info = VolumeInfoReply::decode(&info).unwrap();
+        let info = VolumeInfo::decode(&info).unwrap();
         assert_eq!(
-            (info.size, info.object_size, info.flags),
-            (1 << 20, 64 << 10, 0)
+            (
+                info.size,
+                info.object_size,
+                info.readonly,
+                info.removed,
+                info.hashed
+            ),
+            (1 << 20, 64 << 10, false, false, false)
         );
 
         let w = Args {
@@ -640,11 +623,11 @@ mod tests {
         .to_vec();
         call(&m, Op::Clone, args("clone"), &clone, 0).unwrap();
         let info = call(&m, Op::Info, args("clone"), &[], 304).unwrap();
-        let info = VolumeInfoReply::decode(&info).unwrap();
-        assert_eq!(info.parent.as_bytes(), b"snap");
+        let info = VolumeInfo::decode(&info).unwrap();
+        assert_eq!(info.parent.as_deref(), Some("snap"));
         let info =
-            VolumeInfoReply::decode(&call(&m, Op::Info, args("snap"), &[], 304).unwrap()).unwrap();
-        assert_ne!(info.flags & VolumeInfoReply::READONLY, 0);
+            VolumeInfo::decode(&call(&m, Op::Info, args("snap"), &[], 304).unwrap()).unwrap();
+        assert!(info.readonly);
         assert_eq!(
             call(&m, Op::Delete, args("snap"), &[], 0).unwrap_err().code,
             ErrorCode::Exists

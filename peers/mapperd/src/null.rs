@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use archipelago_peer::{Ctx, Done, Handler};
 use archipelago_protocol::names::data_object_name;
 use archipelago_protocol::payload::{
-    encode_extents, CreateRequest, MapExtent, NameField, Payload, VolumeInfoReply,
+    encode_extents, CreateRequest, MapExtent, NameField, Payload, VolumeInfo,
 };
 use archipelago_protocol::sizes::DEFAULT_OBJECT_SIZE;
 use archipelago_protocol::{Error, ErrorCode, Op};
@@ -57,17 +57,19 @@ impl NullMapper {
             }
             Op::Info | Op::Open => {
                 let size = *self.volumes.get(target).ok_or_else(missing)?;
-                let reply = VolumeInfoReply {
+                let reply = VolumeInfo {
                     size,
                     object_size: DEFAULT_OBJECT_SIZE,
-                    flags: 0,
+                    readonly: false,
+                    removed: false,
+                    hashed: false,
                     format_version: 3,
                     epoch: NULL_VOLUME_ID,
                     volume_id: NULL_VOLUME_ID,
-                    parent: NameField::new(b"")?,
+                    parent: None,
                 };
                 reply.encode(buf)?;
-                Ok(VolumeInfoReply::SIZE as u64)
+                Ok(VolumeInfo::SIZE as u64)
             }
             Op::Close => Ok(0),
             Op::Delete => self.volumes.remove(target).map(|_| 0).ok_or_else(missing),

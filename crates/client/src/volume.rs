@@ -4,7 +4,7 @@
 
 use archipelago_protocol::payload::{
     decode_extents, decode_hash_rebase, encode_commit, map_reply_room, CloneRequest, CreateRequest,
-    HashRebase, HashReply, LockOwner, MapExtent, NameField, Payload,
+    HashRebase, HashReply, LockOwner, NameField, Payload,
 };
 use archipelago_protocol::{Error, Flags, Op};
 
@@ -12,35 +12,9 @@ use crate::{Call, Client, Reply};
 
 pub use archipelago_protocol::payload::VolumeInfo;
 
-/// A piece of a volume range inside one object (MAP_READ, MAP_WRITE).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeExtent {
-    /// Object index in the volume.
-    pub index: u64,
-    /// The data object; `None` reads as zeros.
-    pub object: Option<String>,
-    /// Offset inside the object.
-    pub offset_in_object: u64,
-    /// Bytes.
-    pub len: u64,
-    /// Commit the index with [`Client::map_commit`] once written.
-    pub pending: bool,
-    /// A missing object reads as zeros.
-    pub missing_reads_zero: bool,
-}
-
-impl From<MapExtent> for VolumeExtent {
-    fn from(e: MapExtent) -> VolumeExtent {
-        VolumeExtent {
-            index: e.index,
-            object: (e.flags & MapExtent::ZERO == 0).then(|| e.object.to_string_lossy()),
-            offset_in_object: e.offset_in_object,
-            len: e.len,
-            pending: e.flags & MapExtent::PENDING != 0,
-            missing_reads_zero: e.flags & MapExtent::MISSING_READS_ZERO != 0,
-        }
-    }
-}
+/// A piece of a volume range inside one object (MAP_READ, MAP_WRITE):
+/// the protocol's [`Extent`](archipelago_protocol::payload::Extent).
+pub use archipelago_protocol::payload::Extent as VolumeExtent;
 
 /// Largest map reply a client asks room for.
 const MAX_MAP_REPLY: u64 = 4 << 20;

@@ -16,38 +16,18 @@ use crate::load::Vol;
 use crate::locks::{VolState, FENCE_RECHECK};
 use crate::{check_name, err, map_err, store_err, Mapper};
 
-/// A piece of an I/O request inside one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extent {
-    /// Object index in the volume.
-    pub index: u64,
-    /// The data object; `None` reads as zeros (never in a write reply).
-    pub object: Option<String>,
-    /// Offset inside the object.
-    pub offset_in_object: u64,
-    /// Bytes.
-    pub len: u64,
-    /// Write replies only: the entry is committed by
-    /// [`Mapper::commit_writes`] after the data write succeeded.
-    pub pending: bool,
-    /// The object is owned by a volume: if it does not exist, it reads as
-    /// zeros (a first write to a zero entry commits the entry before the
-    /// data lands).
-    pub missing_reads_zero: bool,
-}
+pub use archipelago_protocol::payload::Extent;
 
-impl Extent {
-    /// The extent reading `len` bytes at `offset_in_object` of object
-    /// `index`, backed by `entry`.
-    fn of_entry(entry: &Entry, index: u64, offset_in_object: u64, len: u64) -> Extent {
-        Extent {
-            index,
-            object: entry.object_name(index),
-            offset_in_object,
-            len,
-            pending: false,
-            missing_reads_zero: matches!(entry, Entry::Owned { .. }),
-        }
+/// The extent reading `len` bytes at `offset_in_object` of object
+/// `index`, backed by `entry`.
+fn extent_of_entry(entry: &Entry, index: u64, offset_in_object: u64, len: u64) -> Extent {
+    Extent {
+        index,
+        object: entry.object_name(index),
+        offset_in_object,
+        len,
+        pending: false,
+        missing_reads_zero: matches!(entry, Entry::Owned { .. }),
     }
 }
 
@@ -164,7 +144,7 @@ impl Mapper {
             if write && !h.is_writable(&entry) {
                 return None;
             }
-            out.push(Extent::of_entry(&entry, index, off, n));
+            out.push(extent_of_entry(&entry, index, off, n));
         }
         Some(Ok(out))
     }
@@ -206,7 +186,7 @@ impl Mapper {
                 }
             };
             let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
-            out.push(Extent::of_entry(&entry, index, off, n));
+            out.push(extent_of_entry(&entry, index, off, n));
         }
         Ok(out)
     }

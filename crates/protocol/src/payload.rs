@@ -479,6 +479,66 @@ impl Payload for VolumeInfo {
     }
 }
 
+/// A piece of a volume I/O request inside one object, as the mapper
+/// answers MAP_READ, MAP_WRITE and DISCARD (the value type: the mapper
+/// returns it, the client and the tools use it; [`MapExtent`] is its
+/// wire form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// Object index in the volume.
+    pub index: u64,
+    /// The data object; `None` reads as zeros (never in a write reply).
+    pub object: Option<String>,
+    /// Offset inside the object.
+    pub offset_in_object: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Write replies only: the index is committed (MAP_COMMIT) once the
+    /// data write succeeded.
+    pub pending: bool,
+    /// The object is owned by a volume: if it does not exist, it reads as
+    /// zeros (a first write to a zero entry commits the entry before the
+    /// data lands).
+    pub missing_reads_zero: bool,
+}
+
+impl TryFrom<&Extent> for MapExtent {
+    type Error = Error;
+    fn try_from(e: &Extent) -> Result<MapExtent, Error> {
+        let mut flags = 0;
+        if e.object.is_none() {
+            flags |= MapExtent::ZERO;
+        }
+        if e.pending {
+            flags |= MapExtent::PENDING;
+        }
+        if e.missing_reads_zero {
+            flags |= MapExtent::MISSING_READS_ZERO;
+        }
+        Ok(MapExtent {
+            index: e.index,
+            offset_in_object: e.offset_in_object,
+            len: e.len,
+            flags,
+            reserved: 0,
+            object: NameField::new(e.object.as_deref().unwrap_or("").as_bytes())?,
+        })
+    }
+}
+
+impl From<MapExtent> for Extent {
+    fn from(e: MapExtent) -> Extent {
+        Extent {
+            index: e.index,
+            object: (e.flags & MapExtent::ZERO == 0).then(|| e.object.to_string_lossy()),
+            offset_in_object: e.offset_in_object,
+            len: e.len,
+            pending: e.flags & MapExtent::PENDING != 0,
+            missing_reads_zero: e.flags & MapExtent::MISSING_READS_ZERO != 0,
+        }
+    }
+}
+
 /// One extent of a MAP_READ or MAP_WRITE reply: a piece of the request
 /// inside one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

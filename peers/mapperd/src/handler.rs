@@ -66,26 +66,7 @@ fn put<P: Payload>(p: &P, buf: &mut [u8]) -> Result<u64, Error> {
 fn put_extents(extents: &[Extent], buf: &mut [u8]) -> Result<u64, Error> {
     let records = extents
         .iter()
-        .map(|e| {
-            let mut flags = 0;
-            if e.object.is_none() {
-                flags |= MapExtent::ZERO;
-            }
-            if e.pending {
-                flags |= MapExtent::PENDING;
-            }
-            if e.missing_reads_zero {
-                flags |= MapExtent::MISSING_READS_ZERO;
-            }
-            Ok(MapExtent {
-                index: e.index,
-                offset_in_object: e.offset_in_object,
-                len: e.len,
-                flags,
-                reserved: 0,
-                object: NameField::new(e.object.as_deref().unwrap_or("").as_bytes())?,
-            })
-        })
+        .map(MapExtent::try_from)
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(encode_extents(&records, buf)? as u64)
 }

@@ -2,7 +2,7 @@
 //! the composer, like every management call).
 
 use archipelago_protocol::payload::{
-    decode_lineage, FlattenReply, LineageRecord, LockOwner, NameField, Payload,
+    decode_lineage, FlattenStep, LineageRecord, LockOwner, NameField, Payload,
 };
 use archipelago_protocol::{Error, ErrorCode, Op};
 
@@ -42,22 +42,9 @@ impl From<LineageRecord> for LineageNode {
     }
 }
 
-/// What one FLATTEN step did and what is left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlattenProgress {
-    /// Objects copied by this step.
-    pub copied: u64,
-    /// Bytes copied by this step.
-    pub bytes: u64,
-    /// Where the next step starts (an object index).
-    pub next: u64,
-    /// Shared objects left.
-    pub remaining: u64,
-    /// Objects in the volume.
-    pub total: u64,
-    /// The volume depends on no other volume any more.
-    pub done: bool,
-}
+/// What one FLATTEN step did and what is left: the protocol's
+/// [`FlattenStep`].
+pub use archipelago_protocol::payload::FlattenStep as FlattenProgress;
 
 impl Client {
     /// LINEAGE to a mapper: every format 3 volume and snapshot (removed
@@ -98,15 +85,7 @@ impl Client {
             reply_room: LockOwner::SIZE as u64,
             ..Call::new(dst, Op::Flatten, name.as_bytes())
         })?;
-        let f = FlattenReply::decode(&r.data)?;
-        Ok(FlattenProgress {
-            copied: f.copied,
-            bytes: f.bytes,
-            next: f.next,
-            remaining: f.remaining,
-            total: f.total,
-            done: f.flags & FlattenReply::DONE != 0,
-        })
+        FlattenStep::decode(&r.data)
     }
 
     /// ROLLBACK the closed volume `name` to its snapshot `snap`.

@@ -64,24 +64,7 @@ pub struct LineageRecord {
     pub size: u64,
 }
 
-/// What one [`Mapper::flatten_step`] did and what is left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FlattenStep {
-    /// Objects copied by this step.
-    pub copied: u64,
-    /// Bytes copied by this step (objects × object size).
-    pub bytes: u64,
-    /// Where the next step should start looking (an object index).
-    pub next: u64,
-    /// Shared entries left after this step (those with a write in flight
-    /// included).
-    pub remaining: u64,
-    /// Objects in the volume.
-    pub total: u64,
-    /// The volume depends on no other volume any more: its parent link is
-    /// gone.
-    pub done: bool,
-}
+pub use archipelago_protocol::payload::FlattenStep;
 
 /// How often a write waiting for a flatten's copy of its object looks
 /// again.

@@ -191,7 +191,7 @@ op_table! {
     Lineage = 40, "lineage", Spec::NONE.mapper().composer(Route::Forward);
     /// To a mapper: one step of flattening the target volume, copying up
     /// to `size` shared objects from object index `offset` (`size` 0:
-    /// report only; reply: [`payload::FlattenReply`](crate::payload::FlattenReply)).
+    /// report only; reply: [`payload::FlattenStep`](crate::payload::FlattenStep)).
     Flatten = 41, "flatten", Spec::NONE.mapper().composer(Route::Forward).mutates();
     /// Roll the closed target volume back to its snapshot named in the
     /// payload ([`payload::NameField`](crate::payload::NameField)).

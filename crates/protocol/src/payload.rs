@@ -17,7 +17,7 @@
 //! | [`VolumeInfo`] | mapper INFO, OPEN: a volume's state and parent | 304 |
 //! | [`MapExtent`] | MAP_READ, MAP_WRITE reply records (after an 8-byte header) | 296 |
 //! | [`HashReply`] | mapper HASH: what hashing a snapshot did | 32 |
-//! | [`LineageRecord`], [`FlattenReply`] | LINEAGE, FLATTEN (see `payload/lineage.rs`) | 576, 48 |
+//! | [`LineageRecord`], [`FlattenStep`] | LINEAGE, FLATTEN (see `payload/lineage.rs`) | 576, 48 |
 //!
 //! Variable-length layouts (bounds-checked by their decoders):
 //!
@@ -37,7 +37,7 @@
 use crate::{Error, ErrorCode};
 
 mod lineage;
-pub use lineage::{decode_lineage, encode_lineage, lineage_size, FlattenReply, LineageRecord};
+pub use lineage::{decode_lineage, encode_lineage, lineage_size, FlattenStep, LineageRecord};
 
 /// Longest name a payload carries.
 pub const NAME_CAPACITY: usize = 256;

@@ -19,7 +19,7 @@
 //! | UPDATE | volume | `ASSUME_V0`: `size` is the v0 size hint | — |
 //! | OPEN_LIST | — (ignored) | — | the volumes open for writing on this host, each followed by NUL (`NoSpace` if the buffer is too small) |
 //! | LINEAGE | — (ignored) | — | every format 3 header with its parent link ([`encode_lineage`]; `NoSpace` if the buffer is too small) |
-//! | FLATTEN | volume | `offset`: first object index to look at, `size`: most objects to copy (0: report only) | [`FlattenReply`] |
+//! | FLATTEN | volume | `offset`: first object index to look at, `size`: most objects to copy (0: report only) | [`FlattenStep`](archipelago_protocol::payload::FlattenStep) |
 //! | ROLLBACK | volume | [`NameField`]: the snapshot | — |
 //!
 //! A `Locked` failure writes a [`LockOwner`] naming the holder into the
@@ -31,7 +31,7 @@ use archipelago_mapper::{Extent, Mapper, REBASE_CHECK};
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
     decode_commit, encode_extents, encode_hash_rebase, encode_lineage, CloneRequest, CreateRequest,
-    FlattenReply, HashRebase, HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload,
+    HashRebase, HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use xseg_shm::{Detached, Request};
@@ -252,19 +252,7 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             };
             Ok(encode_hash_rebase(&reply, &rebase, buf)? as u64)
         }
-        Op::Flatten => {
-            let s = mapper.flatten_step(&name, a.offset, a.size)?;
-            let reply = FlattenReply {
-                copied: s.copied,
-                bytes: s.bytes,
-                next: s.next,
-                remaining: s.remaining,
-                total: s.total,
-                flags: if s.done { FlattenReply::DONE } else { 0 },
-                reserved: 0,
-            };
-            put(&reply, buf)
-        }
+        Op::Flatten => put(&mapper.flatten_step(&name, a.offset, a.size)?, buf),
         Op::Rollback => {
             let snap = text(NameField::decode(buf)?.as_bytes(), "the snapshot name")?;
             mapper.rollback(&name, &snap).map(|_| 0)

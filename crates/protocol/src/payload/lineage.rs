@@ -4,7 +4,7 @@
 //! | payload | used by | size |
 //! |---|---|---|
 //! | [`LineageRecord`] | LINEAGE reply records (after an 8-byte header) | 576 |
-//! | [`FlattenReply`] | FLATTEN: what one step did and what is left | 48 |
+//! | [`FlattenStep`] | FLATTEN: what one step did and what is left | 48 |
 //!
 //! LINEAGE reply ([`encode_lineage`], [`decode_lineage`]): `u32 count,
 //! u32 reserved`, then `count` [`LineageRecord`]s.
@@ -134,33 +134,32 @@ pub fn decode_lineage(bytes: &[u8]) -> Result<Vec<LineageRecord>, Error> {
         .collect()
 }
 
-/// FLATTEN reply: what one step did and what is left.
+/// What one FLATTEN step did and what is left: the value type the
+/// mapper returns and the tools read, with its codec (48 bytes: copied,
+/// bytes, next, remaining, total, flags (`DONE` 1), zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct FlattenReply {
+pub struct FlattenStep {
     /// Objects copied by this step.
     pub copied: u64,
-    /// Bytes copied by this step.
+    /// Bytes copied by this step (objects × object size).
     pub bytes: u64,
-    /// The object index the next step should start from.
+    /// Where the next step should start looking (an object index).
     pub next: u64,
-    /// Shared objects left.
+    /// Shared entries left after this step (those with a write in flight
+    /// included).
     pub remaining: u64,
     /// Objects in the volume.
     pub total: u64,
-    /// [`FlattenReply::DONE`].
-    pub flags: u32,
-    /// Zero.
-    pub reserved: u32,
-}
-const _: () = assert!(core::mem::size_of::<FlattenReply>() == 48);
-
-impl FlattenReply {
-    /// The volume depends on no other volume any more.
-    pub const DONE: u32 = 1;
+    /// The volume depends on no other volume any more: its parent link is
+    /// gone.
+    pub done: bool,
 }
 
-impl Payload for FlattenReply {
+impl FlattenStep {
+    const DONE: u32 = 1;
+}
+
+impl Payload for FlattenStep {
     const SIZE: usize = 48;
     fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
         if out.len() < Self::SIZE {
@@ -176,7 +175,7 @@ impl Payload for FlattenReply {
         ] {
             w.u64(v);
         }
-        w.u32(self.flags);
+        w.u32(if self.done { Self::DONE } else { 0 });
         w.u32(0);
         Ok(())
     }
@@ -185,14 +184,13 @@ impl Payload for FlattenReply {
             return Err(short("flatten", bytes.len(), Self::SIZE));
         }
         let mut r = Reader(bytes, 0);
-        Ok(FlattenReply {
+        Ok(FlattenStep {
             copied: r.u64(),
             bytes: r.u64(),
             next: r.u64(),
             remaining: r.u64(),
             total: r.u64(),
-            flags: r.u32(),
-            reserved: 0,
+            done: r.u32() & Self::DONE != 0,
         })
     }
 }
@@ -206,7 +204,6 @@ mod tests {
     fn lineage_payloads_round_trip_and_refuse_hostile_bytes() {
         assert_eq!(offset_of!(LineageRecord, name), 48);
         assert_eq!(offset_of!(LineageRecord, parent_name), 312);
-        assert_eq!(offset_of!(FlattenReply, flags), 40);
         let rec = LineageRecord {
             volume_id: 7,
             epoch: 3,
@@ -238,16 +235,21 @@ mod tests {
         assert!(LineageRecord::decode(&bad).is_err());
         assert!(LineageRecord::decode(&bad[..100]).is_err());
 
-        let f = FlattenReply {
+        let f = FlattenStep {
             copied: 1,
             bytes: 4 << 20,
             next: 8,
             remaining: 5,
             total: 10,
-            flags: FlattenReply::DONE,
-            reserved: 0,
+            done: true,
         };
-        assert_eq!(FlattenReply::decode(&f.to_vec()).unwrap(), f);
-        assert!(FlattenReply::decode(&[0; 47]).is_err());
+        let b = f.to_vec();
+        assert_eq!(
+            (b.len(), &b[40..44]),
+            (48, &[1, 0, 0, 0][..]),
+            "flags at 40"
+        );
+        assert_eq!(FlattenStep::decode(&b).unwrap(), f);
+        assert!(FlattenStep::decode(&[0; 47]).is_err());
     }
 }

@@ -217,7 +217,31 @@ impl Mapper {
     /// Opens the volume implicitly if this host does not hold it (the
     /// implicit open is released by one [`close`](Self::close)).
     pub fn map_write(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, false).map(|(e, _)| e)
+    }
+
+    /// [`map_write`](Self::map_write), with the fencing token of the
+    /// volume's lock the extents were mapped under: the composer carries
+    /// it on each data write ([`Fence`](archipelago_store::Fence)), so
+    /// the data store refuses them once the lock was broken.
+    pub fn map_write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Vec<Extent>, u64), Error> {
         self.change(name, offset, len, false)
+    }
+
+    /// [`discard`](Self::discard) with the lock's token, as
+    /// [`map_write_fenced`](Self::map_write_fenced).
+    pub fn discard_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Vec<Extent>, u64), Error> {
+        self.change(name, offset, len, true)
     }
 
     /// Discards `len` bytes at `offset` of `name` (DISCARD and
@@ -240,18 +264,18 @@ impl Mapper {
     /// objects) are only dereferenced, left for garbage collection. Locks, read-only snapshots and ranges are checked as
     /// for [`map_write`](Self::map_write).
     pub fn discard(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
-        self.change(name, offset, len, true)
+        self.change(name, offset, len, true).map(|(e, _)| e)
     }
 
     /// [`map_write`](Self::map_write) (`discard` false) or
-    /// [`discard`](Self::discard).
+    /// [`discard`](Self::discard), and the lock's token.
     fn change(
         &self,
         name: &str,
         offset: u64,
         len: u64,
         discard: bool,
-    ) -> Result<Vec<Extent>, Error> {
+    ) -> Result<(Vec<Extent>, u64), Error> {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
@@ -389,7 +413,7 @@ impl Mapper {
         }
         self.apply_updates(name, &mut st, h, updates)?;
         st.pending.extend(new_pending);
-        Ok(out)
+        Ok((out, st.token))
     }
 }
 

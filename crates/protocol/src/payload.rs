@@ -725,7 +725,7 @@ mod tests {
             object: NameField::new(b"obj").unwrap(),
         };
         let mut buf = vec![0u8; map_reply_room(512, 1 << 22) as usize];
-        let n = encode_extents(&[e.clone()], &mut buf).unwrap();
+        let n = encode_extents(std::slice::from_ref(&e), &mut buf).unwrap();
         assert_eq!(decode_map_token(&buf[..n]).unwrap(), None);
         let n = encode_map_token(&mut buf, n, 42).unwrap();
         assert_eq!(decode_extents(&buf[..n]).unwrap(), vec![e]);

@@ -171,6 +171,11 @@ fn held_write_never_lands<S: ObjectStore + 'static>(
     ca.create_volume(VLMCD, "vm", 16 * OBJ, Some(OBJ)).unwrap();
     ca.open_volume(VLMCD, "vm", true).unwrap();
     ca.volume_write(VLMCD, "vm", 0, &pattern(1), true).unwrap();
+    // Overwrites of an owned object take the mapper's fast path (no
+    // worker, no I/O): they carry the token too, and land while A holds
+    // the lock.
+    ca.volume_write(VLMCD, "vm", 0, &pattern(5), true).unwrap();
+    assert!(ca.volume_read(VLMCD, "vm", 0, OBJ).unwrap() == pattern(5));
 
     // A's next data write is held in its data blocker.
     let gate = Gate::new();

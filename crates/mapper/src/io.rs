@@ -130,6 +130,19 @@ impl Mapper {
         len: u64,
         write: bool,
     ) -> Option<Result<Vec<Extent>, Error>> {
+        self.map_cached_fenced(name, offset, len, write)
+            .map(|r| r.map(|(e, _)| e))
+    }
+
+    /// [`map_cached`](Self::map_cached) with the token of the lock the
+    /// volume is held with (as [`map_write_fenced`](Self::map_write_fenced)).
+    pub fn map_cached_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<Result<(Vec<Extent>, u64), Error>> {
         let s = self.volumes.try_lock().ok()?.get(name)?.clone();
         let st = s.try_lock().ok()?;
         let h = st.header.as_ref().filter(|_| st.opens > 0)?;
@@ -166,7 +179,7 @@ impl Mapper {
             }
             out.push(Extent::of_entry(&entry, index, off, n));
         }
-        Some(Ok(out))
+        Some(Ok((out, st.token)))
     }
 
     /// [`map_read`](Self::map_read) of a v0 map (a Pithos hashmap).

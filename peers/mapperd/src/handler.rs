@@ -367,11 +367,15 @@ impl MapperHandler {
         };
         let Some(r) = self
             .mapper
-            .map_cached(name, d.offset(), d.size(), op == Op::MapWrite)
+            .map_cached_fenced(name, d.offset(), d.size(), op == Op::MapWrite)
         else {
             return Err(req);
         };
-        let done = r.and_then(|extents| put_extents(&extents, ctx.port().data_mut(&mut req)));
+        let buf = ctx.port().data_mut(&mut req);
+        let done = r.and_then(|(extents, token)| match op {
+            Op::MapWrite => put_extents_and_token(&extents, token, buf),
+            _ => put_extents(&extents, buf),
+        });
         Ok((req, Done::from(done)))
     }
 }

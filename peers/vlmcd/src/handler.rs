@@ -473,7 +473,12 @@ impl Handler for Composer {
                         Err(e)
                     }
                     None => {
-                        let map = port.data(&reply).to_vec();
+                        // What the mapper replied, not the whole buffer:
+                        // the token trailer is only read where it was
+                        // written.
+                        let data = port.data(&reply);
+                        let n = usize::try_from(serviced).map_or(data.len(), |n| n.min(data.len()));
+                        let map = data[..n].to_vec();
                         port.put(reply);
                         self.serve_map(ctx, id, &map)
                     }

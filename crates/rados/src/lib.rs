@@ -56,6 +56,19 @@
 //! its cached state on `Fenced` before it locks again), otherwise only
 //! after [`RadosOptions::fence_quarantine`], so that data requests computed
 //! under the broken lock and still in flight fail instead of landing.
+//!
+//! The quarantine alone bounds nothing: a request held longer goes out
+//! through the new client. Fenced writes
+//! ([`ObjectStore::write_fenced`]) close that: the `token` xattr of the
+//! lock object is the lock's fence; a break raises it past the holder's
+//! token and empties `grant` in one write op *before* blocklisting; each
+//! client caches the token it read per lock (a map lookup per write) and
+//! checks and writes through the same client, so a client that read the
+//! old token is blocklisted before the lock is free, and a reconnected
+//! client starts with no cache and reads the raised token. A store holding
+//! data but not the lock keeps the token on an object of the same name in
+//! its own locks namespace (created by the first fenced write or
+//! `raise_fence`).
 
 #![warn(missing_docs)]
 

@@ -248,7 +248,9 @@ impl Client {
             reply_room: room(HashReply::SIZE + 16 + (64 << 10)),
             ..Call::new(dst, Op::Hash, snap.as_bytes())
         })?;
-        decode_hash_rebase(&r.data)
+        // Only the bytes the mapper wrote: the rest of the buffer is not
+        // the reply's (the composer copies back the serviced bytes).
+        decode_hash_rebase(&r.data[..(r.serviced as usize).min(r.data.len())])
     }
 
     /// UPDATE an old-format map to the current format.

@@ -234,19 +234,6 @@ pub struct LockOwner {
 }
 sized!(LockOwner, 272);
 
-/// WRITE and WRITE_FULL with [`Flags::FENCED`](crate::Flags::FENCED):
-/// follows the `size` bytes of data in the request's buffer. The lock is
-/// the volume's (its name), the token the one its writer holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[repr(C)]
-pub struct WriteFence {
-    /// The writer's fencing token.
-    pub token: u64,
-    /// The lock the write was computed under.
-    pub lock: NameField,
-}
-sized!(WriteFence, 272);
-
 macro_rules! name_payload {
     ($t:ident, $what:literal, $int:ident, $name:ident) => {
         impl Payload for $t {
@@ -275,7 +262,6 @@ macro_rules! name_payload {
 name_payload!(CopyRequest, "copy", src_offset, src);
 name_payload!(CloneRequest, "clone", size, src);
 name_payload!(LockOwner, "lock owner", token, owner);
-name_payload!(WriteFence, "write fence", token, lock);
 
 /// CREATE: a new volume's geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -633,42 +619,14 @@ pub fn extents_size(count: usize) -> usize {
     LIST_HEADER + count * MapExtent::SIZE
 }
 
-/// Bytes of the trailer a MAP_WRITE or DISCARD reply carries after its
-/// extents since protocol version 2: the fencing token (u64, little
-/// endian) of the volume's lock the extents were mapped under, which the
-/// composer puts in each data write ([`WriteFence`]).
-pub const MAP_TOKEN_SIZE: usize = 8;
-
-/// Appends the lock's `token` after the `extents_len` bytes of an encoded
-/// map reply in `out`; returns the reply's new length.
-pub fn encode_map_token(out: &mut [u8], extents_len: usize, token: u64) -> Result<usize, Error> {
-    let need = extents_len + MAP_TOKEN_SIZE;
-    if out.len() < need {
-        return Err(short("map reply token", out.len(), need));
-    }
-    out[extents_len..need].copy_from_slice(&token.to_le_bytes());
-    Ok(need)
-}
-
-/// The lock's token after the extents of a map reply of `reply_len`
-/// bytes, `None` if it carries none (MAP_READ, or a mapper without locks).
-pub fn decode_map_token(reply: &[u8]) -> Result<Option<u64>, Error> {
-    let count = list_count(reply, "map reply", MapExtent::SIZE)?;
-    let at = extents_size(count);
-    Ok(reply
-        .get(at..at + MAP_TOKEN_SIZE)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))))
-}
-
 /// Room for a map reply (MAP_READ, MAP_WRITE, DISCARD) covering `bytes`
 /// of a volume: the most extents that many bytes can touch (the smallest
-/// objects, unaligned at both ends) and the token, at least a [`LockOwner`] (a `Locked`
+/// objects, unaligned at both ends), at least a [`LockOwner`] (a `Locked`
 /// failure names the holder there), at most `max_buffer` (the segment's
 /// largest buffer).
 pub fn map_reply_room(bytes: u64, max_buffer: u64) -> u64 {
     let most = (bytes / crate::sizes::MIN_OBJECT_SIZE).saturating_add(2);
-    let room = ((extents_size(0) + MAP_TOKEN_SIZE) as u64)
-        .saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
+    let room = (extents_size(0) as u64).saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
     room.max(LockOwner::SIZE as u64).min(max_buffer)
 }
 
@@ -886,38 +844,12 @@ mod tests {
     fn map_reply_room_fits_the_worst_case_within_the_largest_buffer() {
         assert_eq!(
             map_reply_room(0, 1 << 22),
-            LockOwner::SIZE.max(8 + 2 * 296 + MAP_TOKEN_SIZE) as u64
+            LockOwner::SIZE.max(8 + 2 * 296) as u64
         );
-        assert_eq!(
-            map_reply_room(8192, 1 << 22),
-            (8 + 4 * 296 + MAP_TOKEN_SIZE) as u64
-        );
+        assert_eq!(map_reply_room(8192, 1 << 22), 8 + 4 * 296);
         assert_eq!(map_reply_room(1 << 30, 1 << 22), 1 << 22);
     }
     use core::mem::offset_of;
-
-    #[test]
-    fn a_write_map_reply_carries_the_token_after_its_extents() {
-        let e = MapExtent {
-            index: 3,
-            offset_in_object: 0,
-            len: 512,
-            flags: 0,
-            reserved: 0,
-            object: NameField::new(b"obj").unwrap(),
-        };
-        let mut buf = vec![0u8; map_reply_room(512, 1 << 22) as usize];
-        let n = encode_extents(std::slice::from_ref(&e), &mut buf).unwrap();
-        assert_eq!(decode_map_token(&buf[..n]).unwrap(), None);
-        let n = encode_map_token(&mut buf, n, 42).unwrap();
-        assert_eq!(decode_extents(&buf[..n]).unwrap(), vec![e]);
-        assert_eq!(decode_map_token(&buf[..n]).unwrap(), Some(42));
-        let f = WriteFence {
-            token: 7,
-            lock: NameField::new(b"vm").unwrap(),
-        };
-        assert_eq!(WriteFence::decode(&f.to_vec()).unwrap(), f);
-    }
 
     #[test]
     fn field_offsets_match_the_encoding() {

@@ -70,6 +70,28 @@ impl ObjectStore for Served {
     fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError> {
         self.store.write_full(name, data, durable)
     }
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: archipelago_store::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        self.store.write_fenced(name, offset, data, durable, fence)
+    }
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: archipelago_store::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        self.store.write_full_fenced(name, data, durable, fence)
+    }
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        self.store.raise_fence(lock, token)
+    }
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         self.store.delete(name)
     }

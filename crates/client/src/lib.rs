@@ -220,6 +220,69 @@ impl Client {
         self.call(&call).map(|_| ())
     }
 
+    /// WRITE with [`Flags::FENCED`]: as [`write`](Self::write), refused
+    /// (`Fenced`) by the blocker if the store's token for `lock` is newer
+    /// than `token`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_fenced(
+        &self,
+        dst: u32,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        fua: bool,
+        lock: &str,
+        token: u64,
+    ) -> Result<(), Error> {
+        let flags = if fua { Flags::FUA } else { Flags::NONE } | Flags::FENCED;
+        let buf = with_fence(data, lock, token)?;
+        let call = Call {
+            offset,
+            size: data.len() as u64,
+            flags,
+            data: &buf,
+            ..Call::new(dst, Op::Write, name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// WRITE_FULL with [`Flags::FENCED`] (see [`write_fenced`](Self::write_fenced)).
+    pub fn write_full_fenced(
+        &self,
+        dst: u32,
+        name: &str,
+        data: &[u8],
+        lock: &str,
+        token: u64,
+    ) -> Result<(), Error> {
+        let buf = with_fence(data, lock, token)?;
+        let call = Call {
+            size: data.len() as u64,
+            flags: Flags::FENCED,
+            data: &buf,
+            ..Call::new(dst, Op::WriteFull, name.as_bytes())
+        };
+        self.call(&call).map(|_| ())
+    }
+
+    /// ACQUIRE with [`Flags::FENCED`]: raises the fence of the lock
+    /// `name` in the blocker's store to at least `token` (the lock itself
+    /// is untouched); returns the fence now recorded.
+    pub fn raise_fence(&self, dst: u32, name: &str, token: u64) -> Result<u64, Error> {
+        let payload = LockOwner {
+            token,
+            owner: NameField::new(b"")?,
+        }
+        .to_vec();
+        let call = Call {
+            data: &payload,
+            flags: Flags::FENCED,
+            ..Call::new(dst, Op::Acquire, name.as_bytes())
+        };
+        let r = self.call(&call)?;
+        Ok(LockOwner::decode(&r.data)?.token)
+    }
+
     /// WRITE_FULL: replace `name` with `data` atomically.
     pub fn write_full(&self, dst: u32, name: &str, data: &[u8]) -> Result<(), Error> {
         let call = Call {
@@ -440,4 +503,17 @@ fn nul_separated(r: &Reply) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// `data` followed by its [`WriteFence`](archipelago_protocol::payload::WriteFence).
+fn with_fence(data: &[u8], lock: &str, token: u64) -> Result<Vec<u8>, Error> {
+    use archipelago_protocol::payload::WriteFence;
+    let mut buf = vec![0u8; data.len() + WriteFence::SIZE];
+    buf[..data.len()].copy_from_slice(data);
+    WriteFence {
+        token,
+        lock: NameField::new(lock.as_bytes())?,
+    }
+    .encode(&mut buf[data.len()..])?;
+    Ok(buf)
 }

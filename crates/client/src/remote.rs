@@ -6,7 +6,7 @@ use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{
-    check_copy, check_owner, check_range, ListPage, ObjectStat, ObjectStore, StoreError,
+    check_copy, check_owner, check_range, Fence, ListPage, ObjectStat, ObjectStore, StoreError,
 };
 
 use crate::Client;
@@ -139,6 +139,47 @@ impl ObjectStore for RemoteStore {
                 c.sync(port)?;
             }
             Ok(())
+        })
+    }
+
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        check_range(name, offset, data.len() as u64)?;
+        self.with(name, "write", |c, port| {
+            c.write_fenced(port, name, offset, data, durable, fence.lock, fence.token)
+        })
+    }
+
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        self.with(name, "write_full", |c, port| {
+            c.write_full_fenced(port, name, data, fence.lock, fence.token)?;
+            if durable {
+                c.sync(port)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        check_name(lock)?;
+        self.with(lock, "raise_fence", |c, port| {
+            c.raise_fence(port, lock, token)
         })
     }
 

@@ -297,6 +297,28 @@ impl ObjectStore for Unordered {
     fn write_full(&self, n: &str, d: &[u8], f: bool) -> Result<(), archipelago_store::StoreError> {
         self.0.write_full(n, d, f)
     }
+    fn write_fenced(
+        &self,
+        n: &str,
+        o: u64,
+        d: &[u8],
+        f: bool,
+        fence: archipelago_store::Fence<'_>,
+    ) -> Result<(), archipelago_store::StoreError> {
+        self.0.write_fenced(n, o, d, f, fence)
+    }
+    fn write_full_fenced(
+        &self,
+        n: &str,
+        d: &[u8],
+        f: bool,
+        fence: archipelago_store::Fence<'_>,
+    ) -> Result<(), archipelago_store::StoreError> {
+        self.0.write_full_fenced(n, d, f, fence)
+    }
+    fn raise_fence(&self, l: &str, t: u64) -> Result<u64, archipelago_store::StoreError> {
+        self.0.raise_fence(l, t)
+    }
     fn delete(&self, n: &str) -> Result<(), archipelago_store::StoreError> {
         self.0.delete(n)
     }

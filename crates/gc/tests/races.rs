@@ -11,7 +11,7 @@ use archipelago_gc::{collect, GcError, GcOptions};
 use archipelago_mapfmt::gcmeta::{encode_generation, GC_STATE_OBJECT};
 use archipelago_mapper::{read_extent, Mapper};
 use archipelago_protocol::ErrorCode;
-use archipelago_store::{ListPage, MemoryStore, ObjectStat, ObjectStore, StoreError};
+use archipelago_store::{Fence, ListPage, MemoryStore, ObjectStat, ObjectStore, StoreError};
 
 const OS: u64 = 4096;
 
@@ -73,6 +73,29 @@ impl ObjectStore for Hooked {
     fn write_full(&self, n: &str, d: &[u8], f: bool) -> Result<(), StoreError> {
         self.fire(At::WriteFull, n);
         self.inner.write_full(n, d, f)
+    }
+    fn write_fenced(
+        &self,
+        n: &str,
+        o: u64,
+        d: &[u8],
+        f: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.write_fenced(n, o, d, f, fence)
+    }
+    fn write_full_fenced(
+        &self,
+        n: &str,
+        d: &[u8],
+        f: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        self.fire(At::WriteFull, n);
+        self.inner.write_full_fenced(n, d, f, fence)
+    }
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        self.inner.raise_fence(lock, token)
     }
     fn delete(&self, n: &str) -> Result<(), StoreError> {
         self.fire(At::Delete, n);

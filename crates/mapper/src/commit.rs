@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use archipelago_mapfmt::{set_entries, Chunk, Entry, Header};
 use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::Fence;
 
 use crate::load::Vol;
 use crate::locks::{Held, VolState};
@@ -51,12 +52,23 @@ impl Mapper {
         chunks: Vec<Chunk>,
         header: &Header,
     ) -> Result<(), Error> {
+        // Under a held lock, chunks and the header are written fenced with
+        // its token: once the lock is broken, the map store refuses them,
+        // however late they arrive. Without it, a chunk write of a fenced
+        // host held in flight could land over the new owner's chunk of the
+        // same serial (both start from the same committed `next_serial`).
+        let fence = held.map(|h| Fence {
+            lock: name,
+            token: h.token,
+        });
+        let write = |object: &str, bytes: &[u8]| match fence {
+            Some(f) => self.maps.write_full_fenced(object, bytes, true, f),
+            None => self.maps.write_full(object, bytes, true),
+        };
         for c in &chunks {
             let cname = c.id().object_name().expect("a written chunk is nonzero");
             let bytes = c.encode().map_err(|e| map_err(name, e))?;
-            self.maps
-                .write_full(&cname, &bytes, true)
-                .map_err(|e| store_err(&cname, e))?;
+            write(&cname, &bytes).map_err(|e| store_err(&cname, e))?;
         }
         if let Some(held) = held {
             let owner = match st.as_deref_mut() {
@@ -74,9 +86,7 @@ impl Mapper {
             }
         }
         let bytes = header.encode().map_err(|e| map_err(name, e))?;
-        self.maps
-            .write_full(name, &bytes, true)
-            .map_err(|e| store_err(name, e))?;
+        write(name, &bytes).map_err(|e| store_err(name, e))?;
         for c in chunks {
             self.cache_chunk(Arc::new(c));
         }

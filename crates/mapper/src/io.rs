@@ -110,6 +110,19 @@ impl Mapper {
         len: u64,
         write: bool,
     ) -> Option<Result<Vec<Extent>, Error>> {
+        self.map_cached_fenced(name, offset, len, write)
+            .map(|r| r.map(|(e, _)| e))
+    }
+
+    /// [`map_cached`](Self::map_cached) with the token of the lock the
+    /// volume is held with (as [`map_write_fenced`](Self::map_write_fenced)).
+    pub fn map_cached_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<Result<(Vec<Extent>, u64), Error>> {
         let s = self.volumes.try_lock().ok()?.get(name)?.clone();
         let st = s.try_lock().ok()?;
         let h = st.header.as_ref().filter(|_| st.opens > 0)?;
@@ -146,7 +159,7 @@ impl Mapper {
             }
             out.push(extent_of_entry(&entry, index, off, n));
         }
-        Some(Ok(out))
+        Some(Ok((out, st.token)))
     }
 
     /// [`map_read`](Self::map_read) of a v0 map (a Pithos hashmap).
@@ -197,7 +210,31 @@ impl Mapper {
     /// Opens the volume implicitly if this host does not hold it (the
     /// implicit open is released by one [`close`](Self::close)).
     pub fn map_write(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
+        self.change(name, offset, len, false).map(|(e, _)| e)
+    }
+
+    /// [`map_write`](Self::map_write), with the fencing token of the
+    /// volume's lock the extents were mapped under: the composer carries
+    /// it on each data write ([`Fence`](archipelago_store::Fence)), so
+    /// the data store refuses them once the lock was broken.
+    pub fn map_write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Vec<Extent>, u64), Error> {
         self.change(name, offset, len, false)
+    }
+
+    /// [`discard`](Self::discard) with the lock's token, as
+    /// [`map_write_fenced`](Self::map_write_fenced).
+    pub fn discard_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Vec<Extent>, u64), Error> {
+        self.change(name, offset, len, true)
     }
 
     /// Discards `len` bytes at `offset` of `name` (DISCARD and
@@ -220,18 +257,18 @@ impl Mapper {
     /// objects) are only dereferenced, left for garbage collection. Locks, read-only snapshots and ranges are checked as
     /// for [`map_write`](Self::map_write).
     pub fn discard(&self, name: &str, offset: u64, len: u64) -> Result<Vec<Extent>, Error> {
-        self.change(name, offset, len, true)
+        self.change(name, offset, len, true).map(|(e, _)| e)
     }
 
     /// [`map_write`](Self::map_write) (`discard` false) or
-    /// [`discard`](Self::discard).
+    /// [`discard`](Self::discard), and the lock's token.
     fn change(
         &self,
         name: &str,
         offset: u64,
         len: u64,
         discard: bool,
-    ) -> Result<Vec<Extent>, Error> {
+    ) -> Result<(Vec<Extent>, u64), Error> {
         check_name(name)?;
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
@@ -350,7 +387,7 @@ impl Mapper {
         }
         self.apply_updates(name, &mut st, h, updates)?;
         st.pending.extend(new_pending);
-        Ok(out)
+        Ok((out, st.token))
     }
 }
 

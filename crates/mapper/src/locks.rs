@@ -9,6 +9,14 @@
 //! lock forgets the volume's state. Kept together because the state's
 //! cached header and pending writes are only as good as the lock behind
 //! them (the caching rule in the crate docs).
+//!
+//! The checks here are made by this host; they cannot stop a request it
+//! already sent. So the token also travels with the writes: map chunks and
+//! headers are written with `write_full_fenced` (commit.rs), and
+//! `map_write_fenced` / `discard_fenced` / `map_cached_fenced` hand the
+//! token to the composer, which puts it in each data write; the stores
+//! refuse a token older than the one they record for the volume (see
+//! "What fencing guarantees" in `archipelago-store`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

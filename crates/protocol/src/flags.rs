@@ -33,17 +33,25 @@ impl Flags {
     /// abandoned (their data failed) and are forgotten before the
     /// operation, which would otherwise refuse them as uncommitted.
     pub const DRAINED: Flags = Flags(128);
+    /// WRITE, WRITE_FULL: the write is fenced. The data buffer holds the
+    /// `size` bytes to write, then a [`WriteFence`](crate::payload::WriteFence)
+    /// (the volume's lock and the writer's token); the blocker refuses the
+    /// write with `Fenced` if the store's token for that lock is newer.
+    /// ACQUIRE: raise the lock's fence to the payload's token instead of
+    /// taking the lock (what a lock breaker asks of a data blocker); the
+    /// reply's token is the fence now recorded. Since protocol version 2.
+    pub const FENCED: Flags = Flags(256);
     /// OPEN with `WRITABLE`: hold the volume for a reader that needs it
     /// unchanged (an export): refused while the volume is open for
     /// writing on this host, and while held every other open and every
     /// write of it is refused (`Busy`). CLOSE releases it.
-    pub const EXCLUSIVE: Flags = Flags(256);
+    pub const EXCLUSIVE: Flags = Flags(512);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see `archipelago_wire::reply`).
     /// Never valid in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(511);
+    pub const ALL: Flags = Flags(1023);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
@@ -81,8 +89,9 @@ mod tests {
         );
         let f = Flags::FUA | Flags::FORCE;
         assert!(f.contains(Flags::FUA) && f.contains(Flags::FORCE) && !f.contains(Flags::NO_WAIT));
-        assert_eq!(Flags(0x200 | 4).unknown_bits(), 0x200);
-        assert_eq!(Flags::EXCLUSIVE.0, 256);
+        assert_eq!(Flags(0x400 | 4).unknown_bits(), 0x400);
+        assert_eq!(Flags::FENCED.0, 256);
+        assert_eq!(Flags::EXCLUSIVE.0, 512);
         assert_eq!(Flags::PAGED.0, 64);
         assert_eq!(Flags::DRAINED.0, 128);
         assert_eq!(Flags::WRITABLE.0, 32);

@@ -39,9 +39,9 @@ use crate::{Error, ErrorCode};
 mod lineage;
 pub use lineage::{decode_lineage, encode_lineage, lineage_size, FlattenStep, LineageRecord};
 pub use mapper::{
-    decode_commit, decode_extents, decode_hash_rebase, encode_commit, encode_extents,
-    encode_hash_rebase, extents_size, map_reply_room, Extent, HashRebase, HashReply, MapExtent,
-    VolumeInfo, LIST_HEADER,
+    decode_commit, decode_extents, decode_hash_rebase, decode_map_token, encode_commit,
+    encode_extents, encode_hash_rebase, encode_map_token, extents_size, map_reply_room, Extent,
+    HashRebase, HashReply, MapExtent, VolumeInfo, LIST_HEADER, MAP_TOKEN_SIZE,
 };
 
 /// Longest name a payload carries.
@@ -239,6 +239,19 @@ pub struct LockOwner {
 }
 sized!(LockOwner, 272);
 
+/// WRITE and WRITE_FULL with [`Flags::FENCED`](crate::Flags::FENCED):
+/// follows the `size` bytes of data in the request's buffer. The lock is
+/// the volume's (its name), the token the one its writer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
+pub struct WriteFence {
+    /// The writer's fencing token.
+    pub token: u64,
+    /// The lock the write was computed under.
+    pub lock: NameField,
+}
+sized!(WriteFence, 272);
+
 macro_rules! name_payload {
     ($t:ident, $what:literal, $int:ident, $name:ident) => {
         impl Payload for $t {
@@ -267,6 +280,7 @@ macro_rules! name_payload {
 name_payload!(CopyRequest, "copy", src_offset, src);
 name_payload!(CloneRequest, "clone", size, src);
 name_payload!(LockOwner, "lock owner", token, owner);
+name_payload!(WriteFence, "write fence", token, lock);
 
 /// CREATE: a new volume's geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,12 +459,38 @@ mod tests {
     fn map_reply_room_fits_the_worst_case_within_the_largest_buffer() {
         assert_eq!(
             map_reply_room(0, 1 << 22),
-            LockOwner::SIZE.max(8 + 2 * 296) as u64
+            LockOwner::SIZE.max(8 + 2 * 296 + MAP_TOKEN_SIZE) as u64
         );
-        assert_eq!(map_reply_room(8192, 1 << 22), 8 + 4 * 296);
+        assert_eq!(
+            map_reply_room(8192, 1 << 22),
+            (8 + 4 * 296 + MAP_TOKEN_SIZE) as u64
+        );
         assert_eq!(map_reply_room(1 << 30, 1 << 22), 1 << 22);
     }
     use core::mem::offset_of;
+
+    #[test]
+    fn a_write_map_reply_carries_the_token_after_its_extents() {
+        let e = MapExtent {
+            index: 3,
+            offset_in_object: 0,
+            len: 512,
+            flags: 0,
+            reserved: 0,
+            object: NameField::new(b"obj").unwrap(),
+        };
+        let mut buf = vec![0u8; map_reply_room(512, 1 << 22) as usize];
+        let n = encode_extents(std::slice::from_ref(&e), &mut buf).unwrap();
+        assert_eq!(decode_map_token(&buf[..n]).unwrap(), None);
+        let n = encode_map_token(&mut buf, n, 42).unwrap();
+        assert_eq!(decode_extents(&buf[..n]).unwrap(), vec![e]);
+        assert_eq!(decode_map_token(&buf[..n]).unwrap(), Some(42));
+        let f = WriteFence {
+            token: 7,
+            lock: NameField::new(b"vm").unwrap(),
+        };
+        assert_eq!(WriteFence::decode(&f.to_vec()).unwrap(), f);
+    }
 
     #[test]
     fn field_offsets_match_the_encoding() {

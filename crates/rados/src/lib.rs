@@ -56,6 +56,19 @@
 //! its cached state on `Fenced` before it locks again), otherwise only
 //! after [`RadosOptions::fence_quarantine`], so that data requests computed
 //! under the broken lock and still in flight fail instead of landing.
+//!
+//! The quarantine alone bounds nothing: a request held longer goes out
+//! through the new client. Fenced writes
+//! ([`ObjectStore::write_fenced`]) close that: the `token` xattr of the
+//! lock object is the lock's fence; a break raises it past the holder's
+//! token and empties `grant` in one write op *before* blocklisting; each
+//! client caches the token it read per lock (a map lookup per write) and
+//! checks and writes through the same client, so a client that read the
+//! old token is blocklisted before the lock is free, and a reconnected
+//! client starts with no cache and reads the raised token. A store holding
+//! data but not the lock keeps the token on an object of the same name in
+//! its own locks namespace (created by the first fenced write or
+//! `raise_fence`).
 
 #![warn(missing_docs)]
 
@@ -63,6 +76,7 @@ mod client;
 mod ffi;
 pub mod testenv;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,8 +85,8 @@ use std::time::{Duration, Instant};
 
 use archipelago_protocol::names::check_store_name;
 use archipelago_store::{
-    check_copy, check_owner, check_range, content_name_of, strip_trailing_zeros, AsyncIo, IoDone,
-    ObjectStat, ObjectStore, StoreError,
+    check_copy, check_owner, check_range, content_name_of, strip_trailing_zeros, AsyncIo, Fence,
+    IoDone, ObjectStat, ObjectStore, StoreError,
 };
 use client::{Cluster, Errno, IoCtx, Locker, WriteOp};
 
@@ -152,6 +166,10 @@ struct Conn {
     addr: String,
     /// When an operation first failed with `EBLOCKLISTED`.
     fenced: Mutex<Option<Instant>>,
+    /// Per lock, the token this client last read from (or wrote to) the
+    /// lock object: fenced writes through this client are checked against
+    /// it. Dies with the client: a reconnected client reads again.
+    fences: Mutex<HashMap<String, u64>>,
 }
 
 /// An object store on a RADOS pool. See the crate docs.
@@ -272,6 +290,7 @@ impl Conn {
             client,
             addr,
             fenced: Mutex::new(None),
+            fences: Mutex::new(HashMap::new()),
         };
         if let Some(i) = &opts.instance {
             let reg = registry_object(&i.host);
@@ -443,6 +462,136 @@ impl RadosStore {
             .map_err(|e| self.err(c, name, "list_lockers", e))
     }
 
+    /// Raises the `token` xattr of the lock object `lock` to at least
+    /// `token` through `c` (creating the object if missing; never
+    /// lowering it) and returns the value now recorded.
+    fn raise_on(&self, c: &Conn, lock: &str, token: u64) -> Result<u64, StoreError> {
+        for _ in 0..LOCK_ATTEMPTS {
+            let old = c
+                .locks
+                .getxattr(lock, "token")
+                .map_err(|e| self.err(c, lock, "raise_fence", e))?;
+            let current = parse_token(old.clone());
+            if current >= token {
+                return Ok(current);
+            }
+            let value = token.to_string();
+            if old.is_none() {
+                // Maybe no lock object yet (a data pool): create it with
+                // the token, exclusively (cmpxattr needs an object).
+                let mut op = WriteOp::new();
+                op.create(true).setxattr("token", value.as_bytes());
+                match op.operate(&c.locks, lock) {
+                    Ok(()) => return Ok(token),
+                    Err(libc::EEXIST) => {} // exists: compare and set
+                    Err(e) => return Err(self.err(c, lock, "raise_fence", e)),
+                }
+            }
+            let mut op = WriteOp::new();
+            op.cmpxattr("token", old.as_deref().unwrap_or(b""))
+                .setxattr("token", value.as_bytes());
+            match op.operate(&c.locks, lock) {
+                Ok(()) => return Ok(token),
+                // Raised (or created) meanwhile: read again.
+                Err(libc::ECANCELED) | Err(libc::ENOENT) => continue,
+                Err(e) => return Err(self.err(c, lock, "raise_fence", e)),
+            }
+        }
+        Err(StoreError::Io {
+            name: lock.to_owned(),
+            op: "raise_fence",
+            source: io::Error::other("lost the race for the fence too many times"),
+        })
+    }
+
+    /// Checks `fence` for a write to `name` through `c`: against the
+    /// token `c` last saw for the lock (no I/O), else read from the lock
+    /// object (and raised there to a newer token). The caller writes
+    /// through the same `c`: if another host broke the lock since, `c` is
+    /// blocklisted and the write fails; a reconnected client starts with
+    /// no cached token.
+    fn check_fence(&self, c: &Conn, name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        check_store_name(fence.lock.as_bytes())?;
+        let cached = c
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fence.lock)
+            .copied();
+        let current = match cached {
+            Some(t) if t == fence.token => return Ok(()),
+            Some(t) if t > fence.token => t,
+            _ => {
+                let now = self.raise_on(c, fence.lock, fence.token)?;
+                c.fences
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fence.lock.to_owned(), now);
+                now
+            }
+        };
+        if fence.token < current {
+            return Err(self.stale(c, name, fence, current));
+        }
+        Ok(())
+    }
+
+    /// A refused write: forgets the cached token (the next write reads
+    /// the lock object again).
+    fn stale(&self, c: &Conn, name: &str, fence: Fence<'_>, current: u64) -> StoreError {
+        c.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fence.lock);
+        log::warn!(
+            "pool {}: refused a write to {name}: lock {} is at token {current}, the writer holds {}",
+            self.opts.pool,
+            fence.lock,
+            fence.token
+        );
+        StoreError::StaleToken {
+            name: name.to_owned(),
+            lock: fence.lock.to_owned(),
+            token: fence.token,
+            current,
+        }
+    }
+
+    /// Ends the current grant of `name` for a break, in one write op:
+    /// `token` raised past the holder's and `grant` emptied. From then on
+    /// a fenced write with the holder's token is refused by any client
+    /// that reads the lock object; the clients of the holder that read it
+    /// before are blocklisted next, before the lock is free.
+    fn end_grant(&self, c: &Conn, name: &str) -> Result<(), StoreError> {
+        for _ in 0..LOCK_ATTEMPTS {
+            let old = c
+                .locks
+                .getxattr(name, "token")
+                .map_err(|e| self.err(c, name, "break_lock", e))?;
+            let next = parse_token(old.clone()) + 1;
+            let mut op = WriteOp::new();
+            op.cmpxattr("token", old.as_deref().unwrap_or(b""))
+                .setxattr("token", next.to_string().as_bytes())
+                .setxattr("grant", b"");
+            match op.operate(&c.locks, name) {
+                Ok(()) => {
+                    c.fences
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_owned(), next);
+                    return Ok(());
+                }
+                Err(libc::ECANCELED) => continue,
+                Err(e) => return Err(self.err(c, name, "break_lock", e)),
+            }
+        }
+        Err(StoreError::Io {
+            name: name.to_owned(),
+            op: "break_lock",
+            source: io::Error::other("lost the race for the fence too many times"),
+        })
+    }
+
     /// Blocklists the clients recorded in the lock `name` and the holder's
     /// address, except our own instance's; then breaks `holder`'s lock.
     /// With `end_grant` (a break, not a takeover by the same owner) the
@@ -454,6 +603,9 @@ impl RadosStore {
         holder: &Locker,
         end_grant: bool,
     ) -> Result<(), StoreError> {
+        if end_grant {
+            self.end_grant(c, name)?;
+        }
         let recorded = c
             .locks
             .getxattr(name, "clients")
@@ -476,12 +628,6 @@ impl RadosStore {
             c.cluster
                 .blocklist_add(a, self.opts.blocklist_expiry)
                 .map_err(|e| self.err(c, name, "blocklist", e))?;
-        }
-        if end_grant {
-            // The old holder's token stays in `token`; the next grant raises it.
-            c.locks
-                .setxattr(name, "grant", b"")
-                .map_err(|e| self.err(c, name, "break_lock", e))?;
         }
         match c
             .locks
@@ -546,17 +692,61 @@ impl AsyncIo for RadosStore {
         len: usize,
         done: IoDone,
     ) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.start_write_maybe_fenced(name, offset, data, len, None, done) }
+    }
+
+    /// A cache miss reads the lock object synchronously, on the calling
+    /// (loop) thread: once per lock and client.
+    unsafe fn start_write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        fence: Fence<'_>,
+        done: IoDone,
+    ) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.start_write_maybe_fenced(name, offset, data, len, Some(fence), done) }
+    }
+}
+
+impl RadosStore {
+    /// `start_write`, checking `fence` first (through the client the
+    /// write goes through) if there is one.
+    ///
+    /// # Safety
+    /// As for [`AsyncIo::start_write`].
+    unsafe fn start_write_maybe_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        fence: Option<Fence<'_>>,
+        done: IoDone,
+    ) {
         if len == 0 {
             // Creating an empty object is a compound op: the synchronous
             // path does it.
             // SAFETY: nothing is read from `data` for an empty write.
-            return done(self.write(name, offset, &[], false).map(|_| 0));
+            return done(
+                match fence {
+                    Some(f) => self.write_fenced(name, offset, &[], false, f),
+                    None => self.write(name, offset, &[], false),
+                }
+                .map(|_| 0),
+            );
         }
         let c = match check_store_name(name.as_bytes())
             .map_err(StoreError::from)
             .and_then(|_| check_range(name, offset, len as u64))
             .and_then(|_| self.live(name, false))
-        {
+            .and_then(|c| match fence {
+                Some(f) => self.check_fence(&c, name, f).map(|_| c),
+                None => Ok(c),
+            }) {
             Ok(c) => c,
             Err(e) => return done(Err(e)),
         };
@@ -611,6 +801,58 @@ impl ObjectStore for RadosStore {
             c.data.write(name, data, offset)
         };
         r.map_err(|e| self.err(&c, name, "write", e))
+    }
+
+    /// The check costs nothing but a map lookup once this client has
+    /// read the lock's token (see `check_fence`); the first fenced write
+    /// of a lock through a client, and the first after a refusal, reads
+    /// (and may raise) the lock object's `token` first.
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        _durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_range(name, offset, data.len() as u64)?;
+        let c = self.live(name, false)?;
+        self.check_fence(&c, name, fence)?;
+        let r = if data.is_empty() {
+            let mut op = WriteOp::new();
+            op.create(false);
+            op.operate(&c.data, name)
+        } else {
+            c.data.write(name, data, offset)
+        };
+        r.map_err(|e| self.err(&c, name, "write", e))
+    }
+
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        _durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        self.check_fence(&c, name, fence)?;
+        c.data
+            .write_full(name, data)
+            .map_err(|e| self.err(&c, name, "write_full", e))
+    }
+
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        check_store_name(lock.as_bytes())?;
+        let c = self.live(lock, false)?;
+        let now = self.raise_on(&c, lock, token)?;
+        c.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lock.to_owned(), now);
+        Ok(now)
     }
 
     fn write_full(&self, name: &str, data: &[u8], _durable: bool) -> Result<(), StoreError> {
@@ -755,7 +997,13 @@ impl ObjectStore for RadosStore {
                 .setxattr("grant", cookie.as_bytes())
                 .setxattr("clients", clients.as_bytes());
             match op.operate(&c.locks, name) {
-                Ok(()) => return Ok(next),
+                Ok(()) => {
+                    c.fences
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_owned(), next);
+                    return Ok(next);
+                }
                 // Our lock was broken and re-granted meanwhile: decide again.
                 Err(libc::ECANCELED) => continue,
                 Err(e) => return Err(self.err(&c, name, "try_lock", e)),

@@ -153,3 +153,38 @@ fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
     assert!(msg.contains("nopool") && msg.contains("connect"), "{msg}");
     assert!(msg.contains(&conf.display().to_string()), "{msg}");
 }
+
+/// Issue 14, fencing on the data path: host A's fenced write held in
+/// flight while host B breaks the lock (`vlmc unlock -f`), takes it and
+/// writes, then let go after A's client noticed the blocklisting and
+/// reconnected (no quarantine here: the write goes out through the new
+/// client at once). The store's token check refuses it; so does every
+/// later write of A with its old token. Before the check, the held write
+/// landed over B's data.
+#[test]
+fn a_held_write_of_the_old_owner_never_lands_after_a_break() {
+    let Some((conf, pool)) = testenv::cluster("fencing") else {
+        return;
+    };
+    let ns = testenv::unique_namespace("held");
+    let mut a = {
+        let mut o = testenv::options(conf.clone(), pool.clone(), "held");
+        o.namespace = ns.clone();
+        o.instance = Some(Instance {
+            host: "host-a".into(),
+            member: "blockerb".into(),
+        });
+        o.fence_quarantine = Duration::ZERO;
+        Some(RadosStore::connect(o).unwrap_or_else(|e| panic!("{e}")))
+    };
+    let a = std::sync::Arc::new(archipelago_store::FaultyStore::new(a.take().unwrap()));
+    let b = member(&conf, &pool, &ns, "host-b", "blockerm");
+    archipelago_store::conformance::a_broken_owners_held_writes_never_land(a.clone(), b, |a| {
+        // A notices it was blocklisted; its next operation reconnects.
+        assert_fenced(a.stat("obj"));
+    });
+    assert!(
+        a.inner().reconnects() >= 1,
+        "the held write went out through a new client"
+    );
+}

@@ -25,7 +25,7 @@ use std::sync::Barrier;
 use archipelago_protocol::names::{is_content_name, MAX_STORE_NAME};
 use archipelago_protocol::ErrorCode;
 
-use crate::{content_name_of, ObjectStore, StoreError};
+use crate::{content_name_of, Fault, FaultyStore, Fence, Gate, ObjectStore, OpKind, StoreError};
 
 /// Expands to one `#[test]` per conformance case, each calling the case
 /// with `$make` (an expression evaluating to a `Fn() -> impl ObjectStore`,
@@ -93,6 +93,9 @@ macro_rules! __conformance_cases {
             ranges_past_the_largest_offset_are_refused,
             list_is_sorted_and_filtered_by_prefix,
             list_pages_walk_the_listing_in_order,
+            fenced_writes_with_a_broken_token_are_refused,
+            the_fence_rises_with_newer_tokens_and_raise_fence,
+            fenced_writes_check_their_names,
         );
     };
     (@emit_tests () $make:expr; $($case:ident,)*) => {
@@ -743,4 +746,186 @@ pub fn list_pages_walk_the_listing_in_order<S: ObjectStore>(make: impl Fn() -> S
     expect.retain(|n| n != "p99");
     rest.retain(|n| n != "p99");
     assert_eq!(rest, expect);
+}
+
+/// Refused as stale: [`StoreError::StaleToken`] from a driver, or any
+/// error of code `Fenced` naming the object from a store reached over the
+/// protocol (which carries the code and the object, not the tokens).
+fn assert_stale<T: std::fmt::Debug>(r: Result<T, StoreError>, name: &str) {
+    match r {
+        Err(e @ (StoreError::StaleToken { .. } | StoreError::Fenced { .. })) => {
+            assert_eq!(e.code(), ErrorCode::Fenced);
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        other => panic!("expected a write refused as stale for {name}, got {other:?}"),
+    }
+}
+
+/// A fenced write carrying the token of a broken lock is refused and
+/// writes nothing, at once after the break (before any new grant) and
+/// after one; the new holder's token writes.
+pub fn fenced_writes_with_a_broken_token_are_refused<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    let t1 = s.try_lock("vol", "host_a").unwrap();
+    let old = Fence {
+        lock: "vol",
+        token: t1,
+    };
+    s.write_fenced("obj", 0, b"one", false, old).unwrap();
+    s.write_full_fenced("full", b"one", true, old).unwrap();
+    assert_eq!(contents(&s, "obj"), b"one");
+    s.break_lock("vol").unwrap();
+    assert_stale(s.write_fenced("obj", 0, b"two", false, old), "obj");
+    assert_stale(s.write_full_fenced("full", b"two", false, old), "full");
+    assert_stale(s.write_fenced("new", 0, b"two", true, old), "new");
+    assert_not_found(s.stat("new"), "new");
+    let t2 = s.try_lock("vol", "host_b").unwrap();
+    assert!(t2 > t1);
+    let new = Fence {
+        lock: "vol",
+        token: t2,
+    };
+    s.write_fenced("obj", 0, b"TWO", false, new).unwrap();
+    assert_stale(s.write_fenced("obj", 0, b"old", false, old), "obj");
+    assert_eq!(contents(&s, "obj"), b"TWO");
+    assert_eq!(contents(&s, "full"), b"one");
+    // A release (not a break) keeps the holder's writes valid until the
+    // next grant: the writer released only after its writes were done.
+    s.unlock("vol", "host_b").unwrap();
+    let t3 = s.try_lock("vol", "host_a").unwrap();
+    assert!(t3 > t2);
+    assert_stale(s.write_fenced("obj", 0, b"b", false, new), "obj");
+    // Other locks are not concerned; unfenced writes are not checked.
+    s.write_fenced(
+        "obj",
+        0,
+        b"x",
+        false,
+        Fence {
+            lock: "vol2",
+            token: 1,
+        },
+    )
+    .unwrap();
+    s.write("obj", 1, b"y", false).unwrap();
+    assert_eq!(contents(&s, "obj"), b"xyO");
+}
+
+/// A store that holds data but not the lock learns the fence from the
+/// writes' tokens and from `raise_fence` (what a breaker calls); grants
+/// go past it.
+pub fn the_fence_rises_with_newer_tokens_and_raise_fence<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    let at = |token| Fence { lock: "vol", token };
+    s.write_fenced("obj", 0, b"a", false, at(5)).unwrap();
+    assert_stale(s.write_fenced("obj", 0, b"b", false, at(4)), "obj");
+    s.write_fenced("obj", 0, b"c", false, at(5)).unwrap();
+    assert_eq!(s.raise_fence("vol", 9).unwrap(), 9);
+    assert_eq!(s.raise_fence("vol", 3).unwrap(), 9, "a fence never drops");
+    assert_stale(s.write_fenced("obj", 0, b"d", false, at(8)), "obj");
+    s.write_fenced("obj", 0, b"e", false, at(9)).unwrap();
+    assert_eq!(contents(&s, "obj"), b"e");
+    assert!(s.try_lock("vol", "host_a").unwrap() > 9);
+    assert_eq!(s.raise_fence("other", 0).unwrap(), 0);
+}
+
+/// The lock name of a fence is checked like any name.
+pub fn fenced_writes_check_their_names<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    let bad = Fence {
+        lock: "a/b",
+        token: 1,
+    };
+    assert!(matches!(
+        s.write_fenced("obj", 0, b"x", false, bad),
+        Err(StoreError::InvalidName(_))
+    ));
+    assert!(matches!(
+        s.raise_fence("..", 1),
+        Err(StoreError::InvalidName(_))
+    ));
+    assert_not_found(s.stat("obj"), "obj");
+}
+
+/// Two clients of one shared store, as two hosts see it: `a` locks `vol`
+/// and writes under its token; one write of `a` is held in flight (a
+/// [`Fault::Hold`] on `a`) while `b` breaks the lock, takes it and writes
+/// the same object; then `fenced` runs (what the driver's old owner goes
+/// through after a break: e.g. RADOS blocklisting and reconnecting) and
+/// the held write is let go. It must not land, nor any later write of
+/// `a` with its old token: `b`'s data stays.
+///
+/// For drivers whose clients share a backend (files on one directory, RADOS
+/// on one pool); `a` must be a fresh client, `b` another.
+pub fn a_broken_owners_held_writes_never_land<S, T>(
+    a: std::sync::Arc<FaultyStore<S>>,
+    b: T,
+    fenced: impl FnOnce(&S),
+) where
+    S: ObjectStore + 'static,
+    T: ObjectStore,
+{
+    let deadline = std::time::Duration::from_secs(60);
+    let t1 = a.try_lock("vol", "host_a").unwrap();
+    let old = Fence {
+        lock: "vol",
+        token: t1,
+    };
+    // A write before: whatever the driver caches, it caches this token.
+    a.write_fenced("obj", 0, b"old-0", false, old).unwrap();
+    a.write_full_fenced("chunk", b"old-0", true, old).unwrap();
+    let (gate, gate_full) = (Gate::new(), Gate::new());
+    a.fail_next(OpKind::Write, Fault::Hold(gate.clone()));
+    a.fail_next(OpKind::WriteFull, Fault::Hold(gate_full.clone()));
+    let held = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            let old = Fence {
+                lock: "vol",
+                token: t1,
+            };
+            (
+                a.write_fenced("obj", 0, b"old-1", false, old),
+                a.write_full_fenced("chunk", b"old-1", true, old),
+            )
+        })
+    };
+    assert!(
+        gate.wait_arrived(1, deadline),
+        "the write never reached the gate"
+    );
+    assert_eq!(b.break_lock("vol").unwrap().as_deref(), Some("host_a"));
+    let t2 = b.try_lock("vol", "host_b").unwrap();
+    assert!(t2 > t1);
+    let new = Fence {
+        lock: "vol",
+        token: t2,
+    };
+    b.write_fenced("obj", 0, b"new-1", false, new).unwrap();
+    b.write_full_fenced("chunk", b"new-1", true, new).unwrap();
+    fenced(a.inner());
+    gate.open();
+    assert!(
+        gate_full.wait_arrived(1, deadline),
+        "write_full never reached the gate"
+    );
+    gate_full.open();
+    let (w, wf) = held.join().unwrap();
+    for (what, r) in [("held write", w), ("held write_full", wf)] {
+        match r {
+            Err(e) => assert_eq!(e.code(), ErrorCode::Fenced, "{what}: {e}"),
+            Ok(()) => panic!("{what} of the broken owner landed"),
+        }
+    }
+    for r in [
+        a.write_fenced("obj", 0, b"old-2", false, old),
+        a.write_full_fenced("chunk", b"old-2", false, old),
+    ] {
+        match r {
+            Err(e) => assert_eq!(e.code(), ErrorCode::Fenced, "{e}"),
+            Ok(()) => panic!("a later write of the broken owner landed"),
+        }
+    }
+    assert_eq!(contents(&b, "obj"), b"new-1");
+    assert_eq!(contents(&b, "chunk"), b"new-1");
 }

@@ -78,6 +78,21 @@ pub enum StoreError {
         /// The object or lock concerned.
         name: String,
     },
+    /// A fenced write ([`ObjectStore::write_fenced`](crate::ObjectStore::write_fenced))
+    /// carried a token older than the one this store records for its lock:
+    /// the writer's lock was broken or granted again since. Nothing was
+    /// written.
+    #[error("{name}: write refused: lock {lock} is at token {current}, the writer holds {token} (fenced)")]
+    StaleToken {
+        /// The object the write was for.
+        name: String,
+        /// The lock (the volume) the write claimed.
+        lock: String,
+        /// The token it carried.
+        token: u64,
+        /// The token the store records for the lock.
+        current: u64,
+    },
 }
 
 impl StoreError {
@@ -93,7 +108,7 @@ impl StoreError {
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Io { .. } => ErrorCode::Io,
             StoreError::Unsupported => ErrorCode::Unsupported,
-            StoreError::Fenced { .. } => ErrorCode::Fenced,
+            StoreError::Fenced { .. } | StoreError::StaleToken { .. } => ErrorCode::Fenced,
         }
     }
 

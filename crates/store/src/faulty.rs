@@ -24,7 +24,7 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::{check_name, content_name_of, ListPage, ObjectStat, ObjectStore, StoreError};
+use crate::{check_name, content_name_of, Fence, ListPage, ObjectStat, ObjectStore, StoreError};
 
 /// `EIO`.
 const EIO: i32 = 5;
@@ -378,6 +378,49 @@ impl<S: ObjectStore> FaultyStore<S> {
 }
 
 impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
+    /// Caught by the rules for [`OpKind::Write`]; a torn fenced write
+    /// applies its prefix fenced too.
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        match self.verdict(OpKind::Write, &[name]) {
+            Verdict::Run => self.inner.write_fenced(name, offset, data, durable, fence),
+            Verdict::Fail(e) => Err(e),
+            Verdict::Torn(keep, e) => {
+                let keep = keep.min(data.len() as u64) as usize;
+                self.inner
+                    .write_fenced(name, offset, &data[..keep], durable, fence)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Caught by the rules for [`OpKind::WriteFull`].
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(fence.lock)?;
+        self.check(OpKind::WriteFull, &[name])?;
+        self.inner.write_full_fenced(name, data, durable, fence)
+    }
+
+    /// Caught by the rules for [`OpKind::TryLock`] (it changes a lock).
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        self.check(OpKind::TryLock, &[lock])?;
+        self.inner.raise_fence(lock, token)
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         self.check(OpKind::Read, &[name])?;
         self.inner.read(name, offset, buf)

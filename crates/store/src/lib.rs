@@ -25,6 +25,34 @@
 //! so that whoever receives requests from lock holders can refuse those
 //! carrying an older token.
 //!
+//! # What fencing guarantees
+//!
+//! A lock's token is also the store's **fence** for that lock: the
+//! largest token the store has seen for it, raised by every grant, by
+//! [`ObjectStore::raise_fence`], by a fenced write carrying a newer token,
+//! and past the holder's token by [`ObjectStore::break_lock`]. A fenced
+//! write ([`ObjectStore::write_fenced`], [`ObjectStore::write_full_fenced`])
+//! carries a [`Fence`] (the lock's name, the writer's token) and is
+//! refused with [`StoreError::StaleToken`], writing nothing, when its
+//! token is below the store's fence. The check is made by the store that
+//! writes, against what the *store* records (durably, shared by every
+//! host), not against anything the writer's process keeps, so it fences
+//! the old owner's own delayed requests.
+//!
+//! - Once `break_lock` (or a grant to another owner, or `raise_fence`)
+//!   has returned, no fenced write with an older token starts writing.
+//! - A write that passed its check just before may still land: on RADOS
+//!   the break blocklists the holder's clients first and a store checks
+//!   and writes through one client, so after the break none lands; on
+//!   files (no blocklist) one write already inside the filesystem call
+//!   when the fence was raised may complete.
+//! - The check costs no I/O on the hot path: each driver caches the fence
+//!   it last read per lock (see each driver for when it reads again).
+//!
+//! A store holding data but not the lock (the data blocker, when maps and
+//! data are separate stores) learns the fence from the writes themselves
+//! and from `raise_fence`, which the lock breaker calls on it.
+//!
 //! [`conformance`] is the test suite every driver passes; a new driver
 //! runs it with [`conformance_tests!`].
 //!
@@ -120,6 +148,17 @@ pub use volatile::VolatileStore;
 
 use archipelago_protocol::payload::NAME_CAPACITY;
 
+/// What a fenced write claims: the lock it was computed under (the
+/// volume's lock) and the token the writer was granted it with. See
+/// "What fencing guarantees" in the crate docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    /// The lock's name.
+    pub lock: &'a str,
+    /// The writer's token.
+    pub token: u64,
+}
+
 /// What [`ObjectStore::stat`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectStat {
@@ -193,6 +232,37 @@ pub trait ObjectStore: Send + Sync {
     /// range may hold any mix of old and new bytes, and the object may
     /// have been created or extended: an in-place write is not atomic.
     fn write(&self, name: &str, offset: u64, data: &[u8], durable: bool) -> Result<(), StoreError>;
+
+    /// [`write`](ObjectStore::write), refused with
+    /// [`StoreError::StaleToken`] (nothing written) if `fence.token` is
+    /// below this store's fence for `fence.lock`; a larger token first
+    /// raises the fence (durably) to it. The lock's name is checked like
+    /// an object name. See "What fencing guarantees" in the crate docs.
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// [`write_full`](ObjectStore::write_full) under a fence, as
+    /// [`write_fenced`](ObjectStore::write_fenced).
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Durably raises the fence of the lock `lock` to at least `token`
+    /// (never lowers it) and returns the fence now recorded. The lock
+    /// itself is untouched: a holder keeps it, and the next grant gets a
+    /// token above the fence. What a lock breaker calls on a store that
+    /// holds data but not the lock.
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError>;
 
     /// Replaces the whole content of `name` with `data`, creating it if
     /// missing. Atomic: concurrent readers, and the object after a crash,
@@ -268,8 +338,9 @@ pub trait ObjectStore: Send + Sync {
     fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Releases the lock `name` whoever holds it, returning the previous
-    /// owner (`None` if it was free). The next grant still gets a larger
-    /// token.
+    /// owner (`None` if it was free). The fence is first raised past the
+    /// holder's token, so fenced writes carrying it are refused from now
+    /// on; the next grant gets a larger token still.
     fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError>;
 
     /// The owner and token of the lock `name`, `None` if it is free.
@@ -376,6 +447,21 @@ pub trait AsyncIo: Send + Sync {
         len: usize,
         done: IoDone,
     );
+
+    /// [`start_write`](AsyncIo::start_write) with the check of
+    /// [`ObjectStore::write_fenced`].
+    ///
+    /// # Safety
+    /// As for `start_write`.
+    unsafe fn start_write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        fence: Fence<'_>,
+        done: IoDone,
+    );
 }
 
 macro_rules! forward {
@@ -389,6 +475,15 @@ macro_rules! forward {
             }
             fn write_full(&self, name: &str, data: &[u8], durable: bool) -> Result<(), StoreError> {
                 (**self).write_full(name, data, durable)
+            }
+            fn write_fenced(&self, name: &str, offset: u64, data: &[u8], durable: bool, fence: $crate::Fence<'_>) -> Result<(), StoreError> {
+                (**self).write_fenced(name, offset, data, durable, fence)
+            }
+            fn write_full_fenced(&self, name: &str, data: &[u8], durable: bool, fence: $crate::Fence<'_>) -> Result<(), StoreError> {
+                (**self).write_full_fenced(name, data, durable, fence)
+            }
+            fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+                (**self).raise_fence(lock, token)
             }
             fn delete(&self, name: &str) -> Result<(), StoreError> {
                 (**self).delete(name)

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    check_copy, check_name, check_owner, check_range, content_name_of, strip_trailing_zeros,
+    check_copy, check_name, check_owner, check_range, content_name_of, strip_trailing_zeros, Fence,
     ListPage, ObjectStat, ObjectStore, StoreError,
 };
 
@@ -41,7 +41,9 @@ struct State {
 struct Lock {
     /// Owner and token, while held.
     holder: Option<(String, u64)>,
-    /// Largest token ever granted (kept across releases and breaks).
+    /// The fence: the largest token ever granted (kept across releases),
+    /// raised by `raise_fence`, by fenced writes with newer tokens and
+    /// past the holder's by a break.
     last_token: u64,
 }
 
@@ -138,6 +140,43 @@ impl State {
         self.reserve(capacity, name, new_len)?;
         self.write(name, offset, data)
     }
+
+    fn write_full_checked(
+        &mut self,
+        capacity: Option<u64>,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.reserve(capacity, name, data.len() as u64)?;
+        let old = self
+            .objects
+            .insert(name.to_owned(), data.to_vec())
+            .map_or(0, |o| o.len() as u64);
+        self.used = self.used - old + data.len() as u64;
+        Ok(())
+    }
+
+    /// Refuses `fence` if its token is below the lock's fence; raises the
+    /// fence to a newer token. Under the state's mutex, so atomic with the
+    /// write that follows.
+    fn check_fence(&mut self, name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        let current = self.locks.get(fence.lock).map_or(0, |l| l.last_token);
+        if fence.token < current {
+            return Err(StoreError::StaleToken {
+                name: name.to_owned(),
+                lock: fence.lock.to_owned(),
+                token: fence.token,
+                current,
+            });
+        }
+        if fence.token > current {
+            self.locks
+                .entry(fence.lock.to_owned())
+                .or_default()
+                .last_token = fence.token;
+        }
+        Ok(())
+    }
 }
 
 /// Copies `obj[offset..offset + buf.len()]` into `buf`, zeros past the end.
@@ -152,6 +191,44 @@ fn read_into(obj: &[u8], offset: u64, buf: &mut [u8]) {
 }
 
 impl ObjectStore for MemoryStore {
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        _durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        check_range(name, offset, data.len() as u64)?;
+        let mut state = self.lock();
+        state.check_fence(name, fence)?;
+        state.write_checked(self.capacity, name, offset, data)
+    }
+
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        _durable: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        let mut state = self.lock();
+        state.check_fence(name, fence)?;
+        state.write_full_checked(self.capacity, name, data)
+    }
+
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        check_name(lock)?;
+        let mut state = self.lock();
+        let l = state.locks.entry(lock.to_owned()).or_default();
+        l.last_token = l.last_token.max(token);
+        Ok(l.last_token)
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         check_name(name)?;
         check_range(name, offset, buf.len() as u64)?;
@@ -178,14 +255,7 @@ impl ObjectStore for MemoryStore {
 
     fn write_full(&self, name: &str, data: &[u8], _durable: bool) -> Result<(), StoreError> {
         check_name(name)?;
-        let mut state = self.lock();
-        state.reserve(self.capacity, name, data.len() as u64)?;
-        let old = state
-            .objects
-            .insert(name.to_owned(), data.to_vec())
-            .map_or(0, |o| o.len() as u64);
-        state.used = state.used - old + data.len() as u64;
-        Ok(())
+        self.lock().write_full_checked(self.capacity, name, data)
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -293,11 +363,15 @@ impl ObjectStore for MemoryStore {
     fn break_lock(&self, name: &str) -> Result<Option<String>, StoreError> {
         check_name(name)?;
         let mut state = self.lock();
-        Ok(state
-            .locks
-            .get_mut(name)
-            .and_then(|l| l.holder.take())
-            .map(|(owner, _)| owner))
+        let Some(lock) = state.locks.get_mut(name) else {
+            return Ok(None);
+        };
+        let Some((owner, token)) = lock.holder.take() else {
+            return Ok(None);
+        };
+        // Fenced writes carrying the holder's token are refused from now on.
+        lock.last_token = lock.last_token.max(token + 1);
+        Ok(Some(owner))
     }
 
     fn lock_owner(&self, name: &str) -> Result<Option<(String, u64)>, StoreError> {

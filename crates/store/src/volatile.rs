@@ -105,6 +105,37 @@ fn whole(store: &MemoryStore, name: &str) -> Option<Vec<u8>> {
 }
 
 impl ObjectStore for VolatileStore {
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: crate::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        // The fence is a lock's state: stable at once, like locks.
+        self.cache
+            .write_fenced(name, offset, data, durable, fence)?;
+        self.done(name, durable);
+        Ok(())
+    }
+
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: crate::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        self.cache.write_full_fenced(name, data, durable, fence)?;
+        self.done(name, durable);
+        Ok(())
+    }
+
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        self.cache.raise_fence(lock, token)
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         self.cache.read(name, offset, buf)
     }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
-use archipelago_protocol::payload::{CopyRequest, InfoReply, LockOwner, NameField, Payload};
+use archipelago_protocol::payload::{
+    CopyRequest, InfoReply, LockOwner, NameField, Payload, WriteFence,
+};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
-use archipelago_store::{IoDone, ObjectStore, StoreError};
+use archipelago_store::{Fence, IoDone, ObjectStore, StoreError};
 use xseg_shm::{Detached, Request};
 
 fn too_small(have: usize, need: u64) -> Error {
@@ -119,6 +121,15 @@ fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Co
         return completer.complete(req, Done::Failed(too_small(len, size)));
     }
     let n = size as usize;
+    let fenced = op == Op::Write && Flags(d.flags()).contains(Flags::FENCED);
+    let fence = if fenced {
+        match decode_fence(req.data(), size) {
+            Ok(f) => Some(f),
+            Err(e) => return completer.complete(req, Done::Failed(e)),
+        }
+    } else {
+        None
+    };
     let ptr = req.data_mut().as_mut_ptr();
     // `req` (its buffer in the segment) moves into the callback, which
     // alone gives it back: nothing else touches the buffer meanwhile.
@@ -131,9 +142,37 @@ fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Co
     unsafe {
         match op {
             Op::Read => aio.start_read(&name, offset, ptr, n, done),
-            _ => aio.start_write(&name, offset, ptr, n, done),
+            _ => match &fence {
+                Some((lock, token)) => {
+                    let fence = Fence {
+                        lock,
+                        token: *token,
+                    };
+                    aio.start_write_fenced(&name, offset, ptr, n, fence, done)
+                }
+                None => aio.start_write(&name, offset, ptr, n, done),
+            },
         }
     }
+}
+
+/// The [`WriteFence`] after the `size` bytes of a fenced write's data:
+/// the lock's name and the writer's token.
+fn decode_fence(data: &[u8], size: u64) -> Result<(String, u64), Error> {
+    let at = usize::try_from(size)
+        .ok()
+        .filter(|&at| at <= data.len())
+        .ok_or_else(|| too_small(data.len(), size + WriteFence::SIZE as u64))?;
+    let f = WriteFence::decode(&data[at..])?;
+    let lock = std::str::from_utf8(f.lock.as_bytes())
+        .map_err(|_| {
+            Error::with(
+                ErrorCode::InvalidArgument,
+                "the lock of a fenced write is not UTF-8",
+            )
+        })?
+        .to_owned();
+    Ok((lock, f.token))
 }
 
 /// Serves one request on a worker thread; returns `serviced`.
@@ -157,6 +196,19 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             store
                 .read(&name, offset, &mut req.data_mut()[..n])
                 .map_err(Error::from)?;
+            Ok(size)
+        }
+        Op::Write | Op::WriteFull if flags.contains(Flags::FENCED) => {
+            let n = need(size)?;
+            let (lock, token) = decode_fence(req.data(), size)?;
+            let fence = Fence { lock: &lock, token };
+            let data = &req.data()[..n];
+            if op == Op::Write {
+                store.write_fenced(&name, offset, data, durable, fence)
+            } else {
+                store.write_full_fenced(&name, data, durable, fence)
+            }
+            .map_err(Error::from)?;
             Ok(size)
         }
         Op::Write => {
@@ -222,6 +274,17 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             Ok(NameField::SIZE as u64)
         }
         Op::Sync | Op::Flush => store.sync().map(|_| 0).map_err(Error::from),
+        Op::Acquire if flags.contains(Flags::FENCED) => {
+            // Raise the lock's fence (a breaker fencing a data store).
+            let who = LockOwner::decode(req.data())?;
+            let token = store.raise_fence(&name, who.token).map_err(Error::from)?;
+            LockOwner {
+                token,
+                owner: who.owner,
+            }
+            .encode(req.data_mut())?;
+            Ok(LockOwner::SIZE as u64)
+        }
         Op::Acquire | Op::Release => {
             let who = LockOwner::decode(req.data())?;
             let owner = who.owner.to_string_lossy();

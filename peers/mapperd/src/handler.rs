@@ -12,7 +12,7 @@
 //! | DELETE | volume | — (remove) | — |
 //! | RENAME | volume | [`NameField`]: the new name | — |
 //! | RESIZE | volume | `size`, `FORCE` to shrink | — |
-//! | MAP_READ, MAP_WRITE | volume | `offset`, `size` (`ASSUME_V0` for MAP_READ) | map reply ([`encode_extents`]) |
+//! | MAP_READ, MAP_WRITE | volume | `offset`, `size` (`ASSUME_V0` for MAP_READ) | map reply ([`encode_extents`]); MAP_WRITE and DISCARD add the lock's token ([`encode_map_token`]) |
 //! | DISCARD, WRITE_ZEROES | volume | `offset`, `size`: whole objects get zero entries | map reply: the write extents of the partly covered objects, to fill with zeros |
 //! | MAP_COMMIT | volume | [`decode_commit`] list of indexes | — |
 //! | HASH | snapshot | `size`: how long to wait for the holders of open maps to move them, in ms (0: the mapper's default) | [`encode_hash_rebase`]: [`HashReply`], maps moved and left, the names left |
@@ -30,8 +30,9 @@ use std::sync::Arc;
 use archipelago_mapper::{Extent, Mapper, REBASE_CHECK};
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
-    decode_commit, encode_extents, encode_hash_rebase, encode_lineage, CloneRequest, CreateRequest,
-    HashRebase, HashReply, LineageRecord, LockOwner, MapExtent, NameField, Payload,
+    decode_commit, encode_extents, encode_hash_rebase, encode_lineage, encode_map_token,
+    CloneRequest, CreateRequest, HashRebase, HashReply, LineageRecord, LockOwner, MapExtent,
+    NameField, Payload,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op, Route};
 use xseg_shm::{Detached, Request};
@@ -69,6 +70,13 @@ fn put_extents(extents: &[Extent], buf: &mut [u8]) -> Result<u64, Error> {
         .map(MapExtent::try_from)
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(encode_extents(&records, buf)? as u64)
+}
+
+/// A write map reply: the extents, then the lock's token (the composer
+/// fences its data writes with it).
+fn put_extents_and_token(extents: &[Extent], token: u64, buf: &mut [u8]) -> Result<u64, Error> {
+    let n = put_extents(extents, buf)? as usize;
+    Ok(encode_map_token(buf, n, token)? as u64)
 }
 
 /// Writes `names`, each followed by NUL, at the start of `buf`.
@@ -225,12 +233,12 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             put_extents(&extents, buf)
         }
         Op::MapWrite => {
-            let extents = mapper.map_write(&name, a.offset, a.size)?;
-            put_extents(&extents, buf)
+            let (extents, token) = mapper.map_write_fenced(&name, a.offset, a.size)?;
+            put_extents_and_token(&extents, token, buf)
         }
         Op::Discard | Op::WriteZeroes => {
-            let extents = mapper.discard(&name, a.offset, a.size)?;
-            put_extents(&extents, buf)
+            let (extents, token) = mapper.discard_fenced(&name, a.offset, a.size)?;
+            put_extents_and_token(&extents, token, buf)
         }
         Op::MapCommit => {
             let indexes = decode_commit(buf)?;
@@ -327,11 +335,15 @@ impl MapperHandler {
         };
         let Some(r) = self
             .mapper
-            .map_cached(name, d.offset(), d.size(), op == Op::MapWrite)
+            .map_cached_fenced(name, d.offset(), d.size(), op == Op::MapWrite)
         else {
             return Err(req);
         };
-        let done = r.and_then(|extents| put_extents(&extents, ctx.port().data_mut(&mut req)));
+        let buf = ctx.port().data_mut(&mut req);
+        let done = r.and_then(|(extents, token)| match op {
+            Op::MapWrite => put_extents_and_token(&extents, token, buf),
+            _ => put_extents(&extents, buf),
+        });
         Ok((req, Done::from(done)))
     }
 }

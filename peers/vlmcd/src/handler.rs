@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 
 use archipelago_peer::{Ctx, Done, Handler};
-use archipelago_protocol::payload::{decode_extents, encode_commit, map_reply_room};
+use archipelago_protocol::payload::{
+    decode_extents, decode_map_token, encode_commit, map_reply_room, NameField, Payload, WriteFence,
+};
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_wire::{build, transport_error, Call};
 use xseg_shm::{status, Request};
@@ -221,6 +223,18 @@ impl Composer {
         let zero = p.class == Class::Io(Io::Zero);
         let write = zero || p.class == Class::Io(Io::Write);
         let extents = decode_extents(map)?;
+        // The lock's token the extents were mapped under: every data write
+        // carries it, so the blocker refuses them once the lock is broken.
+        let fence = match decode_map_token(map)? {
+            Some(token) if write => Some(
+                WriteFence {
+                    token,
+                    lock: NameField::new(&p.volume)?,
+                }
+                .to_vec(),
+            ),
+            _ => None,
+        };
         let pieces = if zero {
             plan_zeroes(&extents, p.size)?
         } else {
@@ -230,11 +244,15 @@ impl Composer {
             self.commits.join(&p.volume, piece.index);
             p.pend.push(piece.index);
         }
-        let flags = if write && p.flags.contains(Flags::FUA) {
+        let mut flags = if write && p.flags.contains(Flags::FUA) {
             Flags::FUA
         } else {
             Flags::NONE
         };
+        if fence.is_some() {
+            flags = flags | Flags::FENCED;
+        }
+        let fence = fence.as_deref().unwrap_or(&[]);
         for piece in pieces {
             let (pos, len) = (piece.pos as usize, piece.len as usize);
             let Some(p) = self.reqs.get_mut(&id) else {
@@ -253,13 +271,20 @@ impl Composer {
                 size: piece.len,
                 flags,
                 data: &[],
-                reply_room: piece.len,
+                // A fenced write's buffer: the data, then the fence.
+                reply_room: piece.len + fence.len() as u64,
             };
             let built = if zero {
-                build(port, &call, |buf| buf[..len].fill(0))
+                build(port, &call, |buf| {
+                    buf[..len].fill(0);
+                    buf[len..len + fence.len()].copy_from_slice(fence);
+                })
             } else if write {
                 let data = &port.data(&p.req)[pos..pos + len];
-                build(port, &call, |buf| buf[..len].copy_from_slice(data))
+                build(port, &call, |buf| {
+                    buf[..len].copy_from_slice(data);
+                    buf[len..len + fence.len()].copy_from_slice(fence);
+                })
             } else {
                 build(port, &call, |_| {})
             };
@@ -448,7 +473,12 @@ impl Handler for Composer {
                         Err(e)
                     }
                     None => {
-                        let map = port.data(&reply).to_vec();
+                        // What the mapper replied, not the whole buffer:
+                        // the token trailer is only read where it was
+                        // written.
+                        let data = port.data(&reply);
+                        let n = usize::try_from(serviced).map_or(data.len(), |n| n.min(data.len()));
+                        let map = data[..n].to_vec();
                         port.put(reply);
                         self.serve_map(ctx, id, &map)
                     }

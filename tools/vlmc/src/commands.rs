@@ -182,6 +182,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             check_name(name)?;
             let c = connect(&t)?;
             if *force {
+                // Fence the data store first: once the lock is broken, no
+                // data write carrying the holder's token may land there.
+                // (The map store fences itself when it breaks the lock.)
+                if let Some((_, token)) = c.lock_owner(t.blockerm, name).on(name)? {
+                    c.raise_fence(t.blockerb, name, token + 1).on(name)?;
+                }
                 c.break_lock(t.blockerm, name).map(|_| ()).on(name)
             } else {
                 c.release(t.blockerm, name, &t.host_id, false).on(name)

@@ -225,14 +225,42 @@ pub fn extents_size(count: usize) -> usize {
     LIST_HEADER + count * MapExtent::SIZE
 }
 
+/// Bytes of the trailer a MAP_WRITE or DISCARD reply carries after its
+/// extents since protocol version 2: the fencing token (u64, little
+/// endian) of the volume's lock the extents were mapped under, which the
+/// composer puts in each data write ([`WriteFence`](super::WriteFence)).
+pub const MAP_TOKEN_SIZE: usize = 8;
+
+/// Appends the lock's `token` after the `extents_len` bytes of an encoded
+/// map reply in `out`; returns the reply's new length.
+pub fn encode_map_token(out: &mut [u8], extents_len: usize, token: u64) -> Result<usize, Error> {
+    let need = extents_len + MAP_TOKEN_SIZE;
+    if out.len() < need {
+        return Err(short("map reply token", out.len(), need));
+    }
+    out[extents_len..need].copy_from_slice(&token.to_le_bytes());
+    Ok(need)
+}
+
+/// The lock's token after the extents of a map reply of `reply_len`
+/// bytes, `None` if it carries none (MAP_READ, or a mapper without locks).
+pub fn decode_map_token(reply: &[u8]) -> Result<Option<u64>, Error> {
+    let count = list_count(reply, "map reply", MapExtent::SIZE)?;
+    let at = extents_size(count);
+    Ok(reply
+        .get(at..at + MAP_TOKEN_SIZE)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))))
+}
+
 /// Room for a map reply (MAP_READ, MAP_WRITE, DISCARD) covering `bytes`
 /// of a volume: the most extents that many bytes can touch (the smallest
-/// objects, unaligned at both ends), at least a [`LockOwner`] (a `Locked`
+/// objects, unaligned at both ends) and the token, at least a [`LockOwner`] (a `Locked`
 /// failure names the holder there), at most `max_buffer` (the segment's
 /// largest buffer).
 pub fn map_reply_room(bytes: u64, max_buffer: u64) -> u64 {
     let most = (bytes / crate::sizes::MIN_OBJECT_SIZE).saturating_add(2);
-    let room = (extents_size(0) as u64).saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
+    let room = ((extents_size(0) + MAP_TOKEN_SIZE) as u64)
+        .saturating_add(most.saturating_mul(MapExtent::SIZE as u64));
     room.max(LockOwner::SIZE as u64).min(max_buffer)
 }
 

@@ -10,10 +10,25 @@
 //! <owner, to the end of the file>
 //! ```
 //!
-//! Beside it, `<name>_fence` holds the largest token ever granted for the
-//! lock (decimal), and outlives releases and breaks, so the next grant
-//! always gets a larger token, across restarts too. (No lock name's
-//! `_lock` file can be another's `_fence` file: no name ends in both.)
+//! Beside it, `<name>_fence` holds the lock's fence (decimal): the largest
+//! token ever granted for the lock, raised past the holder's token by a
+//! break, by `raise_fence` and by a fenced write carrying a newer token.
+//! It outlives releases and breaks, so the next grant always gets a larger
+//! token, across restarts too. (No lock name's `_lock` file can be
+//! another's `_fence` file: no name ends in both.) It is also the
+//! per-volume token file fenced writes are checked against.
+//!
+//! # Checking fenced writes
+//!
+//! A fenced write `stat`s the fence file and compares its identity
+//! (device, inode, size, modification and change times) with the one it
+//! last read for that lock: unchanged, the cached token is used (one
+//! `stat`, no read); changed or unknown, the file is read again. The fence
+//! is only ever replaced by `rename` (a new inode), so any change is
+//! seen by the next write, on this host or another sharing the directory
+//! (on NFS, within its attribute cache time: mount with `actimeo=0` or
+//! `noac` for an exact check). A write's token above the fence raises it
+//! first, under the guard.
 //!
 //! # Granting
 //!
@@ -38,16 +53,19 @@
 //! guard is held only for the few file operations of one call, so
 //! `try_lock` never waits for a *lock* to be released.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use super::durability::fsync_dir;
 use super::fanout;
 use super::temp::TempArea;
-use crate::StoreError;
+use crate::{Fence, StoreError};
 
 /// First line of a lock record.
 const MAGIC: &str = "archipelago-lock 1";
@@ -56,6 +74,30 @@ const MAGIC: &str = "archipelago-lock 1";
 #[derive(Debug)]
 pub(super) struct LockFiles {
     dir: PathBuf,
+    /// Per lock: the identity of the fence file last read, and its token.
+    fences: Mutex<HashMap<String, (FileId, u64)>>,
+}
+
+/// What tells a replaced fence file from the one read before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 /// Where one lock's files live.
@@ -121,7 +163,96 @@ fn durable_temp(temp: &TempArea, bytes: &[u8]) -> io::Result<super::temp::TempFi
 impl LockFiles {
     /// The lock area in `dir` (which exists).
     pub(super) fn new(dir: PathBuf) -> LockFiles {
-        LockFiles { dir }
+        LockFiles {
+            dir,
+            fences: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses `fence` (for a write to `name`) if its token is below the
+    /// lock's fence; raises the fence to a newer token. See "Checking
+    /// fenced writes" above.
+    pub(super) fn check_fence(
+        &self,
+        temp: &TempArea,
+        name: &str,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        let io = |e| StoreError::io(name, "fence check", e);
+        let paths = self.paths(fence.lock);
+        let id = match fs::metadata(&paths.fence) {
+            Ok(m) => Some(FileId::of(&m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let cached = {
+            let fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+            fences
+                .get(fence.lock)
+                .filter(|(seen, _)| Some(*seen) == id)
+                .map(|&(_, token)| token)
+        };
+        let current = match (cached, id) {
+            (Some(token), _) => token,
+            (None, None) => 0,
+            (None, Some(id)) => {
+                // Read after the stat: the token is at least as new as `id`.
+                let token = Self::fence(&paths).map_err(io)?;
+                self.fences
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fence.lock.to_owned(), (id, token));
+                token
+            }
+        };
+        if fence.token < current {
+            self.forget(fence.lock);
+            return Err(StoreError::StaleToken {
+                name: name.to_owned(),
+                lock: fence.lock.to_owned(),
+                token: fence.token,
+                current,
+            });
+        }
+        if fence.token > current {
+            let now = self.raise_fence(temp, fence.lock, fence.token)?;
+            if fence.token < now {
+                return Err(StoreError::StaleToken {
+                    name: name.to_owned(),
+                    lock: fence.lock.to_owned(),
+                    token: fence.token,
+                    current: now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, lock: &str) {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(lock);
+    }
+
+    /// See [`ObjectStore::raise_fence`](crate::ObjectStore::raise_fence).
+    pub(super) fn raise_fence(
+        &self,
+        temp: &TempArea,
+        name: &str,
+        token: u64,
+    ) -> Result<u64, StoreError> {
+        let io = |e| StoreError::io(name, "raise_fence", e);
+        let paths = self.paths(name);
+        let _guard = self.guard().map_err(io)?;
+        let current = Self::fence(&paths).map_err(io)?;
+        if current >= token {
+            return Ok(current);
+        }
+        self.make_dirs(&paths).map_err(io)?;
+        self.raise_fence_file(temp, &paths, token).map_err(io)?;
+        self.forget(name);
+        Ok(token)
     }
 
     fn paths(&self, name: &str) -> LockPaths {
@@ -176,7 +307,7 @@ impl LockFiles {
     }
 
     /// Durably replaces the fence with `token`.
-    fn raise_fence(&self, temp: &TempArea, paths: &LockPaths, token: u64) -> io::Result<()> {
+    fn raise_fence_file(&self, temp: &TempArea, paths: &LockPaths, token: u64) -> io::Result<()> {
         let fence = durable_temp(temp, format!("{token}\n").as_bytes())?;
         fs::rename(&fence.path, &paths.fence)?;
         fence.keep();
@@ -186,7 +317,7 @@ impl LockFiles {
     fn grant(&self, temp: &TempArea, paths: &LockPaths, owner: &str) -> io::Result<Option<u64>> {
         self.make_dirs(paths)?;
         let token = Self::fence(paths)? + 1;
-        self.raise_fence(temp, paths, token)?;
+        self.raise_fence_file(temp, paths, token)?;
         let record = Record {
             owner: owner.to_owned(),
             token,
@@ -262,7 +393,14 @@ impl LockFiles {
         let Some(r) = Self::record(&paths).map_err(io)? else {
             return Ok(None);
         };
+        // Past the holder's token first: its fenced writes are refused
+        // from now on, before the lock is free for anyone else.
+        if Self::fence(&paths).map_err(io)? <= r.token {
+            self.raise_fence_file(temp, &paths, r.token + 1)
+                .map_err(io)?;
+        }
         self.remove(temp, &paths, &r).map_err(io)?;
+        self.forget(name);
         Ok(Some(r.owner))
     }
 
@@ -282,7 +420,7 @@ impl LockFiles {
     /// larger token.
     fn remove(&self, temp: &TempArea, paths: &LockPaths, record: &Record) -> io::Result<()> {
         if Self::fence(paths)? < record.token {
-            self.raise_fence(temp, paths, record.token)?;
+            self.raise_fence_file(temp, paths, record.token)?;
         }
         match fs::remove_file(&paths.lock) {
             Ok(()) => fsync_dir(&paths.dir),

@@ -516,6 +516,41 @@ impl FileStore {
 }
 
 impl ObjectStore for FileStore {
+    /// The check costs one `stat` of the lock's fence file while it is
+    /// unchanged (see `locks.rs`), then the write as `write`.
+    fn write_fenced(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        durable: bool,
+        fence: crate::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        check_range(name, offset, data.len() as u64)?;
+        self.locks.check_fence(&self.temp, name, fence)?;
+        self.write(name, offset, data, durable)
+    }
+
+    fn write_full_fenced(
+        &self,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+        fence: crate::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        self.locks.check_fence(&self.temp, name, fence)?;
+        self.write_full(name, data, durable)
+    }
+
+    fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
+        check_name(lock)?;
+        self.locks.raise_fence(&self.temp, lock, token)
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         check_name(name)?;
         check_range(name, offset, buf.len() as u64)?;

@@ -21,6 +21,9 @@
 //!
 //! Variable-length layouts (bounds-checked by their decoders):
 //!
+//! - A fenced WRITE / WRITE_FULL's *target* ([`FencedTarget`], see
+//!   `payload/fence.rs`): `<object> NUL <lock> NUL <16 hex token>`; its
+//!   data buffer holds the data only.
 //! - MAP_READ / MAP_WRITE reply ([`encode_extents`], [`decode_extents`]):
 //!   `u32 count, u32 reserved`, then `count` [`MapExtent`] records.
 //! - MAP_COMMIT data ([`encode_commit`], [`decode_commit`]):
@@ -36,6 +39,8 @@
 
 use crate::{Error, ErrorCode};
 
+mod fence;
+pub use fence::{FencedTarget, FencedTargetError};
 mod lineage;
 pub use lineage::{decode_lineage, encode_lineage, lineage_size, FlattenStep, LineageRecord};
 pub use mapper::{

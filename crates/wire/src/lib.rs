@@ -152,5 +152,10 @@ mod tests {
             CLIENT_PORTS_START,
             xseg_shm::SegmentConfig::default().static_ports
         );
+        // A fenced write's target fits the descriptor's target field.
+        assert_eq!(
+            archipelago_protocol::payload::FencedTarget::MAX_LEN,
+            xseg_shm::layout::MAX_TARGET_LEN
+        );
     }
 }

@@ -9,7 +9,7 @@ use archipelago_client::{Call, Client};
 use archipelago_e2e::pipeline::{common, Proc};
 use archipelago_e2e::{receive_within, TempSegment};
 use archipelago_peer::launch::{Blocker, Files, Store};
-use archipelago_protocol::{ErrorCode, Op, PROTOCOL_VERSION};
+use archipelago_protocol::{ErrorCode, Flags, Op, PROTOCOL_VERSION};
 use xseg_shm::{status, Segment, SegmentConfig, SegmentName};
 
 const PORT: u32 = 1;
@@ -128,8 +128,62 @@ fn every_op(client: &Client) {
         client.call(&short).unwrap_err().code,
         ErrorCode::InvalidArgument
     );
+    fenced_writes(client);
     let stats = client.stats(PORT).unwrap();
     assert!(stats.served > 20 && stats.failed >= 6, "{stats:?}");
+}
+
+/// Fenced writes (issue 14): the fence travels in the target
+/// (`<object> NUL <lock> NUL <token>`); a stale token is `Fenced`, and a
+/// malformed fenced target is refused as `InvalidArgument` (the blocker
+/// lives on and writes nothing).
+fn fenced_writes(client: &Client) {
+    client
+        .write_fenced(PORT, "fenced", 0, b"abc", false, "vol", 5)
+        .unwrap();
+    client
+        .write_full_fenced(PORT, "fenced-full", b"def", "vol", 5)
+        .unwrap();
+    assert_eq!(client.read(PORT, "fenced", 0, 3).unwrap(), b"abc");
+    assert_eq!(client.read(PORT, "fenced-full", 0, 3).unwrap(), b"def");
+    assert_eq!(client.raise_fence(PORT, "vol", 7).unwrap(), 7);
+    assert_eq!(
+        client
+            .write_fenced(PORT, "fenced", 0, b"x", false, "vol", 6)
+            .unwrap_err()
+            .code,
+        ErrorCode::Fenced
+    );
+    // `|` stands for NUL.
+    let bad: [&[u8]; 6] = [
+        b"fenced",
+        b"fenced|vol",
+        b"fenced|vol|7",
+        b"fenced|vol|000000000000000Z",
+        b"|vol|0000000000000009",
+        b"fenced|vol|0000000000000009|",
+    ];
+    for target in bad {
+        let target: Vec<u8> = target
+            .iter()
+            .map(|&b| if b == b'|' { 0 } else { b })
+            .collect();
+        for op in [Op::Write, Op::WriteFull] {
+            let call = Call {
+                size: 1,
+                flags: Flags::FENCED,
+                data: b"y",
+                ..Call::new(PORT, op, &target)
+            };
+            let e = client.call(&call).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{op} {target:?}: {e}");
+        }
+    }
+    assert_eq!(client.read(PORT, "fenced", 0, 3).unwrap(), b"abc");
+    client
+        .write_fenced(PORT, "fenced", 0, b"ghi", false, "vol", 7)
+        .unwrap();
+    assert_eq!(client.read(PORT, "fenced", 0, 3).unwrap(), b"ghi");
 }
 
 #[test]

@@ -243,3 +243,42 @@ fn rados_a_held_data_write_of_the_old_owner_never_lands() {
         },
     );
 }
+
+/// Issue 14 regression: a fenced write carries its fence in its target,
+/// so its buffer holds the data only and a whole-object write of the
+/// segment's largest buffer (4 MiB) fits. With the fence after the data
+/// (fence-14 as first merged) it took 4 MiB + 272 bytes and was refused:
+/// "4194576 bytes is more than the largest buffer". The volume's name is
+/// the longest allowed, so the fenced targets of the data, chunk and
+/// header writes are as long as they get.
+#[test]
+fn a_fenced_whole_object_write_of_the_largest_buffer_lands_and_reads_back() {
+    const BIG: u64 = 4 << 20;
+    let root = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(
+        "fence-4m",
+        "host-a",
+        &Backend::Files(root.path().join("blocks")),
+        &Backend::Files(root.path().join("maps")),
+    );
+    let c = p.client(Duration::from_secs(120));
+    let vm = "v".repeat(archipelago_protocol::names::MAX_VOLUME_NAME);
+    c.create_volume(VLMCD, &vm, 4 * BIG, Some(BIG)).unwrap();
+    c.open_volume(VLMCD, &vm, true).unwrap();
+    let data = |seed: u64| {
+        let mut buf = vec![0u8; BIG as usize];
+        archipelago_e2e::pattern::fill(&mut buf, seed, 14);
+        buf
+    };
+    // A first write of a whole object (pending, then committed), an
+    // overwrite in place (the mapper's fast path); an object never
+    // written reads as zeros.
+    c.volume_write(VLMCD, &vm, BIG, &data(1), true).unwrap();
+    assert!(c.volume_read(VLMCD, &vm, BIG, BIG).unwrap() == data(1));
+    c.volume_write(VLMCD, &vm, BIG, &data(2), false).unwrap();
+    c.volume_write(VLMCD, &vm, 3 * BIG, &data(3), true).unwrap();
+    assert!(c.volume_read(VLMCD, &vm, BIG, BIG).unwrap() == data(2));
+    assert!(c.volume_read(VLMCD, &vm, 3 * BIG, BIG).unwrap() == data(3));
+    assert!(c.volume_read(VLMCD, &vm, 0, BIG).unwrap() == vec![0u8; BIG as usize]);
+    c.close_volume(VLMCD, &vm).unwrap();
+}

@@ -222,7 +222,9 @@ impl Client {
 
     /// WRITE with [`Flags::FENCED`]: as [`write`](Self::write), refused
     /// (`Fenced`) by the blocker if the store's token for `lock` is newer
-    /// than `token`.
+    /// than `token`. The fence travels in the target
+    /// ([`FencedTarget`](archipelago_protocol::payload::FencedTarget)):
+    /// `InvalidArgument` if `name` and `lock` do not fit it.
     #[allow(clippy::too_many_arguments)]
     pub fn write_fenced(
         &self,
@@ -235,13 +237,13 @@ impl Client {
         token: u64,
     ) -> Result<(), Error> {
         let flags = if fua { Flags::FUA } else { Flags::NONE } | Flags::FENCED;
-        let buf = with_fence(data, lock, token)?;
+        let target = fenced_target(name, lock, token)?;
         let call = Call {
             offset,
             size: data.len() as u64,
             flags,
-            data: &buf,
-            ..Call::new(dst, Op::Write, name.as_bytes())
+            data,
+            ..Call::new(dst, Op::Write, &target)
         };
         self.call(&call).map(|_| ())
     }
@@ -255,12 +257,12 @@ impl Client {
         lock: &str,
         token: u64,
     ) -> Result<(), Error> {
-        let buf = with_fence(data, lock, token)?;
+        let target = fenced_target(name, lock, token)?;
         let call = Call {
             size: data.len() as u64,
             flags: Flags::FENCED,
-            data: &buf,
-            ..Call::new(dst, Op::WriteFull, name.as_bytes())
+            data,
+            ..Call::new(dst, Op::WriteFull, &target)
         };
         self.call(&call).map(|_| ())
     }
@@ -505,15 +507,13 @@ fn nul_separated(r: &Reply) -> Vec<String> {
         .collect()
 }
 
-/// `data` followed by its [`WriteFence`](archipelago_protocol::payload::WriteFence).
-fn with_fence(data: &[u8], lock: &str, token: u64) -> Result<Vec<u8>, Error> {
-    use archipelago_protocol::payload::WriteFence;
-    let mut buf = vec![0u8; data.len() + WriteFence::SIZE];
-    buf[..data.len()].copy_from_slice(data);
-    WriteFence {
+/// The target of a fenced write of `object` under `lock` at `token`.
+fn fenced_target(object: &str, lock: &str, token: u64) -> Result<Vec<u8>, Error> {
+    use archipelago_protocol::payload::FencedTarget;
+    let target = FencedTarget {
+        object,
+        lock,
         token,
-        lock: NameField::new(lock.as_bytes())?,
-    }
-    .encode(&mut buf[data.len()..])?;
-    Ok(buf)
+    };
+    Ok(target.encode()?)
 }

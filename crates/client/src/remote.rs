@@ -109,6 +109,27 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks the names of a fenced write of `name`, and that they fit the
+/// request's target with the token
+/// ([`FencedTarget`](archipelago_protocol::payload::FencedTarget)).
+fn check_fenced(name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+    use archipelago_protocol::payload::FencedTarget;
+    check_name(name)?;
+    check_name(fence.lock)?;
+    let target = FencedTarget {
+        object: name,
+        lock: fence.lock,
+        token: fence.token,
+    };
+    if target.len() > FencedTarget::MAX_LEN {
+        return Err(StoreError::InvalidArgument {
+            name: name.to_owned(),
+            why: "object and lock names too long for a fenced write's target (256 bytes)",
+        });
+    }
+    Ok(())
+}
+
 impl ObjectStore for RemoteStore {
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         check_name(name)?;
@@ -150,8 +171,7 @@ impl ObjectStore for RemoteStore {
         durable: bool,
         fence: Fence<'_>,
     ) -> Result<(), StoreError> {
-        check_name(name)?;
-        check_name(fence.lock)?;
+        check_fenced(name, fence)?;
         check_range(name, offset, data.len() as u64)?;
         self.with(name, "write", |c, port| {
             c.write_fenced(port, name, offset, data, durable, fence.lock, fence.token)
@@ -165,8 +185,7 @@ impl ObjectStore for RemoteStore {
         durable: bool,
         fence: Fence<'_>,
     ) -> Result<(), StoreError> {
-        check_name(name)?;
-        check_name(fence.lock)?;
+        check_fenced(name, fence)?;
         self.with(name, "write_full", |c, port| {
             c.write_full_fenced(port, name, data, fence.lock, fence.token)?;
             if durable {

@@ -33,10 +33,11 @@ impl Flags {
     /// abandoned (their data failed) and are forgotten before the
     /// operation, which would otherwise refuse them as uncommitted.
     pub const DRAINED: Flags = Flags(128);
-    /// WRITE, WRITE_FULL: the write is fenced. The data buffer holds the
-    /// `size` bytes to write, then a [`WriteFence`](crate::payload::WriteFence)
-    /// (the volume's lock and the writer's token); the blocker refuses the
-    /// write with `Fenced` if the store's token for that lock is newer.
+    /// WRITE, WRITE_FULL: the write is fenced. The target is a
+    /// [`FencedTarget`](crate::payload::FencedTarget) (the object, the
+    /// volume's lock and the writer's token, NUL-separated); the data
+    /// buffer holds the data only. The blocker refuses the write with
+    /// `Fenced` if the store's token for that lock is newer.
     /// ACQUIRE: raise the lock's fence to the payload's token instead of
     /// taking the lock (what a lock breaker asks of a data blocker); the
     /// reply's token is the fence now recorded. Since protocol version 2.

@@ -33,6 +33,6 @@ pub use role::{Role, CLIENT_PORTS_START};
 /// Version of this protocol, written into the header of segments created
 /// for Archipelago; peers refuse a segment with another.
 ///
-/// 2: fenced writes ([`Flags::FENCED`], [`payload::WriteFence`]) and the
+/// 2: fenced writes ([`Flags::FENCED`], [`payload::FencedTarget`]) and the
 /// volume's token in the map reply.
 pub const PROTOCOL_VERSION: u32 = 2;

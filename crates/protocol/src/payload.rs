@@ -244,19 +244,6 @@ pub struct LockOwner {
 }
 sized!(LockOwner, 272);
 
-/// WRITE and WRITE_FULL with [`Flags::FENCED`](crate::Flags::FENCED):
-/// follows the `size` bytes of data in the request's buffer. The lock is
-/// the volume's (its name), the token the one its writer holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[repr(C)]
-pub struct WriteFence {
-    /// The writer's fencing token.
-    pub token: u64,
-    /// The lock the write was computed under.
-    pub lock: NameField,
-}
-sized!(WriteFence, 272);
-
 macro_rules! name_payload {
     ($t:ident, $what:literal, $int:ident, $name:ident) => {
         impl Payload for $t {
@@ -285,7 +272,6 @@ macro_rules! name_payload {
 name_payload!(CopyRequest, "copy", src_offset, src);
 name_payload!(CloneRequest, "clone", size, src);
 name_payload!(LockOwner, "lock owner", token, owner);
-name_payload!(WriteFence, "write fence", token, lock);
 
 /// CREATE: a new volume's geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,11 +476,6 @@ mod tests {
         let n = encode_map_token(&mut buf, n, 42).unwrap();
         assert_eq!(decode_extents(&buf[..n]).unwrap(), vec![e]);
         assert_eq!(decode_map_token(&buf[..n]).unwrap(), Some(42));
-        let f = WriteFence {
-            token: 7,
-            lock: NameField::new(b"vm").unwrap(),
-        };
-        assert_eq!(WriteFence::decode(&f.to_vec()).unwrap(), f);
     }
 
     #[test]

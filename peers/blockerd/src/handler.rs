@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use archipelago_peer::{Completer, Ctx, Done, Handler, Workers};
 use archipelago_protocol::payload::{
-    CopyRequest, InfoReply, LockOwner, NameField, Payload, WriteFence,
+    CopyRequest, FencedTarget, InfoReply, LockOwner, NameField, Payload,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_store::{Fence, IoDone, ObjectStore, StoreError};
@@ -114,22 +114,25 @@ fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Co
         return completer.complete(req, done);
     };
     let d = req.desc();
-    let name = String::from_utf8_lossy(d.target().as_bytes()).into_owned();
+    let target = d.target();
+    let fenced = op == Op::Write && Flags(d.flags()).contains(Flags::FENCED);
+    let (name, fence) = if fenced {
+        match FencedTarget::decode(target.as_bytes()) {
+            Ok(f) => (f.object.to_owned(), Some((f.lock.to_owned(), f.token))),
+            Err(e) => return completer.complete(req, Done::Failed(e.into())),
+        }
+    } else {
+        (
+            String::from_utf8_lossy(target.as_bytes()).into_owned(),
+            None,
+        )
+    };
     let (offset, size) = (d.offset(), d.size());
     let len = req.data().len();
     if (len as u64) < size {
         return completer.complete(req, Done::Failed(too_small(len, size)));
     }
     let n = size as usize;
-    let fenced = op == Op::Write && Flags(d.flags()).contains(Flags::FENCED);
-    let fence = if fenced {
-        match decode_fence(req.data(), size) {
-            Ok(f) => Some(f),
-            Err(e) => return completer.complete(req, Done::Failed(e)),
-        }
-    } else {
-        None
-    };
     let ptr = req.data_mut().as_mut_ptr();
     // `req` (its buffer in the segment) moves into the callback, which
     // alone gives it back: nothing else touches the buffer meanwhile.
@@ -156,25 +159,6 @@ fn start_async(store: &dyn ObjectStore, op: Op, mut req: Detached, completer: Co
     }
 }
 
-/// The [`WriteFence`] after the `size` bytes of a fenced write's data:
-/// the lock's name and the writer's token.
-fn decode_fence(data: &[u8], size: u64) -> Result<(String, u64), Error> {
-    let at = usize::try_from(size)
-        .ok()
-        .filter(|&at| at <= data.len())
-        .ok_or_else(|| too_small(data.len(), size + WriteFence::SIZE as u64))?;
-    let f = WriteFence::decode(&data[at..])?;
-    let lock = std::str::from_utf8(f.lock.as_bytes())
-        .map_err(|_| {
-            Error::with(
-                ErrorCode::InvalidArgument,
-                "the lock of a fenced write is not UTF-8",
-            )
-        })?
-        .to_owned();
-    Ok((lock, f.token))
-}
-
 /// Serves one request on a worker thread; returns `serviced`.
 fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Error> {
     let d = req.desc();
@@ -199,14 +183,18 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
             Ok(size)
         }
         Op::Write | Op::WriteFull if flags.contains(Flags::FENCED) => {
+            // The target is `<object> NUL <lock> NUL <token>`.
+            let f = FencedTarget::decode(target.as_bytes())?;
             let n = need(size)?;
-            let (lock, token) = decode_fence(req.data(), size)?;
-            let fence = Fence { lock: &lock, token };
+            let fence = Fence {
+                lock: f.lock,
+                token: f.token,
+            };
             let data = &req.data()[..n];
             if op == Op::Write {
-                store.write_fenced(&name, offset, data, durable, fence)
+                store.write_fenced(f.object, offset, data, durable, fence)
             } else {
-                store.write_full_fenced(&name, data, durable, fence)
+                store.write_full_fenced(f.object, data, durable, fence)
             }
             .map_err(Error::from)?;
             Ok(size)

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use archipelago_peer::{Ctx, Done, Handler};
 use archipelago_protocol::payload::{
-    decode_extents, decode_map_token, encode_commit, map_reply_room, NameField, Payload, WriteFence,
+    decode_extents, decode_map_token, encode_commit, map_reply_room, FencedTarget,
 };
 use archipelago_protocol::{Error, ErrorCode, Flags, Op};
 use archipelago_wire::{build, transport_error, Call};
@@ -224,15 +224,15 @@ impl Composer {
         let write = zero || p.class == Class::Io(Io::Write);
         let extents = decode_extents(map)?;
         // The lock's token the extents were mapped under: every data write
-        // carries it, so the blocker refuses them once the lock is broken.
+        // carries it (in its target), so the blocker refuses them once the
+        // lock is broken.
         let fence = match decode_map_token(map)? {
-            Some(token) if write => Some(
-                WriteFence {
-                    token,
-                    lock: NameField::new(&p.volume)?,
-                }
-                .to_vec(),
-            ),
+            Some(token) if write => {
+                let lock = std::str::from_utf8(&p.volume).map_err(|_| {
+                    Error::with(ErrorCode::InvalidArgument, "a volume name is not UTF-8")
+                })?;
+                Some((lock.to_owned(), token))
+            }
             _ => None,
         };
         let pieces = if zero {
@@ -252,7 +252,6 @@ impl Composer {
         if fence.is_some() {
             flags = flags | Flags::FENCED;
         }
-        let fence = fence.as_deref().unwrap_or(&[]);
         for piece in pieces {
             let (pos, len) = (piece.pos as usize, piece.len as usize);
             let Some(p) = self.reqs.get_mut(&id) else {
@@ -262,29 +261,34 @@ impl Composer {
                 ctx.port().data_mut(&mut p.req)[pos..pos + len].fill(0);
                 continue;
             };
+            // A fenced write names its object, the lock and the token in
+            // its target; its buffer holds the data only.
+            let fenced = fence
+                .as_ref()
+                .map(|(lock, token)| fenced_target(object, lock, *token));
+            let fenced = match fenced.transpose() {
+                Ok(f) => f,
+                Err(e) => {
+                    p.error.get_or_insert(e);
+                    break;
+                }
+            };
             let port = ctx.port();
             let call = Call {
                 dst: self.ports.blocker,
                 op: if write { Op::Write } else { Op::Read },
-                target: object,
+                target: fenced.as_deref().unwrap_or(object),
                 offset: piece.offset_in_object,
                 size: piece.len,
                 flags,
                 data: &[],
-                // A fenced write's buffer: the data, then the fence.
-                reply_room: piece.len + fence.len() as u64,
+                reply_room: piece.len,
             };
             let built = if zero {
-                build(port, &call, |buf| {
-                    buf[..len].fill(0);
-                    buf[len..len + fence.len()].copy_from_slice(fence);
-                })
+                build(port, &call, |buf| buf[..len].fill(0))
             } else if write {
                 let data = &port.data(&p.req)[pos..pos + len];
-                build(port, &call, |buf| {
-                    buf[..len].copy_from_slice(data);
-                    buf[len..len + fence.len()].copy_from_slice(fence);
-                })
+                build(port, &call, |buf| buf[..len].copy_from_slice(data))
             } else {
                 build(port, &call, |_| {})
             };
@@ -393,6 +397,22 @@ impl Composer {
     }
 }
 
+/// The target of a fenced data write of `object` (see [`FencedTarget`]).
+fn fenced_target(object: &[u8], lock: &str, token: u64) -> Result<Vec<u8>, Error> {
+    let object = std::str::from_utf8(object).map_err(|_| {
+        Error::with(
+            ErrorCode::InvalidArgument,
+            "a data object name is not UTF-8",
+        )
+    })?;
+    Ok(FencedTarget {
+        object,
+        lock,
+        token,
+    }
+    .encode()?)
+}
+
 impl Handler for Composer {
     fn handle(&mut self, ctx: &mut Ctx<'_>, op: Op, req: Request) -> Option<(Request, Done)> {
         let d = ctx.port().desc(&req);
@@ -457,10 +477,14 @@ impl Handler for Composer {
         let d = port.desc(&reply);
         let failure = (d.status() != status::SERVED).then(|| {
             archipelago_wire::reply::error_of(d, || {
+                let target = d.target();
+                // The object alone: a fenced write's target goes on with
+                // the lock and the token after a NUL.
+                let object = target.as_bytes().split(|&b| b == 0).next().unwrap_or(&[]);
                 format!(
                     "{} of {}",
                     Op::from_code(d.op()).map_or("request", Op::name),
-                    String::from_utf8_lossy(d.target().as_bytes())
+                    String::from_utf8_lossy(object)
                 )
             })
         });

@@ -228,7 +228,7 @@ pub fn extents_size(count: usize) -> usize {
 /// Bytes of the trailer a MAP_WRITE or DISCARD reply carries after its
 /// extents since protocol version 2: the fencing token (u64, little
 /// endian) of the volume's lock the extents were mapped under, which the
-/// composer puts in each data write ([`WriteFence`](super::WriteFence)).
+/// composer puts in each data write ([`FencedTarget`](super::FencedTarget)).
 pub const MAP_TOKEN_SIZE: usize = 8;
 
 /// Appends the lock's `token` after the `extents_len` bytes of an encoded

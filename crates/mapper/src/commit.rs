@@ -225,8 +225,10 @@ impl Mapper {
                 }
             };
             // A pending entry is zero (a first write) or names a shared
-            // object (a full overwrite that copied nothing).
-            replaces_shared |= !matches!(chunk.get(offset), Some(Entry::Zero) | None);
+            // object: a full overwrite that copied nothing, or a partial
+            // one whose copy-up was durable.
+            replaces_shared |= !matches!(chunk.get(offset), Some(Entry::Zero) | None)
+                && !st.copied.contains(&index);
             if !ups.iter().any(|(i, _)| *i == index) {
                 ups.push((index, h.own_entry()));
             }
@@ -241,6 +243,7 @@ impl Mapper {
         self.apply_updates(name, st, h, updates)?;
         for i in indexes {
             st.pending.remove(i);
+            st.copied.remove(i);
         }
         Ok(())
     }
@@ -259,6 +262,7 @@ impl Mapper {
         };
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
+        st.copied.clear();
         let mut gone: Vec<u64> = st.pending.drain().collect();
         gone.sort_unstable();
         if !gone.is_empty() {

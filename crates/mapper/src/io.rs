@@ -240,7 +240,9 @@ impl Mapper {
             if st.opens == 0 {
                 self.open_locked(name, &mut st)?;
             }
-            if !Self::flatten_copying(&st, offset, len) {
+            if !Self::flatten_copying(&st, offset, len)
+                && !Self::copy_up_in_flight(&st, offset, len)
+            {
                 break;
             }
             st = Self::wait_for_flatten(&s, st);
@@ -268,6 +270,7 @@ impl Mapper {
         // slot -> (chunk, updates)
         let mut updates: Updates = BTreeMap::new();
         let mut new_pending = Vec::new();
+        let mut copies = Vec::new();
         for (index, off, n) in split(offset, len, os) {
             let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let chunk = match updates.get(&slot) {
@@ -336,21 +339,140 @@ impl Mapper {
                     ext.pending = true;
                     new_pending.push(index);
                 } else {
-                    let old = entry.object_name(index).expect("nonzero entry");
+                    // A partial write to a shared object: copied up
+                    // before the data lands, then pending like a first
+                    // write (its entry commits after the data, with the
+                    // other commits of the volume).
                     self.fence_once(name, &mut st, &mut verified)?;
-                    self.copy_up(&entry, &old, &own, os)?;
-                    updates
-                        .get_mut(&slot)
-                        .expect("inserted")
-                        .1
-                        .push((index, h.own_entry()));
+                    ext.pending = true;
+                    copies.push((index, entry));
                 }
             }
             out.push(ext);
         }
         self.apply_updates(name, &mut st, h, updates)?;
         st.pending.extend(new_pending);
+        if !copies.is_empty() {
+            self.copy_up_unlocked(name, &s, st, copies)?;
+        }
         Ok(out)
+    }
+
+    /// The entries of `copies` (index, entry copied) that are no longer
+    /// what was copied, with what they are now.
+    fn entries_moved(
+        &self,
+        name: &str,
+        st: &VolState,
+        copies: &[(u64, Entry)],
+    ) -> Result<Vec<(u64, Entry)>, Error> {
+        let h = st.header.clone().expect("a held volume is cached");
+        let vol = Vol {
+            version: 3,
+            header: h,
+            legacy_chunks: None,
+        };
+        let mut moved = Vec::new();
+        for (index, entry) in copies {
+            let (slot, at) = vol.header.chunk_for(*index).map_err(|e| map_err(name, e))?;
+            let current = self
+                .chunk(&vol, vol.header.chunks[slot])?
+                .get(at)
+                .cloned()
+                .unwrap_or(Entry::Zero);
+            if current != *entry {
+                moved.push((*index, current));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Whether a copy-up of an object of `[offset, offset + len)` is in
+    /// flight with the state unlocked.
+    fn copy_up_in_flight(st: &VolState, offset: u64, len: u64) -> bool {
+        let Some(h) = st.header.as_ref().filter(|_| !st.copying.is_empty()) else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        let os = h.object_size();
+        (offset / os..=(offset + len - 1) / os).any(|i| st.copying.contains(&i))
+    }
+
+    /// Copies up the shared objects of `copies` (index, entry) into the
+    /// volume's own objects with the state unlocked, so that writes to
+    /// other objects of the volume (their copy-ups, commits and in-place
+    /// writes) go on meanwhile; writes to these objects wait
+    /// (`copy_up_in_flight`). The indexes are pending from the start: a
+    /// flatten step leaves them alone and a barrier cannot run (the
+    /// composer drains writes first). On success they stay pending, to be
+    /// committed by the composer after the data; on failure they are
+    /// dropped and the write fails, the map unchanged.
+    ///
+    /// An entry can change while its copy is in flight only by a dedup
+    /// rebase moving it onto the content object of the same bytes, after
+    /// which a collection may delete the object being copied: if the
+    /// entry changed, the copy is done again from the new entry.
+    fn copy_up_unlocked<'s>(
+        &self,
+        name: &str,
+        s: &'s std::sync::Arc<std::sync::Mutex<VolState>>,
+        mut st: std::sync::MutexGuard<'s, VolState>,
+        mut copies: Vec<(u64, Entry)>,
+    ) -> Result<(), Error> {
+        let token = st.token;
+        let h = st.header.clone().expect("a held volume is cached");
+        let os = h.object_size();
+        let indexes: Vec<u64> = copies.iter().map(|(i, _)| *i).collect();
+        for &i in &indexes {
+            st.pending.insert(i);
+            st.copying.insert(i);
+        }
+        let result = loop {
+            drop(st);
+            let copied = copies.iter().try_for_each(|(index, entry)| {
+                let own = owned_object_name(h.volume_id, h.epoch, *index);
+                match entry.object_name(*index) {
+                    Some(old) => self.copy_up(entry, &old, &own, os),
+                    // Moved onto the zero block meanwhile: as a first
+                    // write to a zero entry.
+                    None => self.delete_orphan(&own),
+                }
+            });
+            st = Self::lock_state(s);
+            if st.opens == 0 || st.token != token {
+                break Err(err(
+                    ErrorCode::Fenced,
+                    format!("{name}: the volume's lock was lost during a copy-up"),
+                ));
+            }
+            if let Err(e) = copied {
+                break Err(e);
+            }
+            match self.entries_moved(name, &st, &copies) {
+                Ok(moved) if moved.is_empty() => break Ok(()),
+                Ok(moved) => copies = moved,
+                Err(e) => break Err(e),
+            }
+        };
+        for i in &indexes {
+            st.copying.remove(i);
+        }
+        match result {
+            Ok(()) => {
+                st.copied.extend(&indexes);
+                Ok(())
+            }
+            Err(e) => {
+                if st.token == token {
+                    for i in &indexes {
+                        st.pending.remove(i);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -160,6 +160,7 @@ impl Mapper {
                 st.token = held.token;
                 st.header = Some(vol.header.clone());
                 st.pending.clear();
+                st.copied.clear();
                 Ok(Self::info_of(&vol))
             }
             Err(e) => {

@@ -29,6 +29,12 @@ pub(crate) struct VolState {
     pub(crate) header: Option<Header>,
     /// Indexes returned as pending by `map_write`, not yet committed.
     pub(crate) pending: HashSet<u64>,
+    /// Pending indexes whose copy-up is in flight with this state
+    /// unlocked (`io.rs`): writes to them wait until it is done.
+    pub(crate) copying: HashSet<u64>,
+    /// Pending indexes that a copy-up made durable copies of a shared
+    /// object: their commit need not sync the data store first.
+    pub(crate) copied: HashSet<u64>,
     /// When the lock was last found still ours (see `check_fence`).
     pub(crate) fence_checked: Option<std::time::Instant>,
     /// The object a flatten step is copying with this state unlocked

@@ -42,10 +42,10 @@
 //!      header is the map, the commit checks the lock (fencing) as every
 //!      commit does. I/O is not paused or drained: a write waits for the
 //!      mutex at most one map commit. A write in flight to a moved index
-//!      is unaffected (a copy-up is done under the same mutex, so it
-//!      copied `X` before the move or copies `C(X)` after it; a pending
-//!      full overwrite commits the volume's own entry over whatever the
-//!      entry is);
+//!      is unaffected (a copy-up runs with the mutex released, and if
+//!      the entry moved meanwhile it copies again from `C(X)`, since a
+//!      collection may delete `X` once no map names it; a pending write
+//!      commits the volume's own entry over whatever the entry is);
 //!    - **not locked**: its lock is taken for the move, as for any
 //!      operation on a closed map;
 //!    - **locked elsewhere** (a mapperd of another host or another

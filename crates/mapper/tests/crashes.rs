@@ -42,14 +42,20 @@ fn a_failed_header_write_after_the_chunk_write_changes_nothing() {
     common::write(&f.m, &*f.data, "vol", 0, &a).unwrap();
     f.m.snapshot("vol", "snap").unwrap();
 
-    // A partial write of a shared object: copy-up, chunk, then the header fails.
+    // A partial write of a shared object: copy-up, the data, then its
+    // commit writes the chunk and the header fails.
     f.maps.add_rule(
         Rule::new(OpKind::WriteFull, Fault::Io)
             .names_with_prefix("vol")
             .times(1),
     );
     let before_chunks = f.maps.inner().list("").unwrap().len();
-    let err = f.m.map_write("vol", 5, 3).unwrap_err();
+    let ext = f.m.map_write("vol", 5, 3).unwrap();
+    assert!(ext[0].pending, "{ext:?}");
+    f.data
+        .write(ext[0].object.as_ref().unwrap(), 5, b"new", true)
+        .unwrap();
+    let err = f.m.commit_writes("vol", &[0]).unwrap_err();
     assert_eq!(err.code, ErrorCode::Io);
     assert!(
         f.maps.inner().list("").unwrap().len() > before_chunks,

@@ -629,7 +629,8 @@ impl Marker<'_> {
                 continue;
             }
             let c = read_chunk(self.maps, name, *r)?;
-            for o in load::chunk_entries(&c, slot).filter_map(|(i, e)| e.object_name(i)) {
+            // A partial entry keeps its own object and its backing's.
+            for o in load::chunk_entries(&c, slot).flat_map(|(i, e)| e.object_names(i)) {
                 self.refs.push(o)?;
             }
         }

@@ -159,8 +159,7 @@ impl Mapper {
                 st.opens = 1;
                 st.token = held.token;
                 st.header = Some(vol.header.clone());
-                st.pending.clear();
-                st.copied.clear();
+                st.clear_pending();
                 Ok(Self::info_of(&vol))
             }
             Err(e) => {

@@ -110,6 +110,36 @@ pub const REBASE_CHECK: Duration = Duration::from_secs(1);
 /// maps to move them (see [`Mapper::with_rebase_wait`]).
 pub const DEFAULT_REBASE_WAIT: Duration = Duration::from_secs(10);
 
+/// What entry `e` of object `index` becomes when the objects `olds`
+/// (old name, replacing entry) move: the replacing entry if `e` names an
+/// old object; a partial entry whose backing names one keeps its own
+/// granules over the replacing entry; `None` if nothing moves.
+fn moved_entry(e: &Entry, index: u64, olds: &[(String, Entry)]) -> Option<Entry> {
+    let find = |x: &Entry| {
+        let name = x.object_name(index)?;
+        olds.iter()
+            .find(|(o, _)| *o == name)
+            .map(|(_, n)| n.clone())
+    };
+    if let Some(new) = find(e) {
+        return Some(new);
+    }
+    match e {
+        Entry::Partial {
+            owner,
+            epoch,
+            granules,
+            backing,
+        } => find(backing).map(|new| Entry::Partial {
+            owner: *owner,
+            epoch: *epoch,
+            granules: *granules,
+            backing: Box::new(new),
+        }),
+        _ => None,
+    }
+}
+
 /// Between two walks of the headers while maps are left to holders.
 const REBASE_POLL: Duration = Duration::from_millis(100);
 
@@ -229,15 +259,13 @@ impl Mapper {
                 };
                 let at = (index - first) as usize;
                 let Some(e) = c.get(at) else { continue };
-                let Some(current) = e.object_name(index) else {
+                let Some(moved) = moved_entry(e, index, olds) else {
                     continue;
                 };
-                if let Some((_, new)) = olds.iter().find(|(o, _)| *o == current) {
-                    out.entry(slot)
-                        .or_insert_with(|| (c.clone(), Vec::new()))
-                        .1
-                        .push((index, new.clone()));
-                }
+                out.entry(slot)
+                    .or_insert_with(|| (c.clone(), Vec::new()))
+                    .1
+                    .push((index, moved));
             }
         }
         Ok(out)

@@ -340,7 +340,7 @@ fn checksum(object: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
-fn decode_names(mut table: &[u8]) -> Result<Vec<String>, MapError> {
+pub(crate) fn decode_names(mut table: &[u8]) -> Result<Vec<String>, MapError> {
     let mut names = Vec::new();
     while !table.is_empty() {
         let Some((len, rest)) = table.split_first_chunk::<NAME_LEN_LEN>() else {

@@ -203,6 +203,7 @@ pub mod entry;
 mod error;
 pub mod gcmeta;
 pub mod header;
+pub mod journal;
 mod legacy;
 pub mod lineage;
 mod ops;

@@ -52,7 +52,14 @@ impl Mapper {
         chunks: Vec<Chunk>,
         header: &Header,
     ) -> Result<(), Error> {
-        for c in &chunks {
+        // Chunks the header names that exist only in memory (journaled
+        // writes, a replayed journal) are written with it: a checkpoint.
+        let dirty: Vec<Arc<Chunk>> = self
+            .dirty_named(header)
+            .into_iter()
+            .filter(|d| !chunks.iter().any(|c| c.id() == d.id()))
+            .collect();
+        for c in dirty.iter().map(|c| &**c).chain(&chunks) {
             let cname = c.id().object_name().expect("a written chunk is nonzero");
             let bytes = c.encode().map_err(|e| map_err(name, e))?;
             self.maps
@@ -78,10 +85,11 @@ impl Mapper {
         self.maps
             .write_full(name, &bytes, true)
             .map_err(|e| store_err(name, e))?;
-        for c in chunks {
-            self.cache_chunk(Arc::new(c));
-        }
+        let mut written = dirty;
+        written.extend(chunks.into_iter().map(Arc::new));
+        self.checkpointed(header, written);
         if let Some(st) = st {
+            st.journal_len = 0;
             if st.opens > 0 {
                 st.header = Some(header.clone());
             }
@@ -196,6 +204,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let chunk = self.chunk(&vol, h.chunks[slot])?;
         Ok(chunk.get(at).is_some_and(|e| own_granules(h, e) != 0))
@@ -213,6 +222,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let mut updates: Updates = BTreeMap::new();
         let all = granule_mask(h.object_size());
@@ -242,7 +252,7 @@ impl Mapper {
             // object that reads as zeros where the old data was.
             self.data.sync().map_err(|e| store_err(name, e))?;
         }
-        self.apply_updates(name, st, h, updates)?;
+        self.journal_updates(name, st, h, updates)?;
         for &i in indexes {
             st.drop_pending(i);
         }

@@ -101,6 +101,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             };
             let os = h.object_size();
             let owner = loop {

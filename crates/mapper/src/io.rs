@@ -135,6 +135,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             },
             _ => self.load(name, false, None)?,
         };
@@ -182,7 +183,10 @@ impl Mapper {
                 let chunk = match &cur {
                     Some((s, c)) if *s == slot => c.clone(),
                     _ => {
-                        let c = self.chunks.try_lock().ok()?.get(&r)?;
+                        let c = match self.try_dirty_chunk(&r) {
+                            Some(c) => c,
+                            None => self.chunks.try_lock().ok()?.get(&r)?,
+                        };
                         cur = Some((slot, c.clone()));
                         c
                     }
@@ -327,6 +331,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let mut out = Vec::new();
         // slot -> (chunk, updates)
@@ -463,6 +468,7 @@ impl Mapper {
             version: 3,
             header: h,
             legacy_chunks: None,
+            overlay: None,
         };
         let mut moved = Vec::new();
         for c in copies {

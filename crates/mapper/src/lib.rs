@@ -188,6 +188,7 @@ mod cache;
 mod commit;
 mod hash;
 mod io;
+mod journal;
 mod lifecycle;
 mod lineage;
 pub mod load;
@@ -225,6 +226,14 @@ pub struct Mapper {
     host_id: String,
     volumes: Mutex<HashMap<String, Arc<Mutex<VolState>>>>,
     chunks: Mutex<Lru<ChunkRef, Arc<Chunk>>>,
+    /// Chunks that exist only in memory: made by journaled commits of
+    /// volumes held here, or by replaying a journal (`journal.rs`).
+    /// Found before the cache; written by the next commit of a header
+    /// naming them (a checkpoint), then moved to the cache.
+    dirty: Mutex<HashMap<ChunkRef, Arc<Chunk>>>,
+    /// Volume ids whose journal object may exist: deleted by their next
+    /// header commit.
+    journals: Mutex<std::collections::HashSet<u64>>,
     /// Worker threads of [`Mapper::hash`]; `None`: every core.
     hash_threads: Option<usize>,
     /// How long a hash waits for a running garbage collection.
@@ -244,6 +253,8 @@ impl Mapper {
             host_id,
             volumes: Mutex::new(HashMap::new()),
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
+            dirty: Mutex::new(HashMap::new()),
+            journals: Mutex::new(std::collections::HashSet::new()),
             hash_threads: None,
             gc_wait: DEFAULT_GC_WAIT,
             rebase_wait: DEFAULT_REBASE_WAIT,

@@ -258,6 +258,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
         let chunk = self.chunk(&vol, h.chunks[slot])?;
@@ -357,6 +358,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let per = ENTRIES_PER_CHUNK as u64;
         let mut chunks = Vec::with_capacity(h.chunks.len());

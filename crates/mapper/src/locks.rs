@@ -36,6 +36,9 @@ pub(crate) struct VolState {
     /// Pending indexes whose copy-up is in flight with this state
     /// unlocked (`io.rs`): writes to them wait until it is done.
     pub(crate) copying: HashSet<u64>,
+    /// Bytes of the volume's journal written by this open (0: none yet,
+    /// the next append starts it afresh; see `journal.rs`).
+    pub(crate) journal_len: u64,
     /// Pending indexes whose commit hides data of another object behind
     /// granules written, not copied: the data store is synced first.
     pub(crate) unsynced: HashSet<u64>,
@@ -185,7 +188,9 @@ impl Mapper {
         f: impl FnOnce(&mut VolState, &Held) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let held = self.acquire(name, st)?;
-        let r = f(st, &held);
+        let r = self
+            .settle_if_closed(name, st, &held)
+            .and_then(|()| f(st, &held));
         self.release(held);
         r
     }

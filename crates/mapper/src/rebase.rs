@@ -239,6 +239,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let per = ENTRIES_PER_CHUNK as u64;
         let mut out: Updates = BTreeMap::new();
@@ -341,6 +342,12 @@ impl Mapper {
             let h = st.header.clone().expect("a held volume is cached");
             let ups = self.rebase_updates(&h, moves)?;
             if ups.is_empty() {
+                // Journaled writes may have replaced what the stored map
+                // still names: a checkpoint stores the map as it is.
+                if st.journal_len > 0 {
+                    self.checkpoint(name, &mut st)?;
+                    return Ok(Moved::Yes);
+                }
                 return Ok(Moved::Nothing);
             }
             let held = Held {
@@ -357,6 +364,7 @@ impl Mapper {
             Err(e) => return Err(e),
         };
         let r = (|| {
+            self.settle_if_closed(name, &mut st, &held)?;
             let h = match self.load_v3(name) {
                 Ok(h) => h,
                 // Renamed or removed meanwhile: a later walk sees it again
@@ -404,7 +412,9 @@ impl Mapper {
             } else {
                 let mut hs = Vec::new();
                 for n in &left {
-                    match self.load_v3(n) {
+                    // As stored, like the full walk: a holder's move is a
+                    // header commit.
+                    match self.stored_header(n) {
                         Ok(h) => hs.push((n.clone(), h)),
                         // Renamed or removed: the next full walk sees it.
                         Err(e) if e.code == ErrorCode::NotFound => {}
@@ -574,8 +584,9 @@ impl Mapper {
             let Some(h) = st.header.clone().filter(|_| st.opens > 0) else {
                 return Ok(false);
             };
+            let journaled = st.journal_len > 0;
             drop(st);
-            if self.rebase_updates(&h, moves)?.is_empty() {
+            if self.rebase_updates(&h, moves)?.is_empty() && !journaled {
                 return Ok(false);
             }
         }
@@ -590,6 +601,16 @@ impl Mapper {
         };
         let ups = self.rebase_updates(&h, &moves)?;
         if ups.is_empty() {
+            // Nothing to move in the map as it is, but the stored map
+            // (what the hash looks at) may name replaced objects that
+            // journaled writes replaced since: a checkpoint stores it.
+            if st.journal_len > 0 {
+                let stored = self.stored_header(name)?;
+                if !self.rebase_updates(&stored, &moves)?.is_empty() {
+                    self.checkpoint(name, &mut st)?;
+                    return Ok(true);
+                }
+            }
             return Ok(false);
         }
         let held = Held {

@@ -55,6 +55,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             };
             // Data changes below: the lock must still be ours.
             if new_size < h.size && st.opens > 0 {

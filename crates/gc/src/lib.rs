@@ -21,8 +21,12 @@
 //!
 //! Live headers, rename markers (`{id}_0000000000000000`), pins, rebase
 //! records (`archip_rebase_…` and their list `archip_rebaselist`, deleted
-//! by the hash that wrote them), the gc object and any name of another
-//! shape are never deleted. A **removed
+//! by the hash that wrote them), map journals (`archip_journal_…`,
+//! deleted by their volume's checkpoints), the gc object and any name of
+//! another shape are never deleted. Journals are not read: a journal
+//! record names only objects of its volume's current epoch and, in a
+//! partial entry, a backing the stored map names at the same index (the
+//! mapper's `journal` module), all of which the rules below keep. A **removed
 //! header** (under its name, or under its tombstone
 //! `archip_removed_{id}_{epoch}` once the name was used again) is
 //! deleted last in a run, once no live header needs it: it is on no live
@@ -629,7 +633,8 @@ impl Marker<'_> {
                 continue;
             }
             let c = read_chunk(self.maps, name, *r)?;
-            for o in load::chunk_entries(&c, slot).filter_map(|(i, e)| e.object_name(i)) {
+            // A partial entry keeps its own object and its backing's.
+            for o in load::chunk_entries(&c, slot).flat_map(|(i, e)| e.object_names(i)) {
                 self.refs.push(o)?;
             }
         }

@@ -1,6 +1,7 @@
 //! What a store name is, for the collector.
 
 use archipelago_mapfmt::gcmeta::{GC_PIN_PREFIX, GC_STATE_OBJECT, REBASE_LIST, REBASE_PREFIX};
+use archipelago_mapfmt::journal::JOURNAL_PREFIX;
 use archipelago_mapfmt::LEGACY_PREFIX;
 use archipelago_protocol::names::{check_volume_name, is_content_name, HASH_SUFFIX, LOCK_SUFFIX};
 
@@ -84,6 +85,9 @@ pub fn read_in_map_store(name: &str) -> bool {
         // against collections like the hash itself.
         || name == REBASE_LIST
         || name.starts_with(REBASE_PREFIX)
+        // A volume's map journal: it names only objects the collector
+        // keeps anyway (see the mapper's journal module).
+        || name.starts_with(JOURNAL_PREFIX)
         || name.ends_with(LOCK_SUFFIX)
         || name.ends_with(HASH_SUFFIX);
     let chunk_shaped = {

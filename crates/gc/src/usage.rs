@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use archipelago_mapfmt::Entry;
+use archipelago_mapfmt::{granule_size, Entry};
 use archipelago_mapper::load;
 use archipelago_store::{ObjectStore, StoreError};
 
@@ -63,6 +63,8 @@ pub fn usage(
     let mut per_map: Vec<HashMap<String, (u64, bool)>> = Vec::new();
     let mut maps_per_object: HashMap<String, u32> = HashMap::new();
     let mut chunk_cache = HashMap::new();
+    // The most bytes a partial entry's own object holds (its granules).
+    let mut caps: HashMap<String, u64> = HashMap::new();
     for (n, h) in &headers {
         let mut mine: HashMap<String, (u64, bool)> = HashMap::new();
         for (slot, r) in h.chunks.iter().enumerate() {
@@ -80,8 +82,31 @@ pub fn usage(
                 if index >= h.size.div_ceil(h.object_size()) {
                     break; // the tail past a shrink reads as nothing
                 }
-                if let Some(o) = e.object_name(index) {
-                    let slot = mine.entry(o).or_insert((0, matches!(e, Entry::Content(_))));
+                // A partial entry uses its own object (at most its
+                // granules: the rest of it is never written) and its
+                // backing's.
+                let mut uses: Vec<(String, bool)> = Vec::new();
+                if let Entry::Partial {
+                    granules, backing, ..
+                } = &e
+                {
+                    if let Some(o) = e.object_name(index) {
+                        let g = granule_size(h.object_size());
+                        let cap = u64::from(granules.count_ones()) * g;
+                        let c = caps.entry(o.clone()).or_insert(cap);
+                        *c = (*c).max(cap);
+                        uses.push((o, false));
+                    }
+                    uses.extend(
+                        backing
+                            .object_name(index)
+                            .map(|o| (o, matches!(**backing, Entry::Content(_)))),
+                    );
+                } else if let Some(o) = e.object_name(index) {
+                    uses.push((o, matches!(e, Entry::Content(_))));
+                }
+                for (o, content) in uses {
+                    let slot = mine.entry(o).or_insert((0, content));
                     slot.0 += 1;
                 }
             }
@@ -94,7 +119,7 @@ pub fn usage(
     let mut sizes: HashMap<&str, u64> = HashMap::new();
     for o in maps_per_object.keys() {
         let size = match data.stat(o) {
-            Ok(s) => s.size,
+            Ok(s) => caps.get(o).map_or(s.size, |&c| s.size.min(c)),
             // An owned object never written reads as zeros: no bytes.
             Err(StoreError::NotFound { .. }) if matches!(names::kind(o), Kind::Owned { .. }) => 0,
             // A content or legacy object must exist: reads of it fail.

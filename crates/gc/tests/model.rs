@@ -16,7 +16,8 @@ use archipelago_mapper::{read_extent, Mapper};
 use archipelago_protocol::ErrorCode;
 use archipelago_store::{MemoryStore, ObjectStore};
 
-const OS: u64 = 4096;
+/// Four granules of 4 KiB: partial writes make partial entries.
+const OS: u64 = 16 << 10;
 const OBJECTS: u64 = 12;
 const SIZE: u64 = OS * OBJECTS;
 
@@ -108,10 +109,13 @@ impl World {
     }
 
     /// Every chunk and object a live map refers to, read independently of
-    /// the collector.
+    /// the collector: chunks as the stored headers name them, objects as
+    /// a mapper reads each map (its journal replayed, partial entries'
+    /// backings included).
     fn referenced(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut chunks = BTreeSet::new();
         let mut objects = BTreeSet::new();
+        let oracle = Mapper::new(self.maps.clone(), self.data.clone(), "oracle".into());
         for n in self.maps.list("").unwrap() {
             if archipelago_protocol::names::check_volume_name(n.as_bytes()).is_err() {
                 continue;
@@ -128,11 +132,12 @@ impl World {
                 self.maps.read(&cn, 0, &mut b).unwrap();
                 let c = Chunk::decode_as(&b, *r).unwrap();
                 for (at, e) in c.entries().iter().enumerate() {
-                    if let Some(o) = e.object_name((slot * 4096 + at) as u64) {
-                        objects.insert(o);
-                    }
+                    objects.extend(e.object_names((slot * 4096 + at) as u64));
                 }
                 chunks.insert(cn);
+            }
+            for e in oracle.map_read(&n, 0, h.size).unwrap() {
+                objects.extend(e.object);
             }
         }
         (chunks, objects)
@@ -561,9 +566,7 @@ impl TwoHosts {
                 self.maps.read(&cn, 0, &mut b).unwrap();
                 let c = Chunk::decode_as(&b, *r).unwrap();
                 for (at, e) in c.entries().iter().enumerate() {
-                    if let Some(o) = e.object_name((slot * 4096 + at) as u64) {
-                        objects.insert(o);
-                    }
+                    objects.extend(e.object_names((slot * 4096 + at) as u64));
                 }
                 chunks.insert(cn);
             }

@@ -1,4 +1,6 @@
-//! Version 3 chunks: [`ENTRIES_PER_CHUNK`] entries in one immutable object.
+//! Chunks: [`ENTRIES_PER_CHUNK`] entries in one immutable object. Written
+//! as version 4 ([`CHUNK_VERSION`]: 64-byte entries, which may be
+//! partial); version 3 (40-byte entries, the first format) is still read.
 //!
 //! A chunk object is named `{owner:016x}_{serial:016x}` ([`ChunkRef`]) in
 //! the map store and is never modified once written: a change writes a
@@ -12,8 +14,8 @@
 //! of first use.
 
 use crate::bytes::{put, to_usize, Fields};
-use crate::entry::{self, check_legacy_name, Entry, ENTRY_LEN};
-use crate::{MapError, VERSION};
+use crate::entry::{self, check_legacy_name, Entry, ENTRY_LEN, ENTRY_LEN_V3};
+use crate::MapError;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -21,6 +23,12 @@ use std::collections::HashMap;
 pub const ENTRIES_PER_CHUNK: usize = 4096;
 /// Chunk magic.
 pub const CHUNK_MAGIC: [u8; 4] = *b"AMC.";
+/// The version chunks are written in: 4, whose entries are 64 bytes and
+/// may be partial. Chunks of version 3 (the header's version, 40-byte
+/// entries) are read too.
+pub const CHUNK_VERSION: u32 = 4;
+/// The first chunk version, 40-byte entries.
+pub const CHUNK_VERSION_V3: u32 = 3;
 
 /// Offset of the magic.
 pub const MAGIC_OFF: usize = 0;
@@ -47,7 +55,7 @@ pub const CHUNK_HEADER_LEN: usize = RESERVED_OFF + RESERVED_LEN;
 /// Bytes of a name's length prefix in the name table (u16).
 pub const NAME_LEN_LEN: usize = size_of::<u16>();
 
-const WHAT: &str = "v3 chunk";
+const WHAT: &str = "chunk";
 
 /// A reference to a chunk object in a header's chunk table: 16 bytes,
 /// `u64 owner, u64 serial`, little-endian. Serial 0 (with owner 0) is the
@@ -196,8 +204,8 @@ impl Chunk {
         let mut table = Vec::new();
         let mut raw_entries = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
-            let name_index = match e {
-                Entry::Legacy(name) => {
+            let name_index = match e.legacy_name() {
+                Some(name) => {
                     let next = index.len() as u32;
                     *index.entry(name).or_insert_with(|| {
                         // Validated names are at most 123 bytes.
@@ -212,7 +220,7 @@ impl Chunk {
         }
         let mut out = vec![0u8; CHUNK_HEADER_LEN];
         put(&mut out, MAGIC_OFF, &CHUNK_MAGIC);
-        put(&mut out, VERSION_OFF, &VERSION.to_le_bytes());
+        put(&mut out, VERSION_OFF, &CHUNK_VERSION.to_le_bytes());
         put(&mut out, OWNER_OFF, &self.id.owner.to_le_bytes());
         put(&mut out, SERIAL_OFF, &self.id.serial.to_le_bytes());
         put(
@@ -242,12 +250,16 @@ impl Chunk {
             });
         }
         let version = f.u32_le(VERSION_OFF)?;
-        if version != VERSION {
-            return Err(MapError::UnsupportedVersion {
-                what: WHAT,
-                version,
-            });
-        }
+        let entry_len = match version {
+            CHUNK_VERSION => ENTRY_LEN,
+            CHUNK_VERSION_V3 => ENTRY_LEN_V3,
+            _ => {
+                return Err(MapError::UnsupportedVersion {
+                    what: WHAT,
+                    version,
+                })
+            }
+        };
         let count = f.u32_le(COUNT_OFF)?;
         if count as usize > ENTRIES_PER_CHUNK {
             return Err(MapError::TooManyEntries {
@@ -256,7 +268,7 @@ impl Chunk {
             });
         }
         let names_len = f.u32_le(NAMES_LEN_OFF)?;
-        let entries_end = CHUNK_HEADER_LEN + count as usize * ENTRY_LEN;
+        let entries_end = CHUNK_HEADER_LEN + count as usize * entry_len;
         let total = entries_end as u64 + u64::from(names_len);
         f.need(total)?;
         if f.len() > total {
@@ -285,9 +297,9 @@ impl Chunk {
         let names = decode_names(f.slice(entries_end, table_len)?)?;
         let mut entries = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
-            let at = CHUNK_HEADER_LEN + i * ENTRY_LEN;
-            let raw = f.slice(at, ENTRY_LEN)?;
-            let e = entry::decode_at(raw, &names, i as u64, at as u64)?;
+            let at = CHUNK_HEADER_LEN + i * entry_len;
+            let raw = f.slice(at, entry_len)?;
+            let e = entry::decode_at(raw, &names, i as u64, at as u64, entry_len)?;
             entries.push(e.canonical());
         }
         let mut c = Self { id, entries };
@@ -328,7 +340,7 @@ fn checksum(object: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
-fn decode_names(mut table: &[u8]) -> Result<Vec<String>, MapError> {
+pub(crate) fn decode_names(mut table: &[u8]) -> Result<Vec<String>, MapError> {
     let mut names = Vec::new();
     while !table.is_empty() {
         let Some((len, rest)) = table.split_first_chunk::<NAME_LEN_LEN>() else {
@@ -381,33 +393,93 @@ mod tests {
         )
         .unwrap();
         let b = c.encode().unwrap();
-        let mut header = vec![b'A', b'M', b'C', b'.', 3, 0, 0, 0];
+        let mut header = vec![b'A', b'M', b'C', b'.', 4, 0, 0, 0];
         header.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
         header.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
         header.extend_from_slice(&[4, 0, 0, 0]); // trailing zero entry not stored
         header.extend_from_slice(&[4, 0, 0, 0]); // one name: 2 + 2 bytes
         assert_eq!(b[..32], header[..]);
         assert_eq!(b[48..64], [0; 16]);
-        assert_eq!(b.len(), 64 + 4 * 40 + 4);
+        assert_eq!(b.len(), 64 + 4 * 64 + 4);
         let e = &b[64..];
         assert_eq!(
             e[..24],
             [1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
         );
-        assert_eq!(e[40..52], [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "name 0");
-        assert_eq!(e[80..120], [0; 40]);
+        assert_eq!(e[64..76], [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "name 0");
+        assert_eq!(e[128..192], [0; 64]);
         assert_eq!(
-            e[120..132],
+            e[192..204],
             [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             "name 0 again"
         );
-        assert_eq!(b[224..], [2, 0, b'a', b'b']);
+        assert_eq!(b[320..], [2, 0, b'a', b'b']);
         // The checksum covers everything, its own field read as zeros.
         let mut z = b.clone();
         z[32..48].fill(0);
         assert_eq!(b[32..48], Sha256::digest(&z)[..16]);
         assert_eq!(Chunk::decode(&b).unwrap(), c);
         assert_eq!(Chunk::decode_as(&b, ID).unwrap(), c);
+    }
+
+    /// The version 3 encoding of a chunk without partial entries: 40-byte
+    /// entries (the first 40 bytes of each version 4 one).
+    fn encode_v3(c: &Chunk) -> Vec<u8> {
+        let v4 = c.encode().unwrap();
+        let n = c.entries().len();
+        let mut out = v4[..CHUNK_HEADER_LEN].to_vec();
+        out[VERSION_OFF..VERSION_OFF + 4].copy_from_slice(&3u32.to_le_bytes());
+        for i in 0..n {
+            let at = CHUNK_HEADER_LEN + i * ENTRY_LEN;
+            out.extend_from_slice(&v4[at..at + ENTRY_LEN_V3]);
+        }
+        out.extend_from_slice(&v4[CHUNK_HEADER_LEN + n * ENTRY_LEN..]);
+        out[CHECKSUM_OFF..CHECKSUM_OFF + CHECKSUM_LEN].fill(0);
+        let sum = checksum(&out);
+        out[CHECKSUM_OFF..CHECKSUM_OFF + CHECKSUM_LEN].copy_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn version_3_chunks_are_still_read() {
+        let c = Chunk::from_entries(
+            ID,
+            vec![
+                Entry::Owned { owner: 9, epoch: 1 },
+                Entry::Legacy("ab".into()),
+                Entry::Zero,
+                Entry::Content([5; 32]),
+            ],
+        )
+        .unwrap();
+        let v3 = encode_v3(&c);
+        assert_eq!(v3.len(), 64 + 4 * 40 + 4);
+        assert_eq!(Chunk::decode(&v3).unwrap(), c);
+        let mut v5 = v3.clone();
+        v5[VERSION_OFF] = 5;
+        assert!(matches!(
+            Chunk::decode(&v5),
+            Err(MapError::UnsupportedVersion { version: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn partial_entries_round_trip_with_their_legacy_backing_named() {
+        let c = Chunk::from_entries(
+            ID,
+            vec![
+                Entry::partial(9, 2, 0b11, Entry::Legacy("ab".into()), u64::MAX),
+                Entry::Legacy("cd".into()),
+                Entry::partial(9, 2, 1 << 63, Entry::Owned { owner: 4, epoch: 1 }, u64::MAX),
+            ],
+        )
+        .unwrap();
+        let b = c.encode().unwrap();
+        assert_eq!(
+            b[CHUNK_HEADER_LEN + 3 * ENTRY_LEN..],
+            [2, 0, b'a', b'b', 2, 0, b'c', b'd']
+        );
+        assert_eq!(Chunk::decode(&b).unwrap(), c);
     }
 
     #[test]

@@ -1,9 +1,17 @@
-//! Version 3 entries: what backs one object of a volume, in 40 bytes.
+//! Entries: what backs one object of a volume, in 64 bytes (chunk
+//! version 4; version 3 chunks hold 40-byte entries, the same fields
+//! without the partial part, and are still read).
 //!
 //! The byte layout is the **Entry** table of the [crate docs](crate#layouts),
 //! derived by the offset constants below. Decoders refuse unknown kinds
 //! and nonzero reserved or padding bytes, so a future flag is noticed
 //! rather than ignored.
+//!
+//! A **partial** entry (kind 4, version 4) is sub-object copy-on-write: the
+//! volume's own object holds only some of the object's [`GRANULES`]
+//! granules (those a write touched), and the rest read from the entry it
+//! replaced, its *backing*, which is stored in the payload as the entry
+//! itself would be (its kind in byte 1).
 
 use crate::bytes::{put, Fields};
 use crate::legacy::{MAX_LEGACY_NAME, ZERO_BLOCK_DIGEST};
@@ -22,8 +30,81 @@ pub const RESERVED32_OFF: usize = RESERVED16_OFF + size_of::<u16>();
 pub const PAYLOAD_OFF: usize = RESERVED32_OFF + size_of::<u32>();
 /// Payload length.
 pub const PAYLOAD_LEN: usize = 32;
-/// Bytes per entry.
-pub const ENTRY_LEN: usize = PAYLOAD_OFF + PAYLOAD_LEN;
+/// Bytes per entry in a version 3 chunk.
+pub const ENTRY_LEN_V3: usize = PAYLOAD_OFF + PAYLOAD_LEN;
+/// Partial: offset of the own object's owner id (u64).
+pub const PARTIAL_OWNER_OFF: usize = ENTRY_LEN_V3;
+/// Partial: offset of the own object's epoch (u64).
+pub const PARTIAL_EPOCH_OFF: usize = PARTIAL_OWNER_OFF + size_of::<u64>();
+/// Partial: offset of the granule bitmap (u64).
+pub const GRANULES_OFF: usize = PARTIAL_EPOCH_OFF + size_of::<u64>();
+/// Bytes per entry (version 4).
+pub const ENTRY_LEN: usize = GRANULES_OFF + size_of::<u64>();
+/// Partial: offset of the backing's kind (the reserved u8 of version 3).
+pub const BACKING_KIND_OFF: usize = RESERVED8_OFF;
+
+/// Most granules per object: a partial entry's bitmap has a bit for
+/// each. A granule is `object size / GRANULES` bytes (64 KiB of a 4 MiB
+/// object), but at least [`MIN_GRANULE`]: objects under 256 KiB have
+/// fewer granules.
+pub const GRANULES: u32 = 64;
+/// The smallest granule: 4 KiB, so that a granule boundary is never
+/// closer than the smallest object's and a map reply needs no more
+/// extents than without partial entries.
+pub const MIN_GRANULE: u64 = 4096;
+/// The bitmap of 64 granules, every one held (never stored: that is an
+/// owned entry).
+pub const ALL_GRANULES: u64 = u64::MAX;
+
+/// Bytes per granule of an object of `object_size` bytes (a power of two
+/// of at least 4 KiB).
+pub fn granule_size(object_size: u64) -> u64 {
+    (object_size / u64::from(GRANULES))
+        .max(MIN_GRANULE)
+        .min(object_size)
+}
+
+/// The bitmap with a bit for every granule of an object of `object_size`
+/// bytes: what a partial entry holding them all would have (it is an
+/// owned entry instead).
+pub fn granule_mask(object_size: u64) -> u64 {
+    let n = object_size / granule_size(object_size);
+    if n >= 64 {
+        ALL_GRANULES
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// The bitmap of the granules that `[offset, offset + len)` of an object
+/// of `object_size` bytes touches (`len` > 0).
+pub fn granules_touched(object_size: u64, offset: u64, len: u64) -> u64 {
+    let g = granule_size(object_size);
+    let (first, last) = (offset / g, (offset + len - 1) / g);
+    bits(first, last)
+}
+
+/// The bitmap of the granules that `[offset, offset + len)` covers whole.
+pub fn granules_covered(object_size: u64, offset: u64, len: u64) -> u64 {
+    let g = granule_size(object_size);
+    let first = offset.div_ceil(g);
+    let end = (offset + len) / g;
+    if end <= first {
+        0
+    } else {
+        bits(first, end - 1)
+    }
+}
+
+/// Bits `first..=last` set (both below 64).
+fn bits(first: u64, last: u64) -> u64 {
+    let upto = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    upto & !((1u64 << first) - 1)
+}
 
 /// Owned: offset of the owner id (u64).
 pub const OWNER_OFF: usize = PAYLOAD_OFF;
@@ -44,8 +125,11 @@ pub const KIND_OWNED: u8 = 1;
 pub const KIND_CONTENT: u8 = 2;
 /// Kind 3: an object of an upgraded v1/v2 map, by name.
 pub const KIND_LEGACY: u8 = 3;
+/// Kind 4: some granules in the volume's own object, the rest in the
+/// backing entry (see [`Entry::Partial`]; version 4 chunks only).
+pub const KIND_PARTIAL: u8 = 4;
 
-const WHAT: &str = "v3 entry";
+const WHAT: &str = "entry";
 
 /// What backs one object of a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +152,22 @@ pub enum Entry {
     /// An object of an upgraded v1/v2 map, by its name (at most 123
     /// bytes, in the protocol's object-name grammar). Always copy-on-write.
     Legacy(String),
+    /// Sub-object copy-on-write: the granules set in `granules` are in
+    /// the object `owner` wrote in `epoch` (named as for
+    /// [`Entry::Owned`]); the others read as `backing` (never itself
+    /// partial). Never every granule (that is [`Entry::Owned`]) nor none
+    /// (that is the backing): [`Entry::partial`] builds the canonical
+    /// form.
+    Partial {
+        /// Volume id of the writer of the own object (never 0).
+        owner: u64,
+        /// The writer's epoch when it wrote.
+        epoch: u64,
+        /// Bit `i`: granule `i` is in the own object.
+        granules: u64,
+        /// What the other granules read as.
+        backing: Box<Entry>,
+    },
 }
 
 impl Entry {
@@ -81,12 +181,64 @@ impl Entry {
         }
     }
 
-    /// Canonical form: the zero-block content becomes [`Entry::Zero`].
+    /// The entry of an object whose granules `granules` are in the
+    /// object `owner` wrote in `epoch` and the rest read as `backing`
+    /// (if that is partial itself, as its backing, the granules it holds
+    /// staying in its own object: the caller merges them first): owned
+    /// with every granule of `all` (the object's [`granule_mask`]), the
+    /// backing with none, else partial.
+    pub fn partial(owner: u64, epoch: u64, granules: u64, backing: Entry, all: u64) -> Self {
+        let backing = match backing {
+            Self::Partial { backing, .. } => *backing,
+            b => b,
+        };
+        let granules = granules & all;
+        match granules {
+            0 => backing,
+            g if g == all => Self::Owned { owner, epoch },
+            _ => Self::Partial {
+                owner,
+                epoch,
+                granules,
+                backing: Box::new(backing.canonical()),
+            },
+        }
+    }
+
+    /// Canonical form: the zero-block content becomes [`Entry::Zero`];
+    /// a partial entry with every granule or none is owned or its
+    /// backing.
     pub(crate) fn canonical(self) -> Self {
         match self {
             Self::Content(d) => Self::content(d),
+            Self::Partial {
+                owner,
+                epoch,
+                granules,
+                backing,
+            } => Self::partial(owner, epoch, granules, *backing, ALL_GRANULES),
             e => e,
         }
+    }
+
+    /// What the object's granules not in its own object read as: the
+    /// backing of a partial entry, `None` for every other kind.
+    pub fn backing(&self) -> Option<&Entry> {
+        match self {
+            Self::Partial { backing, .. } => Some(backing),
+            _ => None,
+        }
+    }
+
+    /// The data objects the entry reads from for object `index`: its
+    /// own (owned, content, legacy; a partial entry's own object) and a
+    /// partial entry's backing object, if any.
+    pub fn object_names(&self, index: u64) -> Vec<String> {
+        let mut out: Vec<String> = self.object_name(index).into_iter().collect();
+        if let Some(b) = self.backing() {
+            out.extend(b.object_name(index));
+        }
+        out
     }
 
     /// The kind byte.
@@ -96,6 +248,7 @@ impl Entry {
             Self::Owned { .. } => KIND_OWNED,
             Self::Content(_) => KIND_CONTENT,
             Self::Legacy(_) => KIND_LEGACY,
+            Self::Partial { .. } => KIND_PARTIAL,
         }
     }
 
@@ -110,14 +263,18 @@ impl Entry {
     }
 
     /// Name of the data object backing object `index` of the volume, or
-    /// `None` if it reads as zeros ([`is_zero`](Self::is_zero)).
+    /// `None` if it reads as zeros ([`is_zero`](Self::is_zero)). For a
+    /// partial entry, its own object (holding only some granules: see
+    /// [`backing`](Self::backing) and [`object_names`](Self::object_names)).
     pub fn object_name(&self, index: u64) -> Option<String> {
         if self.is_zero() {
             return None;
         }
         match self {
             Self::Zero => None,
-            Self::Owned { owner, epoch } => Some(owned_object_name(*owner, *epoch, index)),
+            Self::Owned { owner, epoch } | Self::Partial { owner, epoch, .. } => {
+                Some(owned_object_name(*owner, *epoch, index))
+            }
             Self::Content(d) => Some(names::content_name(d)),
             Self::Legacy(name) => Some(name.clone()),
         }
@@ -132,25 +289,76 @@ impl Entry {
                 id: 0,
             }),
             Self::Legacy(name) => check_legacy_name(name.as_bytes()).map(|_| ()),
+            Self::Partial {
+                owner,
+                granules,
+                backing,
+                ..
+            } => {
+                if *owner == 0 {
+                    return Err(MapError::BadVolumeId {
+                        what: "partial entry's owner",
+                        id: 0,
+                    });
+                }
+                if matches!(**backing, Self::Partial { .. })
+                    || *granules == 0
+                    || *granules == ALL_GRANULES
+                {
+                    return Err(MapError::BadPartial {
+                        granules: *granules,
+                    });
+                }
+                backing.validate()
+            }
             _ => Ok(()),
         }
     }
 
     /// Encodes the entry; `legacy_name_index` is written for a legacy
-    /// entry and ignored otherwise. Does not [`validate`](Self::validate).
+    /// entry (or a partial entry's legacy backing) and ignored otherwise.
+    /// Does not [`validate`](Self::validate).
     pub fn encode(&self, legacy_name_index: u32) -> [u8; ENTRY_LEN] {
         let mut out = [0u8; ENTRY_LEN];
         put(&mut out, KIND_OFF, &[self.kind()]);
-        match self {
-            Self::Zero => {}
-            Self::Owned { owner, epoch } => {
-                put(&mut out, OWNER_OFF, &owner.to_le_bytes());
-                put(&mut out, EPOCH_OFF, &epoch.to_le_bytes());
-            }
-            Self::Content(d) => put(&mut out, PAYLOAD_OFF, d),
-            Self::Legacy(_) => put(&mut out, NAME_INDEX_OFF, &legacy_name_index.to_le_bytes()),
+        self.encode_payload(&mut out, legacy_name_index);
+        if let Self::Partial {
+            owner,
+            epoch,
+            granules,
+            backing,
+        } = self
+        {
+            put(&mut out, BACKING_KIND_OFF, &[backing.kind()]);
+            backing.encode_payload(&mut out, legacy_name_index);
+            put(&mut out, PARTIAL_OWNER_OFF, &owner.to_le_bytes());
+            put(&mut out, PARTIAL_EPOCH_OFF, &epoch.to_le_bytes());
+            put(&mut out, GRANULES_OFF, &granules.to_le_bytes());
         }
         out
+    }
+
+    /// The payload bytes (8..40) of the kinds that have one.
+    fn encode_payload(&self, out: &mut [u8; ENTRY_LEN], legacy_name_index: u32) {
+        match self {
+            Self::Zero | Self::Partial { .. } => {}
+            Self::Owned { owner, epoch } => {
+                put(out, OWNER_OFF, &owner.to_le_bytes());
+                put(out, EPOCH_OFF, &epoch.to_le_bytes());
+            }
+            Self::Content(d) => put(out, PAYLOAD_OFF, d),
+            Self::Legacy(_) => put(out, NAME_INDEX_OFF, &legacy_name_index.to_le_bytes()),
+        }
+    }
+
+    /// The legacy name this entry's encoding refers to by index: its own
+    /// or its backing's.
+    pub(crate) fn legacy_name(&self) -> Option<&str> {
+        match self {
+            Self::Legacy(name) => Some(name),
+            Self::Partial { backing, .. } => backing.legacy_name(),
+            _ => None,
+        }
     }
 
     /// Decodes one entry (exactly [`ENTRY_LEN`] bytes), resolving a legacy
@@ -171,7 +379,7 @@ impl Entry {
                 }
             });
         }
-        decode_at(bytes, names, 0, 0)
+        decode_at(bytes, names, 0, 0, ENTRY_LEN)
     }
 }
 
@@ -197,25 +405,67 @@ pub(crate) fn check_legacy_name(name: &[u8]) -> Result<&str, MapError> {
     })
 }
 
-/// Decodes the entry at the start of `bytes` (at least [`ENTRY_LEN`]),
-/// entry number `index`, `base` bytes into its structure (for errors).
+/// Decodes the entry at the start of `bytes`, entry number `index`, `base`
+/// bytes into its structure (for errors); `len` is the entry size of the
+/// chunk's version ([`ENTRY_LEN_V3`] or [`ENTRY_LEN`]), and only version
+/// 4 entries may be partial.
 pub(crate) fn decode_at(
     bytes: &[u8],
     names: &[String],
     index: u64,
     base: u64,
+    len: usize,
 ) -> Result<Entry, MapError> {
     let f = Fields::new(bytes, WHAT);
-    f.need(ENTRY_LEN as u64)?;
-    f.zeros(RESERVED8_OFF, PAYLOAD_OFF - RESERVED8_OFF, base)?;
+    f.need(len as u64)?;
     let kind = f.u8(KIND_OFF)?;
+    if kind != KIND_PARTIAL || len == ENTRY_LEN_V3 {
+        if len > ENTRY_LEN_V3 {
+            f.zeros(ENTRY_LEN_V3, len - ENTRY_LEN_V3, base)?;
+        }
+        return decode_kind(&f, kind, names, index, base);
+    }
+    let backing_kind = f.u8(BACKING_KIND_OFF)?;
+    if backing_kind == KIND_PARTIAL {
+        return Err(MapError::BadEntryKind {
+            index,
+            kind: backing_kind,
+        });
+    }
+    let backing = decode_kind(&f, backing_kind, names, index, base)?;
+    let entry = Entry::Partial {
+        owner: f.u64_le(PARTIAL_OWNER_OFF)?,
+        epoch: f.u64_le(PARTIAL_EPOCH_OFF)?,
+        granules: f.u64_le(GRANULES_OFF)?,
+        backing: Box::new(backing),
+    };
+    entry.validate()?;
+    Ok(entry)
+}
+
+/// Decodes bytes 0..40 as an entry of `kind` (the kind byte itself, or a
+/// partial entry's backing kind): reserved bytes 2..8 zero, and byte 1
+/// too for every kind but partial.
+fn decode_kind(
+    f: &Fields<'_>,
+    kind: u8,
+    names: &[String],
+    index: u64,
+    base: u64,
+) -> Result<Entry, MapError> {
+    let reserved_from = if f.u8(KIND_OFF)? == KIND_PARTIAL {
+        RESERVED16_OFF
+    } else {
+        RESERVED8_OFF
+    };
+    f.zeros(reserved_from, PAYLOAD_OFF - reserved_from, base)?;
     let entry = match kind {
         KIND_ZERO => {
             f.zeros(PAYLOAD_OFF, PAYLOAD_LEN, base)?;
             Entry::Zero
         }
         KIND_OWNED => {
-            f.zeros(OWNED_PAD_OFF, ENTRY_LEN - OWNED_PAD_OFF, base)?;
+            f.zeros(OWNED_PAD_OFF, ENTRY_LEN_V3 - OWNED_PAD_OFF, base)?;
             let owner = f.u64_le(OWNER_OFF)?;
             if owner == 0 {
                 return Err(MapError::BadVolumeId {
@@ -230,7 +480,7 @@ pub(crate) fn decode_at(
         }
         KIND_CONTENT => Entry::Content(f.array(PAYLOAD_OFF)?),
         KIND_LEGACY => {
-            f.zeros(LEGACY_PAD_OFF, ENTRY_LEN - LEGACY_PAD_OFF, base)?;
+            f.zeros(LEGACY_PAD_OFF, ENTRY_LEN_V3 - LEGACY_PAD_OFF, base)?;
             let name_index = f.u32_le(NAME_INDEX_OFF)?;
             let name = names
                 .get(name_index as usize)
@@ -258,23 +508,92 @@ mod tests {
                 RESERVED16_OFF,
                 RESERVED32_OFF,
                 PAYLOAD_OFF,
-                ENTRY_LEN
+                ENTRY_LEN_V3
             ),
             (1, 2, 4, 8, 40)
         );
         assert_eq!((EPOCH_OFF, OWNED_PAD_OFF, LEGACY_PAD_OFF), (16, 24, 12));
+        assert_eq!(
+            (
+                BACKING_KIND_OFF,
+                PARTIAL_OWNER_OFF,
+                PARTIAL_EPOCH_OFF,
+                GRANULES_OFF,
+                ENTRY_LEN
+            ),
+            (1, 40, 48, 56, 64)
+        );
+    }
+
+    #[test]
+    fn granule_bitmaps() {
+        let os = 4 << 20; // 64 KiB granules
+        assert_eq!(granule_size(os), 64 << 10);
+        assert_eq!(granule_mask(os), ALL_GRANULES);
+        // Granules are at least 4 KiB: fewer of them in small objects.
+        assert_eq!((granule_size(4096), granule_mask(4096)), (4096, 1));
+        assert_eq!(
+            (granule_size(64 << 10), granule_mask(64 << 10)),
+            (4096, 0xffff)
+        );
+        assert_eq!(granule_size(1 << 30), 16 << 20);
+        assert_eq!(granules_touched(os, 0, 1), 1);
+        assert_eq!(granules_touched(os, 65535, 2), 0b11);
+        assert_eq!(granules_touched(os, 0, os), ALL_GRANULES);
+        assert_eq!(granules_touched(os, os - 1, 1), 1 << 63);
+        assert_eq!(granules_covered(os, 0, 4096), 0);
+        assert_eq!(granules_covered(os, 0, 64 << 10), 1);
+        assert_eq!(granules_covered(os, 1, 128 << 10), 0b10 & 0b10);
+        assert_eq!(granules_covered(os, 0, os), ALL_GRANULES);
+        assert_eq!(granules_covered(os, 4096, os - 4096), ALL_GRANULES & !1);
+    }
+
+    #[test]
+    fn a_partial_entry_is_canonical_or_refused() {
+        let backing = Entry::Content([7; 32]);
+        assert_eq!(
+            Entry::partial(5, 2, 0, backing.clone(), ALL_GRANULES),
+            backing
+        );
+        assert_eq!(
+            Entry::partial(5, 2, ALL_GRANULES, backing.clone(), ALL_GRANULES),
+            Entry::Owned { owner: 5, epoch: 2 }
+        );
+        let p = Entry::partial(5, 2, 0b101, backing.clone(), ALL_GRANULES);
+        assert_eq!(
+            Entry::partial(5, 2, 0b11, backing.clone(), 0b11),
+            Entry::Owned { owner: 5, epoch: 2 }
+        );
+        assert_eq!(p.backing(), Some(&backing));
+        assert_eq!(
+            p.object_names(3),
+            vec![owned_object_name(5, 2, 3), names::content_name(&[7; 32])]
+        );
+        // A partial backing is replaced by its own backing.
+        let again = Entry::partial(6, 1, 0b1, p.clone(), ALL_GRANULES);
+        assert_eq!(again.backing(), Some(&backing));
+        for bad in [0, ALL_GRANULES] {
+            let e = Entry::Partial {
+                owner: 5,
+                epoch: 2,
+                granules: bad,
+                backing: Box::new(backing.clone()),
+            };
+            assert!(matches!(e.validate(), Err(MapError::BadPartial { .. })));
+            assert!(Entry::decode(&e.encode(0), &[]).is_err());
+        }
     }
 
     #[test]
     fn golden_bytes_of_each_kind() {
-        assert_eq!(Entry::Zero.encode(7), [0u8; 40]);
+        assert_eq!(Entry::Zero.encode(7), [0u8; 64]);
 
         let owned = Entry::Owned {
             owner: 0x0102_0304_0506_0708,
             epoch: 0x1a1b,
         }
         .encode(0);
-        let mut golden = [0u8; 40];
+        let mut golden = [0u8; 64];
         golden[0] = 1;
         golden[8..16].copy_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
         golden[16..18].copy_from_slice(&[0x1b, 0x1a]);
@@ -283,13 +602,67 @@ mod tests {
         let digest: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
         let content = Entry::Content(digest).encode(0);
         assert_eq!(content[..8], [2, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(content[8..], digest);
+        assert_eq!(content[8..40], digest);
+        assert_eq!(content[40..], [0; 24]);
 
         let legacy = Entry::Legacy("archip_x".into()).encode(0x0403_0201);
-        let mut golden = [0u8; 40];
+        let mut golden = [0u8; 64];
         golden[0] = 3;
         golden[8..12].copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(legacy, golden);
+
+        // Partial: the backing as its own encoding (kind in byte 1), then
+        // the own object's owner and epoch and the granule bitmap.
+        let partial = Entry::partial(
+            0x0102_0304_0506_0708,
+            3,
+            0b1001,
+            Entry::Legacy("archip_x".into()),
+            ALL_GRANULES,
+        )
+        .encode(0x0403_0201);
+        let mut golden = [0u8; 64];
+        golden[0] = 4;
+        golden[1] = 3;
+        golden[8..12].copy_from_slice(&[1, 2, 3, 4]);
+        golden[40..48].copy_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
+        golden[48] = 3;
+        golden[56] = 0b1001;
+        assert_eq!(partial, golden);
+    }
+
+    #[test]
+    fn partial_entries_round_trip_and_only_in_version_4() {
+        let names = vec!["archip_x".to_string()];
+        for backing in [
+            Entry::Zero,
+            Entry::Owned { owner: 9, epoch: 1 },
+            Entry::Content([3; 32]),
+            Entry::Legacy("archip_x".into()),
+        ] {
+            let p = Entry::partial(5, 2, 0xf0, backing, ALL_GRANULES);
+            assert_eq!(Entry::decode(&p.encode(0), &names).unwrap(), p);
+            // A version 3 chunk knows no kind 4.
+            let raw = p.encode(0);
+            assert!(matches!(
+                decode_at(&raw[..ENTRY_LEN_V3], &names, 0, 0, ENTRY_LEN_V3),
+                Err(MapError::BadEntryKind { kind: 4, .. })
+            ));
+        }
+        // Byte 1 is the backing kind of a partial entry only; the partial
+        // fields are zero for the other kinds.
+        let mut b = Entry::Content([3; 32]).encode(0);
+        b[1] = 2;
+        assert!(Entry::decode(&b, &names).is_err());
+        let mut b = Entry::Content([3; 32]).encode(0);
+        b[GRANULES_OFF] = 1;
+        assert!(Entry::decode(&b, &names).is_err());
+        let mut b = Entry::partial(5, 2, 1, Entry::Zero, ALL_GRANULES).encode(0);
+        b[BACKING_KIND_OFF] = KIND_PARTIAL;
+        assert!(Entry::decode(&b, &names).is_err());
+        let mut b = Entry::partial(5, 2, 1, Entry::Zero, ALL_GRANULES).encode(0);
+        b[PARTIAL_OWNER_OFF..PARTIAL_OWNER_OFF + 8].fill(0);
+        assert!(Entry::decode(&b, &names).is_err());
     }
 
     #[test]
@@ -345,10 +718,10 @@ mod tests {
             Err(MapError::BadReserved { offset: 12, .. })
         ));
         let mut b = Entry::Zero.encode(0);
-        b[0] = 4;
+        b[0] = 5;
         assert!(matches!(
             Entry::decode(&b, &names),
-            Err(MapError::BadEntryKind { kind: 4, .. })
+            Err(MapError::BadEntryKind { kind: 5, .. })
         ));
         let b = Entry::Owned { owner: 0, epoch: 3 }.encode(0);
         assert!(matches!(
@@ -356,11 +729,11 @@ mod tests {
             Err(MapError::BadVolumeId { .. })
         ));
         assert!(matches!(
-            Entry::decode(&[0; 39], &names),
+            Entry::decode(&[0; 63], &names),
             Err(MapError::Truncated { .. })
         ));
         assert!(matches!(
-            Entry::decode(&[0; 41], &names),
+            Entry::decode(&[0; 65], &names),
             Err(MapError::TrailingBytes { .. })
         ));
     }

@@ -63,7 +63,16 @@ pub enum MapError {
         /// The structure.
         what: &'static str,
     },
-    /// An entry kind outside 0..=3.
+    /// A partial entry whose granules are none or all, or whose backing
+    /// is partial (not canonical: such an entry is never written).
+    #[error(
+        "a partial entry with granules {granules:#018x} or a partial backing is not canonical"
+    )]
+    BadPartial {
+        /// The granule bitmap.
+        granules: u64,
+    },
+    /// An entry kind outside 0..=4 (0..=3 in a version 3 chunk).
     #[error("entry {index} has unknown kind {kind}")]
     BadEntryKind {
         /// Entry index (in its chunk).

@@ -159,23 +159,27 @@
 //! | offset | type | field |
 //! |---|---|---|
 //! | 0 | 4 bytes | magic "AMC." |
-//! | 4 | u32 | version = 3 |
+//! | 4 | u32 | version = 4 (3: the first format, 40-byte entries, still read) |
 //! | 8 | u64 | owner id (≠ 0) |
 //! | 16 | u64 | serial (≠ 0) |
 //! | 24 | u32 | stored entries `n` ≤ 4096 (the rest are zero) |
 //! | 28 | u32 | name table bytes `t` |
 //! | 32 | 16 bytes | SHA-256 (first 16 bytes) of the object, this field zero |
 //! | 48 | 16 bytes | reserved, 0 |
-//! | 64 | `n` × 40 | entries |
-//! | 64 + 40n | `t` bytes | name table: u16 length (1..=123) + name, per name |
+//! | 64 | `n` × 64 (40 in version 3) | entries |
+//! | 64 + 64n | `t` bytes | name table: u16 length (1..=123) + name, per name (a partial entry's legacy backing included) |
 //!
-//! **Entry** ([`entry`]), 40 bytes:
+//! **Entry** ([`entry`]), 64 bytes (the first 40 in a version 3 chunk):
 //!
 //! | offset | type | field |
 //! |---|---|---|
-//! | 0 | u8 | kind: 0 zero, 1 owned, 2 content, 3 legacy; others refused |
-//! | 1 | u8, u16, u32 | reserved, 0 |
-//! | 8 | 32 bytes | zero: 0 · owned: u64 owner (≠ 0), u64 epoch, 16 × 0 · content: SHA-256 · legacy: u32 name index, 28 × 0 |
+//! | 0 | u8 | kind: 0 zero, 1 owned, 2 content, 3 legacy, 4 partial (version 4 only); others refused |
+//! | 1 | u8 | partial: the backing's kind (0..=3); otherwise reserved, 0 |
+//! | 2 | u16, u32 | reserved, 0 |
+//! | 8 | 32 bytes | zero: 0 · owned: u64 owner (≠ 0), u64 epoch, 16 × 0 · content: SHA-256 · legacy: u32 name index, 28 × 0 · partial: the backing's, as those |
+//! | 40 | u64 | partial: owner of the own object (≠ 0); otherwise 0 |
+//! | 48 | u64 | partial: epoch of the own object; otherwise 0 |
+//! | 56 | u64 | partial: granule bitmap, bit `i` = granule `i` (of 64, each `object size / 64` bytes) in the own object; never 0 or all ones; otherwise 0 |
 //!
 //! The original formats' tables are in [`v0`], [`v1`] and [`v2`].
 //!
@@ -187,6 +191,7 @@
 //! | 1 | 12-byte LE header, 33-byte entries (original). |
 //! | 2 | 32-byte BE header "AMF.", 128-byte entries in map-data objects, LE name length (original). |
 //! | 3 | This crate: volume ids and epochs name data; chunk table of immutable, checksummed 4096-entry chunks; header checksum and commit sequence; lineage. Replaces the original's unimplemented v3 design (volumes.md §2.7). |
+//! | chunk 4 | Sub-object copy-on-write: 64-byte entries with a partial kind (own object, granule bitmap, backing entry). Chunks only: the header keeps version 3 (its layout did not change), and version 3 chunks are still read, so maps of version 3 keep working read-write. |
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -198,6 +203,7 @@ pub mod entry;
 mod error;
 pub mod gcmeta;
 pub mod header;
+pub mod journal;
 mod legacy;
 pub mod lineage;
 mod ops;
@@ -208,7 +214,10 @@ pub mod v2;
 
 pub use chunk::{Chunk, ChunkRef, ENTRIES_PER_CHUNK};
 pub use detect::{detect, Detected, DETECT_LEN};
-pub use entry::{owned_object_name, Entry, ENTRY_LEN};
+pub use entry::{
+    granule_mask, granule_size, granules_covered, granules_touched, owned_object_name, Entry,
+    ALL_GRANULES, ENTRY_LEN, GRANULES,
+};
 pub use error::MapError;
 pub use header::{
     chunk_count, Header, HeaderFlags, Parent, DEFAULT_OBJECT_SIZE_LOG2, INITIAL_EPOCH, MAGIC,
@@ -249,7 +258,9 @@ pub fn fuzz_decoders(bytes: &[u8]) {
     let names = ["a".to_owned(), "b".to_owned()];
     for e in bytes.chunks(ENTRY_LEN) {
         if let Ok(entry) = Entry::decode(e, &names) {
-            let index = names.iter().position(|n| Entry::Legacy(n.clone()) == entry);
+            let index = names
+                .iter()
+                .position(|n| entry.legacy_name() == Some(n.as_str()));
             assert_eq!(entry.encode(index.unwrap_or(0) as u32), e);
         }
     }

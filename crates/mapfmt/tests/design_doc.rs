@@ -119,7 +119,16 @@ fn sample_chunk() -> Chunk {
                 owner: ID,
                 epoch: 3,
             },
-            Entry::Zero,
+            Entry::partial(
+                ID,
+                3,
+                0b101,
+                Entry::Owned {
+                    owner: 0xaa,
+                    epoch: 2,
+                },
+                u64::MAX,
+            ),
             Entry::Content(std::array::from_fn(|i| 0xa0 + i as u8)),
             Entry::Legacy("archip_ab".into()),
         ],

@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use archipelago_mapfmt::{set_entries, Chunk, Entry, Header};
+use archipelago_mapfmt::{granule_mask, set_entries, Chunk, Entry, Header};
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::Fence;
 
+use crate::io::own_granules;
 use crate::load::Vol;
 use crate::locks::{Held, VolState};
 use crate::{check_name, err, map_err, store_err, Mapper};
@@ -65,7 +66,14 @@ impl Mapper {
             Some(f) => self.maps.write_full_fenced(object, bytes, true, f),
             None => self.maps.write_full(object, bytes, true),
         };
-        for c in &chunks {
+        // Chunks the header names that exist only in memory (journaled
+        // writes, a replayed journal) are written with it: a checkpoint.
+        let dirty: Vec<Arc<Chunk>> = self
+            .dirty_named(header)
+            .into_iter()
+            .filter(|d| !chunks.iter().any(|c| c.id() == d.id()))
+            .collect();
+        for c in dirty.iter().map(|c| &**c).chain(&chunks) {
             let cname = c.id().object_name().expect("a written chunk is nonzero");
             let bytes = c.encode().map_err(|e| map_err(name, e))?;
             write(&cname, &bytes).map_err(|e| store_err(&cname, e))?;
@@ -87,10 +95,11 @@ impl Mapper {
         }
         let bytes = header.encode().map_err(|e| map_err(name, e))?;
         write(name, &bytes).map_err(|e| store_err(name, e))?;
-        for c in chunks {
-            self.cache_chunk(Arc::new(c));
-        }
+        let mut written = dirty;
+        written.extend(chunks.into_iter().map(Arc::new));
+        self.checkpointed(header, written);
         if let Some(st) = st {
+            st.journal_len = 0;
             if st.opens > 0 {
                 st.header = Some(header.clone());
             }
@@ -194,7 +203,8 @@ impl Mapper {
     }
 
     /// Whether object `index` of the held volume already names the
-    /// volume's own object at its current epoch.
+    /// volume's own object at its current epoch (owned, or partial: the
+    /// commit that made it so granted every granule its writes touched).
     fn names_own_object(&self, st: &VolState, index: u64) -> Result<bool, Error> {
         let h = st.header.as_ref().expect("a held volume is cached");
         let Ok((slot, at)) = h.chunk_for(index) else {
@@ -204,12 +214,15 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let chunk = self.chunk(&vol, h.chunks[slot])?;
-        Ok(chunk.get(at) == Some(&h.own_entry()))
+        Ok(chunk.get(at).is_some_and(|e| own_granules(h, e) != 0))
     }
 
-    /// Commits own entries for `indexes` (all pending) and forgets them.
+    /// Commits own entries for `indexes` (all pending) and forgets them:
+    /// owned, or partial over what the entry read as if the write was
+    /// granted only some granules.
     fn commit_pending(&self, name: &str, st: &mut VolState, indexes: &[u64]) -> Result<(), Error> {
         if indexes.is_empty() {
             return Ok(());
@@ -219,9 +232,10 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let mut updates: Updates = BTreeMap::new();
-        let mut replaces_shared = false;
+        let all = granule_mask(h.object_size());
         for &index in indexes {
             let (slot, offset) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let (chunk, ups) = match updates.entry(slot) {
@@ -234,23 +248,23 @@ impl Mapper {
                     (&*c, u)
                 }
             };
-            // A pending entry is zero (a first write) or names a shared
-            // object (a full overwrite that copied nothing).
-            replaces_shared |= !matches!(chunk.get(offset), Some(Entry::Zero) | None);
+            let current = chunk.get(offset).cloned().unwrap_or(Entry::Zero);
+            let granted = st.granted.get(&index).copied().unwrap_or(all);
+            let new = Entry::partial(h.volume_id, h.epoch, granted, current, all);
             if !ups.iter().any(|(i, _)| *i == index) {
-                ups.push((index, h.own_entry()));
+                ups.push((index, new));
             }
         }
-        if replaces_shared {
+        if indexes.iter().any(|i| st.unsynced.contains(i)) {
             // The new entry hides the shared object: the data written over
             // it must be stable first, or a crash (write-back data stores
             // acknowledge from a cache) would leave the entry naming an
             // object that reads as zeros where the old data was.
             self.data.sync().map_err(|e| store_err(name, e))?;
         }
-        self.apply_updates(name, st, h, updates)?;
-        for i in indexes {
-            st.pending.remove(i);
+        self.journal_updates(name, st, h, updates)?;
+        for &i in indexes {
+            st.drop_pending(i);
         }
         Ok(())
     }
@@ -269,7 +283,8 @@ impl Mapper {
         };
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
-        let mut gone: Vec<u64> = st.pending.drain().collect();
+        let mut gone: Vec<u64> = st.pending.iter().copied().collect();
+        st.clear_pending();
         gone.sort_unstable();
         if !gone.is_empty() {
             log::warn!("{name}: writes to objects {gone:?} were abandoned; forgotten");

@@ -14,8 +14,9 @@ use std::time::Duration;
 use archipelago_mapfmt::gcmeta::{self, RebaseMove, RebaseRecord};
 use archipelago_mapfmt::{Chunk, ChunkRef, Entry, ENTRIES_PER_CHUNK};
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{ObjectStore, StoreError};
+use archipelago_store::ObjectStore;
 
+use crate::io::{entry_extents, read_extent};
 use crate::load::Vol;
 use crate::rebase::Moves;
 use crate::{check_name, err, map_err, random_id, store_err, Mapper};
@@ -100,6 +101,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             };
             let os = h.object_size();
             let owner = loop {
@@ -120,7 +122,10 @@ impl Mapper {
                 }
                 let chunk = self.chunk(&vol, *r)?;
                 for (at, e) in chunk.entries().iter().enumerate() {
-                    if matches!(e, Entry::Owned { .. } | Entry::Legacy(_)) {
+                    if matches!(
+                        e,
+                        Entry::Owned { .. } | Entry::Legacy(_) | Entry::Partial { .. }
+                    ) {
                         jobs.push((loaded.len(), at));
                     }
                 }
@@ -164,7 +169,8 @@ impl Mapper {
                             distinct.insert(*d);
                             e.clone()
                         }
-                        Entry::Owned { .. } | Entry::Legacy(_) => {
+                        // A partial entry: the content of its merged bytes.
+                        Entry::Owned { .. } | Entry::Legacy(_) | Entry::Partial { .. } => {
                             report.objects += 1;
                             changed = true;
                             match next.next().expect("one digest a job") {
@@ -326,11 +332,14 @@ impl Mapper {
         index: u64,
         buf: &mut [u8],
     ) -> Result<Option<[u8; 32]>, Error> {
-        let name = e.object_name(index).expect("nonzero");
-        match self.data.read(&name, 0, buf) {
-            Ok(_) => {}
-            Err(StoreError::NotFound { .. }) if matches!(e, Entry::Owned { .. }) => buf.fill(0),
-            Err(e) => return Err(store_err(&name, e)),
+        let os = buf.len() as u64;
+        let mut extents = Vec::new();
+        entry_extents(e, index, 0, os, os, &mut extents);
+        let mut pos = 0;
+        for x in &extents {
+            let end = pos + x.len as usize;
+            read_extent(&*self.data, x, &mut buf[pos..end])?;
+            pos = end;
         }
         if buf.iter().all(|&b| b == 0) {
             return Ok(None);

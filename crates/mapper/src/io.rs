@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use archipelago_mapfmt::{owned_object_name, Chunk, Entry, Header};
+use archipelago_mapfmt::{
+    granule_mask, granule_size, granules_covered, granules_touched, owned_object_name, Chunk,
+    Entry, Header,
+};
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{ObjectStore, StoreError};
 
@@ -27,7 +30,52 @@ fn extent_of_entry(entry: &Entry, index: u64, offset_in_object: u64, len: u64) -
         offset_in_object,
         len,
         pending: false,
-        missing_reads_zero: matches!(entry, Entry::Owned { .. }),
+        missing_reads_zero: matches!(entry, Entry::Owned { .. } | Entry::Partial { .. }),
+    }
+}
+
+/// Appends the extents reading `[off, off + n)` of object `index` (of
+/// `os` bytes) backed by `entry`: one, or for a partial entry one per run
+/// of granules in its own object or in its backing.
+pub(crate) fn entry_extents(
+    entry: &Entry,
+    index: u64,
+    off: u64,
+    n: u64,
+    os: u64,
+    out: &mut Vec<Extent>,
+) {
+    let Entry::Partial {
+        granules, backing, ..
+    } = entry
+    else {
+        out.push(extent_of_entry(entry, index, off, n));
+        return;
+    };
+    let g = granule_size(os);
+    let held = |pos: u64| granules >> (pos / g) & 1 == 1;
+    let end = off + n;
+    let mut pos = off;
+    while pos < end {
+        let own = held(pos);
+        let mut stop = ((pos / g + 1) * g).min(end);
+        while stop < end && held(stop) == own {
+            stop = ((stop / g + 1) * g).min(end);
+        }
+        out.push(if own {
+            // The own object, as an owned entry's.
+            Extent {
+                index,
+                object: entry.object_name(index),
+                offset_in_object: pos,
+                len: stop - pos,
+                pending: false,
+                missing_reads_zero: true,
+            }
+        } else {
+            extent_of_entry(backing, index, pos, stop - pos)
+        });
+        pos = stop;
     }
 }
 
@@ -87,6 +135,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             },
             _ => self.load(name, false, None)?,
         };
@@ -147,17 +196,34 @@ impl Mapper {
                 let chunk = match &cur {
                     Some((s, c)) if *s == slot => c.clone(),
                     _ => {
-                        let c = self.chunks.try_lock().ok()?.get(&r)?;
+                        let c = match self.try_dirty_chunk(&r) {
+                            Some(c) => c,
+                            None => self.chunks.try_lock().ok()?.get(&r)?,
+                        };
                         cur = Some((slot, c.clone()));
                         c
                     }
                 };
                 chunk.get(at).cloned().unwrap_or(Entry::Zero)
             };
-            if write && !h.is_writable(&entry) {
-                return None;
+            if write {
+                // In place only: every granule the write touches is the
+                // volume's own already, and no write to it is pending.
+                let touched = granules_touched(h.object_size(), off, n);
+                if touched & !own_granules(h, &entry) != 0 || st.pending.contains(&index) {
+                    return None;
+                }
+                out.push(Extent {
+                    index,
+                    object: entry.object_name(index),
+                    offset_in_object: off,
+                    len: n,
+                    pending: false,
+                    missing_reads_zero: true,
+                });
+                continue;
             }
-            out.push(extent_of_entry(&entry, index, off, n));
+            entry_extents(&entry, index, off, n, h.object_size(), &mut out);
         }
         Some(Ok((out, st.token)))
     }
@@ -199,7 +265,7 @@ impl Mapper {
                 }
             };
             let entry = chunk.get(at).cloned().unwrap_or(Entry::Zero);
-            out.push(extent_of_entry(&entry, index, off, n));
+            entry_extents(&entry, index, off, n, h.object_size(), &mut out);
         }
         Ok(out)
     }
@@ -277,7 +343,9 @@ impl Mapper {
             if st.opens == 0 {
                 self.open_locked(name, &mut st)?;
             }
-            if !Self::flatten_copying(&st, offset, len) {
+            if !Self::flatten_copying(&st, offset, len)
+                && !Self::copy_up_in_flight(&st, offset, len)
+            {
                 break;
             }
             st = Self::wait_for_flatten(&s, st);
@@ -300,11 +368,14 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let mut out = Vec::new();
         // slot -> (chunk, updates)
         let mut updates: Updates = BTreeMap::new();
         let mut new_pending = Vec::new();
+        let mut copies = Vec::new();
+        let all = granule_mask(os);
         for (index, off, n) in split(offset, len, os) {
             let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
             let chunk = match updates.get(&slot) {
@@ -348,46 +419,240 @@ impl Mapper {
                 pending: false,
                 missing_reads_zero: true,
             };
-            if h.is_writable(&entry) {
-                ext.object = entry.object_name(index);
-            } else if st.pending.contains(&index) {
-                ext.pending = true;
-            } else {
-                let in_volume = os.min(h.size - index * os);
-                let full = off == 0 && n >= in_volume;
-                if entry.is_zero() || full {
-                    // A first write to an unallocated object, or a full
-                    // overwrite of a shared one: pending, so the entry
-                    // commits after the data and many such writes share
-                    // one commit (`commit_batch`). An orphan of an earlier
-                    // round that never committed may sit under `own` with
-                    // stale bytes: unless this write covers the whole
-                    // object, it goes first. A "full" write of the last
-                    // object covers only the bytes inside the volume; the
-                    // orphan's bytes past the end (from before a shrink)
-                    // would come back with a grow.
-                    if n < os {
-                        self.fence_once(name, &mut st, &mut verified)?;
-                        self.delete_orphan(&own)?;
-                    }
-                    ext.pending = true;
-                    new_pending.push(index);
-                } else {
-                    let old = entry.object_name(index).expect("nonzero entry");
+            let pending = st.pending.contains(&index);
+            let held = match st.granted.get(&index) {
+                Some(&g) if pending => g,
+                _ => own_granules(&h, &entry),
+            };
+            let touched = granules_touched(os, off, n);
+            let in_volume = os.min(h.size - index * os);
+            let full = off == 0 && n >= in_volume;
+            if touched & !held == 0 {
+                // In place: every granule the write touches is in the
+                // volume's own object already, or will be when the
+                // pending write to it commits (this write joins it).
+                ext.pending = pending;
+            } else if !pending && (entry.is_zero() || full) {
+                // A first write to an unallocated object, or a full
+                // overwrite of a shared one: pending, so the entry
+                // commits after the data and many such writes share
+                // one commit (`commit_batch`). An orphan of an earlier
+                // round that never committed may sit under `own` with
+                // stale bytes: unless this write covers the whole
+                // object, it goes first. A "full" write of the last
+                // object covers only the bytes inside the volume; the
+                // orphan's bytes past the end (from before a shrink)
+                // would come back with a grow.
+                if n < os {
                     self.fence_once(name, &mut st, &mut verified)?;
-                    self.copy_up(&entry, &old, &own, os)?;
-                    updates
-                        .get_mut(&slot)
-                        .expect("inserted")
-                        .1
-                        .push((index, h.own_entry()));
+                    self.delete_orphan(&own)?;
                 }
+                ext.pending = true;
+                new_pending.push((index, !entry.is_zero()));
+            } else {
+                // Sub-object copy-on-write: the granules the write
+                // touches but does not cover whole are copied up before
+                // the data lands (and, from a partial entry of another
+                // object, the granules it holds); the index is then
+                // pending, its entry committed after the data with the
+                // volume's other commits.
+                let mut want = held | touched;
+                if held == 0 {
+                    if let Entry::Partial { granules, .. } = &entry {
+                        want |= granules;
+                    }
+                }
+                let covered = granules_covered(os, off, n);
+                self.fence_once(name, &mut st, &mut verified)?;
+                ext.pending = true;
+                copies.push(CopyUp {
+                    index,
+                    entry: entry.clone(),
+                    was_pending: pending,
+                    copy: want & !held & !covered,
+                    want,
+                    // Granules written whole over another object's data:
+                    // stable before the entry hides that data.
+                    unsynced: covered & !held != 0 && !entry.is_zero(),
+                });
             }
             out.push(ext);
         }
         self.apply_updates(name, &mut st, h, updates)?;
-        st.pending.extend(new_pending);
-        Ok((out, st.token))
+        for (index, unsynced) in new_pending {
+            st.pending.insert(index);
+            st.granted.insert(index, all);
+            if unsynced {
+                st.unsynced.insert(index);
+            }
+        }
+        let token = st.token;
+        if !copies.is_empty() {
+            self.copy_up_unlocked(name, &s, st, copies)?;
+        }
+        Ok((out, token))
+    }
+
+    /// The copy-ups of `copies` whose entry is no longer the one copied
+    /// from, with the entry they now have.
+    fn entries_moved(
+        &self,
+        name: &str,
+        st: &VolState,
+        copies: &[CopyUp],
+    ) -> Result<Vec<CopyUp>, Error> {
+        let h = st.header.clone().expect("a held volume is cached");
+        let vol = Vol {
+            version: 3,
+            header: h,
+            legacy_chunks: None,
+            overlay: None,
+        };
+        let mut moved = Vec::new();
+        for c in copies {
+            let (slot, at) = vol
+                .header
+                .chunk_for(c.index)
+                .map_err(|e| map_err(name, e))?;
+            let current = self
+                .chunk(&vol, vol.header.chunks[slot])?
+                .get(at)
+                .cloned()
+                .unwrap_or(Entry::Zero);
+            if current != c.entry {
+                moved.push(CopyUp {
+                    entry: current,
+                    ..c.clone()
+                });
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Whether a copy-up of an object of `[offset, offset + len)` is in
+    /// flight with the state unlocked.
+    fn copy_up_in_flight(st: &VolState, offset: u64, len: u64) -> bool {
+        let Some(h) = st.header.as_ref().filter(|_| !st.copying.is_empty()) else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        let os = h.object_size();
+        (offset / os..=(offset + len - 1) / os).any(|i| st.copying.contains(&i))
+    }
+
+    /// Runs `copies` with the state unlocked, so that writes to other
+    /// objects of the volume (their copy-ups, commits and in-place
+    /// writes) go on meanwhile; writes to these objects wait
+    /// (`copy_up_in_flight`). The indexes are pending from the start: a
+    /// flatten step leaves them alone and a barrier cannot run (the
+    /// composer drains writes first). On success they stay pending with
+    /// the granules they want, to be committed by the composer after the
+    /// data; on failure an index that was not pending before is dropped
+    /// and the write fails, the map unchanged.
+    ///
+    /// An entry can change while its copy is in flight only by a dedup
+    /// rebase moving it onto the content object of the same bytes, after
+    /// which a collection may delete the object being copied: if the
+    /// entry changed, the copy is done again from the new entry.
+    fn copy_up_unlocked<'s>(
+        &self,
+        name: &str,
+        s: &'s std::sync::Arc<std::sync::Mutex<VolState>>,
+        mut st: std::sync::MutexGuard<'s, VolState>,
+        copies: Vec<CopyUp>,
+    ) -> Result<(), Error> {
+        let token = st.token;
+        let h = st.header.clone().expect("a held volume is cached");
+        let os = h.object_size();
+        for c in &copies {
+            st.pending.insert(c.index);
+            st.copying.insert(c.index);
+        }
+        let mut todo = copies.clone();
+        let result = loop {
+            drop(st);
+            let copied = todo.iter().try_for_each(|c| {
+                let own = owned_object_name(h.volume_id, h.epoch, c.index);
+                self.fill_granules(&c.entry, c.index, &own, c.copy, os)
+            });
+            st = Self::lock_state(s);
+            if st.opens == 0 || st.token != token {
+                break Err(err(
+                    ErrorCode::Fenced,
+                    format!("{name}: the volume's lock was lost during a copy-up"),
+                ));
+            }
+            if let Err(e) = copied {
+                break Err(e);
+            }
+            match self.entries_moved(name, &st, &todo) {
+                Ok(moved) if moved.is_empty() => break Ok(()),
+                Ok(moved) => todo = moved,
+                Err(e) => break Err(e),
+            }
+        };
+        for c in &copies {
+            st.copying.remove(&c.index);
+        }
+        match result {
+            Ok(()) => {
+                for c in &copies {
+                    *st.granted.entry(c.index).or_default() |= c.want;
+                    if c.unsynced {
+                        st.unsynced.insert(c.index);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if st.token == token {
+                    for c in copies.iter().filter(|c| !c.was_pending) {
+                        st.drop_pending(c.index);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A copy-up of [`Mapper::change`]: granules `copy` of object `index`
+/// copied from what `entry` reads there into the volume's own object,
+/// which then holds `want` (committed with the write).
+#[derive(Clone)]
+struct CopyUp {
+    index: u64,
+    entry: Entry,
+    /// The index was pending already (a copy for more granules).
+    was_pending: bool,
+    copy: u64,
+    want: u64,
+    /// The write covers granules of another object's data whole: the
+    /// data store is synced before the commit.
+    unsynced: bool,
+}
+
+/// The granules of object `entry` that the volume of `h` can write in
+/// place: its own object at its current epoch holds them (all of an
+/// owned entry, those of a partial entry of its own); none for a
+/// snapshot or a removed volume.
+pub(crate) fn own_granules(h: &Header, entry: &Entry) -> u64 {
+    if h.flags.readonly || h.flags.removed {
+        return 0;
+    }
+    match entry {
+        Entry::Owned { owner, epoch } if *owner == h.volume_id && *epoch == h.epoch => {
+            granule_mask(h.object_size())
+        }
+        Entry::Partial {
+            owner,
+            epoch,
+            granules,
+            ..
+        } if *owner == h.volume_id && *epoch == h.epoch => *granules,
+        _ => 0,
     }
 }
 
@@ -397,13 +662,7 @@ impl Mapper {
     /// reads as zeros: `own` must then read as zeros too, so any orphan
     /// under its name (a round that never committed) is deleted rather
     /// than kept under the entry about to name it.
-    pub(crate) fn copy_up(
-        &self,
-        entry: &Entry,
-        old: &str,
-        own: &str,
-        os: u64,
-    ) -> Result<(), Error> {
+    fn copy_up(&self, entry: &Entry, old: &str, own: &str, os: u64) -> Result<(), Error> {
         match self.data.copy(old, 0, own, 0, os, true) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
@@ -411,6 +670,86 @@ impl Mapper {
             }
             Err(e) => Err(store_err(old, e)),
         }
+    }
+
+    /// Makes granules `want` of `own` (object `index` of the volume, at
+    /// its current epoch) hold what `entry` reads there, durably: copied
+    /// from the object that holds each granule (a partial entry's own
+    /// object or its backing's), zeros where the entry reads as zeros
+    /// (no object, or a missing owned one). Every granule of an entry
+    /// that is not partial: one copy of the whole object, or a delete of
+    /// `own` if it reads as zeros.
+    pub(crate) fn fill_granules(
+        &self,
+        entry: &Entry,
+        index: u64,
+        own: &str,
+        want: u64,
+        os: u64,
+    ) -> Result<(), Error> {
+        let all = granule_mask(os);
+        let want = want & all;
+        if want == 0 {
+            return Ok(());
+        }
+        if want == all && !matches!(entry, Entry::Partial { .. }) {
+            return match entry.object_name(index) {
+                Some(old) => self.copy_up(entry, &old, own, os),
+                None => self.delete_orphan(own),
+            };
+        }
+        let g = granule_size(os);
+        // Granule k reads from this entry's object.
+        let source = |k: u64| -> Entry {
+            match entry {
+                Entry::Partial {
+                    owner,
+                    epoch,
+                    granules,
+                    backing,
+                } => {
+                    if granules >> k & 1 == 1 {
+                        Entry::Owned {
+                            owner: *owner,
+                            epoch: *epoch,
+                        }
+                    } else {
+                        (**backing).clone()
+                    }
+                }
+                e => e.clone(),
+            }
+        };
+        let count = os / g;
+        let mut k = 0;
+        while k < count {
+            if want >> k & 1 == 0 {
+                k += 1;
+                continue;
+            }
+            let src = source(k);
+            let mut end = k + 1;
+            while end < count && want >> end & 1 == 1 && source(end) == src {
+                end += 1;
+            }
+            let (off, len) = (k * g, (end - k) * g);
+            let zeros = match src.object_name(index) {
+                Some(name) if name == own => false,
+                Some(name) => match self.data.copy(&name, off, own, off, len, true) {
+                    Ok(()) => false,
+                    Err(StoreError::NotFound { .. }) if matches!(src, Entry::Owned { .. }) => true,
+                    Err(e) => return Err(store_err(&name, e)),
+                },
+                None => true,
+            };
+            if zeros {
+                self.data
+                    .write(own, off, &vec![0; len as usize], true)
+                    .map_err(|e| store_err(own, e))?;
+            }
+            k = end;
+        }
+        Ok(())
     }
 
     /// Deletes `own`, an object of the volume's current epoch that no

@@ -24,8 +24,8 @@
 //! | [`rename`](Mapper::rename) | both names, for the operation | marker, new header, delete old header, delete marker | `Busy` (open here), `Exists`, `Locked` |
 //! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |
 //! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |
-//! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data), chunks, header | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
-//! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, copy-ups (data), chunks, header | as map_write |
+//! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data; with the volume's state unlocked, the objects pending) | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
+//! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, chunks, header; copy-ups as map_write | as map_write |
 //! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation; then each other map naming a replaced object: held here, or taken for its move | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), rebase record `archip_rebase_{owner}` and its name on the list `archip_rebaselist`, snapshot's chunks, header; then per other map (origin, clones, their snapshots) its chunks, header (entries still naming a replaced object only); record taken off the list and deleted once no map names one; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`); maps held elsewhere past `with_rebase_wait` are listed in [`HashReport::maps_left`], not an error |
 //! | [`apply_rebases`](Mapper::apply_rebases) | held (volumes open here) | nothing unless `archip_rebaselist` names records; per volume naming a replaced object: gc pin (waits while a collection runs), chunks, header; pin deleted | store errors (a volume that fails is logged and skipped) |
@@ -57,11 +57,11 @@
 //!
 //! | crash after | state | consequence |
 //! |---|---|---|
-//! | copy-up copy, before the chunk/header | orphan data object | the next write copies again into the same name (idempotent) |
+//! | copy-up copy (and maybe the data written), before the commit | orphan data object | the write was not acknowledged; the next write copies again into the same name (idempotent) |
 //! | chunk written, header not | orphan chunk | the old view is intact; the next change rewrites the same serial |
 //! | first write to a **zero** entry: data written, `commit_writes` never called | orphan owned object, the entry still zero | reads as zeros; the next first write to it deletes the orphan before writing (a partial write must not expose its bytes) |
 //! | full overwrite of a **shared** object: data written, `commit_writes` never called | orphan data object | the entry still names the shared object: old data, never zeros |
-//! | partial write of a shared object | copy-up happened before the commit | the new object holds the old data before any new byte |
+//! | partial write of a shared object | copy-up happened before the data and the commit | the new object holds the old data before any new byte |
 //! | snapshot: volume header written, snapshot header not | the volume moved to the next epoch; no snapshot | nothing corrupted (mapfmt) |
 //! | rename: marker written, new header not | the old name is live; marker stale | harmless; overwritten by the next rename of this volume |
 //! | name reuse: tombstone written, removed header not deleted | the removed header under both names (one identity) | the operation is retried; the collector deletes both once nothing needs them |
@@ -188,6 +188,7 @@ mod cache;
 mod commit;
 mod hash;
 mod io;
+mod journal;
 mod lifecycle;
 mod lineage;
 pub mod load;
@@ -225,6 +226,14 @@ pub struct Mapper {
     host_id: String,
     volumes: Mutex<HashMap<String, Arc<Mutex<VolState>>>>,
     chunks: Mutex<Lru<ChunkRef, Arc<Chunk>>>,
+    /// Chunks that exist only in memory: made by journaled commits of
+    /// volumes held here, or by replaying a journal (`journal.rs`).
+    /// Found before the cache; written by the next commit of a header
+    /// naming them (a checkpoint), then moved to the cache.
+    dirty: Mutex<HashMap<ChunkRef, Arc<Chunk>>>,
+    /// Volume ids whose journal object may exist: deleted by their next
+    /// header commit.
+    journals: Mutex<std::collections::HashSet<u64>>,
     /// Worker threads of [`Mapper::hash`]; `None`: every core.
     hash_threads: Option<usize>,
     /// How long a hash waits for a running garbage collection.
@@ -244,6 +253,8 @@ impl Mapper {
             host_id,
             volumes: Mutex::new(HashMap::new()),
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
+            dirty: Mutex::new(HashMap::new()),
+            journals: Mutex::new(std::collections::HashSet::new()),
             hash_threads: None,
             gc_wait: DEFAULT_GC_WAIT,
             rebase_wait: DEFAULT_REBASE_WAIT,

@@ -131,6 +131,7 @@ impl Mapper {
                 version: 3,
                 header: h,
                 legacy_chunks: None,
+                overlay: None,
             }));
         }
         check_name(name)?;
@@ -159,7 +160,18 @@ impl Mapper {
                 st.opens = 1;
                 st.token = held.token;
                 st.header = Some(vol.header.clone());
-                st.pending.clear();
+                st.clear_pending();
+                st.journal_len = 0;
+                // A journal left by the last owner: its records are in
+                // the header now (replayed); they become the stored map
+                // before this open appends its own.
+                if vol.overlay.is_some() {
+                    if let Err(e) = self.settle_journal(name, Some(st), &held, &vol) {
+                        *st = VolState::default();
+                        self.release(held);
+                        return Err(e);
+                    }
+                }
                 Ok(Self::info_of(&vol))
             }
             Err(e) => {
@@ -180,6 +192,16 @@ impl Mapper {
                 ErrorCode::NotFound,
                 format!("{name} is not open for writing on this host"),
             ));
+        }
+        if st.opens == 1 && st.journal_len > 0 {
+            // The last close checkpoints the journal. Should that fail,
+            // the journal stays and the next owner replays it.
+            if let Err(e) = self.checkpoint(name, &mut st) {
+                log::warn!("{name}: checkpoint at close: {e}");
+            }
+            if st.opens == 0 {
+                return Ok(()); // fenced: forgotten already
+            }
         }
         st.opens -= 1;
         if st.opens > 0 {

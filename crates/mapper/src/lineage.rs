@@ -44,13 +44,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use archipelago_mapfmt::lineage::{clone_source, dependents, Node};
 use archipelago_mapfmt::{
-    detach, owned_object_name, rollback, set_entries, Chunk, ChunkRef, Entry, Header,
+    detach, granule_mask, owned_object_name, rollback, set_entries, Chunk, ChunkRef, Entry, Header,
     ENTRIES_PER_CHUNK,
 };
 use archipelago_protocol::names::check_volume_name;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
 
+use crate::io::own_granules;
 use crate::load::Vol;
 use crate::locks::{Held, VolState};
 use crate::{check_name, err, map_err, store_err, Mapper};
@@ -106,6 +107,8 @@ fn shared(h: &Header, entry: &Entry) -> bool {
         Entry::Owned { owner, .. } => *owner != h.volume_id,
         Entry::Legacy(_) => true,
         Entry::Zero | Entry::Content(_) => false,
+        // Its own object, or what its other granules read as.
+        Entry::Partial { owner, backing, .. } => *owner != h.volume_id || shared(h, backing),
     }
 }
 
@@ -255,6 +258,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let (slot, at) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
         let chunk = self.chunk(&vol, h.chunks[slot])?;
@@ -278,6 +282,15 @@ impl Mapper {
     /// commit: owned, or zero if the shared object is an owned one that
     /// was never written (it reads as zeros).
     fn copy_shared(&self, h: &Header, index: u64, entry: &Entry) -> Result<Entry, Error> {
+        if let Entry::Partial { .. } = entry {
+            // Every granule into the own object: those of a partial entry
+            // of its own at this epoch are there already.
+            let own = owned_object_name(h.volume_id, h.epoch, index);
+            let all = granule_mask(h.object_size());
+            let held = own_granules(h, entry);
+            self.fill_granules(entry, index, &own, all & !held, h.object_size())?;
+            return Ok(h.own_entry());
+        }
         let old = entry
             .object_name(index)
             .expect("a shared entry names an object");
@@ -345,6 +358,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let per = ENTRIES_PER_CHUNK as u64;
         let mut chunks = Vec::with_capacity(h.chunks.len());

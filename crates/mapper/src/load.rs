@@ -322,6 +322,9 @@ pub(crate) struct Vol {
     pub(crate) version: u32,
     pub(crate) header: Header,
     pub(crate) legacy_chunks: Option<HashMap<ChunkRef, Arc<Chunk>>>,
+    /// Chunks made by replaying the volume's journal (`journal.rs`),
+    /// which exist only here; `None` if it has no journal object.
+    pub(crate) overlay: Option<HashMap<ChunkRef, Arc<Chunk>>>,
 }
 
 /// The rename intent marker of a volume id, in the map store:
@@ -361,10 +364,12 @@ impl Mapper {
                 if self.renamed_away(name, &header)? {
                     return Err(Self::not_found(name));
                 }
+                let (header, overlay) = self.replay_journal(name, header)?;
                 return Ok(Vol {
                     version: 3,
                     header,
                     legacy_chunks: None,
+                    overlay,
                 });
             }
             MapObject::Old { format, bytes } => (format, bytes),
@@ -375,6 +380,7 @@ impl Mapper {
             version: format.version(),
             header,
             legacy_chunks: Some(chunks.into_iter().map(|c| (c.id(), Arc::new(c))).collect()),
+            overlay: None,
         })
     }
 
@@ -397,6 +403,17 @@ impl Mapper {
             Some(b) => Header::decode(&b).is_ok_and(|h| h.volume_id == header.volume_id),
             None => false,
         })
+    }
+
+    /// `name`'s format 3 header as stored, without its journal (the view
+    /// of garbage collection and of a hash waiting for holders).
+    pub(crate) fn stored_header(&self, name: &str) -> Result<Header, Error> {
+        check_name(name)?;
+        match read_map(&*self.maps, name, false).map_err(load_err)? {
+            Some(MapObject::V3(header)) if !self.renamed_away(name, &header)? => Ok(header),
+            Some(MapObject::V3(_)) | None => Err(Self::not_found(name)),
+            Some(MapObject::Old { .. }) => Err(upgrade_hint(name)),
+        }
     }
 
     pub(crate) fn load_v3(&self, name: &str) -> Result<Header, Error> {
@@ -435,6 +452,12 @@ impl Mapper {
                 .get(&r)
                 .cloned()
                 .ok_or_else(|| err(ErrorCode::Io, "legacy chunk missing"));
+        }
+        if let Some(c) = vol.overlay.as_ref().and_then(|o| o.get(&r)) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = self.dirty_chunk(&r) {
+            return Ok(c);
         }
         if let Some(c) = self
             .chunks

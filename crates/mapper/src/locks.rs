@@ -37,6 +37,19 @@ pub(crate) struct VolState {
     pub(crate) header: Option<Header>,
     /// Indexes returned as pending by `map_write`, not yet committed.
     pub(crate) pending: HashSet<u64>,
+    /// For each pending index, the granules the volume's own object will
+    /// hold once it commits (every granule for a first write or a full
+    /// overwrite; see `io.rs`).
+    pub(crate) granted: HashMap<u64, u64>,
+    /// Pending indexes whose copy-up is in flight with this state
+    /// unlocked (`io.rs`): writes to them wait until it is done.
+    pub(crate) copying: HashSet<u64>,
+    /// Bytes of the volume's journal written by this open (0: none yet,
+    /// the next append starts it afresh; see `journal.rs`).
+    pub(crate) journal_len: u64,
+    /// Pending indexes whose commit hides data of another object behind
+    /// granules written, not copied: the data store is synced first.
+    pub(crate) unsynced: HashSet<u64>,
     /// When the lock was last found still ours (see `check_fence`).
     pub(crate) fence_checked: Option<std::time::Instant>,
     /// The object a flatten step is copying with this state unlocked
@@ -99,6 +112,22 @@ pub(crate) struct Held {
     pub(crate) name: String,
     pub(crate) token: u64,
     pub(crate) took: bool,
+}
+
+impl VolState {
+    /// Forgets every pending write.
+    pub(crate) fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.granted.clear();
+        self.unsynced.clear();
+    }
+
+    /// Forgets the pending write of `index`.
+    pub(crate) fn drop_pending(&mut self, index: u64) {
+        self.pending.remove(&index);
+        self.granted.remove(&index);
+        self.unsynced.remove(&index);
+    }
 }
 
 impl Mapper {
@@ -167,7 +196,9 @@ impl Mapper {
         f: impl FnOnce(&mut VolState, &Held) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let held = self.acquire(name, st)?;
-        let r = f(st, &held);
+        let r = self
+            .settle_if_closed(name, st, &held)
+            .and_then(|()| f(st, &held));
         self.release(held);
         r
     }

@@ -42,10 +42,10 @@
 //!      header is the map, the commit checks the lock (fencing) as every
 //!      commit does. I/O is not paused or drained: a write waits for the
 //!      mutex at most one map commit. A write in flight to a moved index
-//!      is unaffected (a copy-up is done under the same mutex, so it
-//!      copied `X` before the move or copies `C(X)` after it; a pending
-//!      full overwrite commits the volume's own entry over whatever the
-//!      entry is);
+//!      is unaffected (a copy-up runs with the mutex released, and if
+//!      the entry moved meanwhile it copies again from `C(X)`, since a
+//!      collection may delete `X` once no map names it; a pending write
+//!      commits the volume's own entry over whatever the entry is);
 //!    - **not locked**: its lock is taken for the move, as for any
 //!      operation on a closed map;
 //!    - **locked elsewhere** (a mapperd of another host or another
@@ -109,6 +109,36 @@ pub const REBASE_CHECK: Duration = Duration::from_secs(1);
 /// How long [`Mapper::hash`] waits by default for the holders of open
 /// maps to move them (see [`Mapper::with_rebase_wait`]).
 pub const DEFAULT_REBASE_WAIT: Duration = Duration::from_secs(10);
+
+/// What entry `e` of object `index` becomes when the objects `olds`
+/// (old name, replacing entry) move: the replacing entry if `e` names an
+/// old object; a partial entry whose backing names one keeps its own
+/// granules over the replacing entry; `None` if nothing moves.
+fn moved_entry(e: &Entry, index: u64, olds: &[(String, Entry)]) -> Option<Entry> {
+    let find = |x: &Entry| {
+        let name = x.object_name(index)?;
+        olds.iter()
+            .find(|(o, _)| *o == name)
+            .map(|(_, n)| n.clone())
+    };
+    if let Some(new) = find(e) {
+        return Some(new);
+    }
+    match e {
+        Entry::Partial {
+            owner,
+            epoch,
+            granules,
+            backing,
+        } => find(backing).map(|new| Entry::Partial {
+            owner: *owner,
+            epoch: *epoch,
+            granules: *granules,
+            backing: Box::new(new),
+        }),
+        _ => None,
+    }
+}
 
 /// Between two walks of the headers while maps are left to holders.
 const REBASE_POLL: Duration = Duration::from_millis(100);
@@ -209,6 +239,7 @@ impl Mapper {
             version: 3,
             header: h.clone(),
             legacy_chunks: None,
+            overlay: None,
         };
         let per = ENTRIES_PER_CHUNK as u64;
         let mut out: Updates = BTreeMap::new();
@@ -229,15 +260,13 @@ impl Mapper {
                 };
                 let at = (index - first) as usize;
                 let Some(e) = c.get(at) else { continue };
-                let Some(current) = e.object_name(index) else {
+                let Some(moved) = moved_entry(e, index, olds) else {
                     continue;
                 };
-                if let Some((_, new)) = olds.iter().find(|(o, _)| *o == current) {
-                    out.entry(slot)
-                        .or_insert_with(|| (c.clone(), Vec::new()))
-                        .1
-                        .push((index, new.clone()));
-                }
+                out.entry(slot)
+                    .or_insert_with(|| (c.clone(), Vec::new()))
+                    .1
+                    .push((index, moved));
             }
         }
         Ok(out)
@@ -313,6 +342,12 @@ impl Mapper {
             let h = st.header.clone().expect("a held volume is cached");
             let ups = self.rebase_updates(&h, moves)?;
             if ups.is_empty() {
+                // Journaled writes may have replaced what the stored map
+                // still names: a checkpoint stores the map as it is.
+                if st.journal_len > 0 {
+                    self.checkpoint(name, &mut st)?;
+                    return Ok(Moved::Yes);
+                }
                 return Ok(Moved::Nothing);
             }
             let held = Held {
@@ -329,6 +364,7 @@ impl Mapper {
             Err(e) => return Err(e),
         };
         let r = (|| {
+            self.settle_if_closed(name, &mut st, &held)?;
             let h = match self.load_v3(name) {
                 Ok(h) => h,
                 // Renamed or removed meanwhile: a later walk sees it again
@@ -376,7 +412,9 @@ impl Mapper {
             } else {
                 let mut hs = Vec::new();
                 for n in &left {
-                    match self.load_v3(n) {
+                    // As stored, like the full walk: a holder's move is a
+                    // header commit.
+                    match self.stored_header(n) {
                         Ok(h) => hs.push((n.clone(), h)),
                         // Renamed or removed: the next full walk sees it.
                         Err(e) if e.code == ErrorCode::NotFound => {}
@@ -546,8 +584,9 @@ impl Mapper {
             let Some(h) = st.header.clone().filter(|_| st.opens > 0) else {
                 return Ok(false);
             };
+            let journaled = st.journal_len > 0;
             drop(st);
-            if self.rebase_updates(&h, moves)?.is_empty() {
+            if self.rebase_updates(&h, moves)?.is_empty() && !journaled {
                 return Ok(false);
             }
         }
@@ -562,6 +601,16 @@ impl Mapper {
         };
         let ups = self.rebase_updates(&h, &moves)?;
         if ups.is_empty() {
+            // Nothing to move in the map as it is, but the stored map
+            // (what the hash looks at) may name replaced objects that
+            // journaled writes replaced since: a checkpoint stores it.
+            if st.journal_len > 0 {
+                let stored = self.stored_header(name)?;
+                if !self.rebase_updates(&stored, &moves)?.is_empty() {
+                    self.checkpoint(name, &mut st)?;
+                    return Ok(true);
+                }
+            }
             return Ok(false);
         }
         let held = Held {

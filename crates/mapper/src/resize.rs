@@ -8,12 +8,13 @@
 use std::sync::Arc;
 
 use archipelago_mapfmt::{
-    owned_object_name, resize, set_entries, Chunk, Entry, Header, ENTRIES_PER_CHUNK,
+    granule_mask, owned_object_name, resize, set_entries, Chunk, Entry, Header, ENTRIES_PER_CHUNK,
 };
 use archipelago_protocol::sizes::check_volume_size;
 use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::StoreError;
 
+use crate::io::own_granules;
 use crate::load::Vol;
 use crate::{check_name, err, map_err, store_err, Mapper};
 
@@ -54,6 +55,7 @@ impl Mapper {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
+                overlay: None,
             };
             // Data changes below: the lock must still be ours.
             if new_size < h.size && st.opens > 0 {
@@ -112,7 +114,8 @@ impl Mapper {
                     .get((i - chunk_start) as usize)
                     .cloned()
                     .unwrap_or(Entry::Zero);
-                if h.is_writable(&entry) {
+                // Private: owned, or partial, at the current epoch.
+                if own_granules(h, &entry) != 0 {
                     let obj = entry
                         .object_name(i)
                         .expect("a writable entry names an object");
@@ -160,8 +163,10 @@ impl Mapper {
                 .map_err(|e| store_err(&own, e))?;
             return Ok((h.clone(), Vec::new()));
         }
-        let old = entry.object_name(index).expect("nonzero entry");
-        self.copy_up(&entry, &old, &own, os)?;
+        // Shared, or partly the volume's own: the own object takes every
+        // granule first.
+        let held = own_granules(h, &entry);
+        self.fill_granules(&entry, index, &own, granule_mask(os) & !held, os)?;
         self.data
             .write(&own, off, &zeros, true)
             .map_err(|e| store_err(&own, e))?;

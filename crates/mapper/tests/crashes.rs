@@ -35,26 +35,27 @@ impl Faulty {
 }
 
 #[test]
-fn a_failed_header_write_after_the_chunk_write_changes_nothing() {
+fn a_failed_commit_of_a_copied_up_write_changes_nothing() {
     let f = Faulty::new();
     f.m.create("vol", 16 * OS, Some(OS)).unwrap();
     let a = pattern(1, 2 * OS as usize);
     common::write(&f.m, &*f.data, "vol", 0, &a).unwrap();
     f.m.snapshot("vol", "snap").unwrap();
 
-    // A partial write of a shared object: copy-up, chunk, then the header fails.
+    // A partial write of a shared object: copy-up, the data, then its
+    // commit (a journal append) fails.
     f.maps.add_rule(
         Rule::new(OpKind::WriteFull, Fault::Io)
-            .names_with_prefix("vol")
+            .names_with_prefix("archip_journal_")
             .times(1),
     );
-    let before_chunks = f.maps.inner().list("").unwrap().len();
-    let err = f.m.map_write("vol", 5, 3).unwrap_err();
+    let ext = f.m.map_write("vol", 5, 3).unwrap();
+    assert!(ext[0].pending, "{ext:?}");
+    f.data
+        .write(ext[0].object.as_ref().unwrap(), 5, b"new", true)
+        .unwrap();
+    let err = f.m.commit_writes("vol", &[0]).unwrap_err();
     assert_eq!(err.code, ErrorCode::Io);
-    assert!(
-        f.maps.inner().list("").unwrap().len() > before_chunks,
-        "the chunk was written"
-    );
     assert_eq!(
         f.read(&f.m, "vol", 0, 2 * OS),
         a,

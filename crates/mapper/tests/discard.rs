@@ -122,6 +122,14 @@ fn discard_of_a_clone_leaves_the_parent_snapshot_intact() {
             .write(obj, x.offset_in_object, &vec![0; x.len as usize], true)
             .unwrap();
     }
+    // Copied up, they are pending: committed after their zeros landed.
+    let pending: Vec<u64> = extents
+        .iter()
+        .filter(|x| x.pending)
+        .map(|x| x.index)
+        .collect();
+    assert_eq!(pending, [0, 3]);
+    e.m.commit_writes("clone", &pending).unwrap();
     assert_eq!(e.read("clone", 0, 4 * OS), expect(&all, off, len));
     assert_eq!(e.read("snap", 0, 4 * OS), all, "the snapshot is intact");
     for n in &snap_names {

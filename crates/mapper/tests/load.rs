@@ -17,6 +17,8 @@ fn headers_chunks_and_entries_load_as_the_mapper_wrote_them() {
     let env = Env::new();
     env.m.create("v", 3 * OS, Some(OS)).unwrap();
     env.write("v", OS, &[9; OS as usize]);
+    // The write is in the journal until a checkpoint: the close.
+    env.m.close("v").unwrap();
     let h = read_header(&*env.maps, "v").unwrap().unwrap();
     assert!(matches!(
         read_map(&*env.maps, "v", false).unwrap(),

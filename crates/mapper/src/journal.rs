@@ -1,0 +1,314 @@
+//! The map journal (issue 15): the entry changes of writes (first writes,
+//! copy-ups, more granules of a partial object) become durable by one
+//! append to the volume's journal object in the map store
+//! (`archip_journal_{id:016x}`, [`archipelago_mapfmt::journal`]) instead
+//! of a chunk and a header written per commit.
+//!
+//! - **Append.** A group commit of pending writes builds the new chunks in
+//!   memory as any change does, checks the lock (fencing, as before a
+//!   header commit), and appends, fenced with the lock's token, one record (the writer's token, the
+//!   stored header's commit sequence, the epoch, the new entries) with one
+//!   durable write. The chunks stay in memory (the mapper's *dirty*
+//!   chunks, found before the cache), the cached header names them, and
+//!   its commit sequence stays the stored one's. The first append of an
+//!   open replaces the object (`write_full`), so nothing of an earlier
+//!   writer's journal can mix in.
+//! - **Checkpoint.** Every other commit of the volume's header (a
+//!   snapshot, resize, discard, flatten step, rebase, close...) writes the
+//!   dirty chunks the header names with it, then deletes the journal: the
+//!   header holds everything. A journal past [`CHECKPOINT_BYTES`] is
+//!   checkpointed at once.
+//! - **Replay.** Loading a format 3 header reads its journal and applies
+//!   the records that apply on it: from the start, while each names the
+//!   header's commit sequence, epoch and the first record's token; a torn
+//!   or damaged record ends it. A writer that opens a volume whose
+//!   journal had records checkpoints at once (a crashed owner's
+//!   acknowledged writes are kept; a late append of a fenced owner goes
+//!   to a journal whose records no longer apply).
+//! - **Data first.** A record is appended only once the data of its
+//!   writes landed (the composer commits after the data, and a commit
+//!   hiding another object's data behind written granules syncs the data
+//!   store first), as for a header commit.
+//! - **Garbage collection never needs the journals**: a record names only
+//!   the volume's own objects of its current epoch (which a collection
+//!   never deletes while the volume lives) and, in a partial entry, a
+//!   backing that the stored map names at the same index (the entry it
+//!   replaced, or that entry's backing); no record outlives an epoch (a
+//!   snapshot or rollback commits the header), and chunks are written
+//!   only at a checkpoint, under serials past the stored `next_serial`.
+//!   Moves onto content objects (dedup rebase) are header commits, not
+//!   records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use archipelago_mapfmt::journal::{decode_journal, journal_name, JournalRecord};
+use archipelago_mapfmt::{set_entries, Chunk, ChunkRef, Entry, Header};
+use archipelago_protocol::{Error, ErrorCode};
+use archipelago_store::{Fence, StoreError};
+
+use crate::commit::Updates;
+use crate::load::Vol;
+use crate::locks::{Held, VolState};
+use crate::{err, map_err, store_err, Mapper};
+
+/// A journal longer than this is checkpointed at once.
+pub const CHECKPOINT_BYTES: u64 = 1 << 20;
+
+impl Mapper {
+    /// A chunk that exists only in memory.
+    pub(crate) fn dirty_chunk(&self, r: &ChunkRef) -> Option<Arc<Chunk>> {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(r)
+            .cloned()
+    }
+
+    /// [`dirty_chunk`](Self::dirty_chunk) without waiting (the loop
+    /// thread's fast path): `None` if contended or absent.
+    pub(crate) fn try_dirty_chunk(&self, r: &ChunkRef) -> Option<Arc<Chunk>> {
+        self.dirty.try_lock().ok()?.get(r).cloned()
+    }
+
+    /// For an operation on a volume not open here, under the lock it
+    /// took: a journal left by a crashed owner becomes the stored map
+    /// first, so that the operation (which reads the stored map) sees
+    /// every acknowledged write. Errors loading are the operation's to
+    /// report.
+    pub(crate) fn settle_if_closed(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        held: &Held,
+    ) -> Result<(), Error> {
+        if st.opens > 0 {
+            return Ok(());
+        }
+        match self.load(name, false, None) {
+            Ok(vol) if vol.version == 3 && vol.overlay.is_some() => {
+                self.settle_journal(name, Some(st), held, &vol)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn pin(&self, chunks: impl IntoIterator<Item = Chunk>) {
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        for c in chunks {
+            d.insert(c.id(), Arc::new(c));
+        }
+    }
+
+    /// The dirty chunks `header` names (to write with its commit).
+    pub(crate) fn dirty_named(&self, header: &Header) -> Vec<Arc<Chunk>> {
+        let d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        header
+            .chunks
+            .iter()
+            .filter_map(|r| d.get(r).cloned())
+            .collect()
+    }
+
+    /// After a commit of `header`: its volume's dirty chunks are written
+    /// (those it names, now cached) or no longer named; its journal, if
+    /// any, no longer applies and is deleted.
+    pub(crate) fn checkpointed(&self, header: &Header, written: Vec<Arc<Chunk>>) {
+        // A snapshot shares its volume's id, never its journal.
+        if header.flags.readonly {
+            for c in written {
+                self.cache_chunk(c);
+            }
+            return;
+        }
+        {
+            let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            d.retain(|r, _| r.owner != header.volume_id);
+        }
+        for c in written {
+            self.cache_chunk(c);
+        }
+        let had = self
+            .journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&header.volume_id);
+        if had {
+            let name = journal_name(header.volume_id);
+            match self.maps.delete(&name) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                // Harmless: its records name an older commit sequence.
+                Err(e) => log::warn!("{name}: {e}"),
+            }
+        }
+    }
+
+    /// Commits `updates` to the held volume by a journal append (see the
+    /// module docs); checkpoints past [`CHECKPOINT_BYTES`].
+    pub(crate) fn journal_updates(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        h: Header,
+        updates: Updates,
+    ) -> Result<(), Error> {
+        let base_seq = h.commit_seq;
+        let mut nh = h;
+        let mut chunks = Vec::new();
+        let mut entries = Vec::new();
+        for (_, (chunk, ups)) in updates {
+            if ups.is_empty() {
+                continue;
+            }
+            entries.extend(ups.iter().cloned());
+            let (c, next) = set_entries(&nh, &chunk, ups).map_err(|e| map_err(name, e))?;
+            chunks.push(c);
+            nh = next;
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        nh.commit_seq = base_seq;
+        let record = JournalRecord {
+            token: st.token,
+            base_seq,
+            epoch: nh.epoch,
+            entries,
+        }
+        .encode()
+        .map_err(|e| map_err(name, e))?;
+        // Fencing, as before a header commit.
+        let owner = self.lock_owner_or_forget(name, st)?;
+        if owner != Some((self.host_id.clone(), st.token)) {
+            *st = VolState::default();
+            return Err(err(
+                ErrorCode::Fenced,
+                format!("{name}: our lock was broken"),
+            ));
+        }
+        let jname = journal_name(nh.volume_id);
+        self.journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nh.volume_id);
+        // Fenced like a header write: once the lock is broken, the map
+        // store refuses the append however late it arrives.
+        let fence = Fence {
+            lock: name,
+            token: st.token,
+        };
+        let appended = if st.journal_len == 0 {
+            self.maps.write_full_fenced(&jname, &record, true, fence)
+        } else {
+            self.maps
+                .write_fenced(&jname, st.journal_len, &record, true, fence)
+        };
+        if let Err(e) = appended {
+            let e = store_err(&jname, e);
+            if e.code == ErrorCode::Fenced {
+                *st = VolState::default();
+            }
+            return Err(e);
+        }
+        st.journal_len += record.len() as u64;
+        self.pin(chunks);
+        st.header = Some(nh);
+        if st.journal_len > CHECKPOINT_BYTES {
+            self.checkpoint(name, st)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held volume's dirty chunks and its header (the next
+    /// commit sequence), which makes its journal obsolete.
+    pub(crate) fn checkpoint(&self, name: &str, st: &mut VolState) -> Result<(), Error> {
+        let Some(mut h) = st.header.clone().filter(|_| st.opens > 0) else {
+            return Ok(());
+        };
+        h.commit_seq = h
+            .commit_seq
+            .checked_add(1)
+            .ok_or_else(|| err(ErrorCode::NoSpace, format!("{name}: commit sequence")))?;
+        let held = Held {
+            name: name.to_owned(),
+            token: st.token,
+            took: false,
+        };
+        self.commit(name, Some(st), Some(&held), Vec::new(), &h)
+    }
+
+    /// `header` with the records of its journal that apply on it (see
+    /// the module docs), and the chunks they make (which exist only in
+    /// the returned map); `None` if it has no journal object.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn replay_journal(
+        &self,
+        name: &str,
+        header: Header,
+    ) -> Result<(Header, Option<HashMap<ChunkRef, Arc<Chunk>>>), Error> {
+        // Journals are a volume's: its snapshots share its id.
+        if header.flags.readonly {
+            return Ok((header, None));
+        }
+        let jname = journal_name(header.volume_id);
+        let Some(bytes) = self.read_whole(&jname)? else {
+            return Ok((header, None));
+        };
+        let (records, _) = decode_journal(&bytes);
+        let base_seq = header.commit_seq;
+        let mut made: HashMap<ChunkRef, Arc<Chunk>> = HashMap::new();
+        let token = records.first().map(|r| r.token);
+        let mut h = header;
+        for r in records {
+            if r.base_seq != base_seq || r.epoch != h.epoch || Some(r.token) != token {
+                break;
+            }
+            let vol = Vol {
+                version: 3,
+                header: h.clone(),
+                legacy_chunks: None,
+                overlay: Some(made.clone()),
+            };
+            let mut by_slot: BTreeMap<usize, Vec<(u64, Entry)>> = BTreeMap::new();
+            for (index, e) in r.entries {
+                let (slot, _) = h.chunk_for(index).map_err(|e| map_err(name, e))?;
+                by_slot.entry(slot).or_default().push((index, e));
+            }
+            for (slot, ups) in by_slot {
+                let chunk = self.chunk(&vol, h.chunks[slot])?;
+                let (c, next) = set_entries(&h, &chunk, ups).map_err(|e| map_err(name, e))?;
+                made.insert(c.id(), Arc::new(c));
+                h = next;
+            }
+        }
+        h.commit_seq = base_seq;
+        made.retain(|r, _| h.chunks.contains(r));
+        Ok((h, Some(made)))
+    }
+
+    /// Makes a journal of `vol` (just loaded under its lock) the stored
+    /// map: its chunks and the header, the next commit sequence; the
+    /// journal is deleted. Nothing to do without one.
+    pub(crate) fn settle_journal(
+        &self,
+        name: &str,
+        st: Option<&mut VolState>,
+        held: &Held,
+        vol: &Vol,
+    ) -> Result<(), Error> {
+        let Some(overlay) = &vol.overlay else {
+            return Ok(());
+        };
+        let mut h = vol.header.clone();
+        h.commit_seq = h
+            .commit_seq
+            .checked_add(1)
+            .ok_or_else(|| err(ErrorCode::NoSpace, format!("{name}: commit sequence")))?;
+        self.journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h.volume_id);
+        let chunks = overlay.values().map(|c| (**c).clone()).collect();
+        self.commit(name, st, Some(held), chunks, &h)
+    }
+}

@@ -1,0 +1,199 @@
+//! Issue 15, "a map journal": the entry changes of first writes and
+//! copy-ups are appended to the volume's journal (one small durable
+//! append per group commit) instead of rewriting a chunk and the header;
+//! checkpoints (close, snapshot, any other header commit, a size bound)
+//! store the map; a crash loses no acknowledged write, a torn append is
+//! ignored, and a fenced owner's late append never mixes in.
+
+mod common;
+
+use std::sync::Arc;
+
+use archipelago_mapfmt::journal::journal_name;
+use archipelago_mapper::Mapper;
+use archipelago_protocol::ErrorCode;
+use archipelago_store::{Fault, FaultyStore, MemoryStore, ObjectStore, OpKind, Rule};
+use common::{pattern, read, write};
+
+const OS: u64 = 64 << 10;
+
+struct Env {
+    maps: Arc<FaultyStore<MemoryStore>>,
+    data: Arc<MemoryStore>,
+    m: Mapper,
+}
+
+impl Env {
+    fn new() -> Env {
+        let maps = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let data = Arc::new(MemoryStore::new());
+        let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+        Env { maps, data, m }
+    }
+
+    /// This host after a crash: nothing cached, the lock still ours.
+    fn restarted(&self) -> Mapper {
+        Mapper::new(self.maps.clone(), self.data.clone(), "host1".into())
+    }
+
+    fn writes(&self) -> usize {
+        self.maps.inner().list("").unwrap().len()
+    }
+}
+
+fn id_of(m: &Mapper, name: &str) -> u64 {
+    m.info(name).unwrap().volume_id
+}
+
+#[test]
+fn first_writes_append_to_the_journal_and_write_no_chunk_or_header() {
+    let e = Env::new();
+    e.m.create("vol", 8 * OS, Some(OS)).unwrap();
+    let header = e.maps.inner().stat("vol").unwrap();
+    let objects = e.writes();
+    for i in 0..4 {
+        write(&e.m, &*e.data, "vol", i * OS + 100, &pattern(i as u8, 300)).unwrap();
+    }
+    // One object more (the journal), and the header as it was.
+    assert_eq!(e.writes(), objects + 1);
+    assert_eq!(e.maps.inner().stat("vol").unwrap(), header);
+    let journal = journal_name(id_of(&e.m, "vol"));
+    assert!(e.maps.inner().stat(&journal).unwrap().size > 0);
+    // Every write reads back, here and from storage (another host).
+    let mut expect = vec![0u8; 8 * OS as usize];
+    for i in 0..4u64 {
+        expect[(i * OS + 100) as usize..(i * OS + 400) as usize]
+            .copy_from_slice(&pattern(i as u8, 300));
+    }
+    assert!(read(&e.m, &*e.data, "vol", 0, 8 * OS).unwrap() == expect);
+    let other = Mapper::new(e.maps.clone(), e.data.clone(), "host2".into());
+    assert!(read(&other, &*e.data, "vol", 0, 8 * OS).unwrap() == expect);
+    // The close checkpoints: the journal is gone, the header holds it all.
+    e.m.close("vol").unwrap();
+    assert!(e.maps.inner().stat(&journal).is_err());
+    assert!(read(&e.restarted(), &*e.data, "vol", 0, 8 * OS).unwrap() == expect);
+}
+
+#[test]
+fn a_crash_after_the_append_loses_no_acknowledged_write() {
+    let e = Env::new();
+    e.m.create("vol", 4 * OS, Some(OS)).unwrap();
+    write(&e.m, &*e.data, "vol", 0, &pattern(1, OS as usize)).unwrap();
+    e.m.snapshot("vol", "snap").unwrap();
+    // A first write and a copy-up (partial), both acknowledged.
+    write(&e.m, &*e.data, "vol", 2 * OS + 5, &pattern(2, 10)).unwrap();
+    write(&e.m, &*e.data, "vol", 7, &pattern(3, 10)).unwrap();
+    let mut expect = vec![0u8; 4 * OS as usize];
+    expect[..OS as usize].copy_from_slice(&pattern(1, OS as usize));
+    expect[(2 * OS + 5) as usize..(2 * OS + 15) as usize].copy_from_slice(&pattern(2, 10));
+    expect[7..17].copy_from_slice(&pattern(3, 10));
+    // The host crashes (no close): after a restart the open replays the
+    // journal, and checkpoints it.
+    let m2 = e.restarted();
+    let journal = journal_name(id_of(&m2, "vol"));
+    m2.open("vol", true).unwrap();
+    assert!(e.maps.inner().stat(&journal).is_err(), "checkpointed");
+    assert!(read(&m2, &*e.data, "vol", 0, 4 * OS).unwrap() == expect);
+    assert!(read(&m2, &*e.data, "snap", 0, OS).unwrap() == pattern(1, OS as usize));
+    // And it keeps working.
+    write(&m2, &*e.data, "vol", 3 * OS, b"later").unwrap();
+    expect[(3 * OS) as usize..(3 * OS + 5) as usize].copy_from_slice(b"later");
+    m2.close("vol").unwrap();
+    assert!(read(&e.restarted(), &*e.data, "vol", 0, 4 * OS).unwrap() == expect);
+}
+
+#[test]
+fn a_torn_append_is_ignored_and_the_write_it_carried_is_not_acknowledged() {
+    let e = Env::new();
+    e.m.create("vol", 4 * OS, Some(OS)).unwrap();
+    write(&e.m, &*e.data, "vol", 0, b"kept").unwrap();
+    // The second append tears (a crash in the middle of it): the commit
+    // fails, so the write is not acknowledged.
+    e.maps.add_rule(
+        Rule::new(OpKind::Write, Fault::Torn { keep: 20 })
+            .names_with_prefix("archip_journal_")
+            .times(1),
+    );
+    let err = write(&e.m, &*e.data, "vol", OS, b"lost").unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io);
+    // After a restart the first record applies, the torn one does not.
+    let m2 = e.restarted();
+    let got = read(&m2, &*e.data, "vol", 0, 2 * OS).unwrap();
+    assert_eq!(&got[..4], b"kept");
+    assert_eq!(&got[OS as usize..OS as usize + 4], &[0; 4]);
+}
+
+#[test]
+fn a_failed_checkpoint_keeps_the_journal_for_the_next_owner() {
+    let e = Env::new();
+    e.m.create("vol", 4 * OS, Some(OS)).unwrap();
+    write(&e.m, &*e.data, "vol", OS + 1, b"journaled").unwrap();
+    // The close's checkpoint cannot write the header.
+    e.maps.add_rule(
+        Rule::new(OpKind::WriteFull, Fault::Io)
+            .names_with_prefix("vol")
+            .times(1),
+    );
+    e.m.close("vol").unwrap();
+    let m2 = e.restarted();
+    let got = read(&m2, &*e.data, "vol", OS, 10).unwrap();
+    assert_eq!(&got[1..], b"journaled");
+}
+
+#[test]
+fn a_late_append_of_a_fenced_owner_never_applies() {
+    let e = Env::new();
+    e.m.create("vol", 4 * OS, Some(OS)).unwrap();
+    write(&e.m, &*e.data, "vol", 0, b"before").unwrap();
+    // Host 2 breaks host 1's lock and opens the volume: it replays and
+    // checkpoints host 1's journal.
+    let b = Mapper::new(e.maps.clone(), e.data.clone(), "host2".into());
+    e.maps.inner().break_lock("vol").unwrap();
+    b.open("vol", true).unwrap();
+    write(&b, &*e.data, "vol", 2 * OS, b"host2").unwrap();
+    // Host 1's late append (its lock check passed before the break) lands
+    // in the journal object: replay ignores it (its records apply on a
+    // header that is gone, and its token is older).
+    let stale = archipelago_mapfmt::journal::JournalRecord {
+        token: 1,
+        base_seq: 1,
+        epoch: 1,
+        entries: vec![(
+            3,
+            archipelago_mapfmt::Entry::Owned {
+                owner: id_of(&b, "vol"),
+                epoch: 1,
+            },
+        )],
+    }
+    .encode()
+    .unwrap();
+    let journal = journal_name(id_of(&b, "vol"));
+    let len = e.maps.inner().stat(&journal).map_or(0, |s| s.size);
+    e.maps.inner().write(&journal, len, &stale, true).unwrap();
+    let other = Mapper::new(e.maps.clone(), e.data.clone(), "host3".into());
+    let ext = other.map_read("vol", 3 * OS, OS).unwrap();
+    assert_eq!(ext[0].object, None, "the late record applied: {ext:?}");
+    assert_eq!(&read(&other, &*e.data, "vol", 0, 6).unwrap(), b"before");
+    assert_eq!(&read(&other, &*e.data, "vol", 2 * OS, 5).unwrap(), b"host2");
+}
+
+#[test]
+fn a_long_journal_is_checkpointed() {
+    let e = Env::new();
+    e.m.create("vol", 10_000 * OS, Some(OS)).unwrap();
+    let journal = journal_name(id_of(&e.m, "vol"));
+    let mut checkpointed = false;
+    let mut last = 0;
+    for i in 0..10_000u64 {
+        write(&e.m, &*e.data, "vol", i * OS, b"x").unwrap();
+        let now = e.maps.inner().stat(&journal).map_or(0, |s| s.size);
+        if now < last {
+            checkpointed = true;
+            break;
+        }
+        last = now;
+    }
+    assert!(checkpointed, "the journal grew to {last} bytes");
+    assert!(last <= (1 << 20) + 4096, "{last}");
+}

@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use archipelago_client::Client;
 use archipelago_e2e::workspace_bin;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::VmError;
+
+/// vlmcd's port in the installation's configuration.
+pub const VLMCD: u32 = 4;
 
 /// The roles `archipelago start` runs.
 pub const ROLES: [&str; 5] = ["blockerb", "blockerm", "mapperd", "vlmcd", "nbdd"];
@@ -67,6 +72,8 @@ sync = {sync}
 backend = "files"
 data_dir = "{d}/data/maps"
 sync = {sync}
+[vlmcd]
+port = {VLMCD}
 [nbdd]
 socket = "{sock}"
 listen = "127.0.0.1:0"
@@ -133,6 +140,37 @@ listen = "127.0.0.1:0"
     /// Runs `vlmc ARGS`; fails unless it exits 0.
     pub fn vlmc(&mut self, args: &[&str]) -> Result<String, VmError> {
         self.checked("vlmc", args)
+    }
+
+    /// The NBD URI of export `name`.
+    pub fn uri(&self, name: &str) -> String {
+        format!("nbd+unix:///{name}?socket={}", self.socket.display())
+    }
+
+    /// SHA-256 (hex) of the first `size` bytes of volume or snapshot
+    /// `name`, read through vlmcd.
+    pub fn sha256(&self, name: &str, size: u64) -> Result<String, VmError> {
+        let segment = self.dir.path().join("segment");
+        let client = Client::connect(segment.to_str().expect("utf-8 path"))
+            .map_err(|e| VmError::Command {
+                command: format!("read {name}"),
+                detail: e.to_string(),
+            })?
+            .with_timeout(Duration::from_secs(60));
+        let mut h = Sha256::new();
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(4 << 20);
+            let data = client
+                .volume_read(VLMCD, name, at, n)
+                .map_err(|e| VmError::Command {
+                    command: format!("read {name} at {at}"),
+                    detail: e.to_string(),
+                })?;
+            h.update(&data);
+            at += n;
+        }
+        Ok(hex(&h.finalize()))
     }
 
     /// `archipelago status --json`.
@@ -209,4 +247,9 @@ impl Drop for System {
             }
         }
     }
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

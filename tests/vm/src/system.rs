@@ -234,7 +234,13 @@ listen = "127.0.0.1:0"
 }
 
 impl Drop for System {
+    /// Stops the installation; with `ARCHIPELAGO_VM_KEEP` set its directory
+    /// (logs, data) is kept and named on stderr.
     fn drop(&mut self) {
+        if std::env::var_os("ARCHIPELAGO_VM_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept {}", self.dir.path().display());
+        }
         let _ = self.run("archipelago", &["stop", "-f"]);
         self.note_pids();
         // Only processes of this installation: a pid seen earlier may

@@ -340,6 +340,16 @@ impl Guest {
         }
     }
 
+    /// The console lines so far that start with `prefix`.
+    pub fn lines_starting(&self, prefix: &str) -> Vec<String> {
+        let lines = self.console.lines.lock().expect("console");
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     /// A QMP session with this guest.
     pub fn qmp(&self) -> Result<Qmp, VmError> {
         Qmp::connect(&self.qmp_path)

@@ -1120,3 +1120,40 @@ fn a_flush_on_one_connection_waits_for_writes_in_flight_on_another() {
     assert_eq!(b.read(3 * OBJ, 8192).unwrap(), d);
     s.nbdd.assert_running();
 }
+
+/// Issue 16: a request vlmcd held when it died is sent again once vlmcd is
+/// back (the client sees no error), and a FLUSH received after a write is
+/// answered only after that write, retried or not.
+#[test]
+fn requests_a_killed_vlmcd_held_are_retried_once_it_is_back() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let mut s = setup("nbd-retry");
+    let c = s.p.client(Duration::from_secs(30));
+    c.create_volume(VLMCD, "rt", 16 * OBJ, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "rt"]);
+    let mut a = Nbd::go(&s.socket, "rt");
+    // A first write, held in vlmcd by the stopped mapper, then a FLUSH.
+    let mapperd = Pid::from_raw(s.p.mapperd.pid().unwrap() as i32);
+    kill(mapperd, Signal::SIGSTOP).unwrap();
+    let d = random(8192, 43);
+    a.send(1, 0, 1, 3 * OBJ, d.len() as u32, &d);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.stats(VLMCD).unwrap().in_flight < 2 {
+        assert!(Instant::now() < deadline, "vlmcd never got the write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    a.send(3, 0, 2, 0, 0, &[]);
+    // vlmcd dies holding the write ("peer died" to nbdd) and stays away
+    // for a while (nbdd's sends find nobody on its port).
+    s.p.vlmcd.kill9();
+    kill(mapperd, Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    s.p.vlmcd.restart();
+    a.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(a.reply(), (0, 1), "the write");
+    assert_eq!(a.reply(), (0, 2), "the FLUSH, after the write");
+    assert_eq!(a.read(3 * OBJ, 8192).unwrap(), d);
+    s.nbdd.assert_running();
+}

@@ -2,11 +2,23 @@
 //! xseg requests to vlmcd (volume I/O) and mapperd (block status) on its
 //! own dynamic port, keeps a bounded number in flight, and writes each
 //! reply as soon as its request is done, in any order.
+//!
+//! **A peer's death is retried, not reported.** A piece that fails with
+//! `PeerDied` (the peer died holding it, or nobody serves its port yet)
+//! is sent again, after a back-off ([`RETRY_FIRST`] doubling to
+//! [`RETRY_MAX`]), until the supervisor has the peer back; only when it
+//! has failed for [`PEER_RETRY_WINDOW`] does the client get `EIO`. NBD
+//! orders nothing between requests in flight, so sending a write again is
+//! safe, with one rule kept here: a FLUSH is sent only once every WRITE,
+//! TRIM and WRITE_ZEROES received before it on the connection is finished
+//! (replied to), so no write is ever (re-)applied after a FLUSH that
+//! followed it was acknowledged. (vlmcd's FLUSH drains the volume's writes
+//! in flight anyway, so holding it back costs at most one round trip.)
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use archipelago_client::{Call, IoQueue};
 use archipelago_protocol::payload::{
@@ -31,13 +43,32 @@ struct Active {
     extents: Vec<(u32, u32)>,
 }
 
+/// How long a piece failing with `PeerDied` is retried before the client
+/// gets `EIO` (the supervisor restarts a peer within a second at first,
+/// after 8 s at most when it keeps crashing).
+pub const PEER_RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// First wait before a retry.
+pub const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// One xseg request to send.
+#[derive(Debug, Clone, Copy)]
 struct Piece {
     id: u64,
     offset: u64,
     len: u64,
     /// Offset in the request's data.
     at: usize,
+    /// When it first failed with `PeerDied`, and how many times.
+    failed: Option<(Instant, u32)>,
+}
+
+impl Kind {
+    /// WRITE, TRIM and WRITE_ZEROES: what a later FLUSH must cover.
+    fn mutates(&self) -> bool {
+        matches!(self, Kind::Write(_) | Kind::Trim | Kind::Zeroes)
+    }
 }
 
 pub(crate) struct IoWorker {
@@ -53,8 +84,12 @@ pub(crate) struct IoWorker {
     next: u64,
     active: HashMap<u64, Active>,
     backlog: VecDeque<Piece>,
-    /// Sub-request tag → (request id, piece's offset in the data).
-    tags: HashMap<u64, (u64, usize)>,
+    /// Pieces waiting to be sent again after a `PeerDied`, with when.
+    retry: VecDeque<(Instant, Piece)>,
+    /// FLUSHes waiting for the mutating requests received before them.
+    held: VecDeque<Piece>,
+    /// Sub-request tag → the piece it carries.
+    tags: HashMap<u64, Piece>,
     next_tag: u64,
 }
 
@@ -80,6 +115,8 @@ impl IoWorker {
             next: 1,
             active: HashMap::new(),
             backlog: VecDeque::new(),
+            retry: VecDeque::new(),
+            held: VecDeque::new(),
             tags: HashMap::new(),
             next_tag: 1,
         })
@@ -89,8 +126,8 @@ impl IoWorker {
         let mut open = true;
         loop {
             // Take new requests while there is room.
-            while open && self.backlog.len() + self.q.in_flight() < self.q.depth() {
-                let idle = self.q.in_flight() == 0 && self.backlog.is_empty();
+            while open && self.waiting() + self.q.in_flight() < self.q.depth() {
+                let idle = self.q.in_flight() == 0 && self.waiting() == 0;
                 // Blocks at once: polling here (yielding) was measured to
                 // slow a queue depth of 1 by a third, as it takes the CPU
                 // from the connection thread that brings the next request.
@@ -114,17 +151,92 @@ impl IoWorker {
                 };
                 self.start(job);
             }
+            self.release();
             self.submit_backlog();
             if self.q.in_flight() > 0 {
                 for c in self.q.complete(64, Duration::from_millis(20)) {
                     self.completed(c.user_tag, c.result);
                 }
-            } else if !self.backlog.is_empty() {
-                std::thread::sleep(Duration::from_millis(1));
+            } else if self.waiting() > 0 {
+                let pause = self
+                    .retry
+                    .iter()
+                    .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+                    .min()
+                    .unwrap_or(Duration::ZERO)
+                    .clamp(Duration::from_millis(1), Duration::from_millis(20));
+                std::thread::sleep(pause);
             } else if !open {
                 return;
             }
         }
+    }
+
+    /// Pieces not in flight: to send, to retry, or held FLUSHes.
+    fn waiting(&self) -> usize {
+        self.backlog.len() + self.retry.len() + self.held.len()
+    }
+
+    /// Moves retries that are due, and FLUSHes nothing holds back any
+    /// more, to the backlog.
+    fn release(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.retry.len() {
+            if self.retry[i].0 <= now {
+                let (_, p) = self.retry.remove(i).expect("in range");
+                self.backlog.push_back(p);
+            } else {
+                i += 1;
+            }
+        }
+        while let Some(p) = self.held.front() {
+            if self.mutations_before(p.id) {
+                break;
+            }
+            let p = self.held.pop_front().expect("a front");
+            self.backlog.push_back(p);
+        }
+    }
+
+    /// Whether a WRITE, TRIM or WRITE_ZEROES received before request `id`
+    /// is unfinished.
+    fn mutations_before(&self, id: u64) -> bool {
+        self.active
+            .iter()
+            .any(|(&other, a)| other < id && a.job.kind.mutates())
+    }
+
+    /// A piece failed with `error`: schedules it again if the peer died and
+    /// the retry window is open; returns whether it did.
+    fn retried(&mut self, p: Piece, error: &archipelago_protocol::Error) -> bool {
+        if error.code != ErrorCode::PeerDied || self.dead {
+            return false;
+        }
+        let now = Instant::now();
+        let (first, n) = p.failed.unwrap_or((now, 0));
+        if now.duration_since(first) > PEER_RETRY_WINDOW {
+            log::warn!(
+                "{}: giving up after {n} retries over {PEER_RETRY_WINDOW:?}: {error}",
+                self.export.name
+            );
+            return false;
+        }
+        if n == 0 {
+            log::warn!(
+                "{}: {error}; retrying until the peer is back",
+                self.export.name
+            );
+        }
+        let wait = RETRY_FIRST.saturating_mul(1 << n.min(5)).min(RETRY_MAX);
+        self.retry.push_back((
+            now + wait,
+            Piece {
+                failed: Some((first, n + 1)),
+                ..p
+            },
+        ));
+        true
     }
 
     fn start(&mut self, job: Job) {
@@ -144,6 +256,7 @@ impl IoWorker {
                     offset: offset + at,
                     len: n,
                     at: at as usize,
+                    failed: None,
                 });
                 at += n;
             }
@@ -162,6 +275,7 @@ impl IoWorker {
                 offset: 0,
                 len: 0,
                 at: 0,
+                failed: None,
             }),
             Kind::Status => {
                 let n = len.min(BLOCK_STATUS_MAX);
@@ -170,10 +284,12 @@ impl IoWorker {
                     offset,
                     len: n,
                     at: 0,
+                    failed: None,
                 })
             }
         }
         let remaining = pieces.len();
+        let flush = matches!(job.kind, Kind::Flush);
         self.active.insert(
             id,
             Active {
@@ -184,7 +300,11 @@ impl IoWorker {
                 extents: Vec::new(),
             },
         );
-        self.backlog.extend(pieces);
+        if flush && (!self.held.is_empty() || self.mutations_before(id)) {
+            self.held.extend(pieces);
+        } else {
+            self.backlog.extend(pieces);
+        }
         if remaining == 0 {
             self.finish(id);
         }
@@ -245,12 +365,13 @@ impl IoWorker {
             match r {
                 Ok(()) => {
                     self.next_tag += 1;
-                    self.tags.insert(tag, (p.id, p.at));
+                    self.tags.insert(tag, p);
                 }
                 Err(e) if e.code == ErrorCode::Busy => {
                     self.backlog.push_front(p);
                     return;
                 }
+                Err(e) if self.retried(p, &e) => {}
                 Err(e) => {
                     let a = self.active.get_mut(&p.id).expect("active");
                     a.error.get_or_insert(errno(e.code));
@@ -264,9 +385,15 @@ impl IoWorker {
     }
 
     fn completed(&mut self, tag: u64, result: Result<archipelago_client::CompletedData, Error>) {
-        let Some((id, at)) = self.tags.remove(&tag) else {
+        let Some(p) = self.tags.remove(&tag) else {
             return;
         };
+        let (id, at) = (p.id, p.at);
+        if let Err(e) = &result {
+            if self.active.contains_key(&id) && self.retried(p, e) {
+                return;
+            }
+        }
         let Some(a) = self.active.get_mut(&id) else {
             return;
         };

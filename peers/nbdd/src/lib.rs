@@ -43,7 +43,14 @@
 //! | `NoSpace`                          | `ENOSPC`  |
 //! | `ReadOnly`, `Fenced`               | `EPERM`   |
 //! | `OutOfRange`, `InvalidArgument`    | `EINVAL`  |
-//! | anything else (I/O, peer died, ...)| `EIO`     |
+//! | anything else (I/O, ...)           | `EIO`     |
+//!
+//! A request failed by a peer's death (`PeerDied`: vlmcd, or a peer
+//! behind it, died holding it) is sent again once the supervisor has the
+//! peer back, and the client gets `EIO` only if that takes longer than
+//! [`bridge::PEER_RETRY_WINDOW`]; a FLUSH waits for the writes received
+//! before it, so no write lands after a FLUSH that followed it was
+//! acknowledged (see the bridge module).
 //!
 //! Requests past the end of the export get `EINVAL` without reaching
 //! vlmcd (a WRITE's payload is read and dropped: nothing is written).
@@ -70,7 +77,7 @@
 
 #![warn(missing_docs)]
 
-mod bridge;
+pub mod bridge;
 pub mod cli;
 mod handshake;
 pub mod proto;

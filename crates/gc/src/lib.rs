@@ -444,7 +444,7 @@ fn stopped(o: &GcOptions) -> bool {
 /// old or of no known format is [`GcError::OldFormat`], a broken one
 /// (undecodable header, missing or corrupt chunk) [`GcError::BadMap`];
 /// either stops the run before anything is deleted.
-fn load_error(volume: &str, e: LoadError) -> GcError {
+pub(crate) fn load_error(volume: &str, e: LoadError) -> GcError {
     match e {
         LoadError::Store { error, .. } => GcError::Store(error),
         LoadError::Unrecognised { name, error } => GcError::Unknown {

@@ -8,7 +8,7 @@ use archipelago_mapper::load;
 use archipelago_store::{ObjectStore, StoreError};
 
 use crate::names::{self, Kind};
-use crate::{read_chunk, read_header, GcError};
+use crate::{load_error, read_chunk, read_header, GcError};
 
 /// What [`usage`] reports for one live volume or snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -67,6 +67,8 @@ pub fn usage(
     let mut caps: HashMap<String, u64> = HashMap::new();
     for (n, h) in &headers {
         let mut mine: HashMap<String, (u64, bool)> = HashMap::new();
+        // Every nonzero entry: the chunks', then what the journal changed.
+        let mut entries: std::collections::BTreeMap<u64, Entry> = std::collections::BTreeMap::new();
         for (slot, r) in h.chunks.iter().enumerate() {
             if r.is_zero() {
                 continue;
@@ -79,36 +81,43 @@ pub fn usage(
                 }
             };
             for (index, e) in load::chunk_entries(c, slot) {
-                if index >= h.size.div_ceil(h.object_size()) {
-                    break; // the tail past a shrink reads as nothing
+                if *e != Entry::Zero {
+                    entries.insert(index, e.clone());
                 }
-                // A partial entry uses its own object (at most its
-                // granules: the rest of it is never written) and its
-                // backing's.
-                let mut uses: Vec<(String, bool)> = Vec::new();
-                if let Entry::Partial {
-                    granules, backing, ..
-                } = &e
-                {
-                    if let Some(o) = e.object_name(index) {
-                        let g = granule_size(h.object_size());
-                        let cap = u64::from(granules.count_ones()) * g;
-                        let c = caps.entry(o.clone()).or_insert(cap);
-                        *c = (*c).max(cap);
-                        uses.push((o, false));
-                    }
-                    uses.extend(
-                        backing
-                            .object_name(index)
-                            .map(|o| (o, matches!(**backing, Entry::Content(_)))),
-                    );
-                } else if let Some(o) = e.object_name(index) {
-                    uses.push((o, matches!(e, Entry::Content(_))));
+            }
+        }
+        let journaled = load::journal_entries(maps, h).map_err(|e| load_error(n, e))?;
+        entries.extend(journaled);
+        for (index, e) in entries {
+            if index >= h.size.div_ceil(h.object_size()) {
+                break; // the tail past a shrink reads as nothing
+            }
+            // A partial entry uses its own object (at most its
+            // granules: the rest of it is never written) and its
+            // backing's.
+            let mut uses: Vec<(String, bool)> = Vec::new();
+            if let Entry::Partial {
+                granules, backing, ..
+            } = &e
+            {
+                if let Some(o) = e.object_name(index) {
+                    let g = granule_size(h.object_size());
+                    let cap = u64::from(granules.count_ones()) * g;
+                    let c = caps.entry(o.clone()).or_insert(cap);
+                    *c = (*c).max(cap);
+                    uses.push((o, false));
                 }
-                for (o, content) in uses {
-                    let slot = mine.entry(o).or_insert((0, content));
-                    slot.0 += 1;
-                }
+                uses.extend(
+                    backing
+                        .object_name(index)
+                        .map(|o| (o, matches!(**backing, Entry::Content(_)))),
+                );
+            } else if let Some(o) = e.object_name(index) {
+                uses.push((o, matches!(e, Entry::Content(_))));
+            }
+            for (o, content) in uses {
+                let slot = mine.entry(o).or_insert((0, content));
+                slot.0 += 1;
             }
         }
         for o in mine.keys() {

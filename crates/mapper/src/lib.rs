@@ -26,7 +26,7 @@
 //! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |
 //! | [`map_write`](Mapper::map_write) | held, or taken by an implicit open | copy-ups (data; with the volume's state unlocked, the objects pending) | `OutOfRange`, `ReadOnly`, `Locked`, `Fenced` |
 //! | [`discard`](Mapper::discard) | as map_write | deletes of private whole objects, chunks, header; copy-ups as map_write | as map_write |
-//! | [`commit_writes`](Mapper::commit_writes) | held | chunks, header | `InvalidArgument` (not pending) |
+//! | [`commit_writes`](Mapper::commit_writes) | held | one journal record (a checkpoint past 1 MiB: chunks, header, journal deleted) | `InvalidArgument` (not pending), `Fenced` |
 //! | [`hash`](Mapper::hash) | snapshot, for the operation; then each other map naming a replaced object: held here, or taken for its move | gc pin `archip_gcpin_{owner}` (waits while a collection runs), content objects (data), rebase record `archip_rebase_{owner}` and its name on the list `archip_rebaselist`, snapshot's chunks, header; then per other map (origin, clones, their snapshots) its chunks, header (entries still naming a replaced object only); record taken off the list and deleted once no map names one; pin deleted | `InvalidArgument` (not a snapshot), `Busy` (a collection ran past `with_gc_wait`); maps held elsewhere past `with_rebase_wait` are listed in [`HashReport::maps_left`], not an error |
 //! | [`apply_rebases`](Mapper::apply_rebases) | held (volumes open here) | nothing unless `archip_rebaselist` names records; per volume naming a replaced object: gc pin (waits while a collection runs), chunks, header; pin deleted | store errors (a volume that fails is logged and skipped) |
 //! | [`update`](Mapper::update) | taken for the operation | chunks, header over the old name | `Locked`, `InvalidArgument` (a Pithos hashmap: see `upgrade_v0`) |
@@ -115,8 +115,9 @@
 //!
 //! - A decoded header is cached only while this host holds the volume's
 //!   storage lock through a writable open. It is set when the first open
-//!   takes the lock (read from storage then) and replaced by each commit
-//!   through the open; it is dropped with the lock: on the last
+//!   takes the lock (read from storage then, its journal replayed) and
+//!   replaced by each commit or journal append through the open; it is
+//!   dropped with the lock: on the last
 //!   [`close`](Mapper::close), on a `Fenced` commit (the lock was broken)
 //!   and when [`remove`](Mapper::remove) finishes. [`rename`](Mapper::rename)
 //!   refuses a volume open here, so neither name has a cached header.
@@ -133,7 +134,10 @@
 //!   [`Mapper::with_cache_bytes`]; a chunk counts 40 bytes an entry plus
 //!   its legacy names). A chunk is cached only after the header naming it
 //!   committed, so an orphan chunk that a later change rewrites is never
-//!   cached.
+//!   cached. Chunks of journal appends exist only in memory until a
+//!   checkpoint writes them: the writer keeps them apart (never evicted),
+//!   and a reader replaying a journal keeps its own in the loaded map
+//!   only (two replays may number different chunks alike).
 //! - Per-volume state (opens, fencing token, cached header, pending
 //!   writes) is dropped when the last operation using it ends with no
 //!   open and no pending write: names never touched again cost nothing.
@@ -173,6 +177,7 @@
 //! | [`load`] (public) | reading maps: headers and chunks of every format, from any store, with a bounded retry of reads an object's replacement cut (the garbage collector uses it too); for the mapper, the rename marker and the chunk cache |
 //! | `locks` | per-volume state on this host, storage locks, fencing |
 //! | `commit` | the commit point (chunks, then the header), pending writes, group commit |
+//! | `journal` | the map journal: commits of pending writes as appends, checkpoints, replay, and why garbage collection never reads journals |
 //! | `lifecycle` | create, info, open/close, snapshot, clone, remove, rename, update |
 //! | `resize` | resize, with the data changes a shrink needs |
 //! | `io` | [`map_read`](Mapper::map_read), [`map_write`](Mapper::map_write), [`discard`](Mapper::discard): [`Extent`]s and copy-up |

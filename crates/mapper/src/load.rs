@@ -259,6 +259,34 @@ pub fn read_old_map(
     }
 }
 
+/// The entries the journal of volume header `h` changes (see the
+/// mapper's journal module): by object index, the last entry its
+/// applicable records give (those from the start that name `h`'s commit
+/// sequence and epoch and the first record's token, up to a torn one).
+/// Empty for a snapshot or without a journal.
+pub fn journal_entries(
+    store: &dyn ObjectStore,
+    h: &Header,
+) -> Result<std::collections::BTreeMap<u64, Entry>, LoadError> {
+    use archipelago_mapfmt::journal::{decode_journal, journal_name};
+    let mut out = std::collections::BTreeMap::new();
+    if h.flags.readonly {
+        return Ok(out);
+    }
+    let Some(bytes) = read_object(store, &journal_name(h.volume_id))? else {
+        return Ok(out);
+    };
+    let (records, _) = decode_journal(&bytes);
+    let token = records.first().map(|r| r.token);
+    for r in records {
+        if r.base_seq != h.commit_seq || r.epoch != h.epoch || Some(r.token) != token {
+            break;
+        }
+        out.extend(r.entries);
+    }
+    Ok(out)
+}
+
 /// The chunk `r` (nonzero) of a format 3 map. A header naming a chunk
 /// that is missing or does not decode is a broken map:
 /// [`LoadError::MissingChunk`], [`LoadError::CorruptChunk`].

@@ -386,6 +386,11 @@ fn cache_mib_sizes_the_chunk_cache() {
         // Written (and so open, its header held under its lock).
         write_volume(&c, MAPPER, "vol", 0, &data);
         assert!(read_volume(&c, MAPPER, "vol", 0, SIZE) == data);
+        // The writes' entries are in the journal and their chunks in
+        // memory until a checkpoint: a snapshot (the volume stays open)
+        // writes them, and lookups go through the cache from then on.
+        let c = c.drained();
+        c.snapshot(MAPPER, "vol", "snap").unwrap();
         let before = c.stats(BLOCKERM).unwrap().accepted;
         for _ in 0..READS {
             let ext = c.map_read(MAPPER, "vol", 0, SIZE).unwrap();

@@ -136,21 +136,35 @@ impl Mapper {
     }
 
     /// Commits the entries of `indexes`, returned `pending` by
-    /// [`map_write`](Self::map_write), once their data writes succeeded.
+    /// [`map_write`](Self::map_write), once their data writes succeeded:
+    /// durably ([`commit_batch`](Self::commit_batch) with `durable`).
     pub fn commit_writes(&self, name: &str, indexes: &[u64]) -> Result<(), Error> {
-        self.commit_batch(name, &[indexes])
+        self.commit_batch(name, &[indexes], true)
             .pop()
             .expect("one result per request")
     }
 
     /// [`commit_writes`](Self::commit_writes) of several requests with one
-    /// commit (group commit): a commit writes chunks and a header durably,
-    /// which costs the same for one index as for hundreds, so the
-    /// composer's concurrent commits of a volume share it. Each request is
-    /// checked on its own (one naming an index that is not pending fails
-    /// alone); the others succeed or fail together with the commit.
-    /// Returns one result per request, in order.
-    pub fn commit_batch(&self, name: &str, requests: &[&[u64]]) -> Vec<Result<(), Error>> {
+    /// commit (group commit): a commit is one journal append, which costs
+    /// the same for one index as for hundreds, so the composer's
+    /// concurrent commits of a volume share it. Each request is checked
+    /// on its own (one naming an index that is not pending fails alone);
+    /// the others succeed or fail together with the commit. Returns one
+    /// result per request, in order.
+    ///
+    /// With `durable` false the append is not made durable by itself (a
+    /// write-back map store keeps it in its cache): the composer then
+    /// makes it durable by a [`sync_maps`](Self::sync_maps) at the next
+    /// FLUSH, after the data. Whatever the record depends on (copied
+    /// granules, data written over another object's) is durable before
+    /// the append either way, so a crash that keeps the record and loses
+    /// the cache never shows zeros where old data was.
+    pub fn commit_batch(
+        &self,
+        name: &str,
+        requests: &[&[u64]],
+        durable: bool,
+    ) -> Vec<Result<(), Error>> {
         if let Err(e) = check_name(name) {
             return requests.iter().map(|_| Err(e.clone())).collect();
         }
@@ -194,7 +208,7 @@ impl Mapper {
             .flat_map(|(r, _)| r.iter().copied())
             .filter(|i| st.pending.contains(i))
             .collect();
-        if let Err(e) = self.commit_pending(name, &mut st, &indexes) {
+        if let Err(e) = self.commit_pending(name, &mut st, &indexes, durable) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());
             }
@@ -223,7 +237,13 @@ impl Mapper {
     /// Commits own entries for `indexes` (all pending) and forgets them:
     /// owned, or partial over what the entry read as if the write was
     /// granted only some granules.
-    fn commit_pending(&self, name: &str, st: &mut VolState, indexes: &[u64]) -> Result<(), Error> {
+    fn commit_pending(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        indexes: &[u64],
+        durable: bool,
+    ) -> Result<(), Error> {
         if indexes.is_empty() {
             return Ok(());
         }
@@ -262,7 +282,7 @@ impl Mapper {
             // object that reads as zeros where the old data was.
             self.data.sync().map_err(|e| store_err(name, e))?;
         }
-        self.journal_updates(name, st, h, updates)?;
+        self.journal_updates(name, st, h, updates, durable)?;
         for &i in indexes {
             st.drop_pending(i);
         }

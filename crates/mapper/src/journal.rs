@@ -151,6 +151,7 @@ impl Mapper {
         st: &mut VolState,
         h: Header,
         updates: Updates,
+        durable: bool,
     ) -> Result<(), Error> {
         let base_seq = h.commit_seq;
         let mut nh = h;
@@ -198,10 +199,10 @@ impl Mapper {
             token: st.token,
         };
         let appended = if st.journal_len == 0 {
-            self.maps.write_full_fenced(&jname, &record, true, fence)
+            self.maps.write_full_fenced(&jname, &record, durable, fence)
         } else {
             self.maps
-                .write_fenced(&jname, st.journal_len, &record, true, fence)
+                .write_fenced(&jname, st.journal_len, &record, durable, fence)
         };
         if let Err(e) = appended {
             let e = store_err(&jname, e);
@@ -217,6 +218,14 @@ impl Mapper {
             self.checkpoint(name, st)?;
         }
         Ok(())
+    }
+
+    /// Makes every write to the map store durable (the journal appends of
+    /// commits that were not durable: see
+    /// [`commit_batch`](Self::commit_batch)). The composer's FLUSH calls
+    /// it after syncing the data store.
+    pub fn sync_maps(&self) -> Result<(), Error> {
+        self.maps.sync().map_err(|e| store_err("map store", e))
     }
 
     /// Writes the held volume's dirty chunks and its header (the next

@@ -128,7 +128,7 @@ op_table! {
     /// Write the data buffer at `offset` of the target.
     Write = 2, "write", Spec::NONE.blocker().composer(Route::Write).mutates();
     /// Make everything written to the target durable.
-    Sync = 3, "sync", Spec::NONE.blocker().composer(Route::Sync).mutates();
+    Sync = 3, "sync", Spec::NONE.blocker().mapper().composer(Route::Sync).mutates();
     /// Cut or extend the target to `size` bytes.
     Truncate = 4, "truncate", Spec::NONE.mutates();
     /// Remove the target.

@@ -161,6 +161,11 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
     if op == Op::Lineage {
         return put_lineage(mapper, buf);
     }
+    if op == Op::Sync {
+        // vlmcd's FLUSH, once the data store is synced: the journal
+        // appends that were not durable become so.
+        return mapper.sync_maps().map(|()| 0);
+    }
     let name = text(a.target, "the target")?;
     let v0 = a.flags.contains(Flags::ASSUME_V0);
     if op.spec().composer == Route::Barrier {
@@ -242,7 +247,11 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
         }
         Op::MapCommit => {
             let indexes = decode_commit(buf)?;
-            mapper.commit_writes(&name, &indexes).map(|_| 0)
+            mapper
+                .commit_batch(&name, &[&indexes], false)
+                .pop()
+                .expect("one result per request")
+                .map(|_| 0)
         }
         Op::Hash => {
             let wait = (a.size != 0).then(|| std::time::Duration::from_millis(a.size));
@@ -496,7 +505,10 @@ fn commit_all(mapper: &Mapper, batch: Vec<(Detached, Completer)>) {
             }
         }
         for (r, &i) in mapper
-            .commit_batch(&name, &requests)
+            // Not durable by itself: vlmcd syncs the map store at FLUSH
+            // and before answering a FUA write (a write-through store
+            // makes every write durable anyway).
+            .commit_batch(&name, &requests, false)
             .into_iter()
             .zip(&valid)
         {

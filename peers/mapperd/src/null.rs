@@ -103,6 +103,8 @@ impl NullMapper {
                 Ok(encode_extents(&extents, buf)? as u64)
             }
             Op::MapCommit => Ok(0),
+            // A FLUSH reaching the map store: nothing to make durable.
+            Op::Sync => Ok(0),
             _ => Err(Error::with(
                 ErrorCode::Unsupported,
                 format!("the null mapper does not serve {op}"),

@@ -67,6 +67,11 @@ enum Sub {
         index: u64,
     },
     Sync,
+    /// SYNC of the mapper's map store (its journal appends), after the
+    /// data store's: the request then completes with `serviced`.
+    SyncMaps {
+        serviced: u64,
+    },
     Forward,
 }
 
@@ -389,11 +394,38 @@ impl Composer {
             if p.waiting == 0 {
                 let done = match p.error.take() {
                     Some(e) => Done::Failed(e),
+                    // A FUA write whose objects' entries were committed
+                    // (journal appends that a write-back map store keeps
+                    // in its cache): the map store syncs before the reply.
+                    None if p.flags.contains(Flags::FUA) && !p.pend.is_empty() => {
+                        let serviced = p.size;
+                        if let Err(e) = self.sync_maps(ctx, id, serviced) {
+                            self.finish_and_go_on(ctx, id, Done::Failed(e));
+                        }
+                        continue;
+                    }
                     None => Done::Served(p.size),
                 };
                 self.finish_and_go_on(ctx, id, done);
             }
         }
+    }
+
+    /// Sends SYNC to the mapper for request `id` (its map store's journal
+    /// appends become durable), which then completes with `serviced`.
+    fn sync_maps(&mut self, ctx: &mut Ctx<'_>, id: u64, serviced: u64) -> Result<(), Error> {
+        let call = Call {
+            dst: self.ports.mapper,
+            op: Op::Sync,
+            target: b"",
+            offset: 0,
+            size: 0,
+            flags: Flags::NONE,
+            data: &[],
+            reply_room: 0,
+        };
+        let r = build(ctx.port(), &call, |_| {})?;
+        self.send(ctx, id, Sub::SyncMaps { serviced }, r)
     }
 }
 
@@ -549,9 +581,22 @@ impl Handler for Composer {
             }
             Sub::Sync => {
                 port.put(reply);
+                match failure {
+                    Some(e) => self.finish_and_go_on(ctx, id, Done::Failed(e)),
+                    // The data is stable: now the map store's journal
+                    // appends, which may depend on it.
+                    None => {
+                        if let Err(e) = self.sync_maps(ctx, id, 0) {
+                            self.finish_and_go_on(ctx, id, Done::Failed(e));
+                        }
+                    }
+                }
+            }
+            Sub::SyncMaps { serviced } => {
+                port.put(reply);
                 let done = match failure {
                     Some(e) => Done::Failed(e),
-                    None => Done::Served(0),
+                    None => Done::Served(serviced),
                 };
                 self.finish_and_go_on(ctx, id, done);
             }

@@ -599,6 +599,10 @@ impl Mapper {
         match result {
             Ok(()) => {
                 for c in &copies {
+                    // Pending again if a commit of an earlier round of the
+                    // object took it off meanwhile (granting less than this
+                    // write needs): this write's round commits the rest.
+                    st.pending.insert(c.index);
                     *st.granted.entry(c.index).or_default() |= c.want;
                     if c.unsynced {
                         st.unsynced.insert(c.index);

@@ -238,3 +238,56 @@ fn random_writes_snapshots_clones_hashes_and_flattens_read_like_the_model() {
         assert!(partials > 0, "seed {seed} made no partial object");
     }
 }
+
+/// A write copying up more granules of an object whose earlier round
+/// commits meanwhile (found by a guest writing files on a clone): the
+/// commit took the object off the pending ones, granting only the first
+/// round's granules, and the second write's granules were never committed
+/// (its data read as the snapshot's).
+#[test]
+fn a_copy_up_for_more_granules_survives_the_commit_of_an_earlier_round() {
+    use archipelago_store::{Fault, FaultyStore, Gate, OpKind, Rule};
+    use std::time::Duration;
+    let maps = Arc::new(MemoryStore::new());
+    let data = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let m = Arc::new(Mapper::new(maps, data.clone(), "host1".into()));
+    m.create("base", OS, Some(OS)).unwrap();
+    let all = pattern(3, OS as usize);
+    write(&m, &*data, "base", 0, &all).unwrap();
+    m.snapshot("base", "gold").unwrap();
+    m.clone_volume("gold", "vm", None).unwrap();
+    // Round 1: 10 bytes in granule 1, copied up, pending.
+    let w1 = m.map_write("vm", G + 5, 10).unwrap();
+    assert!(w1[0].pending);
+    // Write 2: 10 bytes in granule 5, its copy held.
+    let gate = Gate::new();
+    let src = m.map_read("gold", 0, 1).unwrap()[0].object.clone().unwrap();
+    data.add_rule(
+        Rule::new(OpKind::Copy, Fault::Hold(gate.clone()))
+            .names_with_prefix(src)
+            .times(1),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m2 = m.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(m2.map_write("vm", 5 * G + 5, 10));
+    });
+    assert!(gate.wait_arrived(1, Duration::from_secs(20)));
+    // Round 1 lands and commits while write 2's copy is in flight.
+    let obj = w1[0].object.clone().unwrap();
+    data.write(&obj, G + 5, b"first-data", true).unwrap();
+    m.commit_writes("vm", &[0]).unwrap();
+    gate.open();
+    let w2 = rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    assert!(w2[0].pending, "{w2:?}");
+    data.write(&obj, 5 * G + 5, b"second-dat", true).unwrap();
+    m.commit_writes("vm", &[0]).unwrap();
+    let mut expect = all.clone();
+    expect[(G + 5) as usize..(G + 15) as usize].copy_from_slice(b"first-data");
+    expect[(5 * G + 5) as usize..(5 * G + 15) as usize].copy_from_slice(b"second-dat");
+    let got = read(&m, &*data, "vm", 0, OS).unwrap();
+    assert!(
+        got == expect,
+        "the second write's granule was not committed"
+    );
+}

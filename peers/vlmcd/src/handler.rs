@@ -84,6 +84,9 @@ pub struct Composer {
     subs: HashMap<u64, (u64, Sub)>,
     gate: Gate<u64>,
     commits: Commits<u64>,
+    /// A MAP_COMMIT succeeded since the map store was last synced: the
+    /// next FLUSH syncs it (its journal appends) after the data.
+    maps_dirty: bool,
 }
 
 impl Composer {
@@ -95,6 +98,7 @@ impl Composer {
             reqs: HashMap::new(),
             subs: HashMap::new(),
             gate: Gate::default(),
+            maps_dirty: false,
             commits: Commits::default(),
         }
     }
@@ -574,7 +578,10 @@ impl Handler for Composer {
                 let volume = p.volume.clone();
                 let result = match failure {
                     Some(e) => Err(e),
-                    None => Ok(()),
+                    None => {
+                        self.maps_dirty = true;
+                        Ok(())
+                    }
                 };
                 let r = self.commits.committed(&volume, index, result);
                 self.resolve(ctx, r);
@@ -584,18 +591,25 @@ impl Handler for Composer {
                 match failure {
                     Some(e) => self.finish_and_go_on(ctx, id, Done::Failed(e)),
                     // The data is stable: now the map store's journal
-                    // appends, which may depend on it.
-                    None => {
+                    // appends, which may depend on it (none since the
+                    // last sync: the flush needs no mapper).
+                    None if self.maps_dirty => {
+                        self.maps_dirty = false;
                         if let Err(e) = self.sync_maps(ctx, id, 0) {
+                            self.maps_dirty = true;
                             self.finish_and_go_on(ctx, id, Done::Failed(e));
                         }
                     }
+                    None => self.finish_and_go_on(ctx, id, Done::Served(0)),
                 }
             }
             Sub::SyncMaps { serviced } => {
                 port.put(reply);
                 let done = match failure {
-                    Some(e) => Done::Failed(e),
+                    Some(e) => {
+                        self.maps_dirty = true;
+                        Done::Failed(e)
+                    }
                     None => Done::Served(serviced),
                 };
                 self.finish_and_go_on(ctx, id, done);

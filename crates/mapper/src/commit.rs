@@ -269,7 +269,12 @@ impl Mapper {
                 }
             };
             let current = chunk.get(offset).cloned().unwrap_or(Entry::Zero);
-            let granted = st.granted.get(&index).copied().unwrap_or(all);
+            // Every pending index has its grant (a first write: all).
+            let granted = st
+                .granted
+                .get(&index)
+                .copied()
+                .unwrap_or_else(|| own_granules(&h, &current));
             let new = Entry::partial(h.volume_id, h.epoch, granted, current, all);
             if !ups.iter().any(|(i, _)| *i == index) {
                 ups.push((index, new));

@@ -130,16 +130,19 @@ impl Mapper {
         check_name(name)?;
         let s = self.state(name);
         let st = Self::lock_state(&s);
-        let vol = match &st.header {
-            Some(h) if st.opens > 0 => Vol {
+        if let Some(h) = st.header.as_ref().filter(|_| st.opens > 0) {
+            let vol = Vol {
                 version: 3,
                 header: h.clone(),
                 legacy_chunks: None,
                 overlay: None,
-            },
-            _ => self.load(name, false, None)?,
-        };
+            };
+            // Under the state's lock: the next journaled commit drops
+            // the in-memory chunks this header names.
+            return self.extents_of(name, &vol, offset, len);
+        }
         drop(st);
+        let vol = self.load(name, false, None)?;
         self.extents_of(name, &vol, offset, len)
     }
 
@@ -469,6 +472,7 @@ impl Mapper {
                     index,
                     entry: entry.clone(),
                     was_pending: pending,
+                    held,
                     copy: want & !held & !covered,
                     want,
                     // Granules written whole over another object's data:
@@ -568,6 +572,9 @@ impl Mapper {
         let os = h.object_size();
         for c in &copies {
             st.pending.insert(c.index);
+            // A commit of an earlier round of the object, arriving while
+            // the copy is in flight, commits no more than was held.
+            st.granted.entry(c.index).or_insert(c.held);
             st.copying.insert(c.index);
         }
         let mut todo = copies.clone();
@@ -631,6 +638,8 @@ struct CopyUp {
     entry: Entry,
     /// The index was pending already (a copy for more granules).
     was_pending: bool,
+    /// The granules the volume's own object held (or was granted).
+    held: u64,
     copy: u64,
     want: u64,
     /// The write covers granules of another object's data whole: the

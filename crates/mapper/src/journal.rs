@@ -156,11 +156,13 @@ impl Mapper {
         let base_seq = h.commit_seq;
         let mut nh = h;
         let mut chunks = Vec::new();
+        let mut replaced = Vec::new();
         let mut entries = Vec::new();
-        for (_, (chunk, ups)) in updates {
+        for (slot, (chunk, ups)) in updates {
             if ups.is_empty() {
                 continue;
             }
+            replaced.push(nh.chunks[slot]);
             entries.extend(ups.iter().cloned());
             let (c, next) = set_entries(&nh, &chunk, ups).map_err(|e| map_err(name, e))?;
             chunks.push(c);
@@ -212,6 +214,15 @@ impl Mapper {
             return Err(e);
         }
         st.journal_len += record.len() as u64;
+        // The in-memory chunks these replace are named by nothing now
+        // (readers of a held volume's chunks hold its state's lock): only
+        // the latest of each slot is kept until the checkpoint.
+        {
+            let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            for r in replaced {
+                d.remove(&r);
+            }
+        }
         self.pin(chunks);
         st.header = Some(nh);
         if st.journal_len > CHECKPOINT_BYTES {

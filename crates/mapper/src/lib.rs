@@ -305,6 +305,12 @@ impl Mapper {
         self.volumes.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// How many chunks exist only in memory (journaled changes not yet
+    /// checkpointed): at most one per chunk slot of each volume open here.
+    pub fn memory_chunks(&self) -> usize {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The owner string of this mapper's locks.
     pub fn host_id(&self) -> &str {
         &self.host_id

@@ -585,10 +585,12 @@ impl Mapper {
                 return Ok(false);
             };
             let journaled = st.journal_len > 0;
-            drop(st);
+            // Under the state's lock: a journaled commit may drop the
+            // in-memory chunks `h` names.
             if self.rebase_updates(&h, moves)?.is_empty() && !journaled {
                 return Ok(false);
             }
+            drop(st);
         }
         // Pinned against collections (named by the volume, which we hold
         // locked: the pin is not taken for a crashed hash's), then only

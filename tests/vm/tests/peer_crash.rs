@@ -1,6 +1,9 @@
 //! `kill -9` of each peer on a guest's I/O path while the guest writes
 //! (issue 16): with QEMU's `reconnect-delay` and the supervisor restarting
-//! the peer, the guest sees no error and every block verifies.
+//! the peer, the guest sees no error and every block verifies. The disk
+//! is a clone of a snapshot of a prefilled volume, and the writes
+//! straddle granules (issue 15): the peers die during copy-ups of
+//! granules, journal appends and first writes alike.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,7 @@ ioengine=libaio
 iodepth=4
 rw=write
 bs=64k
+offset=2k
 size=384m
 rate=12m
 verify=crc32c
@@ -56,7 +60,24 @@ fn every_peer_killed_under_a_writing_guest_is_invisible_to_it() {
     };
     let _machine = vm.exclusive();
     let mut sys = System::start(&SystemOptions::default()).unwrap();
-    sys.vlmc(&["create", "crash", "--size", "512M"]).unwrap();
+    // A golden image: 96 MiB of data (the first 24 objects), snapshotted
+    // and cloned; the guest writes into the clone.
+    let image = sys.dir().join("golden.raw");
+    let mut bytes = vec![0u8; 96 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+    }
+    std::fs::write(&image, &bytes).unwrap();
+    drop(bytes);
+    sys.vlmc(&["import", "golden", image.to_str().unwrap()])
+        .unwrap();
+    sys.vlmc(&["snapshot", "golden", "gold"]).unwrap();
+    sys.vlmc(&["create", "crash", "--snap", "gold", "--size", "512M"])
+        .unwrap();
     sys.vlmc(&["map", "crash"]).unwrap();
     let guest = vm.start(
         "peer-crash",

@@ -1157,3 +1157,112 @@ fn requests_a_killed_vlmcd_held_are_retried_once_it_is_back() {
     assert_eq!(a.read(3 * OBJ, 8192).unwrap(), d);
     s.nbdd.assert_running();
 }
+
+/// Issue 15: after the same writes (random offsets and sizes, unaligned,
+/// across granule and object boundaries), a clone of a snapshot reads
+/// exactly like a qcow2 overlay on the same base, and so does a snapshot
+/// of the clone taken halfway like the overlay copied at that point
+/// (`qemu-img compare`).
+#[test]
+fn a_clone_reads_like_a_qcow2_overlay_after_the_same_writes() {
+    const TEST: &str = "a_clone_reads_like_a_qcow2_overlay_after_the_same_writes";
+    if !qemu_clients(TEST) {
+        return;
+    }
+    let s = setup("nbd-overlay");
+    let c = s.p.client(Duration::from_secs(30));
+    let size = 16 * OBJ;
+    let base_path = s.dir.path().join("base.raw");
+    std::fs::write(&base_path, random(size as usize, 77)).unwrap();
+    let base = base_path.to_str().unwrap();
+    c.create_volume(VLMCD, "base", size, Some(OBJ)).unwrap();
+    s.vlmc_ok(&["map", "base"]);
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            base,
+            &s.uri("base"),
+        ],
+    );
+    s.vlmc_ok(&["unmap", "base"]);
+    c.snapshot(VLMCD, "base", "gold").unwrap();
+    c.clone_volume(VLMCD, "gold", "vm", None).unwrap();
+    s.vlmc_ok(&["map", "vm"]);
+    let overlay_path = s.dir.path().join("overlay.qcow2");
+    let overlay = overlay_path.to_str().unwrap();
+    run(
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay,
+        ],
+    );
+    // The same writes to both, in two halves.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut halves: Vec<Vec<String>> = Vec::new();
+    for _ in 0..2 {
+        let mut cmds = Vec::new();
+        for _ in 0..40 {
+            let off = next(size - 1);
+            let max = match next(3) {
+                0 => 3 * OBJ,
+                1 => 9000,
+                _ => 700,
+            };
+            let len = (1 + next(max)).min(size - off);
+            cmds.push(format!("write -P {} {off} {len}", 1 + next(254)));
+        }
+        halves.push(cmds);
+    }
+    let apply = |fmt: &str, target: &str, cmds: &[String]| {
+        let mut args = vec!["-f", fmt];
+        for c in cmds {
+            args.push("-c");
+            args.push(c);
+        }
+        args.push(target);
+        run("qemu-io", &args);
+    };
+    apply("raw", &s.uri("vm"), &halves[0]);
+    apply("qcow2", overlay, &halves[0]);
+    // Halfway: a snapshot of the clone, and a copy of the overlay.
+    c.snapshot(VLMCD, "vm", "vm-half").unwrap();
+    let half_path = s.dir.path().join("half.qcow2");
+    std::fs::copy(&overlay_path, &half_path).unwrap();
+    apply("raw", &s.uri("vm"), &halves[1]);
+    apply("qcow2", overlay, &halves[1]);
+    run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", &s.uri("vm"), overlay],
+    );
+    s.vlmc_ok(&["map", "vm-half"]);
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            &s.uri("vm-half"),
+            half_path.to_str().unwrap(),
+        ],
+    );
+    // And the base is untouched.
+    s.vlmc_ok(&["map", "gold"]);
+    run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", &s.uri("gold"), base],
+    );
+}

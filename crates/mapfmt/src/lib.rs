@@ -92,7 +92,7 @@
 //! | operation | writes | header changes |
 //! |---|---|---|
 //! | create ([`Header::new`]) | header | all chunk refs zero, epoch 1 |
-//! | first write to object i | data object, chunk, header | `chunks[i / 4096]` → fresh serial |
+//! | first write to object i | data object, chunk, header (the mapper appends the entry to its [`journal`] instead, and writes chunk and header at a checkpoint) | `chunks[i / 4096]` → fresh serial |
 //! | [`snapshot`] | volume header, then snapshot header | volume: epoch + 1, first private = next serial, parent = the snapshot; snapshot: READONLY copy |
 //! | [`clone_from`] a snapshot | clone header | new id, epoch 1, the source's chunk refs (+ zero refs if larger), parent = the source |
 //! | [`resize`] | (trimmed tail chunk), header | chunk refs appended (zero) or dropped |

@@ -3,11 +3,14 @@
 //! **data store** (volume objects). The `mapperd` peer wraps a [`Mapper`]
 //! and gives it stores that speak xseg to the blockers.
 //!
-//! Maps are [`archipelago_mapfmt`] version 3: a header `<volume>` refers to
-//! immutable chunks; every change writes new chunks first and then
+//! Maps are [`archipelago_mapfmt`] version 3 (chunks of version 4, with
+//! partial entries: sub-object copy-on-write): a header `<volume>` refers
+//! to immutable chunks; every change writes new chunks first and then
 //! replaces the header with one atomic `write_full`, the single commit
-//! point. Old maps (v1, v2, and v0 when asked) are read in place and
-//! converted by [`Mapper::update`].
+//! point, except the commits of writes (first writes, copy-ups), which
+//! are appends to the volume's journal until a checkpoint stores them
+//! (the `journal` module). Old maps (v1, v2, and v0 when asked) are read
+//! in place and converted by [`Mapper::update`].
 //!
 //! # Operations
 //!

@@ -180,7 +180,7 @@ impl Mapper {
         let mut results: Vec<Result<(), Error>> = Vec::with_capacity(requests.len());
         for r in requests {
             let mut result = Ok(());
-            for &index in r.iter().filter(|i| !st.pending.contains(i)) {
+            for &index in r.iter().filter(|i| !st.pending.contains_key(i)) {
                 // A write mapped before an earlier commit of its object
                 // wrote into the object that commit made the volume's own:
                 // its data is in place, there is nothing left to commit.
@@ -206,7 +206,7 @@ impl Mapper {
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .flat_map(|(r, _)| r.iter().copied())
-            .filter(|i| st.pending.contains(i))
+            .filter(|i| st.pending.contains_key(i))
             .collect();
         if let Err(e) = self.commit_pending(name, &mut st, &indexes, durable) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -271,7 +271,7 @@ impl Mapper {
             let current = chunk.get(offset).cloned().unwrap_or(Entry::Zero);
             // Every pending index has its grant (a first write: all).
             let granted = st
-                .granted
+                .pending
                 .get(&index)
                 .copied()
                 .unwrap_or_else(|| own_granules(&h, &current));
@@ -308,7 +308,7 @@ impl Mapper {
         };
         let s = self.state(name);
         let mut st = Self::lock_state(&s);
-        let mut gone: Vec<u64> = st.pending.iter().copied().collect();
+        let mut gone: Vec<u64> = st.pending.keys().copied().collect();
         st.clear_pending();
         gone.sort_unstable();
         if !gone.is_empty() {

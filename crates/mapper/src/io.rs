@@ -213,7 +213,7 @@ impl Mapper {
                 // In place only: every granule the write touches is the
                 // volume's own already, and no write to it is pending.
                 let touched = granules_touched(h.object_size(), off, n);
-                if touched & !own_granules(h, &entry) != 0 || st.pending.contains(&index) {
+                if touched & !own_granules(h, &entry) != 0 || st.pending.contains_key(&index) {
                     return None;
                 }
                 out.push(Extent {
@@ -410,7 +410,7 @@ impl Mapper {
                     }
                     continue;
                 }
-                if entry.is_zero() && !st.pending.contains(&index) {
+                if entry.is_zero() && !st.pending.contains_key(&index) {
                     continue; // already reads as zeros
                 }
             }
@@ -422,11 +422,9 @@ impl Mapper {
                 pending: false,
                 missing_reads_zero: true,
             };
-            let pending = st.pending.contains(&index);
-            let held = match st.granted.get(&index) {
-                Some(&g) if pending => g,
-                _ => own_granules(&h, &entry),
-            };
+            let granted = st.pending.get(&index).copied();
+            let pending = granted.is_some();
+            let held = granted.unwrap_or_else(|| own_granules(&h, &entry));
             let touched = granules_touched(os, off, n);
             let in_volume = os.min(h.size - index * os);
             let full = off == 0 && n >= in_volume;
@@ -484,8 +482,7 @@ impl Mapper {
         }
         self.apply_updates(name, &mut st, h, updates)?;
         for (index, unsynced) in new_pending {
-            st.pending.insert(index);
-            st.granted.insert(index, all);
+            st.pending.insert(index, all);
             if unsynced {
                 st.unsynced.insert(index);
             }
@@ -571,10 +568,10 @@ impl Mapper {
         let h = st.header.clone().expect("a held volume is cached");
         let os = h.object_size();
         for c in &copies {
-            st.pending.insert(c.index);
-            // A commit of an earlier round of the object, arriving while
-            // the copy is in flight, commits no more than was held.
-            st.granted.entry(c.index).or_insert(c.held);
+            // Pending with what is held: a commit of an earlier round of
+            // the object, arriving while the copy is in flight, commits no
+            // more than that.
+            st.pending.entry(c.index).or_insert(c.held);
             st.copying.insert(c.index);
         }
         let mut todo = copies.clone();
@@ -609,8 +606,7 @@ impl Mapper {
                     // Pending again if a commit of an earlier round of the
                     // object took it off meanwhile (granting less than this
                     // write needs): this write's round commits the rest.
-                    st.pending.insert(c.index);
-                    *st.granted.entry(c.index).or_default() |= c.want;
+                    *st.pending.entry(c.index).or_default() |= c.want;
                     if c.unsynced {
                         st.unsynced.insert(c.index);
                     }

@@ -250,7 +250,7 @@ impl Mapper {
         if h.epoch != header.epoch
             || h.flags.removed
             || index >= h.nr_objects()
-            || st.pending.contains(&index)
+            || st.pending.contains_key(&index)
         {
             return Ok(step);
         }
@@ -388,7 +388,7 @@ impl Mapper {
         let free: Vec<u64> = shared_at
             .iter()
             .copied()
-            .filter(|i| !st.pending.contains(i) && st.flattening != Some(*i))
+            .filter(|i| !st.pending.contains_key(i) && st.flattening != Some(*i))
             .collect();
         let from = free.partition_point(|&i| i < start);
         let pick: Vec<u64> = free[from..]

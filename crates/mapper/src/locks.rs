@@ -35,12 +35,11 @@ pub(crate) struct VolState {
     pub(crate) token: u64,
     /// The header, cached while the lock is held.
     pub(crate) header: Option<Header>,
-    /// Indexes returned as pending by `map_write`, not yet committed.
-    pub(crate) pending: HashSet<u64>,
-    /// For each pending index, the granules the volume's own object will
-    /// hold once it commits (every granule for a first write or a full
-    /// overwrite; see `io.rs`).
-    pub(crate) granted: HashMap<u64, u64>,
+    /// Indexes returned as pending by `map_write`, not yet committed,
+    /// each with the granules the volume's own object will hold once it
+    /// commits (every granule for a first write or a full overwrite; see
+    /// `io.rs`).
+    pub(crate) pending: HashMap<u64, u64>,
     /// Pending indexes whose copy-up is in flight with this state
     /// unlocked (`io.rs`): writes to them wait until it is done.
     pub(crate) copying: HashSet<u64>,
@@ -118,14 +117,12 @@ impl VolState {
     /// Forgets every pending write.
     pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
-        self.granted.clear();
         self.unsynced.clear();
     }
 
     /// Forgets the pending write of `index`.
     pub(crate) fn drop_pending(&mut self, index: u64) {
         self.pending.remove(&index);
-        self.granted.remove(&index);
         self.unsynced.remove(&index);
     }
 }

@@ -198,114 +198,103 @@ fn a_long_journal_is_checkpointed() {
     assert!(last <= (1 << 20) + 4096, "{last}");
 }
 
-/// Write-back mode (issue 15: "with `sync = false` the journal is made
-/// durable at FLUSH and FUA only"): a commit's append stays in the map
-/// store's cache until the composer's FLUSH (data store synced, then
-/// `sync_maps`); a power loss before it loses the writes but never the
-/// old data under them, one after it loses nothing.
-#[test]
-fn in_write_back_mode_the_journal_is_durable_at_flush() {
-    use archipelago_store::VolatileStore;
-    let maps = Arc::new(VolatileStore::new());
-    let data = Arc::new(VolatileStore::new());
-    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
-    m.create("base", 2 * OS, Some(OS)).unwrap();
-    let old = pattern(4, 2 * OS as usize);
-    write(&m, &*data, "base", 0, &old).unwrap();
-    m.snapshot("base", "gold").unwrap();
-    m.clone_volume("gold", "vm", None).unwrap();
-    maps.sync().unwrap();
-    data.sync().unwrap();
-    // A write into the clone (a granule copied up) and a first write,
-    // acknowledged from the caches: the data written without FUA, the
-    // commit not durable.
-    let wb = |off: u64, bytes: &[u8]| {
-        let ext = m.map_write("vm", off, bytes.len() as u64).unwrap();
+/// Write-back mode: both stores acknowledge from a cache (`crash()`
+/// loses what was not made durable). A clone `vm` of a snapshot of a
+/// two-object volume, everything durable so far.
+struct WriteBack {
+    maps: Arc<archipelago_store::VolatileStore>,
+    data: Arc<archipelago_store::VolatileStore>,
+    m: Mapper,
+    old: Vec<u8>,
+}
+
+impl WriteBack {
+    fn new() -> WriteBack {
+        use archipelago_store::VolatileStore;
+        let maps = Arc::new(VolatileStore::new());
+        let data = Arc::new(VolatileStore::new());
+        let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+        m.create("base", 2 * OS, Some(OS)).unwrap();
+        let old = pattern(4, 2 * OS as usize);
+        write(&m, &*data, "base", 0, &old).unwrap();
+        m.snapshot("base", "gold").unwrap();
+        m.clone_volume("gold", "vm", None).unwrap();
+        maps.sync().unwrap();
+        data.sync().unwrap();
+        WriteBack { maps, data, m, old }
+    }
+
+    /// A write into `vm` as vlmcd does it in write-back mode: the data
+    /// without FUA, the commit not durable.
+    fn write(&self, off: u64, bytes: &[u8]) {
+        let ext = self.m.map_write("vm", off, bytes.len() as u64).unwrap();
         let mut pending = Vec::new();
         let mut pos = 0;
         for e in &ext {
             let n = e.len as usize;
-            data.write(
-                e.object.as_ref().unwrap(),
-                e.offset_in_object,
-                &bytes[pos..pos + n],
-                false,
-            )
-            .unwrap();
+            self.data
+                .write(
+                    e.object.as_ref().unwrap(),
+                    e.offset_in_object,
+                    &bytes[pos..pos + n],
+                    false,
+                )
+                .unwrap();
             pos += n;
             if e.pending {
                 pending.push(e.index);
             }
         }
-        for r in m.commit_batch("vm", &[&pending], false) {
-            r.unwrap();
-        }
-    };
-    wb(5000, b"new bytes");
-    wb(OS + 7, b"more");
-    let journal = journal_name(id_of(&m, "vm"));
-    assert!(
-        maps.dirty_objects().contains(&journal),
-        "the append was made durable before FLUSH"
-    );
-    // Power loss before FLUSH: the writes are gone, the clone reads as
-    // its base (never zeros).
-    let crashed = || {
-        let m2 = Mapper::new(maps.clone(), data.clone(), "host1".into());
-        read(&m2, &*data, "vm", 0, 2 * OS).unwrap()
-    };
-    // FLUSH: the data, then the map store.
-    data.sync().unwrap();
-    m.sync_maps().unwrap();
-    assert!(maps.dirty_objects().is_empty());
-    maps.crash();
-    data.crash();
-    let mut expect = old.clone();
-    expect[5000..5009].copy_from_slice(b"new bytes");
-    expect[(OS + 7) as usize..(OS + 11) as usize].copy_from_slice(b"more");
-    assert!(crashed() == expect, "a flushed write was lost");
-}
-
-#[test]
-fn in_write_back_mode_a_power_loss_before_flush_keeps_the_old_data() {
-    use archipelago_store::VolatileStore;
-    let maps = Arc::new(VolatileStore::new());
-    let data = Arc::new(VolatileStore::new());
-    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
-    m.create("base", 2 * OS, Some(OS)).unwrap();
-    let old = pattern(4, 2 * OS as usize);
-    write(&m, &*data, "base", 0, &old).unwrap();
-    m.snapshot("base", "gold").unwrap();
-    m.clone_volume("gold", "vm", None).unwrap();
-    maps.sync().unwrap();
-    data.sync().unwrap();
-    // Whole granules over the base's data, and a partial one: acknowledged
-    // from the caches, never flushed.
-    for (off, len) in [(0, 2 * 4096), (OS + 100, 50)] {
-        let ext = m.map_write("vm", off, len).unwrap();
-        let mut pending = Vec::new();
-        for e in &ext {
-            data.write(
-                e.object.as_ref().unwrap(),
-                e.offset_in_object,
-                &vec![0xab; e.len as usize],
-                false,
-            )
-            .unwrap();
-            if e.pending {
-                pending.push(e.index);
-            }
-        }
-        for r in m.commit_batch("vm", &[&pending], false) {
+        for r in self.m.commit_batch("vm", &[&pending], false) {
             r.unwrap();
         }
     }
-    maps.crash();
-    data.crash();
-    let m2 = Mapper::new(maps.clone(), data.clone(), "host1".into());
-    let got = read(&m2, &*data, "vm", 0, 2 * OS).unwrap();
+
+    /// `vm` as a restarted host reads it after a power loss.
+    fn after_power_loss(&self) -> Vec<u8> {
+        self.maps.crash();
+        self.data.crash();
+        let m2 = Mapper::new(self.maps.clone(), self.data.clone(), "host1".into());
+        read(&m2, &*self.data, "vm", 0, 2 * OS).unwrap()
+    }
+}
+
+/// Write-back mode (issue 15: "with `sync = false` the journal is made
+/// durable at FLUSH and FUA only"): a commit's append stays in the map
+/// store's cache until the composer's FLUSH (data store synced, then
+/// `sync_maps`); one after it loses nothing.
+#[test]
+fn in_write_back_mode_the_journal_is_durable_at_flush() {
+    let w = WriteBack::new();
+    // A write into the clone (a granule copied up) and another.
+    w.write(5000, b"new bytes");
+    w.write(OS + 7, b"more");
+    let journal = journal_name(id_of(&w.m, "vm"));
+    assert!(
+        w.maps.dirty_objects().contains(&journal),
+        "the append was made durable before FLUSH"
+    );
+    // FLUSH: the data, then the map store.
+    w.data.sync().unwrap();
+    w.m.sync_maps().unwrap();
+    assert!(w.maps.dirty_objects().is_empty());
+    let mut expect = w.old.clone();
+    expect[5000..5009].copy_from_slice(b"new bytes");
+    expect[(OS + 7) as usize..(OS + 11) as usize].copy_from_slice(b"more");
+    assert!(w.after_power_loss() == expect, "a flushed write was lost");
+}
+
+/// A power loss before FLUSH loses the writes but never the old data
+/// under them.
+#[test]
+fn in_write_back_mode_a_power_loss_before_flush_keeps_the_old_data() {
+    let w = WriteBack::new();
+    // Whole granules over the base's data, and a partial one.
+    w.write(0, &[0xab; 2 * 4096]);
+    w.write(OS + 100, &[0xab; 50]);
+    let got = w.after_power_loss();
     // Each byte is the old one or the new one: never a zero.
-    for (i, (g, o)) in got.iter().zip(&old).enumerate() {
+    for (i, (g, o)) in got.iter().zip(&w.old).enumerate() {
         assert!(
             *g == *o || *g == 0xab,
             "byte {i}: {g:#x}, neither old nor new"

@@ -215,6 +215,51 @@ impl RadosStore {
     }
 }
 
+impl RadosStore {
+    /// WRITE, checking `fence` first (through the client the write goes
+    /// through) if there is one.
+    fn write_checked(
+        &self,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+        fence: Option<Fence<'_>>,
+    ) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        check_range(name, offset, data.len() as u64)?;
+        let c = self.live(name, false)?;
+        if let Some(f) = fence {
+            self.check_fence(&c, name, f)?;
+        }
+        let r = if data.is_empty() {
+            // Creates a missing object, changes nothing otherwise.
+            let mut op = WriteOp::new();
+            op.create(false);
+            op.operate(&c.data, name)
+        } else {
+            c.data.write(name, data, offset)
+        };
+        r.map_err(|e| self.err(&c, name, "write", e))
+    }
+
+    /// WRITE_FULL, checking `fence` first if there is one.
+    fn write_full_checked(
+        &self,
+        name: &str,
+        data: &[u8],
+        fence: Option<Fence<'_>>,
+    ) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        if let Some(f) = fence {
+            self.check_fence(&c, name, f)?;
+        }
+        c.data
+            .write_full(name, data)
+            .map_err(|e| self.err(&c, name, "write_full", e))
+    }
+}
+
 impl ObjectStore for RadosStore {
     fn async_io(&self) -> Option<&dyn AsyncIo> {
         Some(self)
@@ -239,18 +284,7 @@ impl ObjectStore for RadosStore {
         data: &[u8],
         _durable: bool,
     ) -> Result<(), StoreError> {
-        check_store_name(name.as_bytes())?;
-        check_range(name, offset, data.len() as u64)?;
-        let c = self.live(name, false)?;
-        let r = if data.is_empty() {
-            // Creates a missing object, changes nothing otherwise.
-            let mut op = WriteOp::new();
-            op.create(false);
-            op.operate(&c.data, name)
-        } else {
-            c.data.write(name, data, offset)
-        };
-        r.map_err(|e| self.err(&c, name, "write", e))
+        self.write_checked(name, offset, data, None)
     }
 
     /// The check costs nothing but a map lookup once this client has
@@ -265,18 +299,7 @@ impl ObjectStore for RadosStore {
         _durable: bool,
         fence: Fence<'_>,
     ) -> Result<(), StoreError> {
-        check_store_name(name.as_bytes())?;
-        check_range(name, offset, data.len() as u64)?;
-        let c = self.live(name, false)?;
-        self.check_fence(&c, name, fence)?;
-        let r = if data.is_empty() {
-            let mut op = WriteOp::new();
-            op.create(false);
-            op.operate(&c.data, name)
-        } else {
-            c.data.write(name, data, offset)
-        };
-        r.map_err(|e| self.err(&c, name, "write", e))
+        self.write_checked(name, offset, data, Some(fence))
     }
 
     fn write_full_fenced(
@@ -286,12 +309,7 @@ impl ObjectStore for RadosStore {
         _durable: bool,
         fence: Fence<'_>,
     ) -> Result<(), StoreError> {
-        check_store_name(name.as_bytes())?;
-        let c = self.live(name, false)?;
-        self.check_fence(&c, name, fence)?;
-        c.data
-            .write_full(name, data)
-            .map_err(|e| self.err(&c, name, "write_full", e))
+        self.write_full_checked(name, data, Some(fence))
     }
 
     fn raise_fence(&self, lock: &str, token: u64) -> Result<u64, StoreError> {
@@ -306,11 +324,7 @@ impl ObjectStore for RadosStore {
     }
 
     fn write_full(&self, name: &str, data: &[u8], _durable: bool) -> Result<(), StoreError> {
-        check_store_name(name.as_bytes())?;
-        let c = self.live(name, false)?;
-        c.data
-            .write_full(name, data)
-            .map_err(|e| self.err(&c, name, "write_full", e))
+        self.write_full_checked(name, data, None)
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {

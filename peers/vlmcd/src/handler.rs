@@ -272,9 +272,10 @@ impl Composer {
             };
             // A fenced write names its object, the lock and the token in
             // its target; its buffer holds the data only.
+            let mut buf = [0u8; FencedTarget::<'static>::MAX_LEN];
             let fenced = fence
                 .as_ref()
-                .map(|(lock, token)| fenced_target(object, lock, *token));
+                .map(|(lock, token)| fenced_target(&mut buf, object, lock, *token));
             let fenced = match fenced.transpose() {
                 Ok(f) => f,
                 Err(e) => {
@@ -286,7 +287,7 @@ impl Composer {
             let call = Call {
                 dst: self.ports.blocker,
                 op: if write { Op::Write } else { Op::Read },
-                target: fenced.as_deref().unwrap_or(object),
+                target: fenced.map_or(object, |n| &buf[..n]),
                 offset: piece.offset_in_object,
                 size: piece.len,
                 flags,
@@ -433,8 +434,9 @@ impl Composer {
     }
 }
 
-/// The target of a fenced data write of `object` (see [`FencedTarget`]).
-fn fenced_target(object: &[u8], lock: &str, token: u64) -> Result<Vec<u8>, Error> {
+/// The target of a fenced data write of `object` (see [`FencedTarget`]),
+/// encoded into `buf`; returns its length.
+fn fenced_target(buf: &mut [u8], object: &[u8], lock: &str, token: u64) -> Result<usize, Error> {
     let object = std::str::from_utf8(object).map_err(|_| {
         Error::with(
             ErrorCode::InvalidArgument,
@@ -446,7 +448,7 @@ fn fenced_target(object: &[u8], lock: &str, token: u64) -> Result<Vec<u8>, Error
         lock,
         token,
     }
-    .encode()?)
+    .encode_into(buf)?)
 }
 
 impl Handler for Composer {

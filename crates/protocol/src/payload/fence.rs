@@ -137,6 +137,15 @@ impl<'a> FencedTarget<'a> {
     /// The target's bytes; refuses empty or NUL-holding names and a
     /// target longer than [`MAX_LEN`](Self::MAX_LEN).
     pub fn encode(&self) -> Result<Vec<u8>, FencedTargetError> {
+        let mut buf = [0u8; Self::MAX_LEN];
+        let n = self.encode_into(&mut buf)?;
+        Ok(buf[..n].to_vec())
+    }
+
+    /// [`encode`](Self::encode) into `out` (at least [`MAX_LEN`](Self::MAX_LEN)
+    /// bytes, or the target must fit), without allocating: the composer
+    /// does it for every data write. Returns the length.
+    pub fn encode_into(&self, out: &mut [u8]) -> Result<usize, FencedTargetError> {
         for (part, name) in [("object", self.object), ("lock", self.lock)] {
             if name.is_empty() {
                 return Err(FencedTargetError::Empty { part });
@@ -146,22 +155,28 @@ impl<'a> FencedTarget<'a> {
             }
         }
         let len = self.len();
-        if len > Self::MAX_LEN {
+        let max = Self::MAX_LEN.min(out.len());
+        if len > max {
             return Err(FencedTargetError::TooLong {
                 object: self.object.to_owned(),
                 lock: self.lock.to_owned(),
                 len,
-                max: Self::MAX_LEN,
+                max,
             });
         }
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(self.object.as_bytes());
-        out.push(0);
-        out.extend_from_slice(self.lock_part().as_bytes());
-        out.push(0);
-        out.extend_from_slice(format!("{:016x}", self.token).as_bytes());
-        debug_assert_eq!(out.len(), len);
-        Ok(out)
+        let (object, lock) = (self.object.as_bytes(), self.lock_part().as_bytes());
+        let mut at = 0;
+        for part in [object, &[0], lock, &[0]] {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        for (i, d) in out[at..at + Self::TOKEN_DIGITS].iter_mut().enumerate() {
+            let nibble = (self.token >> (4 * (Self::TOKEN_DIGITS - 1 - i))) & 0xf;
+            *d = b"0123456789abcdef"[nibble as usize];
+        }
+        at += Self::TOKEN_DIGITS;
+        debug_assert_eq!(at, len);
+        Ok(at)
     }
 
     /// Reads a target another process wrote: exactly three parts, the

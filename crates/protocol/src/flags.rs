@@ -50,7 +50,7 @@ impl Flags {
     /// COPY: need not be durable when acknowledged, even in write-through
     /// mode: the caller makes it durable by a later durable write to the
     /// destination, or a sync (a copy-up ahead of the write it is for:
-    /// one flush covers both). Since protocol version 2.
+    /// one flush covers both). Since protocol version 3.
     pub const LAZY: Flags = Flags(1024);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see `archipelago_wire::reply`).

@@ -115,7 +115,14 @@ impl DiffDecoder {
                 Part::Banner,
                 at,
                 DecodeErrorKind::BadMagic {
-                    expected: DIFF_BANNER_V1,
+                    // Name the banner a cut-off one is the start of.
+                    expected: if DIFF_BANNER_V2.as_bytes().starts_with(&b[..n])
+                        && !DIFF_BANNER_V1.as_bytes().starts_with(&b[..n])
+                    {
+                        DIFF_BANNER_V2
+                    } else {
+                        DIFF_BANNER_V1
+                    },
                     found: b[..n].to_vec(),
                 },
             ));
@@ -247,6 +254,7 @@ impl DiffDecoder {
                 } else if part == Part::Zero {
                     check_len(16)?;
                 }
+                let size = self.metadata_complete().map_err(err)?;
                 let end = offset
                     .checked_add(len)
                     .ok_or(err(DecodeErrorKind::ExtentOverflow { offset, len }))?;
@@ -256,10 +264,8 @@ impl DiffDecoder {
                         prev_end: self.next_offset,
                     }));
                 }
-                if let Some(size) = self.size {
-                    if end > size {
-                        return Err(err(DecodeErrorKind::BeyondSize { offset, end, size }));
-                    }
+                if end > size {
+                    return Err(err(DecodeErrorKind::BeyondSize { offset, end, size }));
                 }
                 self.data_started = true;
                 self.next_offset = end;
@@ -272,6 +278,7 @@ impl DiffDecoder {
                 }
             }
             Part::End => {
+                self.metadata_complete().map_err(err)?;
                 self.done = true;
                 if self.standalone {
                     let after = input.pos();
@@ -294,6 +301,15 @@ impl DiffDecoder {
             _ => unreachable!("of_diff_tag returns diff parts only"),
         };
         Ok(Some(record))
+    }
+
+    /// At the first extent or the end: the size was given, and a
+    /// protection flag only with a to-snapshot. Returns the size.
+    fn metadata_complete(&self) -> Result<u64, DecodeErrorKind> {
+        if self.protected.is_some() && self.to.is_none() {
+            return Err(DecodeErrorKind::MissingToSnap);
+        }
+        self.size.ok_or(DecodeErrorKind::MissingSize)
     }
 
     /// Data of the current `w` record into `buf`; 0 once it is all read.
@@ -509,9 +525,6 @@ impl DiffEncoder {
             return Err(EncodeError::new(part, EncodeErrorKind::NotInV1));
         }
         self.metadata(part, self.protected)?;
-        if self.to.is_none() {
-            return Err(EncodeError::new(part, EncodeErrorKind::MissingToSnap));
-        }
         let mut buf = Vec::with_capacity(10);
         self.header(b'p', 1, &mut buf);
         buf.push(u8::from(flag));
@@ -536,9 +549,7 @@ impl DiffEncoder {
         if self.data_left > 0 {
             return Err(e(EncodeErrorKind::DataPending(self.data_left)));
         }
-        let Some(size) = self.size else {
-            return Err(e(EncodeErrorKind::MissingSize));
-        };
+        let size = self.metadata_complete(part)?;
         let end = offset
             .checked_add(len)
             // v2 writes `16 + len` as the record's length.
@@ -623,10 +634,19 @@ impl DiffEncoder {
                 EncodeErrorKind::DataPending(self.data_left),
             ));
         }
-        if self.size.is_none() {
-            return Err(EncodeError::new(part, EncodeErrorKind::MissingSize));
-        }
+        self.metadata_complete(part)?;
         Self::emit(out, part, b"e")
+    }
+
+    /// At the first extent or the end: the metadata must be whole. The
+    /// size, which importers resize to; a protection flag only with the
+    /// to-snapshot it is about. Returns the size.
+    fn metadata_complete(&self, part: Part) -> Result<u64, EncodeError> {
+        if self.protected && self.to.is_none() {
+            return Err(EncodeError::new(part, EncodeErrorKind::MissingToSnap));
+        }
+        self.size
+            .ok_or(EncodeError::new(part, EncodeErrorKind::MissingSize))
     }
 }
 
@@ -892,11 +912,18 @@ mod tests {
         let mut s = b"rbd diff v2\nX".to_vec();
         s.extend_from_slice(&le64(3));
         s.extend_from_slice(b"abc");
+        s.push(b's');
+        s.extend_from_slice(&le64(8));
+        s.extend_from_slice(&le64(0));
         s.push(b'e');
         let (recs, _) = decode_all(&s).unwrap();
         assert_eq!(
             recs,
-            vec![DiffRecord::Skipped { tag: b'X', len: 3 }, DiffRecord::End]
+            vec![
+                DiffRecord::Skipped { tag: b'X', len: 3 },
+                DiffRecord::Size(0),
+                DiffRecord::End
+            ]
         );
     }
 
@@ -919,6 +946,8 @@ mod tests {
         assert_eq!((e.part, e.offset), (Part::Banner, 0));
         assert!(!e.is_truncated());
         let e = decode_err(b"rbd di");
+        assert!(e.is_truncated(), "{e}");
+        let e = decode_err(b"rbd diff v2");
         assert!(e.is_truncated(), "{e}");
     }
 
@@ -1030,7 +1059,7 @@ mod tests {
             matches!(e.kind, DecodeErrorKind::BeyondSize { end: 101, .. }),
             "{e}"
         );
-        let e = decode_err(&v1_with(&[(b'z', u64::MAX, 2)], None));
+        let e = decode_err(&v1_with(&[(b'z', u64::MAX, 2)], Some(u64::MAX)));
         assert!(
             matches!(e.kind, DecodeErrorKind::ExtentOverflow { .. }),
             "{e}"
@@ -1051,8 +1080,34 @@ mod tests {
         assert!(matches!(e.kind, DecodeErrorKind::Duplicate), "{e}");
         assert_eq!((e.part, e.offset), (Part::ToSnap, 18));
         s.truncate(18);
+        s.push(b's');
+        s.extend_from_slice(&le64(0));
         s.push(b'e');
         decode_all(&s).unwrap();
+    }
+
+    #[test]
+    fn the_metadata_must_give_the_size_and_a_to_snapshot_for_a_protection_flag() {
+        let e = decode_err(
+            b"rbd diff v1
+e",
+        );
+        assert!(matches!(e.kind, DecodeErrorKind::MissingSize), "{e}");
+        assert_eq!((e.part, e.offset), (Part::End, 12));
+        let e = decode_err(&v1_with(&[(b'z', 0, 1)], None));
+        assert!(matches!(e.kind, DecodeErrorKind::MissingSize), "{e}");
+        assert_eq!((e.part, e.offset), (Part::Zero, 12));
+        let mut s = b"rbd diff v2
+p"
+        .to_vec();
+        s.extend_from_slice(&le64(1));
+        s.push(0);
+        s.push(b's');
+        s.extend_from_slice(&le64(8));
+        s.extend_from_slice(&le64(0));
+        s.push(b'e');
+        let e = decode_err(&s);
+        assert!(matches!(e.kind, DecodeErrorKind::MissingToSnap), "{e}");
     }
 
     #[test]
@@ -1137,11 +1192,13 @@ mod tests {
             EncodeErrorKind::MissingSize
         ));
         let mut w = DiffWriter::new(Vec::new(), DiffVersion::V2).unwrap();
+        w.protected(false).unwrap();
+        w.size(10).unwrap();
         assert!(matches!(
-            w.protected(false).unwrap_err().kind,
+            w.zero(0, 1).unwrap_err().kind,
             EncodeErrorKind::MissingToSnap
         ));
-        w.size(10).unwrap();
+        w.to_snap("t").unwrap();
         w.begin_write(0, 3).unwrap();
         assert!(matches!(
             w.finish().unwrap_err().kind,

@@ -208,6 +208,14 @@ pub enum DecodeErrorKind {
     /// A metadata record follows a data record.
     #[error("metadata records must come before the first data record")]
     MetadataAfterData,
+    /// The metadata ended (at the first extent or the end) without the
+    /// image size (`s`), which RBD always writes and importers resize to.
+    #[error("the metadata records lack the size (`s`)")]
+    MissingSize,
+    /// The metadata ended with a protection flag (`p`) but no
+    /// to-snapshot (`t`) for it to apply to.
+    #[error("a protection flag (`p`) without a to-snapshot (`t`)")]
+    MissingToSnap,
     /// A record that may appear once appears again.
     #[error("it appears twice")]
     Duplicate,
@@ -287,8 +295,8 @@ pub enum EncodeErrorKind {
     /// A data record, or the end, before the `s` record.
     #[error("the size (`s` record) must be written first")]
     MissingSize,
-    /// A `p` record without a `t` record before it.
-    #[error("the protection flag belongs to a to-snapshot; write the `t` record first")]
+    /// A `p` record but no `t` record, when the metadata ends.
+    #[error("the protection flag belongs to a to-snapshot, and there is no `t` record")]
     MissingToSnap,
     /// A name longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) or a
     /// metadata record longer than [`MAX_META_LEN`](crate::MAX_META_LEN).

@@ -592,7 +592,17 @@ impl<W: Write> ImageWriter<W> {
 
     /// `p`: whether the current diff's to-snapshot is protected.
     pub fn protected(&mut self, flag: bool) -> Result<(), EncodeError> {
-        self.in_diff(Part::Protection, |enc, out| enc.protected(out, flag))
+        // The names were given to begin_diff: refuse now rather than at
+        // the end, with the record written.
+        self.in_diff(Part::Protection, |enc, out| {
+            if enc.to.is_none() {
+                return Err(EncodeError::new(
+                    Part::Protection,
+                    EncodeErrorKind::MissingToSnap,
+                ));
+            }
+            enc.protected(out, flag)
+        })
     }
 
     /// `s`: the image size at the end of the current diff.

@@ -15,7 +15,8 @@
 //!   buffer ([`DiffReader::read_data`]), so memory stays bounded (a
 //!   64 KiB buffer, names up to [`MAX_NAME_LEN`], metadata records up to
 //!   [`MAX_META_LEN`]) whatever the lengths in the stream say. They never
-//!   panic on any input (property-tested) and fail with a
+//!   panic on any input, and accept only what the writers can write
+//!   (property-tested; [`fuzz_readers`] checks both), and fail with a
 //!   [`DecodeError`] naming the record ([`Part`]) and its byte offset.
 //! - Writers enforce the record order and fail with an [`EncodeError`]
 //!   before writing a record that would make the stream invalid.
@@ -105,11 +106,13 @@
 
 mod diff;
 mod error;
+mod fuzz;
 mod image;
 mod input;
 
 pub use diff::{DiffReader, DiffRecord, DiffVersion, DiffWriter};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, Part};
+pub use fuzz::fuzz_readers;
 pub use image::{ImageReader, ImageRecord, ImageWriter};
 
 /// The banner of a diff v1 stream.

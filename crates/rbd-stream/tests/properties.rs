@@ -4,7 +4,7 @@
 
 mod common;
 
-use archipelago_rbd_stream::{DiffReader, DiffVersion, ImageReader};
+use archipelago_rbd_stream::{fuzz_readers, DiffReader, DiffVersion, ImageReader};
 use common::{decode_diff, decode_image, encode_diff, encode_image, Diff, Extent, Image};
 use proptest::prelude::*;
 
@@ -159,6 +159,7 @@ proptest! {
         bytes.extend_from_slice(&tail);
         let _ = drain_diff(&bytes);
         let _ = drain_image(&bytes);
+        fuzz_readers(&bytes);
     }
 
     #[test]
@@ -173,6 +174,16 @@ proptest! {
             }
             let _ = drain_diff(&bytes);
             let _ = drain_image(&bytes);
+            fuzz_readers(&bytes);
         }
+    }
+
+    #[test]
+    fn whatever_decodes_re_encodes_to_the_same(d in diff(true), img in image(), v2 in any::<bool>()) {
+        let mut d = d;
+        if !v2 { d.protected = None; }
+        let version = if v2 { DiffVersion::V2 } else { DiffVersion::V1 };
+        fuzz_readers(&encode_diff(&d, version));
+        fuzz_readers(&encode_image(&img));
     }
 }

@@ -398,6 +398,11 @@ impl<R: Read> DiffReader<R> {
         self.state.to.as_deref()
     }
 
+    /// The protection flag (v2), once its record was read.
+    pub fn protected(&self) -> Option<bool> {
+        self.state.protected
+    }
+
     /// The image size, once its record was read.
     pub fn size(&self) -> Option<u64> {
         self.state.size
@@ -652,11 +657,12 @@ impl DiffEncoder {
 
 /// A writer of one diff that enforces RBD's record order.
 ///
-/// Write the metadata first, each record at most once: the
-/// from-snapshot ([`from_snap`](Self::from_snap), absent for a diff from
-/// an empty image), the to-snapshot ([`to_snap`](Self::to_snap), absent
-/// for HEAD), in v2 its [`protected`](Self::protected) flag, and the
-/// [`size`](Self::size) (required). Then the extents in ascending order
+/// Write the metadata first, in any order, each record at most once:
+/// the from-snapshot ([`from_snap`](Self::from_snap), absent for a diff
+/// from an empty image), the to-snapshot ([`to_snap`](Self::to_snap),
+/// absent for HEAD), in v2 its [`protected`](Self::protected) flag (only
+/// with a to-snapshot), and the [`size`](Self::size) (required); `rbd`
+/// writes them in that order. Then the extents in ascending order
 /// without overlaps, within the size: [`write`](Self::write) or
 /// [`begin_write`](Self::begin_write) + [`write_data`](Self::write_data)
 /// to stream data, and [`zero`](Self::zero). [`finish`](Self::finish)
@@ -702,7 +708,7 @@ impl<W: Write> DiffWriter<W> {
         self.note(r)
     }
 
-    /// `p` (v2 only, after `t`): whether the to-snapshot is protected.
+    /// `p` (v2 only, with a `t`): whether the to-snapshot is protected.
     pub fn protected(&mut self, flag: bool) -> Result<(), EncodeError> {
         self.guard(Part::Protection)?;
         let r = self.state.protected(&mut self.out, flag);
@@ -962,7 +968,7 @@ mod tests {
         assert_eq!((e.part, e.offset), (Part::Unknown(b'Q'), at as u64));
         assert_eq!(
             e.to_string(),
-            format!("unknown record `Q` (0x51) at byte {at}: unknown tag 0x51")
+            format!("unknown record `Q` (0x51) at byte {at}: diff v1 has no record 0x51 (only v2 can skip unknown records)")
         );
     }
 

@@ -155,8 +155,8 @@ pub enum DecodeErrorKind {
         /// fewer if the stream ended).
         found: Vec<u8>,
     },
-    /// A tag this format does not define (diff v1 cannot skip records).
-    #[error("unknown tag {0:#04x}")]
+    /// A tag diff v1 does not define (only v2 can skip unknown records).
+    #[error("diff v1 has no record {0:#04x} (only v2 can skip unknown records)")]
     UnknownTag(u8),
     /// The stream ends inside this part.
     #[error("the stream ends at byte {eof}, inside it")]

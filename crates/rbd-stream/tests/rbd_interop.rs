@@ -12,10 +12,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use archipelago_rbd_stream::DiffVersion;
+use archipelago_rbd_stream::{DiffReader, DiffRecord, DiffVersion, DiffWriter};
 use common::{apply, decode_diff, decode_image, encode_diff, encode_image, Diff, Extent, Image};
 
 /// Every `rbd` command is bounded (a broken cluster fails the test
@@ -64,6 +64,16 @@ impl Rbd {
             .args(["-p", &self.pool])
             .args(args);
         c
+    }
+
+    /// `rbd ARGS` with its stdin and stdout piped to the test.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rbd")
     }
 
     fn output(&self, args: &[&str]) -> Output {
@@ -315,24 +325,41 @@ fn rbd_export_diff_decodes_to_the_changes_between_its_snapshots() {
         "re-encoding differs from rbd's"
     );
 
-    // s2 → HEAD: no to-snapshot.
-    let file = dir.path().join("s2-head.diff");
-    rbd.run(&[
-        "export-diff",
-        "--from-snap",
-        "s2",
-        &img.name,
-        file.to_str().unwrap(),
-    ]);
-    let bytes = std::fs::read(&file).unwrap();
-    let (diff, _) = decode_diff(&bytes, 4096).unwrap();
-    assert_eq!(
-        (diff.from.as_deref(), diff.to.as_deref()),
-        (Some("s2"), None)
-    );
+    // s2 → HEAD, no to-snapshot: streamed from rbd's stdout through a
+    // pipe and applied as it comes, extent by extent.
+    let mut child = rbd.spawn(&["export-diff", "--from-snap", "s2", &img.name, "-"]);
+    drop(child.stdin.take());
+    let mut r = DiffReader::new(child.stdout.take().unwrap()).unwrap();
     let mut image = s2.clone();
-    apply(&mut image, &diff);
-    assert_same_image("s2 + diff(s2, HEAD)", &image, &head);
+    let mut names = (None, None);
+    while let Some(rec) = r.next_record().unwrap() {
+        match rec {
+            DiffRecord::FromSnap(f) => names.0 = Some(f),
+            DiffRecord::ToSnap(t) => names.1 = Some(t),
+            DiffRecord::Size(size) => image.resize(size as usize, 0),
+            DiffRecord::Write { offset, len } => {
+                let mut at = offset as usize;
+                let end = at + len as usize;
+                while at < end {
+                    let n = r.read_data(&mut image[at..end.min(at + 5000)]).unwrap();
+                    assert!(n > 0);
+                    at += n;
+                }
+            }
+            DiffRecord::Zero { offset, len } => {
+                image[offset as usize..(offset + len) as usize].fill(0)
+            }
+            DiffRecord::Protected(_) | DiffRecord::Skipped { .. } | DiffRecord::End => {}
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names, (Some("s2".to_owned()), None));
+    assert_same_image("s2 + diff(s2, HEAD) through a pipe", &image, &head);
 
     // Nothing → s1 (a full diff).
     let file = dir.path().join("s1.diff");
@@ -397,12 +424,39 @@ fn diffs_written_here_are_applied_by_rbd_import_diff() {
     let mut model = Vec::new();
     for (i, mut d) in synthetic_diffs().into_iter().enumerate() {
         d.protected = None; // v1 has no protection record
-        let file = write_file(
-            dir.path(),
-            &format!("{i}.diff"),
-            &encode_diff(&d, DiffVersion::V1),
-        );
-        rbd.run(&["import-diff", file.to_str().unwrap(), &img.name]);
+        if d.to.is_some() {
+            let file = write_file(
+                dir.path(),
+                &format!("{i}.diff"),
+                &encode_diff(&d, DiffVersion::V1),
+            );
+            rbd.run(&["import-diff", file.to_str().unwrap(), &img.name]);
+        } else {
+            // HEAD's diff streamed into rbd's stdin as it is written.
+            let mut child = rbd.spawn(&["import-diff", "-", &img.name]);
+            let pipe = std::io::BufWriter::new(child.stdin.take().unwrap());
+            let mut w = DiffWriter::new(pipe, DiffVersion::V1).unwrap();
+            w.from_snap(d.from.as_deref().unwrap()).unwrap();
+            w.size(d.size).unwrap();
+            for e in &d.extents {
+                match e {
+                    Extent::Write(off, data) => {
+                        w.begin_write(*off, data.len() as u64).unwrap();
+                        for piece in data.chunks(777) {
+                            w.write_data(piece).unwrap();
+                        }
+                    }
+                    Extent::Zero(off, len) => w.zero(*off, *len).unwrap(),
+                }
+            }
+            drop(w.finish().unwrap()); // flushed, then closed
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         apply(&mut model, &d);
         let spec = d.to.as_deref().map_or(img.name.clone(), |t| img.at(t));
         assert_same_image(

@@ -56,6 +56,10 @@ pub struct Client {
     drained: bool,
 }
 
+/// How often a waiting call checks that its peer is alive (about the
+/// doorbell's sleep timeout, which bounds how late the check can come).
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Client {
     /// Attaches to `segment` (name or path) and binds a dynamic port.
     pub fn connect(segment: &str) -> Result<Client, Error> {
@@ -125,16 +129,23 @@ impl Client {
 
     fn wait(&self, dst: u32, index: u32, tag: u64) -> Result<xseg_shm::Request, Error> {
         let start = Instant::now();
+        let mut checked = start;
         let seg = self.port.segment();
         let died = || Error::with(ErrorCode::PeerDied, format!("the peer on port {dst} died"));
         loop {
             if let Some(r) = self.receive(tag) {
                 return Ok(r);
             }
-            // Every 200 ms at most (the doorbell's timeout): is the peer
-            // still there? If its owner died, recovering its port fails
-            // our request back to us if it had accepted it; if it had not,
-            // we take it back from the queue.
+            // Every LIVENESS_CHECK at most, not at every wake-up (a look
+            // at the owner's /proc entry costs more than most calls): is
+            // the peer still there? If its owner died, recovering its port
+            // fails our request back to us if it had accepted it; if it
+            // had not, we take it back from the queue.
+            if checked.elapsed() < LIVENESS_CHECK {
+                self.port.sleep();
+                continue;
+            }
+            checked = Instant::now();
             if let Some(pid) = seg.dead_owner(dst) {
                 match seg.recover(dst) {
                     Ok(report) => {

@@ -312,6 +312,17 @@ impl Client {
             .map(|_| ())
     }
 
+    /// DELETE with [`Flags::FENCED`]: refused once the lock `lock` held
+    /// with `token` was broken (see [`write_fenced`](Self::write_fenced)).
+    pub fn delete_fenced(&self, dst: u32, name: &str, lock: &str, token: u64) -> Result<(), Error> {
+        let target = fenced_target(name, lock, token)?;
+        self.call(&Call {
+            flags: Flags::FENCED,
+            ..Call::new(dst, Op::Delete, &target)
+        })
+        .map(|_| ())
+    }
+
     /// INFO: the object's size.
     pub fn info(&self, dst: u32, name: &str) -> Result<InfoReply, Error> {
         let r = self.call(&Call {

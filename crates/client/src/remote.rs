@@ -207,6 +207,14 @@ impl ObjectStore for RemoteStore {
         self.with(name, "delete", |c, port| c.delete(port, name))
     }
 
+    fn delete_fenced(&self, name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_store_name(fence.lock.as_bytes())?;
+        self.with(name, "delete", |c, port| {
+            c.delete_fenced(port, name, fence.lock, fence.token)
+        })
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
         check_name(name)?;
         self.with(name, "stat", |c, port| {

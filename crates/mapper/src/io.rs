@@ -355,16 +355,16 @@ impl Mapper {
         }
         let h = st.header.clone().expect("a held volume is cached");
         Self::check_range(name, &h, offset, len)?;
-        // Fencing: before any change to the data store below, and at least
-        // every FENCE_RECHECK for writes to objects the volume already
-        // owns (which change nothing here).
-        let mut verified = false;
+        // Fencing: every change to the data store below (deletes of
+        // orphans, copy-ups) and the composer's data writes are fenced at
+        // the data store; the lock is still checked here at least every
+        // FENCE_RECHECK, so that a host whose lock was broken stops soon
+        // even where nothing is fenced.
         if st
             .fence_checked
             .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
         {
             self.check_fence(name, &mut st)?;
-            verified = true;
         }
         let os = h.object_size();
         let vol = Vol {
@@ -400,8 +400,8 @@ impl Mapper {
                         // entry's object, or an orphan of a full overwrite
                         // that never committed. Either way it must go
                         // before the zero entry commits (see `discard`).
-                        self.fence_once(name, &mut st, &mut verified)?;
-                        self.delete_orphan(&own)?;
+                        self.delete_orphan(&own, Some(st.fence(name)))
+                            .map_err(|e| forget_if_fenced(&mut st, e))?;
                         updates
                             .get_mut(&slot)
                             .expect("inserted")
@@ -445,8 +445,8 @@ impl Mapper {
                 // orphan's bytes past the end (from before a shrink)
                 // would come back with a grow.
                 if n < os {
-                    self.fence_once(name, &mut st, &mut verified)?;
-                    self.delete_orphan(&own)?;
+                    self.delete_orphan(&own, Some(st.fence(name)))
+                        .map_err(|e| forget_if_fenced(&mut st, e))?;
                 }
                 ext.pending = true;
                 new_pending.push(index);
@@ -616,10 +616,19 @@ impl Mapper {
                         st.drop_pending(c.index);
                     }
                 }
-                Err(e)
+                Err(forget_if_fenced(&mut st, e))
             }
         }
     }
+}
+
+/// `e`, after forgetting the volume if the data store refused us as
+/// fenced (our lock was broken), as a fenced commit does.
+fn forget_if_fenced(st: &mut VolState, e: Error) -> Error {
+    if e.code == ErrorCode::Fenced {
+        *st = VolState::default();
+    }
+    e
 }
 
 /// A copy-up of [`Mapper::change`]: granules `copy` of object `index`
@@ -682,7 +691,7 @@ impl Mapper {
                         .data
                         .write_full_fenced(own, &[], false, f)
                         .map_err(|e| store_err(own, e)),
-                    None => self.delete_orphan(own),
+                    None => self.delete_orphan(own, None),
                 }
             }
             Err(e) => Err(store_err(old, e)),
@@ -715,7 +724,7 @@ impl Mapper {
         if want == all && !matches!(entry, Entry::Partial { .. }) {
             return match entry.object_name(index) {
                 Some(old) => self.copy_up(entry, &old, own, os, fence),
-                None => self.delete_orphan(own),
+                None => self.delete_orphan(own, fence),
             };
         }
         let g = granule_size(os);
@@ -794,21 +803,17 @@ impl Mapper {
     /// Deletes `own`, an object of the volume's current epoch that no
     /// entry names (or that the change under way replaces); missing is
     /// fine.
-    fn delete_orphan(&self, own: &str) -> Result<(), Error> {
-        match self.data.delete(own) {
+    /// Fenced with `fence` when the volume is held (a first write's: the
+    /// data store refuses it once the lock was broken).
+    fn delete_orphan(&self, own: &str, fence: Option<Fence<'_>>) -> Result<(), Error> {
+        let deleted = match fence {
+            Some(f) => self.data.delete_fenced(own, f),
+            None => self.data.delete(own),
+        };
+        match deleted {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(store_err(own, e)),
         }
-    }
-
-    /// Checks the volume's lock once per change, before its first change
-    /// to the data store.
-    fn fence_once(&self, name: &str, st: &mut VolState, verified: &mut bool) -> Result<(), Error> {
-        if !*verified {
-            self.check_fence(name, st)?;
-            *verified = true;
-        }
-        Ok(())
     }
 }
 

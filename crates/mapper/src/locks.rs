@@ -62,10 +62,11 @@ pub(crate) struct VolState {
     pub(crate) exclusive: bool,
 }
 
-/// How long a writer trusts its lock without asking the map store again,
-/// for writes to objects the volume already owns: a host whose lock was
-/// broken stops writing within this time (before any copy-up, delete or
-/// map change it checks at once).
+/// How long a writer trusts its lock without asking the map store again:
+/// a host whose lock was broken stops mapping writes within this time
+/// (what it changes in the data store meanwhile, copy-ups, deletes of
+/// orphans and data writes, is fenced there, and map changes are fenced
+/// in the map store).
 pub(crate) const FENCE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A use of a volume's state. Dropping the last use of an idle state
@@ -126,6 +127,14 @@ impl VolState {
     /// Forgets the pending write of `index`.
     pub(crate) fn drop_pending(&mut self, index: u64) {
         self.pending.remove(&index);
+    }
+
+    /// The fence of the volume `name`'s lock as held here.
+    pub(crate) fn fence<'a>(&self, name: &'a str) -> archipelago_store::Fence<'a> {
+        archipelago_store::Fence {
+            lock: name,
+            token: self.token,
+        }
     }
 
     /// Whether journaled records (durable or in the write-back journal)

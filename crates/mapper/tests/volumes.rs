@@ -254,6 +254,11 @@ fn a_broken_lock_fences_the_old_owner() {
     e.m.create("vol", SIZE, Some(OS)).unwrap();
     e.m.open("vol", true).unwrap();
     e.write("vol", 0, b"mine");
+    // Broken as `vlmc unlock --force` breaks it: the data store's fence
+    // first. The old owner's first write (a fenced delete of a possible
+    // orphan) is refused there.
+    let (_, token) = e.maps.lock_owner("vol").unwrap().unwrap();
+    e.data.raise_fence("vol", token + 1).unwrap();
     e.maps.break_lock("vol").unwrap();
     let h2 = e.other("host2");
     h2.open("vol", true).unwrap();

@@ -44,7 +44,8 @@ impl Flags {
     /// COPY: a copy-up ([`ObjectStore::copy_up`]-style: the target is a
     /// `FencedTarget` naming the destination; refused as a write would be;
     /// not synced, even by a write-through blocker, since the write it is
-    /// for syncs its object). Since protocol version 3.
+    /// for syncs its object). DELETE: refused as a write would be (the
+    /// target a `FencedTarget`). Since protocol version 3.
     pub const FENCED: Flags = Flags(256);
     /// OPEN with `WRITABLE`: hold the volume for a reader that needs it
     /// unchanged (an export): refused while the volume is open for

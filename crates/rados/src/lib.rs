@@ -335,6 +335,16 @@ impl ObjectStore for RadosStore {
             .map_err(|e| self.err_nf(&c, name, "delete", e))
     }
 
+    /// The fence check as a fenced write's, then the remove.
+    fn delete_fenced(&self, name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        check_store_name(name.as_bytes())?;
+        let c = self.live(name, false)?;
+        self.check_fence(&c, name, fence)?;
+        c.data
+            .remove(name)
+            .map_err(|e| self.err_nf(&c, name, "delete", e))
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
         check_store_name(name.as_bytes())?;
         let c = self.live(name, false)?;

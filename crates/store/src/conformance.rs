@@ -73,6 +73,7 @@ macro_rules! __conformance_cases {
             stat_reports_the_size,
             copy_honours_both_offsets_and_the_length,
             a_copy_up_copies_like_copy_under_its_fence,
+            a_fenced_delete_deletes_only_under_its_fence,
             a_second_copy_into_the_same_destination_overwrites,
             copy_reads_zeros_past_the_source_end,
             copy_from_a_missing_source_fails_and_creates_nothing,
@@ -325,6 +326,21 @@ pub fn a_copy_up_copies_like_copy_under_its_fence<S: ObjectStore>(make: impl Fn(
     s.write_fenced("x", 0, b"y", false, fence(3)).unwrap();
     assert_stale(s.copy_up("src", 0, "old", 0, 4, fence(2)), "old");
     assert_eq!(contents(&s, "old"), b"a678efghijkl");
+}
+
+/// A fenced delete deletes under a current token, says `NotFound` for a
+/// missing object, and deletes nothing under a broken lock's token.
+pub fn a_fenced_delete_deletes_only_under_its_fence<S: ObjectStore>(make: impl Fn() -> S) {
+    let s = make();
+    let fence = |token| crate::Fence { lock: "vol", token };
+    s.write("a", 0, b"x", false).unwrap();
+    s.write("b", 0, b"y", false).unwrap();
+    s.delete_fenced("a", fence(2)).unwrap();
+    assert_not_found(s.stat("a"), "a");
+    assert_not_found(s.delete_fenced("a", fence(2)), "a");
+    s.write_fenced("c", 0, b"z", false, fence(3)).unwrap();
+    assert_stale(s.delete_fenced("b", fence(2)), "b");
+    assert_eq!(contents(&s, "b"), b"y");
 }
 
 /// Regression (filed COPY wrote at the cached fd's position, so a second

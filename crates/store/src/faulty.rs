@@ -449,6 +449,11 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         self.inner.delete(name)
     }
 
+    fn delete_fenced(&self, name: &str, fence: crate::Fence<'_>) -> Result<(), StoreError> {
+        self.check(OpKind::Delete, &[name])?;
+        self.inner.delete_fenced(name, fence)
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
         self.check(OpKind::Stat, &[name])?;
         self.inner.stat(name)

@@ -301,6 +301,22 @@ pub trait ObjectStore: Send + Sync {
         durable: bool,
     ) -> Result<(), StoreError>;
 
+    /// [`delete`](ObjectStore::delete) under `fence`: refused with
+    /// [`StoreError::StaleToken`] (nothing deleted) as
+    /// [`write_fenced`](ObjectStore::write_fenced) would be. The default
+    /// checks the fence with an empty fenced write (which creates a
+    /// missing object: it is deleted again, and `NotFound` returned).
+    fn delete_fenced(&self, name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        let existed = self.stat(name).is_ok();
+        self.write_fenced(name, 0, &[], false, fence)?;
+        self.delete(name)?;
+        if existed {
+            Ok(())
+        } else {
+            Err(StoreError::not_found(name))
+        }
+    }
+
     /// A copy-up: [`copy`](ObjectStore::copy) ahead of a write to `dst`
     /// under `fence` (refused with [`StoreError::StaleToken`], nothing
     /// copied, as [`write_fenced`](ObjectStore::write_fenced) would be),
@@ -520,6 +536,9 @@ macro_rules! forward {
             }
             fn copy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, durable: bool) -> Result<(), StoreError> {
                 (**self).copy(src, src_offset, dst, dst_offset, len, durable)
+            }
+            fn delete_fenced(&self, name: &str, fence: $crate::Fence<'_>) -> Result<(), StoreError> {
+                (**self).delete_fenced(name, fence)
             }
             fn copy_up(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, fence: $crate::Fence<'_>) -> Result<(), StoreError> {
                 (**self).copy_up(src, src_offset, dst, dst_offset, len, fence)

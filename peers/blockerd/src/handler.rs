@@ -213,6 +213,17 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
                 .map_err(Error::from)?;
             Ok(size)
         }
+        Op::Delete if flags.contains(Flags::FENCED) => {
+            let f = FencedTarget::decode(target.as_bytes())?;
+            let fence = Fence {
+                lock: f.lock,
+                token: f.token,
+            };
+            store
+                .delete_fenced(f.object, fence)
+                .map(|_| 0)
+                .map_err(Error::from)
+        }
         Op::Delete => store.delete(&name).map(|_| 0).map_err(Error::from),
         Op::Info => {
             let stat = store.stat(&name).map_err(Error::from)?;

@@ -698,6 +698,14 @@ impl ObjectStore for FileStore {
         Ok(())
     }
 
+    /// The fence costs what it costs a write.
+    fn delete_fenced(&self, name: &str, fence: crate::Fence<'_>) -> Result<(), StoreError> {
+        check_name(name)?;
+        check_name(fence.lock)?;
+        self.locks.check_fence(&self.temp, name, fence)?;
+        self.delete(name)
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectStat, StoreError> {
         check_name(name)?;
         match fs::metadata(self.path(name).file) {

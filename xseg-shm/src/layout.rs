@@ -52,7 +52,7 @@ use crate::doorbell::Doorbell;
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"ARCHXSEG";
 /// Version of this layout; bumped on any change to the types below.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Value of the ready word once the creator has finished.
 pub const READY: u32 = 0x5245_4459; // "READY" in spirit
 /// Bytes reserved for the header.
@@ -133,8 +133,10 @@ pub struct RingTail {
 pub struct PortShm {
     /// Owner record: `generation << 32 | flags_and_pid` (see `binding.rs`).
     pub(crate) binding: AtomicU64,
-    /// Start time of the owner (`/proc` clock ticks), 0 while binding.
-    pub(crate) owner_start: AtomicU64,
+    /// Identity of the owner or recoverer, `pid << 32 | low 32 bits of
+    /// its start time` (`/proc` clock ticks), written before the binding
+    /// CAS; trusted only when its pid is the binding's (see `binding.rs`).
+    pub(crate) owner_id: AtomicU64,
     /// Descriptors taken by this port and not yet put back.
     pub(crate) requests_in_use: AtomicU32,
     /// High-water mark of `requests_in_use`.

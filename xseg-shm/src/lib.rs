@@ -91,6 +91,9 @@ mod put;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+#[doc(hidden)]
+pub mod hooks;
+#[cfg(not(loom))]
 mod idle;
 #[cfg(not(loom))]
 pub mod layout;

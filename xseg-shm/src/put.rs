@@ -51,9 +51,14 @@ pub(crate) fn detach_and_release_buffer(seg: &Segment, req: u32) {
 }
 
 /// Frees the buffer and pools descriptor `req`. The caller (port `by`, or
-/// recovery) holds it.
-pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
-    let Some(r) = seg.request(req) else { return };
+/// recovery) holds it. With `seen`, the ticket word the caller holds it
+/// by, pooling is a CAS from it: `false` (the buffer freed, the descriptor
+/// left alone) if the ticket changed, which the caller treats as the end of
+/// its claim.
+pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>, seen: Option<u64>) -> bool {
+    let Some(r) = seg.request(req) else {
+        return false;
+    };
     detach_and_release_buffer(seg, req);
     if src_is_current(seg, r.src_port(), r) {
         if let Some(p) = seg.port(r.src_port()) {
@@ -78,5 +83,11 @@ pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
     // for a request of the previous source to fail back. Relaxed: `put`'s
     // Release store of the ticket publishes it.
     r.src_port.store(NO_PORT, Ordering::Relaxed);
-    pool::put(&r.ticket);
+    match seen {
+        Some(seen) => pool::put_from(&r.ticket, seen),
+        None => {
+            pool::put(&r.ticket);
+            true
+        }
+    }
 }

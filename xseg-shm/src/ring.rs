@@ -307,8 +307,10 @@ impl Ring<'_> {
     /// Repairs `head` after its consumer died in the middle of a batch:
     /// moves it past published values that `was_taken` says the dead
     /// consumer had already taken. Only call this while no consumer is
-    /// running. Returns how many positions `head` moved.
-    pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> u64 {
+    /// running. Returns how many positions `head` moved, or `None` (and
+    /// `head` is left alone) if `head` moved meanwhile: then a consumer
+    /// does run, and the caller must stop.
+    pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> Option<u64> {
         let start = self.head.load(Ordering::Acquire);
         let mut h = start;
         while h.wrapping_sub(start) < self.capacity() {
@@ -318,10 +320,18 @@ impl Ring<'_> {
             }
             h = h.wrapping_add(1);
         }
-        if h != start {
-            self.head.store(h, Ordering::Release);
+        // SYNC POINT (consumed): Release, as a consumer's store of `head`.
+        // A CAS from the head we started from, so a consumer that runs
+        // after all is never moved back.
+        if h != start
+            && self
+                .head
+                .compare_exchange(start, h, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
         }
-        h.wrapping_sub(start)
+        Some(h.wrapping_sub(start))
     }
 }
 
@@ -462,12 +472,12 @@ mod tests {
             r.push(v).unwrap();
         }
         // The dead consumer took 0, 1 and 2 but never stored head.
-        assert_eq!(r.repair_head(|v| v <= 2), 3);
+        assert_eq!(r.repair_head(|v| v <= 2), Some(3));
         assert_eq!(r.pop(|_| Take::Taken), Some(3));
         assert_eq!(r.pop(|_| Take::Taken), None);
         // Nothing to repair on a healthy ring.
         r.push(9).unwrap();
-        assert_eq!(r.repair_head(|_| false), 0);
+        assert_eq!(r.repair_head(|_| false), Some(0));
         assert_eq!(r.pop(|_| Take::Taken), Some(9));
     }
 

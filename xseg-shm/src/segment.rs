@@ -552,16 +552,14 @@ impl Segment {
     /// yet); `None` if the port is unbound or its owner lives.
     pub fn dead_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = binding::load(&p.binding);
-        (b.pid != 0 && !crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
-            .then_some(b.pid)
+        let (b, start) = binding::load_with_start(&p.binding, &p.owner_id);
+        (b.pid != 0 && !crate::sys::is_alive(b.pid, start)).then_some(b.pid)
     }
 
     /// Pid of port `n`'s owner if it is alive.
     pub fn live_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = binding::load(&p.binding);
-        (b.pid != 0 && crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
-            .then_some(b.pid)
+        let (b, start) = binding::load_with_start(&p.binding, &p.owner_id);
+        (b.pid != 0 && crate::sys::is_alive(b.pid, start)).then_some(b.pid)
     }
 }

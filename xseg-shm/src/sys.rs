@@ -84,16 +84,24 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     Some(start)
 }
 
+/// This process's identity word for a port's binding (see
+/// [`crate::binding::identity`]): the pid and its start time.
+pub fn my_identity() -> u64 {
+    let me = my_pid();
+    crate::binding::identity(me, process_start_time(me))
+}
+
 /// Whether the process recorded as (`pid`, `start`) is still running.
-/// `start == 0` means the owner was recorded before its start time was
-/// (a bind in progress): then the pid alone decides.
+/// `start` is the low 32 bits of its start time; `None` (the binding's
+/// identity word does not vouch for one, see
+/// [`crate::binding::judge`]) means the pid alone decides.
 ///
 /// Only certain death counts: the pid does not exist (`kill(pid, 0)`
 /// fails with ESRCH), is a zombie, or runs a process started at another
 /// time (the pid was reused). A process we may not signal (EPERM) or whose
 /// `/proc` entry we may not read (`hidepid`) is alive. Peers sharing a
 /// segment must share one pid namespace.
-pub fn is_alive(pid: u32, start: u64) -> bool {
+pub fn is_alive(pid: u32, start: Option<u32>) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
@@ -105,7 +113,7 @@ pub fn is_alive(pid: u32, start: u64) -> bool {
         Err(_) => true, // exists (kill said so), but /proc is hidden from us
         Ok(_) => match process_start_time(pid) {
             None => false, // a zombie
-            Some(s) => start == 0 || s == start,
+            Some(s) => start.is_none_or(|start| s as u32 == start),
         },
     }
 }
@@ -229,13 +237,13 @@ mod tests {
     fn own_process_is_alive_and_pid_reuse_is_detected() {
         let me = my_pid();
         let start = process_start_time(me).expect("own /proc entry");
-        assert!(is_alive(me, start));
-        assert!(is_alive(me, 0));
+        assert!(is_alive(me, Some(start as u32)));
+        assert!(is_alive(me, None));
         assert!(
-            !is_alive(me, start + 1),
+            !is_alive(me, Some(start as u32 + 1)),
             "a different start time is another process"
         );
-        assert!(!is_alive(0, 0));
+        assert!(!is_alive(0, None));
     }
 
     #[test]
@@ -259,6 +267,6 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(!is_alive(pid, 0));
+        assert!(!is_alive(pid, None));
     }
 }

@@ -81,25 +81,18 @@ impl Segment {
             port: n,
             nr_ports: self.layout().nr_ports,
         })?;
-        let me = sys::my_pid();
-        let my_start = sys::process_start_time(me).unwrap_or(0);
-        match binding::bind(&p.binding, me) {
+        match binding::bind(&p.binding, &p.owner_id, sys::my_identity()) {
             Ok(gen) => {
-                // Release, paired with the Acquire loads of liveness
-                // checks: one that reads our start time also sees our
-                // binding. Before this store they read 0 (stored by the
-                // last unbind or recovery), and `is_alive` then judges by
-                // the pid alone.
-                p.owner_start.store(my_start, Ordering::Release);
                 // Relaxed: a stale "sleeping" only costs one needless wake.
                 p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
                 log::debug!("bound port {n} generation {gen}");
                 Ok(gen)
             }
             Err(b) => {
-                // Acquire: pairs with the holder's Release store of its
-                // start time.
-                let alive = sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
+                // Relaxed: read after `bind`'s Acquire load of the binding
+                // (see `binding::load_with_start`).
+                let start = binding::judge(b, p.owner_id.load(Ordering::Relaxed));
+                let alive = sys::is_alive(b.pid, start);
                 Err(match (b.recovering, alive) {
                     (true, true) => PortError::Recovering {
                         port: n,
@@ -339,7 +332,7 @@ impl Port {
             );
             return;
         }
-        put_descriptor(&self.seg, req.index, Some(self.no));
+        put_descriptor(&self.seg, req.index, Some(self.no), None);
     }
 
     /// Whether a request or a reply is waiting.

@@ -1,8 +1,15 @@
 //! Helpers shared by this crate's integration tests.
 
-use std::path::PathBuf;
+// Playing a killed or hostile process means writing the segment's words
+// from outside the crate, with `std`'s atomics: the crate's rule (atomics
+// from its `sync` module, see `clippy.toml`) is for the transport's own code.
+#![allow(clippy::disallowed_types, dead_code)]
 
-use xseg_shm::SegmentName;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use xseg_shm::{Segment, SegmentName};
 
 /// A private segment path for one test, removed on drop.
 pub struct Tmp(pub PathBuf);
@@ -24,5 +31,52 @@ impl Tmp {
 impl Drop for Tmp {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Raw access to the segment, to play a killed process.
+pub struct Raw {
+    map: memmap2::MmapRaw,
+}
+
+impl Raw {
+    pub fn new(t: &Tmp) -> Raw {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&t.0)
+            .unwrap();
+        Raw {
+            map: memmap2::MmapRaw::map_raw(&f).unwrap(),
+        }
+    }
+    pub fn u64(&self, off: u64) -> &AtomicU64 {
+        assert!(off as usize + 8 <= self.map.len() && off.is_multiple_of(8));
+        // SAFETY: in bounds and aligned (checked above), the mapping lives
+        // as long as `self`, and any bits are a valid AtomicU64.
+        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
+    }
+    pub fn u32(&self, off: u64) -> &AtomicU32 {
+        assert!(off as usize + 4 <= self.map.len() && off.is_multiple_of(4));
+        // SAFETY: as in `u64`.
+        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
+    }
+    /// Makes port `n` look owned by a process that died.
+    pub fn kill_owner(&self, seg: &Segment, n: u32) {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        let binding = self.u64(seg.layout().ports_off + u64::from(n) * 768);
+        let gen = binding.load(Ordering::SeqCst) >> 32;
+        binding.store((gen << 32) | u64::from(pid), Ordering::SeqCst);
+        // The owner's identity (pid and start time) as the dead process
+        // left it: not this process's.
+        self.u64(seg.layout().ports_off + u64::from(n) * 768 + 8)
+            .store((u64::from(pid) << 32) | 1, Ordering::SeqCst);
+    }
+
+    /// Port `n`'s binding word.
+    pub fn binding(&self, seg: &Segment, n: u32) -> &AtomicU64 {
+        self.u64(seg.layout().ports_off + u64::from(n) * 768)
     }
 }

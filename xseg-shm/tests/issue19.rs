@@ -1,0 +1,93 @@
+//! Issue 19, the transport: regressions for the hardening items. Each test
+//! failed on the code before its fix. Kills are simulated by writing the
+//! shared state a killed process leaves behind (see `common::Raw`); race
+//! windows are widened with the crate's test hooks, which act only on the
+//! test's own segment.
+
+#![allow(clippy::disallowed_types)]
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use xseg_shm::hooks::{self, Point};
+use xseg_shm::{code, status, PortError, Segment, SegmentConfig};
+
+mod common;
+use common::{Raw, Tmp};
+
+fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
+    let config = SegmentConfig {
+        ports: 8,
+        static_ports: 4,
+        requests,
+        buffer_counts: buffers,
+        ..Default::default()
+    };
+    Arc::new(Segment::create(&t.name(), &config).unwrap())
+}
+
+/// Widens the window right after a recovery's claim, for segment `t` only.
+fn widen_claim_window(t: &Tmp, by: Duration) {
+    let mine = t.name();
+    hooks::add(Point::RecoveryClaimed, move |name| {
+        if *name == mine {
+            std::thread::sleep(by);
+        }
+    });
+}
+
+#[test]
+fn concurrent_recoverers_of_a_dead_port_never_both_clean_it_up() {
+    let t = Tmp::new("i19-recoverers");
+    let seg = segment(&t, 8, vec![8]);
+    let raw = Raw::new(&t);
+    let client = seg.bind_dynamic().unwrap();
+    let server = seg.bind(1).unwrap();
+    for _ in 0..3 {
+        let mut r = client.get(1).unwrap();
+        client.alloc_data(&mut r, 10).unwrap();
+        client.submit(r).unwrap();
+    }
+    // The server accepted all three and was killed holding them.
+    let held: Vec<_> = (0..3).map(|_| server.accept().unwrap()).collect();
+    std::mem::forget(server);
+    std::mem::forget(held);
+    raw.kill_owner(&seg, 1);
+
+    widen_claim_window(&t, Duration::from_millis(100));
+    let n = 4;
+    let go = Arc::new(Barrier::new(n));
+    let recoverers: Vec<_> = (0..n)
+        .map(|_| {
+            let (seg, go) = (seg.clone(), go.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                seg.recover(1)
+            })
+        })
+        .collect();
+    let results: Vec<_> = recoverers.into_iter().map(|r| r.join().unwrap()).collect();
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "exactly one recoverer cleans up: {results:?}");
+    assert_eq!(won[0].failed_back, 3, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, PortError::Recovering { .. }), "{e}");
+        }
+    }
+    // The port is free again, with the dead binding's generation.
+    let b = raw.binding(&seg, 1).load(Ordering::SeqCst);
+    assert_eq!(b & 0xFFFF_FFFF, 0, "released");
+    let mut replies = 0;
+    while let Some(r) = client.receive() {
+        assert_eq!(client.desc(&r).status(), status::FAILED);
+        assert_eq!(client.desc(&r).error(), code::PEER_DIED);
+        client.put(r);
+        replies += 1;
+    }
+    assert_eq!(replies, 3, "each request failed back once");
+    let report = seg.report();
+    assert_eq!(report.requests_free, 8);
+    assert_eq!(report.buffers[0].free, 8);
+}

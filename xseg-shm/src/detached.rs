@@ -12,6 +12,9 @@ pub struct Detached {
     seg: Arc<Segment>,
     req: Option<Request>,
     index: u32,
+    /// Whether the port held the request when it was detached (if not,
+    /// the descriptor and the data are not shown).
+    held: bool,
     ptr: *mut u8,
     len: usize,
     /// The port's count of detached requests, released on drop.
@@ -26,10 +29,12 @@ unsafe impl Send for Detached {}
 
 impl Detached {
     /// Wraps `req`, whose data bytes are `ptr..ptr + len` (bounds-checked
-    /// by the port); `out` is the port's count, already raised for it.
+    /// by the port, empty if it did not hold `req`: `held`); `out` is the
+    /// port's count, already raised for it.
     pub(crate) fn new(
         seg: Arc<Segment>,
         req: Request,
+        held: bool,
         ptr: *mut u8,
         len: usize,
         out: Arc<AtomicUsize>,
@@ -38,6 +43,7 @@ impl Detached {
             seg,
             index: req.index,
             req: Some(req),
+            held,
             ptr,
             len,
             out,
@@ -46,6 +52,9 @@ impl Detached {
 
     /// The descriptor.
     pub fn desc(&self) -> &RequestShm {
+        if !self.held {
+            return &crate::request::NOT_HELD;
+        }
         self.seg
             .request(self.index)
             .expect("held request index is in range")

@@ -212,6 +212,41 @@ pub struct RequestShm {
     pub(crate) target: [AtomicU64; MAX_TARGET_LEN / 8],
 }
 
+impl RequestShm {
+    /// A descriptor of zeros outside the segment: what a port shows for a
+    /// request token it does not hold (its writes reach no one).
+    pub(crate) const fn zeroed() -> RequestShm {
+        // Each use of these constants is a fresh atomic, as intended.
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z64: AtomicU64 = AtomicU64::new(0);
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z32: AtomicU32 = AtomicU32::new(0);
+        RequestShm {
+            ticket: Z64,
+            op: Z32,
+            flags: Z32,
+            offset: Z64,
+            size: Z64,
+            serviced: Z64,
+            src_port: Z32,
+            src_gen: Z32,
+            dst_port: Z32,
+            effective_dst: Z32,
+            status: Z32,
+            error: Z32,
+            buffer: AtomicU32::new(u32::MAX),
+            target_len: Z32,
+            data_len: Z64,
+            tag: Z64,
+            t_submit: Z64,
+            t_accept: Z64,
+            t_complete: Z64,
+            reserved: [Z64; 2],
+            target: [Z64; MAX_TARGET_LEN / 8],
+        }
+    }
+}
+
 const _: () = {
     assert!(size_of::<SegmentHeader>() == 144);
     assert!(size_of::<SegmentHeader>() as u64 <= HEADER_SIZE);

@@ -32,8 +32,10 @@
 //! `Queued`/`Replied` to `Owned` by itself; a ring entry whose ticket no
 //! longer matches (recovery claimed it, or it was taken through another
 //! entry) is stale and skipped. The port methods act only on descriptors
-//! whose ticket names them (`Owned` by the port), so a `Request` token used
-//! with the wrong port is refused.
+//! whose ticket names them (`Owned` by the port, with the serial of the
+//! `Request` token, made by the same binding), so a token used with the
+//! wrong port, after its port unbound, or after its descriptor changed
+//! hands is refused.
 //!
 //! The functions take ticket words wherever they live (the segment, or for
 //! the loom models the heap); the descriptor's other fields are the

@@ -91,3 +91,55 @@ fn concurrent_recoverers_of_a_dead_port_never_both_clean_it_up() {
     assert_eq!(report.requests_free, 8);
     assert_eq!(report.buffers[0].free, 8);
 }
+
+#[test]
+fn a_request_token_that_outlived_its_port_reaches_nothing() {
+    let t = Tmp::new("i19-token");
+    let seg = segment(&t, 1, vec![1]);
+    let p1 = seg.bind(1).unwrap();
+    let mut stale = p1.get(3).unwrap();
+    p1.alloc_data(&mut stale, 10).unwrap();
+    drop(p1); // puts the descriptor and its buffer back; the token stays
+    let p2 = seg.bind(2).unwrap();
+    let mut live = p2.get(3).unwrap();
+    assert_eq!(live.index(), stale.index(), "the only descriptor");
+    p2.alloc_data(&mut live, 10).unwrap();
+    p2.data_mut(&mut live).fill(0xAA);
+    // The stale token, used with the port that holds the descriptor now:
+    // no second `&mut` to the same bytes, no change to them, no free.
+    assert!(p2.data_mut(&mut stale).is_empty());
+    assert!(p2.data(&stale).is_empty());
+    assert_eq!(
+        p2.alloc_data(&mut stale, 10),
+        Err(xseg_shm::TransportError::NotHeld(stale.index()))
+    );
+    assert!(p2.set_target(&mut stale, b"x").is_err());
+    p2.desc(&stale).set_tag(7);
+    assert_eq!(p2.desc(&live).tag(), 0, "writes through it reach no one");
+    let det = p2.detach(stale);
+    assert!(det.data().is_empty());
+    let stale = det.into_request();
+    p2.put(stale); // refused: p2 holds the descriptor by `live`
+    assert!(p2.data(&live).iter().all(|&b| b == 0xAA));
+    assert_eq!(seg.report().requests_free, 0);
+    // The same port number bound again (a new generation) does not honour
+    // its previous binding's tokens either.
+    p2.put(live);
+    drop(p2);
+    let p1 = seg.bind(1).unwrap();
+    let mut old = p1.get(3).unwrap();
+    drop(p1);
+    let p1 = seg.bind(1).unwrap();
+    let mut new = p1.get(3).unwrap();
+    assert_eq!(old.index(), new.index());
+    p1.alloc_data(&mut new, 10).unwrap();
+    assert!(p1.data_mut(&mut old).is_empty());
+    p1.put(old);
+    assert_eq!(
+        seg.report().requests_free,
+        0,
+        "the old token put nothing back"
+    );
+    p1.put(new);
+    assert_eq!(seg.report().requests_free, 1);
+}

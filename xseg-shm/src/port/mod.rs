@@ -181,8 +181,25 @@ impl Port {
             .expect("held request index is in range")
     }
 
-    /// The descriptor of a request this port holds.
+    /// The token of descriptor `index`, which this port has just taken.
+    fn token(&self, index: u32) -> Request {
+        Request {
+            index,
+            port: self.no,
+            gen: self.gen,
+            serial: pool::peek(&self.desc_of(index).ticket).serial,
+        }
+    }
+
+    /// The descriptor of a request this port holds. For a token it does
+    /// not hold (another port's, or one that outlived its port's binding)
+    /// a descriptor of zeros outside the segment, whose writes reach no
+    /// one; the operations on such a token fail with
+    /// [`TransportError::NotHeld`] or do nothing.
     pub fn desc(&self, req: &Request) -> &RequestShm {
+        if self.held(req).is_none() {
+            return not_held(self.no, req);
+        }
         self.desc_of(req.index)
     }
 
@@ -207,7 +224,7 @@ impl Port {
             let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
             p.requests_in_use.store(used, Ordering::Relaxed);
             raise(&p.requests_high_water, used);
-            return Ok(Request { index: i });
+            return Ok(self.token(i));
         }
         // Relaxed: a statistic.
         self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +236,7 @@ impl Port {
         if name.len() > MAX_TARGET_LEN {
             return Err(TransportError::TargetTooLong(name.len()));
         }
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         self.desc(req).write_target(name);
         Ok(())
     }
@@ -230,6 +248,7 @@ impl Port {
         if len > max {
             return Err(TransportError::TooLarge(len, max));
         }
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         let r = self.desc(req);
         let l = self.seg.layout();
         if let Some((class, _)) = self.buffer_of(req.index) {
@@ -282,14 +301,25 @@ impl Port {
         self.desc_of(req).data_len.store(0, Ordering::Relaxed);
     }
 
+    /// Where the data of a request this port holds lies; empty for a
+    /// token it does not hold.
     fn data_ptr(&self, req: &Request) -> (*mut u8, usize) {
+        let none = (std::ptr::NonNull::dangling().as_ptr(), 0);
+        if self.held(req).is_none() {
+            log::error!(
+                "port {}: data of descriptor {} it does not hold; empty",
+                self.no,
+                req.index
+            );
+            return none;
+        }
         let r = self.desc(req);
         match self.buffer_of(req.index) {
             Some((class, index)) => {
                 let len = r.data_len().min(self.seg.layout().class_size(class));
                 (self.seg.buffer_ptr(class, index), len as usize)
             }
-            None => (std::ptr::NonNull::dangling().as_ptr(), 0),
+            None => none,
         }
     }
 
@@ -314,12 +344,18 @@ impl Port {
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
-    /// The ticket of `req` if this port holds it (a `Request` used with
-    /// another port than the one that got it, or after its port unbound,
-    /// is not held and must not be acted on).
-    fn held(&self, req: &Request) -> Option<Ticket> {
-        let t = pool::peek(&self.desc(req).ticket);
-        t.is_owned_by(self.no).then_some(t)
+    /// The ticket of `req` if this port holds it: the token was made by
+    /// this binding of this port (number and generation), and the ticket
+    /// still names this port with the token's serial. A `Request` used
+    /// with another port than the one that got it, after its port unbound,
+    /// or after recovery took its descriptor, is not held and must not be
+    /// acted on.
+    pub(crate) fn held(&self, req: &Request) -> Option<Ticket> {
+        if req.port != self.no || req.gen != self.gen {
+            return None;
+        }
+        let t = pool::peek(&self.seg.request(req.index)?.ticket);
+        (t.is_owned_by(self.no) && t.serial == req.serial).then_some(t)
     }
 
     /// Returns a request and its buffer to the pools.
@@ -361,12 +397,13 @@ impl Port {
     /// (which stays with its own thread). Give it back with
     /// [`Detached::into_request`] to respond or put it.
     pub fn detach(&self, req: Request) -> Detached {
+        let held = self.held(&req).is_some();
         let (ptr, len) = self.data_ptr(&req);
         // Relaxed: the count is only read by this port's drop, on this
         // thread; what a `Detached` did is published by its Release
         // decrement.
         self.detached.fetch_add(1, Ordering::Relaxed);
-        Detached::new(self.seg.clone(), req, ptr, len, self.detached.clone())
+        Detached::new(self.seg.clone(), req, held, ptr, len, self.detached.clone())
     }
 
     /// Fails back a request with the transport's "busy" code (for a peer
@@ -374,6 +411,17 @@ impl Port {
     pub fn reject_busy(&self, req: Request) -> Result<(), Rejected> {
         self.fail(req, code::BUSY)
     }
+}
+
+/// What [`Port::desc`] shows for a token the port does not hold.
+fn not_held(port: u32, req: &Request) -> &'static RequestShm {
+    log::error!(
+        "port {port}: descriptor {} of port {} generation {} is not held here; its fields are not shown",
+        req.index,
+        req.port,
+        req.gen
+    );
+    &crate::request::NOT_HELD
 }
 
 impl Drop for Port {

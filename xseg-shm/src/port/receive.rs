@@ -23,7 +23,7 @@ impl Port {
         self.seg.ring(self.no, 0).pop_many(
             max,
             |v| self.take(v, Phase::Queued),
-            |index| out.push(Request { index }),
+            |index| out.push(self.token(index)),
         );
         let taken = out.len() - first;
         if taken > 0 {
@@ -86,7 +86,7 @@ impl Port {
             max,
             |v| self.take(v, Phase::Replied),
             |index| {
-                let req = Request { index };
+                let req = self.token(index);
                 if self.desc(&req).src_gen.load(Ordering::Relaxed) == self.gen {
                     out.push(req);
                 } else {
@@ -114,6 +114,6 @@ impl Port {
         {
             return None;
         }
-        pool::claim(&r.ticket, w, self.no, t.serial).then_some(Request { index })
+        pool::claim(&r.ticket, w, self.no, t.serial).then(|| self.token(index))
     }
 }

@@ -78,6 +78,7 @@ impl Port {
     }
 
     fn submit_quiet(&self, req: &Request, dst: u32, now: u64) -> Result<(), TransportError> {
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         self.check_dst(dst)?;
         self.desc(req).set_t_submit(now);
         self.push(req, dst, 0, Phase::Queued)
@@ -156,6 +157,13 @@ impl Port {
     /// or was re-bound since (stale generation) gets nothing: the request
     /// goes back to the pool.
     pub fn respond(&self, req: Request) -> Result<(), Rejected> {
+        if self.held(&req).is_none() {
+            let error = TransportError::NotHeld(req.index);
+            return Err(Rejected {
+                request: req,
+                error,
+            });
+        }
         let r = self.desc(&req);
         r.set_t_complete(self.clock.now());
         let src = r.src_port();
@@ -188,6 +196,15 @@ impl Port {
         let mut woken: Vec<u32> = Vec::new();
         let mut drain = reqs.drain(..);
         for req in drain.by_ref() {
+            if self.held(&req).is_none() {
+                let e = TransportError::NotHeld(req.index);
+                let mut back = vec![req];
+                back.extend(drain);
+                for w in woken {
+                    self.wake(w);
+                }
+                return Err((back, e));
+            }
             let r = self.desc(&req);
             r.set_t_complete(now);
             let src = r.src_port();

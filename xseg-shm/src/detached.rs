@@ -21,10 +21,14 @@ pub struct Detached {
     out: Arc<AtomicUsize>,
 }
 
-// SAFETY: a `Detached` owns its request (the `Request` token is moved in,
-// so the port cannot touch it meanwhile) and keeps the mapping alive with
-// its `Arc<Segment>`; the buffer pointer stays valid and exclusively ours
-// on any thread, as the descriptor's ticket names our port as holder.
+// SAFETY: the only field that is not `Send` by itself is the buffer
+// pointer. A `Detached` owns its request (the `Request` token is moved in,
+// so the port cannot reach it meanwhile), the port keeps it held (its mark
+// in this process's record stays until the request comes back and is
+// handed on, so no other port of this process takes the descriptor or its
+// buffer), and the `Arc<Segment>` keeps the mapping alive: the pointer
+// stays valid and, within this process, this `Detached`'s alone on
+// whichever thread it moves to.
 unsafe impl Send for Detached {}
 
 impl Detached {
@@ -63,8 +67,9 @@ impl Detached {
     /// The data bytes (empty without a buffer).
     pub fn data(&self) -> &[u8] {
         // SAFETY: as in `Port::data`: the range was bounds-checked against
-        // the attached buffer when detached, the mapping is alive (our
-        // Arc), and we hold the descriptor and so its buffer.
+        // the attached buffer and marked as this descriptor's in this
+        // process when detached (or is empty), the mapping is alive (our
+        // Arc), and the token is ours alone; `&self` excludes a `&mut`.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 

@@ -24,6 +24,27 @@
 //! is bounds-checked before use, in release builds too. The memory layout
 //! is documented byte by byte in [`layout`].
 //!
+//! # Trust boundary
+//!
+//! Every process that maps the segment can write all of it. What a peer
+//! that breaks the protocol can and cannot do to this process:
+//!
+//! - It cannot make us read or write outside the mapping (every index and
+//!   offset is checked), nor give this process two references to one data
+//!   buffer: which port of this process holds each descriptor, and which
+//!   descriptor each buffer serves here, is recorded in this process's own
+//!   memory and checked before a descriptor is taken or a buffer is shown
+//!   (the `held` module); a request token names the binding that took it
+//!   and is refused elsewhere.
+//! - It can change the bytes of a buffer we are reading or writing (they
+//!   are plain bytes: values change, nothing else), fail or drop requests,
+//!   and corrupt descriptors and rings so that requests are lost or
+//!   refused; recovery and the checks above keep that from spreading into
+//!   two owners of one thing.
+//! - It can shrink the segment's file (`ftruncate`), after which touching
+//!   the lost pages kills every peer with `SIGBUS`; a sealed segment
+//!   (issue 19) would close this, and is not done yet.
+//!
 //! # Layers
 //!
 //! A module imports only from the layers below its own:
@@ -90,6 +111,8 @@ mod put;
 
 #[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
+mod held;
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod hooks;

@@ -255,6 +255,9 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
             }
             _ => continue,
         };
+        // The port's marks in this process's record, if the port was ours
+        // (its owner unbinding, or a test playing a killed process).
+        seg.held().release(i, n);
         // Read once: a misbehaving peer may change it under us.
         let src = r.src_port();
         if src == n || !src_is_current(seg, src, r) {

@@ -4,7 +4,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
 
 use memmap2::MmapRaw;
 use nix::fcntl::OFlag;
@@ -12,6 +13,7 @@ use nix::sys::stat::Mode;
 
 use crate::binding;
 use crate::error::SegmentError;
+use crate::held::Held;
 use crate::layout::{
     Layout, PortShm, RequestShm, SegmentHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     MAX_BUFFER_CLASSES, MIN_BUFFER_SHIFT, READY,
@@ -127,15 +129,14 @@ pub struct Segment {
     layout: Layout,
     protocol_version: u32,
     clock: Clock,
+    /// Which port of this process holds each descriptor (see `held.rs`).
+    held: Arc<Held>,
 }
 
-// SAFETY: the mapping lives as long as the `Segment`; everything another
-// thread (or process) may touch concurrently is accessed through atomics,
-// and the only non-atomic bytes handed out (buffer data) are handed to the
-// holder of the owning descriptor alone (see `Port::data_mut`).
-unsafe impl Send for Segment {}
-// SAFETY: as above.
-unsafe impl Sync for Segment {}
+// `Segment` is `Send` and `Sync` by its fields (`MmapRaw` is both): it
+// hands out only references to atomics and raw pointers, and the ports
+// that turn a buffer pointer into a slice carry their own SAFETY argument
+// (`Port::data`).
 
 fn io_err(name: &SegmentName, cause: io::Error) -> SegmentError {
     SegmentError::Io {
@@ -188,6 +189,21 @@ fn unlink(name: &SegmentName) -> io::Result<()> {
     }
 }
 
+/// This process's record of held descriptors for the segment in `file`.
+fn held_record(
+    name: &SegmentName,
+    file: &File,
+    layout: &Layout,
+) -> Result<Arc<Held>, SegmentError> {
+    let m = file.metadata().map_err(|e| io_err(name, e))?;
+    Ok(Held::for_file(
+        m.dev(),
+        m.ino(),
+        layout.nr_requests,
+        &layout.buffer_counts,
+    ))
+}
+
 impl Segment {
     /// Creates and initialises a new segment; fails if one exists.
     pub fn create(name: &SegmentName, config: &SegmentConfig) -> Result<Segment, SegmentError> {
@@ -231,12 +247,14 @@ impl Segment {
             .map_err(|e| io_err(name, e))?;
         file.set_len(layout.total).map_err(|e| io_err(name, e))?;
         let map = MmapRaw::map_raw(&file).map_err(|e| io_err(name, e))?;
+        let held = held_record(name, &file, &layout)?;
         let seg = Segment {
             name: name.clone(),
             map,
             layout,
             protocol_version: config.protocol_version,
             clock: Clock::calibrate(),
+            held,
         };
         let l = &seg.layout;
         let mut counts = [0u32; MAX_BUFFER_CLASSES];
@@ -373,12 +391,14 @@ impl Segment {
                 h.segment_size, layout.total
             )));
         }
+        let held = held_record(name, &file, &layout)?;
         Ok(Segment {
             name: name.clone(),
             map,
             layout,
             protocol_version: h.protocol_version,
             clock: Clock::from_khz(h.clock_khz),
+            held,
         })
     }
 
@@ -447,6 +467,11 @@ impl Segment {
         // SAFETY: offset 12 is inside the header page, 4-aligned; the
         // mapping outlives `&self`; any bit pattern is a valid AtomicU32.
         unsafe { &*self.map.as_mut_ptr().add(12).cast::<AtomicU32>() }
+    }
+
+    /// This process's record of which of its ports holds each descriptor.
+    pub(crate) fn held(&self) -> &Held {
+        &self.held
     }
 
     /// Port `n`, or `None` if out of range.

@@ -143,3 +143,72 @@ fn a_request_token_that_outlived_its_port_reaches_nothing() {
     p1.put(new);
     assert_eq!(seg.report().requests_free, 1);
 }
+
+#[test]
+fn a_forged_ticket_never_gives_two_ports_of_one_process_the_same_descriptor() {
+    use xseg_shm::{Phase, Ticket};
+    let t = Tmp::new("i19-forged");
+    let seg = segment(&t, 2, vec![2]);
+    let raw = Raw::new(&t);
+    let a = seg.bind(1).unwrap();
+    let b = seg.bind(2).unwrap();
+    let mut held = a.get(3).unwrap();
+    a.alloc_data(&mut held, 16).unwrap();
+    a.data_mut(&mut held).fill(0x11);
+    let i = held.index();
+    // A peer forges a ticket saying descriptor `i` is queued to port b, and
+    // pushes it into b's request ring.
+    let ticket = raw.ticket(&seg, i);
+    let serial = Ticket::from_word(ticket.load(Ordering::SeqCst)).serial;
+    ticket.store(Ticket::word(Phase::Queued, 3, serial), Ordering::SeqCst);
+    raw.effective_dst(&seg, i).store(2, Ordering::SeqCst);
+    raw.ring(&seg, 2, 0).push(i).unwrap();
+    match b.accept() {
+        None => {}
+        Some(mut r) => {
+            let other = b.data_mut(&mut r);
+            other.fill(0x22);
+            panic!("port b took descriptor {i} that port a holds");
+        }
+    }
+    // The same with a forged `Pooled` ticket and a get.
+    ticket.store(Ticket::word(Phase::Pooled, 0, serial), Ordering::SeqCst);
+    if let Ok(r) = b.get(3) {
+        assert_ne!(r.index(), i, "port b got descriptor {i} that port a holds");
+        b.put(r);
+    }
+    assert!(a.data(&held).iter().all(|&x| x == 0x11));
+}
+
+#[test]
+fn a_forged_buffer_owner_never_gives_two_descriptors_of_one_process_the_same_bytes() {
+    let t = Tmp::new("i19-forged-buffer");
+    let seg = segment(&t, 2, vec![2]);
+    let raw = Raw::new(&t);
+    let a = seg.bind(1).unwrap();
+    let b = seg.bind(2).unwrap();
+    let mut first = a.get(3).unwrap();
+    a.alloc_data(&mut first, 16).unwrap();
+    a.data_mut(&mut first).fill(0x11);
+    let mut second = b.get(3).unwrap();
+    // A peer rewrites the first buffer's owner word and the second
+    // descriptor's handle: the buffer now "belongs" to the second.
+    let l = seg.layout();
+    let handle = raw
+        .u32(l.requests_off + u64::from(first.index()) * 384 + 64)
+        .load(Ordering::SeqCst);
+    let index = u64::from(handle & 0xFF_FFFF);
+    raw.u32(l.owners_off[0] + 4 * index)
+        .store(second.index() + 1, Ordering::SeqCst);
+    raw.u32(l.requests_off + u64::from(second.index()) * 384 + 64)
+        .store(handle, Ordering::SeqCst);
+    raw.u64(l.requests_off + u64::from(second.index()) * 384 + 72)
+        .store(16, Ordering::SeqCst); // data_len
+    assert!(
+        b.data_mut(&mut second).is_empty(),
+        "the bytes of the first descriptor's slice, through the second"
+    );
+    let _ = a.data(&first);
+    b.put(second);
+    a.put(first);
+}

@@ -213,8 +213,21 @@ impl Port {
             });
         }
         let n = self.seg.layout().nr_requests;
-        let start = self.cursor.get();
-        if let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) {
+        let mut start = self.cursor.get();
+        for _ in 0..n {
+            let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) else {
+                break;
+            };
+            start = i + 1;
+            if !self.seg.held().hold(i, self.no) {
+                // A port of this process holds it: its pooled ticket was
+                // forged. It stays with us in the segment, untouched.
+                log::error!(
+                    "port {}: descriptor {i} was pooled while a port of this process holds it; left alone",
+                    self.no
+                );
+                continue;
+            }
             self.cursor.set(i + 1);
             self.desc_of(i).reset(self.no, self.gen, dst);
             let p = self.shm();
@@ -297,6 +310,7 @@ impl Port {
     }
 
     fn free_buffer(&self, req: u32) {
+        self.seg.held().release_buffer(req);
         crate::put::detach_and_release_buffer(&self.seg, req);
         self.desc_of(req).data_len.store(0, Ordering::Relaxed);
     }
@@ -315,6 +329,14 @@ impl Port {
         }
         let r = self.desc(req);
         match self.buffer_of(req.index) {
+            Some((class, index)) if !self.seg.held().hold_buffer(req.index, class, index) => {
+                log::error!(
+                    "port {}: buffer {class}/{index} of descriptor {} is another descriptor's in this process; empty",
+                    self.no,
+                    req.index
+                );
+                none
+            }
             Some((class, index)) => {
                 let len = r.data_len().min(self.seg.layout().class_size(class));
                 (self.seg.buffer_ptr(class, index), len as usize)
@@ -326,21 +348,31 @@ impl Port {
     /// The request's data bytes (empty without a buffer).
     pub fn data<'r>(&'r self, req: &'r Request) -> &'r [u8] {
         let (ptr, len) = self.data_ptr(req);
-        // SAFETY: `ptr..ptr+len` lies inside the buffer attached to the
-        // descriptor (bounds-checked handle, length clamped to the class
-        // size), inside the mapping that `self.seg` keeps alive. Holding
-        // the `Request` means this port holds the descriptor and so its
-        // buffer; peers that follow the protocol do not write it meanwhile.
-        // A peer that breaks it can only change bytes, which have no
-        // invalid values.
+        // SAFETY: `ptr..ptr+len` lies inside one buffer (bounds-checked
+        // handle, length clamped to the class size), inside the mapping
+        // that `self.seg` keeps alive for `'r`; `u8` has no alignment or
+        // validity requirement. In this process, no `&mut` to these bytes
+        // exists while the slice lives: `data_ptr` returned them only
+        // because this port holds `req` (`held`: token of this binding,
+        // ticket and serial match), this process's record admits one port
+        // per descriptor and one descriptor per buffer (`held.rs`, checked
+        // in this process's memory, not the segment's), a port makes one
+        // token per hold (`Request` is not `Clone`), and a `&mut` slice
+        // needs `&mut Request`, which our `&'r Request` borrow excludes.
+        // Other processes are outside Rust's model: a peer that breaks the
+        // protocol can change the bytes under us, which only changes
+        // values (`u8` has no invalid ones); that is the trust boundary the
+        // crate docs describe.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     /// The request's data bytes, writable.
     pub fn data_mut<'r>(&'r self, req: &'r mut Request) -> &'r mut [u8] {
         let (ptr, len) = self.data_ptr(req);
-        // SAFETY: as in `data`; the `&mut Request` borrow makes this the
-        // only slice of this buffer in this process until it ends.
+        // SAFETY: as in `data`: the bytes are in bounds and, in this
+        // process, reachable only through `req`'s one token; the
+        // `&'r mut Request` borrow makes this the only slice of them until
+        // it ends.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
@@ -368,6 +400,9 @@ impl Port {
             );
             return;
         }
+        // Before the descriptor is pooled, so that another port of this
+        // process may take it at once.
+        self.seg.held().release(req.index, self.no);
         put_descriptor(&self.seg, req.index, Some(self.no), None);
     }
 

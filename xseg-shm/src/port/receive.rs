@@ -59,9 +59,20 @@ impl Port {
             );
             return Take::Skip;
         }
+        if !self.seg.held().hold(v, self.no) {
+            // The ticket says the descriptor is queued to us, but a port of
+            // this process holds it: a forged ticket. Taking it would give
+            // the process two references to one buffer.
+            log::error!(
+                "port {}: ring held descriptor {v}, which a port of this process holds; skipped",
+                self.no
+            );
+            return Take::Skip;
+        }
         if pool::claim(&r.ticket, t, self.no, ticket.serial) {
             Take::Taken
         } else {
+            self.seg.held().release(v, self.no);
             Take::Skip
         }
     }
@@ -114,6 +125,14 @@ impl Port {
         {
             return None;
         }
-        pool::claim(&r.ticket, w, self.no, t.serial).then(|| self.token(index))
+        if !self.seg.held().hold(index, self.no) {
+            return None;
+        }
+        if pool::claim(&r.ticket, w, self.no, t.serial) {
+            Some(self.token(index))
+        } else {
+            self.seg.held().release(index, self.no);
+            None
+        }
     }
 }

@@ -21,6 +21,8 @@ impl Port {
         })?;
         let r = self.desc(req);
         let t = self.held(req).ok_or(TransportError::NotHeld(req.index))?;
+        // Before the hand-over: its consumer may be a port of this process.
+        self.seg.held().release(req.index, self.no);
         let in_ring = pool::hand_over(&r.ticket, phase, self.no, t.serial);
         match self.seg.ring(dst, ring).push(req.index) {
             Ok(position) => {
@@ -37,8 +39,13 @@ impl Port {
             Err(PushError::Full) => {
                 // A CAS, not a store: a consumer may have taken it through
                 // an old entry for the same descriptor meanwhile, and then
-                // it was delivered after all.
+                // it was delivered after all (and if that consumer is a
+                // port of this process, it holds the mark).
+                if !self.seg.held().hold(req.index, self.no) {
+                    return Ok(());
+                }
                 if !pool::claim(&r.ticket, in_ring, self.no, t.serial) {
+                    self.seg.held().release(req.index, self.no);
                     return Ok(());
                 }
                 // Relaxed: a statistic.

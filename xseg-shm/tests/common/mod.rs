@@ -75,6 +75,37 @@ impl Raw {
             .store((u64::from(pid) << 32) | 1, Ordering::SeqCst);
     }
 
+    /// `len` words from `off` on.
+    pub fn u64s(&self, off: u64, len: usize) -> &[AtomicU64] {
+        assert!(off as usize + 8 * len <= self.map.len() && off.is_multiple_of(8));
+        // SAFETY: as in `u64`, for `len` words.
+        unsafe { std::slice::from_raw_parts(self.map.as_mut_ptr().add(off as usize).cast(), len) }
+    }
+
+    /// Ring `which` (0 requests, 1 replies) of port `n`, to push into as a
+    /// misbehaving peer would.
+    pub fn ring(&self, seg: &Segment, n: u32, which: u32) -> xseg_shm::ring::Ring<'_> {
+        let l = seg.layout();
+        let port = l.ports_off + u64::from(n) * 768;
+        let (head, tail) = if which == 0 { (256, 384) } else { (512, 640) };
+        xseg_shm::ring::Ring {
+            head: self.u64(port + head),
+            tail: self.u64(port + tail),
+            head_seen: self.u64(port + tail + 16),
+            slots: self.u64s(l.ring_off(n, which), l.ring_capacity as usize),
+        }
+    }
+
+    /// Descriptor `i`'s ticket word.
+    pub fn ticket(&self, seg: &Segment, i: u32) -> &AtomicU64 {
+        self.u64(seg.layout().requests_off + u64::from(i) * 384)
+    }
+
+    /// Descriptor `i`'s current destination.
+    pub fn effective_dst(&self, seg: &Segment, i: u32) -> &AtomicU32 {
+        self.u32(seg.layout().requests_off + u64::from(i) * 384 + 52)
+    }
+
     /// Port `n`'s binding word.
     pub fn binding(&self, seg: &Segment, n: u32) -> &AtomicU64 {
         self.u64(seg.layout().ports_off + u64::from(n) * 768)

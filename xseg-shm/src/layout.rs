@@ -6,7 +6,7 @@
 //! segment never leaves the host). Offsets are *derived* from the sizes in
 //! the header by [`Layout::compute`], the single source of truth, which the
 //! creator and every attacher run alike; an attacher checks that the file
-//! is exactly as long as the layout says.
+//! is exactly as long as the layout says, and maps exactly that length.
 //!
 //! `docs/design.md` (section 2) joins this format to the protocol carried
 //! in a descriptor and to the map format, with the version history; its

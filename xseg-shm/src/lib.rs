@@ -42,7 +42,9 @@
 //!   refused; recovery and the checks above keep that from spreading into
 //!   two owners of one thing.
 //! - It can shrink the segment's file (`ftruncate`), after which touching
-//!   the lost pages kills every peer with `SIGBUS`; a sealed segment
+//!   the lost pages kills every peer with `SIGBUS` (a crash, never an
+//!   access outside the mapping: attach maps exactly the length the header
+//!   describes and refuses a file shorter than that). A sealed segment
 //!   (issue 19) would close this, and is not done yet.
 //!
 //! # Layers

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -189,6 +189,28 @@ fn unlink(name: &SegmentName) -> io::Result<()> {
     }
 }
 
+/// Maps exactly `len` bytes of `file`, shared, whatever the file's length
+/// (the mapping's length is what every view of the segment is checked
+/// against).
+fn map_exact(name: &SegmentName, file: &File, len: u64) -> Result<MmapRaw, SegmentError> {
+    let len_usize = usize::try_from(len).map_err(|_| {
+        SegmentError::Config(format!(
+            "a segment of {len} bytes does not fit the address space"
+        ))
+    })?;
+    let map = MmapOptions::new()
+        .len(len_usize)
+        .map_raw(file)
+        .map_err(|e| io_err(name, e))?;
+    if map.len() != len_usize {
+        return Err(SegmentError::Corrupt {
+            name: name.to_string(),
+            what: format!("mapped {} bytes, asked for {len}", map.len()),
+        });
+    }
+    Ok(map)
+}
+
 /// This process's record of held descriptors for the segment in `file`.
 fn held_record(
     name: &SegmentName,
@@ -246,7 +268,7 @@ impl Segment {
         file.set_permissions(std::fs::Permissions::from_mode(config.mode))
             .map_err(|e| io_err(name, e))?;
         file.set_len(layout.total).map_err(|e| io_err(name, e))?;
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(name, e))?;
+        let map = map_exact(name, &file, layout.total)?;
         let held = held_record(name, &file, &layout)?;
         let seg = Segment {
             name: name.clone(),
@@ -281,8 +303,9 @@ impl Segment {
                 .unwrap_or(0),
             clock_khz: seg.clock.khz(),
         };
-        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned,
-        // and nobody else uses it before the ready word is set.
+        // SAFETY: the mapping is `layout.total` ≥ HEADER_SIZE bytes
+        // (`map_exact`), page-aligned, and nobody else uses it before the
+        // ready word is set.
         unsafe { std::ptr::write(seg.map.as_mut_ptr().cast::<SegmentHeader>(), header) };
         // Zeroed memory is the right initial state for ports (unbound,
         // generation 0), descriptors (pooled, serial 0) and buffer owners
@@ -319,9 +342,14 @@ impl Segment {
                 name: name.to_string(),
             });
         }
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(name, e))?;
-        let base = map.as_mut_ptr();
-        // SAFETY: the mapping holds at least HEADER_SIZE bytes, so the
+        crate::hooks::run(crate::hooks::Point::AttachStatted, name);
+        // The header page alone first, mapped by explicit length: the file
+        // may change size at any time, and the mapping's length, not the
+        // file's, is what bounds our pointers (a page past the end of the
+        // file raises SIGBUS when touched, never reaches other memory).
+        let head = map_exact(name, &file, HEADER_SIZE)?;
+        let base = head.as_mut_ptr();
+        // SAFETY: the mapping is HEADER_SIZE bytes (`map_exact`), so the
         // magic's 8 bytes are in bounds; a volatile read because another
         // process may be writing them.
         let magic: [u8; 8] = unsafe { std::ptr::read_volatile(base.cast::<[u8; 8]>()) };
@@ -344,9 +372,10 @@ impl Segment {
                 name: name.to_string(),
             });
         }
-        // SAFETY: the header is in bounds, aligned (page start), and after
-        // the Acquire above no longer written; it holds only integers, so
-        // any byte pattern is a valid value.
+        // SAFETY: the header is inside the HEADER_SIZE-byte mapping,
+        // aligned (page start), and after the Acquire above no longer
+        // written; it holds only integers, so any byte pattern is a valid
+        // value.
         let h: SegmentHeader = unsafe { std::ptr::read_volatile(base.cast::<SegmentHeader>()) };
         if h.layout_version != LAYOUT_VERSION {
             return Err(SegmentError::LayoutVersion {
@@ -389,6 +418,19 @@ impl Segment {
             return Err(corrupt(format!(
                 "header says {} bytes, layout needs {}, file has {len}",
                 h.segment_size, layout.total
+            )));
+        }
+        // Now the whole segment, by the length the header describes, and
+        // the file checked again: shrunk since the first look, it is
+        // refused rather than mapped short (shrunk after this, touching
+        // the lost pages raises SIGBUS: see the crate docs).
+        drop(head);
+        let map = map_exact(name, &file, layout.total)?;
+        let now = file.metadata().map_err(|e| io_err(name, e))?.len();
+        if now < layout.total {
+            return Err(corrupt(format!(
+                "the file shrank to {now} bytes while attaching; the layout needs {}",
+                layout.total
             )));
         }
         let held = held_record(name, &file, &layout)?;
@@ -481,9 +523,10 @@ impl Segment {
         }
         let off = self.layout.ports_off + u64::from(n) * std::mem::size_of::<PortShm>() as u64;
         // SAFETY: `n` is in range, so the port lies inside the mapping
-        // (Layout::compute placed nr_ports ports there and attach checked
-        // the file length); the offset is 128-aligned on a page-aligned
-        // base; PortShm holds only atomics, valid for any bits.
+        // (Layout::compute placed nr_ports ports below `layout.total`, and
+        // create and attach map exactly `layout.total` bytes, `map_exact`);
+        // the offset is 128-aligned on a page-aligned base; PortShm holds
+        // only atomics, valid for any bits; the mapping outlives `&self`.
         Some(unsafe { &*self.map.as_mut_ptr().add(off as usize).cast::<PortShm>() })
     }
 
@@ -512,8 +555,8 @@ impl Segment {
         let p = self.port(port)?;
         let off = self.layout.ring_off(port, which);
         // SAFETY: ring_off places 2 × nr_ports rings of ring_capacity
-        // 8-byte slots inside the mapping, 8-aligned; AtomicU64 is valid
-        // for any bits.
+        // 8-byte slots below `layout.total`, inside the mapping (as for
+        // `port`), 8-aligned; AtomicU64 is valid for any bits.
         let slots = unsafe {
             std::slice::from_raw_parts(
                 self.map.as_mut_ptr().add(off as usize).cast::<AtomicU64>(),
@@ -539,8 +582,8 @@ impl Segment {
         let count = *self.layout.buffer_counts.get(class)?;
         let off = self.layout.owners_off[class];
         // SAFETY: `class` is in range (checked above), and Layout::compute
-        // placed `count` 4-byte owner words of that class at `off`, inside
-        // the mapping (attach checked the file length), 4-aligned (a 64-
+        // placed `count` 4-byte owner words of that class at `off`, below
+        // `layout.total` and so inside the mapping (as for `port`), 4-aligned (a 64-
         // aligned start); the mapping outlives `&self`; AtomicU32 is valid
         // for any bits.
         Some(unsafe {
@@ -560,8 +603,8 @@ impl Segment {
     pub(crate) fn buffer_ptr(&self, class: usize, index: u32) -> *mut u8 {
         assert!(index < self.layout.buffer_counts[class]);
         let off = self.layout.data_off[class] + self.layout.class_size(class) * u64::from(index);
-        // SAFETY: in range by the assert; the pointer stays inside the
-        // mapping for class_size bytes.
+        // SAFETY: in range by the assert, so `off + class_size` is at most
+        // `layout.total`, the mapping's exact length (as for `port`).
         unsafe { self.map.as_mut_ptr().add(off as usize) }
     }
 

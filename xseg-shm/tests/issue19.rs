@@ -212,3 +212,25 @@ fn a_forged_buffer_owner_never_gives_two_descriptors_of_one_process_the_same_byt
     b.put(second);
     a.put(first);
 }
+
+#[test]
+fn a_segment_shrunk_while_attaching_is_refused_not_mapped_short() {
+    let t = Tmp::new("i19-shrunk");
+    drop(segment(&t, 4, vec![4]));
+    let path = t.0.clone();
+    let mine = t.name();
+    hooks::add(Point::AttachStatted, move |name| {
+        if *name == mine {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(4096).unwrap(); // the header page only
+        }
+    });
+    match Segment::attach(&t.name(), None) {
+        Err(xseg_shm::SegmentError::Corrupt { .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(seg) => panic!(
+            "attached, with {} bytes of layout over a 4096-byte file",
+            seg.layout().total
+        ),
+    }
+}

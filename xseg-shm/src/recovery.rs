@@ -23,6 +23,10 @@
 //!      are failed back to their sources with [`PEER_DIED`](crate::code::PEER_DIED);
 //!    - replies `P` was sending are sent again.
 //!
+//!    A source's reply ring that is full (its consumer has not come round
+//!    yet) is waited on, up to [`REPLY_RING_WAIT`] for the whole cleanup;
+//!    only then is a request put back without its reply.
+//!
 //!    A descriptor in a ring phase (`Queued`, `Replied`) with `P` as pusher
 //!    is left alone if its entry is in the destination ring (the push
 //!    completed; a consumer never skips an entry addressed to it), and
@@ -53,6 +57,10 @@ use crate::ring::Take;
 use crate::segment::Segment;
 use crate::sync::Ordering;
 use crate::{binding, buffers, pool, sys};
+
+/// How long one cleanup waits, in all, for room in full reply rings of
+/// live sources before it puts their requests back without a reply.
+pub const REPLY_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What one recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -211,6 +219,7 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
         port: n,
         ..Default::default()
     };
+    let reply_deadline = std::time::Instant::now() + REPLY_RING_WAIT;
     let held_by_n = |v: u32| {
         seg.request(v)
             .is_some_and(|r| pool::load(&r.ticket).1.is_owned_by(n))
@@ -276,20 +285,36 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
             r.set_t_complete(seg.clock().now());
             report.failed_back += 1;
         }
-        let in_ring = pool::hand_over_from(&r.ticket, held, Phase::Replied, n, t.serial)
-            .ok_or_else(|| claim.lost())?;
-        if push_reply(seg, src, i) {
-            seg.wake(src);
-            continue;
-        }
-        if pool::claim(&r.ticket, in_ring, n, t.serial) {
-            log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
-            if !put_descriptor(seg, i, None, Some(held)) {
-                return Err(claim.lost());
+        // A full reply ring is back-pressure: its consumer (alive, the
+        // source is current) drains it; wait for room, up to a deadline
+        // shared by the whole cleanup, holding the descriptor meanwhile.
+        loop {
+            let in_ring = pool::hand_over_from(&r.ticket, held, Phase::Replied, n, t.serial)
+                .ok_or_else(|| claim.lost())?;
+            if seg
+                .ring_checked(src, 1)
+                .is_some_and(|ring| ring.push(i).is_ok())
+            {
+                seg.wake(src);
+                break;
             }
-            report.requests_freed += 1;
+            if !pool::claim(&r.ticket, in_ring, n, t.serial) {
+                break; // its source took it through an older entry: delivered
+            }
+            if std::time::Instant::now() >= reply_deadline || !src_is_current(seg, src, r) {
+                log::error!(
+                    "recovery of port {n}: reply ring of port {src} still full after {REPLY_RING_WAIT:?}; request {i} put back without a reply"
+                );
+                if !put_descriptor(seg, i, None, Some(held)) {
+                    return Err(claim.lost());
+                }
+                report.requests_freed += 1;
+                break;
+            }
+            seg.wake(src);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            claim.check(seg)?;
         }
-        // Else its source took it through an older entry: delivered.
     }
 
     // Replies addressed to the dead incarnation.
@@ -323,12 +348,6 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
         }
     }
     Ok(report)
-}
-
-/// Pushes a reply on a dead port's behalf.
-fn push_reply(seg: &Segment, src: u32, i: u32) -> bool {
-    seg.ring_checked(src, 1)
-        .is_some_and(|ring| ring.push(i).is_ok())
 }
 
 /// Frees buffers whose owner descriptor `n` held without this buffer

@@ -234,3 +234,104 @@ fn a_segment_shrunk_while_attaching_is_refused_not_mapped_short() {
         ),
     }
 }
+
+#[test]
+fn binding_a_port_another_process_recovers_waits_for_the_recovery() {
+    let t = Tmp::new("i19-bind-waits");
+    let seg = segment(&t, 4, vec![]);
+    let raw = Raw::new(&t);
+    std::mem::forget(seg.bind(1).unwrap());
+    raw.kill_owner(&seg, 1);
+    widen_claim_window(&t, Duration::from_millis(300));
+    let recoverer = {
+        let seg = seg.clone();
+        std::thread::spawn(move || seg.recover(1))
+    };
+    // Wait (with a watchdog) until the port shows "recovering".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while raw.binding(&seg, 1).load(Ordering::SeqCst) & 0x8000_0000 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovery never claimed"
+        );
+        std::thread::yield_now();
+    }
+    let port = seg.bind(1).expect("bind waits for the recovery to end");
+    assert!(recoverer.join().unwrap().is_ok());
+    assert_eq!(seg.live_owner(1), Some(std::process::id()));
+    drop(port);
+}
+
+#[test]
+fn a_full_reply_ring_during_recovery_delays_the_reply_instead_of_dropping_it() {
+    let t = Tmp::new("i19-full-reply");
+    let seg = segment(&t, 2, vec![]); // rings of 2 slots
+    let raw = Raw::new(&t);
+    let client = seg.bind_dynamic().unwrap();
+    let server = seg.bind(1).unwrap();
+    let r = client.get(1).unwrap();
+    client.submit(r).unwrap();
+    let accepted = server.accept().unwrap();
+    std::mem::forget(server);
+    let _held_by_the_killed_process = accepted;
+    raw.kill_owner(&seg, 1);
+    // The client's reply ring is full of stale entries it has not popped
+    // yet (descriptor 1 is pooled: the client skips them).
+    let ring = raw.ring(&seg, client.number(), 1);
+    ring.push(1).unwrap();
+    ring.push(1).unwrap();
+    let recoverer = {
+        let seg = seg.clone();
+        std::thread::spawn(move || seg.recover(1))
+    };
+    // The client comes round to its ring a little later.
+    std::thread::sleep(Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        if let Some(r) = client.receive() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reply: {:?}",
+            recoverer.is_finished()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(client.desc(&reply).error(), code::PEER_DIED);
+    client.put(reply);
+    let report = recoverer.join().unwrap().unwrap();
+    assert_eq!((report.failed_back, report.requests_freed), (1, 0));
+    assert_eq!(seg.report().requests_free, 2);
+}
+
+#[test]
+fn a_port_dropped_with_a_detached_request_out_unbinds_when_it_comes_back() {
+    let t = Tmp::new("i19-detached");
+    let seg = segment(&t, 4, vec![1]);
+    let server = seg.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let mut r = client.get(1).unwrap();
+    client.alloc_data(&mut r, 4096).unwrap();
+    client.submit(r).unwrap();
+    let r = server.accept().unwrap();
+    let mut det = server.detach(r);
+    drop(server);
+    assert_eq!(seg.live_owner(1), Some(std::process::id()), "still bound");
+    let worker = std::thread::spawn(move || {
+        det.data_mut().fill(1); // still ours alone
+        drop(det);
+    });
+    worker.join().unwrap();
+    assert_eq!(
+        seg.live_owner(1),
+        None,
+        "unbound once the request came back"
+    );
+    let back = client.receive().expect("failed back by the unbind");
+    assert_eq!(client.desc(&back).error(), code::PEER_DIED);
+    client.put(back);
+    assert_eq!(seg.report().requests_free, 4);
+    assert_eq!(seg.report().buffers[0].free, 1);
+    seg.bind(1).unwrap();
+}

@@ -12,14 +12,14 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use crate::detached::Detached;
+use crate::detached::{Detached, Detaching};
 use crate::error::{PortError, TransportError};
 use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
 use crate::pool::Ticket;
 use crate::put::put_descriptor;
 use crate::request::{code, Request};
 use crate::segment::Segment;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Clock, KernelFutex};
 use crate::{binding, buffers, pool};
 
@@ -50,11 +50,26 @@ pub struct Rejected {
     pub error: TransportError,
 }
 
+/// How long [`Segment::bind`] waits for a recovery of the port to end.
+pub const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Segment {
     /// Binds port `n` for this process.
+    ///
+    /// A port that a live process is recovering (or its owner unbinding)
+    /// is waited for, up to [`BIND_WAIT`]: a restarted peer binds its port
+    /// while the supervisor or a client still recovers it.
     pub fn bind(self: &Arc<Self>, n: u32) -> Result<Port, PortError> {
-        let gen = self.try_bind(n)?;
-        Ok(Port::new(self.clone(), n, gen))
+        let deadline = std::time::Instant::now() + BIND_WAIT;
+        loop {
+            match self.try_bind(n) {
+                Ok(gen) => return Ok(Port::new(self.clone(), n, gen)),
+                Err(PortError::Recovering { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Binds the first free dynamic port.
@@ -123,7 +138,7 @@ pub struct Port {
     futex: KernelFutex,
     clock: Clock,
     /// Requests detached to other threads and not yet given back.
-    detached: Arc<AtomicUsize>,
+    detached: Arc<Detaching>,
 }
 
 impl std::fmt::Debug for Port {
@@ -152,7 +167,7 @@ impl Port {
             cursor,
             buffer_cursor,
             futex: KernelFutex::default(),
-            detached: Arc::new(AtomicUsize::new(0)),
+            detached: Arc::new(Detaching::new(no, gen)),
         }
     }
 
@@ -434,10 +449,7 @@ impl Port {
     pub fn detach(&self, req: Request) -> Detached {
         let held = self.held(&req).is_some();
         let (ptr, len) = self.data_ptr(&req);
-        // Relaxed: the count is only read by this port's drop, on this
-        // thread; what a `Detached` did is published by its Release
-        // decrement.
-        self.detached.fetch_add(1, Ordering::Relaxed);
+        self.detached.lend();
         Detached::new(self.seg.clone(), req, held, ptr, len, self.detached.clone())
     }
 
@@ -461,21 +473,15 @@ fn not_held(port: u32, req: &Request) -> &'static RequestShm {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        // SYNC POINT (detached): Acquire pairs with the Release decrement
-        // of each `Detached`: their last use of a buffer is over.
-        let out = self.detached.load(Ordering::Acquire);
+        // Putting back the descriptors of detached requests would free
+        // buffers another thread still writes: with some out, the last one
+        // dropped unbinds the port (see `Detaching`).
+        let out = self.detached.port_dropped(&self.seg);
         if out > 0 {
-            // Putting their descriptors back would free buffers another
-            // thread still writes. Leave the port bound: once this process
-            // exits, crash recovery puts everything back.
-            log::error!(
-                "port {}: {out} detached request(s) still out; not unbinding (recovery will, after this process exits)",
+            log::info!(
+                "port {}: {out} detached request(s) still out; the port unbinds when they are dropped",
                 self.no
             );
-            return;
-        }
-        if let Err(e) = crate::recovery::release_port(&self.seg, self.no, self.gen) {
-            log::warn!("unbinding port {}: {e}", self.no);
         }
     }
 }

@@ -89,6 +89,9 @@ pub fn initial_slot(index: u64) -> u64 {
 pub enum PushError {
     /// Every slot holds a value the consumer has not popped yet.
     Full,
+    /// The value does not fit a slot's 24 bits (it would overwrite the
+    /// stamp); nothing was pushed.
+    OutOfRange,
 }
 
 /// What the consumer's take callback decided for a popped value.
@@ -146,7 +149,11 @@ impl Ring<'_> {
     /// Publishes `value`; returns the position it took (see
     /// [`sampled_depth`](Self::sampled_depth)).
     pub fn push(&self, value: u32) -> Result<u64, PushError> {
-        debug_assert!(value <= MAX_VALUE);
+        // In every build: a value past 24 bits would spill into the stamp
+        // and publish garbage for another position.
+        if value > MAX_VALUE {
+            return Err(PushError::OutOfRange);
+        }
         debug_assert!(self.slots.len().is_power_of_two());
         let lapped = 1 - self.capacity() as i64;
         let mut attempts = 0u32;
@@ -408,6 +415,17 @@ mod tests {
                 assert_eq!(r.pop(|_| Take::Taken), Some(lap + k));
             }
         }
+    }
+
+    #[test]
+    fn a_value_past_24_bits_is_refused_in_every_build() {
+        let st = Store::new(4);
+        let r = st.ring();
+        assert_eq!(r.push(MAX_VALUE + 1), Err(PushError::OutOfRange));
+        assert_eq!(r.push(u32::MAX), Err(PushError::OutOfRange));
+        assert!(r.is_empty() && !r.has_work(), "nothing published");
+        r.push(MAX_VALUE).unwrap();
+        assert_eq!(r.pop(|_| Take::Taken), Some(MAX_VALUE));
     }
 
     #[test]

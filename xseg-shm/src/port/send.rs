@@ -36,7 +36,7 @@ impl Port {
                 }
                 Ok(())
             }
-            Err(PushError::Full) => {
+            Err(e) => {
                 // A CAS, not a store: a consumer may have taken it through
                 // an old entry for the same descriptor meanwhile, and then
                 // it was delivered after all (and if that consumer is a
@@ -48,9 +48,15 @@ impl Port {
                     self.seg.held().release(req.index, self.no);
                     return Ok(());
                 }
-                // Relaxed: a statistic.
-                self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
-                Err(TransportError::Busy("destination ring is full"))
+                match e {
+                    PushError::Full => {
+                        // Relaxed: a statistic.
+                        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+                        Err(TransportError::Busy("destination ring is full"))
+                    }
+                    // Not reached: a held index is below MAX_REQUESTS.
+                    PushError::OutOfRange => Err(TransportError::NotHeld(req.index)),
+                }
             }
         }
     }

@@ -270,7 +270,7 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
         // Read once: a misbehaving peer may change it under us.
         let src = r.src_port();
         if src == n || !src_is_current(seg, src, r) {
-            if !put_descriptor(seg, i, None, Some(held)) {
+            if !put_descriptor(seg, i, Some(held)) {
                 return Err(claim.lost());
             }
             report.requests_freed += 1;
@@ -305,7 +305,7 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
                 log::error!(
                     "recovery of port {n}: reply ring of port {src} still full after {REPLY_RING_WAIT:?}; request {i} put back without a reply"
                 );
-                if !put_descriptor(seg, i, None, Some(held)) {
+                if !put_descriptor(seg, i, Some(held)) {
                     return Err(claim.lost());
                 }
                 report.requests_freed += 1;
@@ -335,12 +335,7 @@ fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport
             }
         }) {
             let t = pool::peek(&seg.request(i).expect("popped in range").ticket);
-            if !put_descriptor(
-                seg,
-                i,
-                None,
-                Some(pool::Ticket::word(Phase::Owned, n, t.serial)),
-            ) {
+            if !put_descriptor(seg, i, Some(pool::Ticket::word(Phase::Owned, n, t.serial))) {
                 return Err(claim.lost());
             }
             report.requests_freed += 1;

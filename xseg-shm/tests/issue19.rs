@@ -335,3 +335,54 @@ fn a_port_dropped_with_a_detached_request_out_unbinds_when_it_comes_back() {
     assert_eq!(seg.report().buffers[0].free, 1);
     seg.bind(1).unwrap();
 }
+
+#[test]
+fn usage_counters_lose_no_update_when_another_port_puts_back() {
+    let t = Tmp::new("i19-counters");
+    let seg = segment(&t, 64, vec![64]);
+    let client = seg.bind_dynamic().unwrap();
+    let server = seg.bind(1).unwrap();
+    let me = client.number();
+    let rounds = 300_000u32;
+    let server = {
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut served = 0;
+            while served < rounds {
+                assert!(std::time::Instant::now() < deadline, "watchdog");
+                match server.accept() {
+                    // The server puts the client's request back itself
+                    // (as for a request it cannot answer): the client's
+                    // counts go down from this thread.
+                    Some(r) => {
+                        server.put(r);
+                        served += 1;
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut sent = 0;
+    while sent < rounds {
+        assert!(std::time::Instant::now() < deadline, "watchdog");
+        match client.get(1) {
+            Ok(mut r) => {
+                let _ = client.alloc_data(&mut r, 1);
+                client.submit(r).unwrap();
+                sent += 1;
+            }
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    server.join().unwrap();
+    let report = seg.report();
+    let mine = report.port_list.iter().find(|p| p.port == me).unwrap();
+    assert_eq!(
+        (mine.requests_in_use, mine.buffers_in_use),
+        (0, 0),
+        "every request and buffer was put back"
+    );
+    assert_eq!(report.requests_free, 64);
+}

@@ -246,11 +246,10 @@ impl Port {
             self.cursor.set(i + 1);
             self.desc_of(i).reset(self.no, self.gen, dst);
             let p = self.shm();
-            // Load and store, not an atomic add: only the port's owner
-            // changes its own count (recovery resets it once the owner is
-            // dead). Relaxed: a statistic.
-            let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
-            p.requests_in_use.store(used, Ordering::Relaxed);
+            // An atomic add: other ports (a server putting back our request,
+            // recovery) decrement the count concurrently. Relaxed: a
+            // statistic.
+            let used = p.requests_in_use.fetch_add(1, Ordering::Relaxed) + 1;
             raise(&p.requests_high_water, used);
             return Ok(self.token(i));
         }
@@ -294,10 +293,17 @@ impl Port {
                 r.buffer
                     .store(buffers::handle(class, index), Ordering::Relaxed);
                 r.data_len.store(len, Ordering::Relaxed);
-                if let Some(p) = self.seg.port(r.src_port()) {
-                    // Relaxed: a statistic.
-                    let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
-                    raise(&p.buffers_high_water, used);
+                // Counted on the source port while its binding is the one
+                // that got the descriptor, as the free in `put.rs` uncounts
+                // it: a stale source's count (reset when it unbound) is not
+                // raised for good.
+                let src = r.src_port();
+                if crate::put::src_is_current(&self.seg, src, r) {
+                    if let Some(p) = self.seg.port(src) {
+                        // Relaxed: a statistic.
+                        let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                        raise(&p.buffers_high_water, used);
+                    }
                 }
                 return Ok(());
             }
@@ -418,7 +424,7 @@ impl Port {
         // Before the descriptor is pooled, so that another port of this
         // process may take it at once.
         self.seg.held().release(req.index, self.no);
-        put_descriptor(&self.seg, req.index, Some(self.no), None);
+        put_descriptor(&self.seg, req.index, None);
     }
 
     /// Whether a request or a reply is waiting.

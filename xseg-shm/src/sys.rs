@@ -77,11 +77,32 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     // `rest` starts at field 3 (state); starttime is field 22.
     let field = fields.nth(22 - 3)?;
     let start = field.parse().ok()?;
-    // A zombie has exited: it holds nothing any more.
-    if rest.trim_start().starts_with('Z') {
+    // A zombie has exited and holds nothing any more. But the leader of a
+    // thread group whose main thread exited (`pthread_exit`) shows as a
+    // zombie too while its other threads run: the process lives then.
+    if rest.trim_start().starts_with('Z') && !has_live_thread(pid) {
         return None;
     }
     Some(start)
+}
+
+/// Whether a thread of process `pid` other than its (exited) leader runs.
+fn has_live_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let name = task.file_name();
+        if name.to_str() == Some(pid.to_string().as_str()) {
+            return false;
+        }
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')').is_some_and(|i| {
+                let state = stat[i + 1..].trim_start();
+                !(state.starts_with('Z') || state.starts_with('X'))
+            })
+        })
+    })
 }
 
 /// This process's identity word for a port's binding (see
@@ -97,8 +118,9 @@ pub fn my_identity() -> u64 {
 /// [`crate::binding::judge`]) means the pid alone decides.
 ///
 /// Only certain death counts: the pid does not exist (`kill(pid, 0)`
-/// fails with ESRCH), is a zombie, or runs a process started at another
-/// time (the pid was reused). A process we may not signal (EPERM) or whose
+/// fails with ESRCH), is a zombie with no live thread (a leader that
+/// exited while other threads run is alive), or runs a process started at
+/// another time (the pid was reused). A process we may not signal (EPERM) or whose
 /// `/proc` entry we may not read (`hidepid`) is alive. Peers sharing a
 /// segment must share one pid namespace.
 pub fn is_alive(pid: u32, start: Option<u32>) -> bool {

@@ -386,3 +386,48 @@ fn usage_counters_lose_no_update_when_another_port_puts_back() {
     );
     assert_eq!(report.requests_free, 64);
 }
+
+#[test]
+fn a_process_whose_main_thread_exited_is_alive_while_its_other_threads_run() {
+    // A process whose main thread called pthread_exit shows its leader as
+    // a zombie in /proc/PID/stat while its other threads still run.
+    let script = "import threading, time, ctypes, sys\n\
+                  threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                  sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
+                  ctypes.CDLL(None).pthread_exit(None)\n";
+    let Ok(mut child) = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "python3 is missing");
+        println!("SKIPPED: no python3");
+        return;
+    };
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // Wait (with a watchdog) until the leader shows as a zombie.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z')
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "leader never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let alive = xseg_shm::sys::is_alive(pid, None);
+    let start = xseg_shm::sys::process_start_time(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "a live process taken for dead");
+    assert!(start.is_some());
+}

@@ -6,8 +6,9 @@
 //! the transport's own are the protocol crate's business.
 //!
 //! - [`Segment`] creates, attaches to and destroys a segment (a POSIX shm
-//!   object under `/dev/shm`, or a file for tests), checks its versioned
-//!   header, reports on it and recovers ports of dead peers.
+//!   object under `/dev/shm`, a file for tests, or a sealed anonymous
+//!   memory file passed by descriptor), checks its versioned header,
+//!   reports on it and recovers ports of dead peers.
 //! - [`Port`] is a bound port: `get` a descriptor, fill it (`desc`,
 //!   `set_target`, `alloc_data`/`data_mut`), `submit` it; the server
 //!   `accept`s, serves and `respond`s; the client `receive`s and `put`s it
@@ -41,11 +42,18 @@
 //!   and corrupt descriptors and rings so that requests are lost or
 //!   refused; recovery and the checks above keep that from spreading into
 //!   two owners of one thing.
-//! - It can shrink the segment's file (`ftruncate`), after which touching
-//!   the lost pages kills every peer with `SIGBUS` (a crash, never an
-//!   access outside the mapping: attach maps exactly the length the header
-//!   describes and refuses a file shorter than that). A sealed segment
-//!   (issue 19) would close this, and is not done yet.
+//! - It can shrink a named segment's file (`ftruncate`), after which
+//!   touching the lost pages kills every peer with `SIGBUS` (a crash,
+//!   never an access outside the mapping: attach maps exactly the length
+//!   the header describes and refuses a file shorter than that). A
+//!   **sealed** segment ([`Segment::create_sealed`], an anonymous memory
+//!   file whose size is sealed) closes this: nobody can resize it. It has
+//!   no name; processes get it as a file descriptor, inherited or passed
+//!   over a Unix socket ([`sys::send_fd`], [`sys::recv_fd`], with
+//!   [`sys::peer_credentials`] to check who asks), and attach it with
+//!   [`Segment::attach_fd`]. Named segments stay for tests and explicit
+//!   use. (Making it the default under `archipelago start`, with the
+//!   supervisor handing it out, is not done yet.)
 //!
 //! # Layers
 //!

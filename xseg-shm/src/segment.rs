@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
@@ -31,6 +31,10 @@ pub enum SegmentName {
     Shm(String),
     /// A file path (tests use private paths).
     File(std::path::PathBuf),
+    /// A sealed segment (an anonymous memory file whose size cannot
+    /// change, see [`Segment::create_sealed`]), known by its file
+    /// descriptor in this process: it has no name to open or remove.
+    Fd(i32),
 }
 
 impl SegmentName {
@@ -52,6 +56,7 @@ impl std::fmt::Display for SegmentName {
         match self {
             SegmentName::Shm(n) => write!(f, "{n}"),
             SegmentName::File(p) => write!(f, "{}", p.display()),
+            SegmentName::Fd(fd) => write!(f, "sealed segment (fd {fd})"),
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct Segment {
     clock: Clock,
     /// Which port of this process holds each descriptor (see `held.rs`).
     held: Arc<Held>,
+    /// A sealed segment's file, to hand on to other processes.
+    sealed: Option<OwnedFd>,
 }
 
 // `Segment` is `Send` and `Sync` by its fields (`MmapRaw` is both): it
@@ -168,6 +175,10 @@ fn open(name: &SegmentName, create: bool, mode: u32) -> Result<File, SegmentErro
             }
             o.open(p)
         }
+        SegmentName::Fd(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a sealed segment is attached by its file descriptor (Segment::attach_fd)",
+        )),
     };
     result.map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => SegmentError::Exists {
@@ -186,6 +197,8 @@ fn unlink(name: &SegmentName) -> io::Result<()> {
             nix::sys::mman::shm_unlink(format!("/{n}").as_str()).map_err(io::Error::from)
         }
         SegmentName::File(p) => std::fs::remove_file(p),
+        // Gone when the last process that has it closes it.
+        SegmentName::Fd(_) => Ok(()),
     }
 }
 
@@ -229,13 +242,70 @@ fn held_record(
 impl Segment {
     /// Creates and initialises a new segment; fails if one exists.
     pub fn create(name: &SegmentName, config: &SegmentConfig) -> Result<Segment, SegmentError> {
+        let layout = Self::checked_layout(config)?;
+        let file = open(name, true, config.mode)?;
+        let result = Self::init(name, &file, layout, config);
+        if result.is_err() {
+            let _ = unlink(name);
+        }
+        result
+    }
+
+    /// Creates and initialises a **sealed** segment: an anonymous memory
+    /// file (`memfd_create`) whose size is then sealed (`F_SEAL_SHRINK |
+    /// F_SEAL_GROW`), so no process, not even one that can write the
+    /// segment, can `ftruncate` it and make every peer fault with
+    /// `SIGBUS`. It has no name: other processes get it as a file
+    /// descriptor, inherited or passed over a Unix socket
+    /// ([`sealed_fd`](Self::sealed_fd), [`crate::sys::send_fd`]), and
+    /// attach it with [`attach_fd`](Self::attach_fd). It goes away when
+    /// the last process that has it closes it.
+    pub fn create_sealed(config: &SegmentConfig) -> Result<Segment, SegmentError> {
+        let layout = Self::checked_layout(config)?;
+        let fd = crate::sys::memfd_sealable("xseg").map_err(|e| SegmentError::Io {
+            name: "sealed segment".into(),
+            cause: e,
+        })?;
+        let name = SegmentName::Fd(fd.as_raw_fd());
+        let file = File::from(fd);
+        let mut seg = Self::init(&name, &file, layout, config)?;
+        crate::sys::seal_size(file.as_fd()).map_err(|e| io_err(&name, e))?;
+        seg.sealed = Some(file.into());
+        Ok(seg)
+    }
+
+    /// Attaches to a sealed segment handed over as a file descriptor (see
+    /// [`create_sealed`](Self::create_sealed)); refuses one whose size is
+    /// not sealed. With `protocol_version`, refuses a segment made for
+    /// another protocol.
+    pub fn attach_fd(fd: OwnedFd, protocol_version: Option<u32>) -> Result<Segment, SegmentError> {
+        let name = SegmentName::Fd(fd.as_raw_fd());
+        if !crate::sys::is_size_sealed(fd.as_fd()) {
+            return Err(SegmentError::Corrupt {
+                name: name.to_string(),
+                what: "its size is not sealed (not a sealed segment)".into(),
+            });
+        }
+        let file = File::from(fd);
+        let mut seg = Self::attach_file(&name, &file, protocol_version)?;
+        seg.sealed = Some(file.into());
+        Ok(seg)
+    }
+
+    /// A sealed segment's file descriptor, to pass to another process;
+    /// `None` for a named segment.
+    pub fn sealed_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sealed.as_ref().map(|fd| fd.as_fd())
+    }
+
+    fn checked_layout(config: &SegmentConfig) -> Result<Layout, SegmentError> {
         if config.mode & 0o007 != 0 || config.mode & !0o777 != 0 {
             return Err(SegmentError::Config(format!(
                 "mode {:o}: a segment must not be accessible to others",
                 config.mode
             )));
         }
-        let layout = Layout::compute(
+        Layout::compute(
             config.ports,
             config.static_ports,
             config.requests,
@@ -249,18 +319,12 @@ impl Segment {
                 config.requests,
                 config.buffer_counts.len()
             ))
-        })?;
-        let file = open(name, true, config.mode)?;
-        let result = Self::init(name, file, layout, config);
-        if result.is_err() {
-            let _ = unlink(name);
-        }
-        result
+        })
     }
 
     fn init(
         name: &SegmentName,
-        file: File,
+        file: &File,
         layout: Layout,
         config: &SegmentConfig,
     ) -> Result<Segment, SegmentError> {
@@ -268,8 +332,8 @@ impl Segment {
         file.set_permissions(std::fs::Permissions::from_mode(config.mode))
             .map_err(|e| io_err(name, e))?;
         file.set_len(layout.total).map_err(|e| io_err(name, e))?;
-        let map = map_exact(name, &file, layout.total)?;
-        let held = held_record(name, &file, &layout)?;
+        let map = map_exact(name, file, layout.total)?;
+        let held = held_record(name, file, &layout)?;
         let seg = Segment {
             name: name.clone(),
             map,
@@ -277,6 +341,7 @@ impl Segment {
             protocol_version: config.protocol_version,
             clock: Clock::calibrate(),
             held,
+            sealed: None,
         };
         let l = &seg.layout;
         let mut counts = [0u32; MAX_BUFFER_CLASSES];
@@ -331,6 +396,14 @@ impl Segment {
         protocol_version: Option<u32>,
     ) -> Result<Segment, SegmentError> {
         let file = open(name, false, 0)?;
+        Self::attach_file(name, &file, protocol_version)
+    }
+
+    fn attach_file(
+        name: &SegmentName,
+        file: &File,
+        protocol_version: Option<u32>,
+    ) -> Result<Segment, SegmentError> {
         let len = file.metadata().map_err(|e| io_err(name, e))?.len();
         if len == 0 {
             return Err(SegmentError::NotReady {
@@ -347,7 +420,7 @@ impl Segment {
         // may change size at any time, and the mapping's length, not the
         // file's, is what bounds our pointers (a page past the end of the
         // file raises SIGBUS when touched, never reaches other memory).
-        let head = map_exact(name, &file, HEADER_SIZE)?;
+        let head = map_exact(name, file, HEADER_SIZE)?;
         let base = head.as_mut_ptr();
         // SAFETY: the mapping is HEADER_SIZE bytes (`map_exact`), so the
         // magic's 8 bytes are in bounds; a volatile read because another
@@ -425,7 +498,7 @@ impl Segment {
         // refused rather than mapped short (shrunk after this, touching
         // the lost pages raises SIGBUS: see the crate docs).
         drop(head);
-        let map = map_exact(name, &file, layout.total)?;
+        let map = map_exact(name, file, layout.total)?;
         let now = file.metadata().map_err(|e| io_err(name, e))?.len();
         if now < layout.total {
             return Err(corrupt(format!(
@@ -433,7 +506,7 @@ impl Segment {
                 layout.total
             )));
         }
-        let held = held_record(name, &file, &layout)?;
+        let held = held_record(name, file, &layout)?;
         Ok(Segment {
             name: name.clone(),
             map,
@@ -441,6 +514,7 @@ impl Segment {
             protocol_version: h.protocol_version,
             clock: Clock::from_khz(h.clock_khz),
             held,
+            sealed: None,
         })
     }
 

@@ -1,6 +1,9 @@
 //! Thin wrappers over the few system calls the transport needs: the shared
-//! futex, process identity and liveness, the monotonic clock.
+//! futex, process identity and liveness, the monotonic clock, and sealed
+//! segments (a sealable memory file, its seals, passing it over a Unix
+//! socket and asking who is at the other end).
 
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::sync::AtomicU32;
@@ -55,6 +58,94 @@ pub fn futex_wake(word: &AtomicU32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
+}
+
+/// `memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: an anonymous
+/// memory file that can be sealed ([`seal_size`]), for a sealed segment.
+pub fn memfd_sealable(label: &str) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let label = std::ffi::CString::new(label).map_err(std::io::Error::other)?;
+    memfd_create(
+        &label,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)`: the
+/// file's size is fixed for good, for every process that has it.
+pub fn seal_size(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+        .map(drop)
+        .map_err(std::io::Error::from)
+}
+
+/// Whether `fcntl(fd, F_GET_SEALS)` says the file can neither shrink nor
+/// grow (`false` for a file that cannot be sealed at all).
+pub fn is_size_sealed(fd: BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).is_ok_and(|bits| {
+        SealFlag::from_bits_truncate(bits).contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW)
+    })
+}
+
+/// `sendmsg(sock, "x", SCM_RIGHTS [fd])`: passes a file descriptor (a
+/// sealed segment) to the process at the other end of a Unix socket.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"x")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(std::io::Error::from)
+}
+
+/// `recvmsg(sock, MSG_CMSG_CLOEXEC)`: receives a file descriptor that
+/// [`send_fd`] passed; an error if the message carried none.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel installed `fd` in this process for this
+                // message (SCM_RIGHTS); nothing else owns it, so taking
+                // ownership here closes it exactly once.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let mut received = received.into_iter();
+    received
+        .next()
+        .ok_or_else(|| std::io::Error::other("no file descriptor in the message"))
+}
+
+/// `getsockopt(sock, SO_PEERCRED)`: the pid, uid and gid of the process at
+/// the other end of a Unix socket, as the kernel recorded them (for a
+/// server to check who asks for a segment before passing it).
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32)> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let c = getsockopt(&sock, PeerCredentials).map_err(std::io::Error::from)?;
+    Ok((c.pid() as u32, c.uid(), c.gid()))
 }
 
 /// This process's id.

@@ -431,3 +431,86 @@ fn a_process_whose_main_thread_exited_is_alive_while_its_other_threads_run() {
     assert!(alive, "a live process taken for dead");
     assert!(start.is_some());
 }
+
+fn small_config() -> SegmentConfig {
+    SegmentConfig {
+        ports: 8,
+        static_ports: 4,
+        requests: 8,
+        buffer_counts: vec![4],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_sealed_segment_cannot_be_resized_by_any_process_that_has_it() {
+    let seg = Arc::new(Segment::create_sealed(&small_config()).unwrap());
+    let total = seg.layout().total;
+    // Any holder of the descriptor (another peer) tries to resize it.
+    let other = std::fs::File::from(seg.sealed_fd().unwrap().try_clone_to_owned().unwrap());
+    for len in [4096, 0, total * 2] {
+        let e = other.set_len(len).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "set_len({len}): {e}");
+    }
+    assert_eq!(other.metadata().unwrap().len(), total);
+    // It still works as a segment.
+    let server = seg.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let mut r = client.get(1).unwrap();
+    client.alloc_data(&mut r, 3).unwrap();
+    client.data_mut(&mut r).copy_from_slice(b"abc");
+    client.submit(r).unwrap();
+    let r = server.accept().unwrap();
+    assert_eq!(server.data(&r), b"abc");
+    server.serve(r, 3).unwrap();
+    let r = client.receive().unwrap();
+    client.put(r);
+}
+
+#[test]
+fn a_sealed_segment_passes_to_another_process_over_a_unix_socket() {
+    use std::os::fd::AsFd;
+    let seg = Arc::new(Segment::create_sealed(&small_config()).unwrap());
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert_eq!(
+        xseg_shm::sys::peer_credentials(b.as_fd()).unwrap(),
+        (std::process::id(), my_uid_gid().0, my_uid_gid().1),
+        "the server checks who asks"
+    );
+    xseg_shm::sys::send_fd(a.as_fd(), seg.sealed_fd().unwrap()).unwrap();
+    let fd = xseg_shm::sys::recv_fd(b.as_fd()).unwrap();
+    let theirs = Arc::new(Segment::attach_fd(fd, Some(0)).unwrap());
+    assert_eq!(theirs.layout(), seg.layout());
+    let server = theirs.bind(1).unwrap();
+    let client = seg.bind_dynamic().unwrap();
+    let r = client.get(1).unwrap();
+    client.desc(&r).set_tag(42);
+    client.submit(r).unwrap();
+    let r = server.accept().unwrap();
+    assert_eq!(server.desc(&r).tag(), 42);
+    server.serve(r, 0).unwrap();
+    let r = client.receive().unwrap();
+    client.put(r);
+}
+
+#[test]
+fn attach_fd_refuses_a_segment_whose_size_is_not_sealed() {
+    let t = Tmp::new("i19-unsealed");
+    drop(segment(&t, 4, vec![]));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&t.0)
+        .unwrap();
+    match Segment::attach_fd(f.into(), None) {
+        Err(xseg_shm::SegmentError::Corrupt { what, .. }) => assert!(what.contains("sealed")),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// This process's user and group (the owner of `/proc/self`).
+fn my_uid_gid() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self").unwrap();
+    (m.uid(), m.gid())
+}

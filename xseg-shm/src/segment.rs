@@ -33,15 +33,25 @@ pub enum SegmentName {
     File(std::path::PathBuf),
     /// A sealed segment (an anonymous memory file whose size cannot
     /// change, see [`Segment::create_sealed`]), known by its file
-    /// descriptor in this process: it has no name to open or remove.
+    /// descriptor in this process (`fd:N`): it has no name to open or
+    /// remove. [`Segment::attach`] attaches a duplicate of the descriptor.
     Fd(i32),
 }
 
 impl SegmentName {
     /// Parses a name or path.
+    ///
+    /// `fd:N` names a sealed segment this process inherited as file
+    /// descriptor `N` (see [`Segment::create_sealed`]).
     pub fn parse(s: &str) -> Result<SegmentName, SegmentError> {
         if s.is_empty() || s.len() > 255 || s.contains('\0') {
             return Err(SegmentError::Config(format!("bad segment name {s:?}")));
+        }
+        if let Some(n) = s.strip_prefix("fd:") {
+            return match n.parse::<i32>() {
+                Ok(fd) if fd >= 0 => Ok(SegmentName::Fd(fd)),
+                _ => Err(SegmentError::Config(format!("bad descriptor in {s:?}"))),
+            };
         }
         if s.contains('/') {
             Ok(SegmentName::File(s.into()))
@@ -56,7 +66,7 @@ impl std::fmt::Display for SegmentName {
         match self {
             SegmentName::Shm(n) => write!(f, "{n}"),
             SegmentName::File(p) => write!(f, "{}", p.display()),
-            SegmentName::Fd(fd) => write!(f, "sealed segment (fd {fd})"),
+            SegmentName::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
 }
@@ -395,6 +405,15 @@ impl Segment {
         name: &SegmentName,
         protocol_version: Option<u32>,
     ) -> Result<Segment, SegmentError> {
+        if let SegmentName::Fd(fd) = *name {
+            // A duplicate, so the Segment owns its own descriptor and the
+            // number stays the caller's.
+            let dup = nix::unistd::dup(fd).map_err(|e| io_err(name, e.into()))?;
+            // SAFETY: `dup` just returned this new descriptor; nothing else
+            // owns it, so the OwnedFd closes it exactly once.
+            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+            return Self::attach_fd(owned, protocol_version);
+        }
         let file = open(name, false, 0)?;
         Self::attach_file(name, &file, protocol_version)
     }

@@ -514,3 +514,20 @@ fn my_uid_gid() -> (u32, u32) {
     let m = std::fs::metadata("/proc/self").unwrap();
     (m.uid(), m.gid())
 }
+
+#[test]
+fn an_inherited_sealed_segment_attaches_by_fd_number() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let seg = Arc::new(Segment::create_sealed(&small_config()).unwrap());
+    // As a child would have it: a descriptor number, given as `fd:N`.
+    let inherited: OwnedFd = seg.sealed_fd().unwrap().try_clone_to_owned().unwrap();
+    let name = xseg_shm::SegmentName::parse(&format!("fd:{}", inherited.as_raw_fd())).unwrap();
+    assert_eq!(name.to_string(), format!("fd:{}", inherited.as_raw_fd()));
+    let theirs = Arc::new(Segment::attach(&name, None).unwrap());
+    drop(inherited); // the attachment has its own duplicate
+    let port = theirs.bind(2).unwrap();
+    assert_eq!(seg.live_owner(2), Some(std::process::id()));
+    drop(port);
+    assert!(xseg_shm::SegmentName::parse("fd:-1").is_err());
+    assert!(xseg_shm::SegmentName::parse("fd:x").is_err());
+}

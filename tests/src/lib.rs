@@ -346,6 +346,7 @@ pub mod pipeline {
             blockerb_port: BLOCKERB,
             cache_mib: None,
             null: false,
+            write_back: false,
         }
     }
 

@@ -320,6 +320,22 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<(), Error> {
+        self.copy_with(dst, src, src_offset, dst_name, offset, len, Flags::NONE)
+    }
+
+    /// COPY with `flags`: [`Flags::FUA`] (durable when acknowledged) or
+    /// [`Flags::LAZY`] (not durable until a durable write to `dst_name`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_with(
+        &self,
+        dst: u32,
+        src: &str,
+        src_offset: u64,
+        dst_name: &str,
+        offset: u64,
+        len: u64,
+        flags: Flags,
+    ) -> Result<(), Error> {
         let payload = CopyRequest {
             src_offset,
             src: NameField::new(src.as_bytes())?,
@@ -329,6 +345,7 @@ impl Client {
             offset,
             size: len,
             data: &payload,
+            flags,
             ..Call::new(dst, Op::Copy, dst_name.as_bytes())
         };
         self.call(&call).map(|_| ())

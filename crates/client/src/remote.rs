@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
-use archipelago_protocol::{Error, ErrorCode};
+use archipelago_protocol::{Error, ErrorCode, Flags};
 use archipelago_store::{
     check_copy, check_owner, check_range, Fence, ListPage, ObjectStat, ObjectStore, StoreError,
 };
@@ -226,13 +226,24 @@ impl ObjectStore for RemoteStore {
         durable: bool,
     ) -> Result<(), StoreError> {
         check_copy(src, src_offset, dst, dst_offset, len)?;
+        let flags = if durable { Flags::FUA } else { Flags::NONE };
         // The destination is created if missing: NotFound is the source's.
         self.with(src, "copy", |c, port| {
-            c.copy(port, src, src_offset, dst, dst_offset, len)?;
-            if durable {
-                c.sync(port)?;
-            }
-            Ok(())
+            c.copy_with(port, src, src_offset, dst, dst_offset, len, flags)
+        })
+    }
+
+    fn copy_lazy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        check_copy(src, src_offset, dst, dst_offset, len)?;
+        self.with(src, "copy", |c, port| {
+            c.copy_with(port, src, src_offset, dst, dst_offset, len, Flags::LAZY)
         })
     }
 

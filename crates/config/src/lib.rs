@@ -724,6 +724,9 @@ impl Config {
                 blockerb_port: self.blockerb.port,
                 cache_mib: self.mapperd.cache_mib,
                 null: false,
+                // The data blocker's mode is the volumes' (see the
+                // mapper's write-back mode).
+                write_back: self.blockerb.backend == Backend::Files && !self.blockerb.sync,
             }
             .into(),
             Role::Vlmcd => Composer {

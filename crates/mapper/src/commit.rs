@@ -62,6 +62,11 @@ impl Mapper {
             lock: name,
             token: h.token,
         });
+        // Records of the write-back journal name data that may not be
+        // durable yet; the chunks written here hold them.
+        if self.write_back.is_some() && st.as_deref().is_some_and(|st| st.volatile_len > 0) {
+            self.data.sync().map_err(|e| store_err(name, e))?;
+        }
         let write = |object: &str, bytes: &[u8]| match fence {
             Some(f) => self.maps.write_full_fenced(object, bytes, true, f),
             None => self.maps.write_full(object, bytes, true),
@@ -100,6 +105,8 @@ impl Mapper {
         self.checkpointed(header, written);
         if let Some(st) = st {
             st.journal_len = 0;
+            st.volatile_len = 0;
+            st.volatile_gen += 1;
             if st.opens > 0 {
                 st.header = Some(header.clone());
             }
@@ -136,10 +143,10 @@ impl Mapper {
     }
 
     /// Commits the entries of `indexes`, returned `pending` by
-    /// [`map_write`](Self::map_write), once their data writes succeeded:
-    /// durably ([`commit_batch`](Self::commit_batch) with `durable`).
+    /// [`map_write`](Self::map_write), once their data writes succeeded
+    /// ([`commit_batch`](Self::commit_batch) of one request).
     pub fn commit_writes(&self, name: &str, indexes: &[u64]) -> Result<(), Error> {
-        self.commit_batch(name, &[indexes], true)
+        self.commit_batch(name, &[indexes])
             .pop()
             .expect("one result per request")
     }
@@ -152,19 +159,13 @@ impl Mapper {
     /// the others succeed or fail together with the commit. Returns one
     /// result per request, in order.
     ///
-    /// With `durable` false the append is not made durable by itself (a
-    /// write-back map store keeps it in its cache): the composer then
-    /// makes it durable by a [`sync_maps`](Self::sync_maps) at the next
-    /// FLUSH, after the data. Whatever the record depends on (copied
-    /// granules, data written over another object's) is durable before
-    /// the append either way, so a crash that keeps the record and loses
-    /// the cache never shows zeros where old data was.
-    pub fn commit_batch(
-        &self,
-        name: &str,
-        requests: &[&[u64]],
-        durable: bool,
-    ) -> Vec<Result<(), Error>> {
+    /// The commit is durable when this returns, unless the mapper is in
+    /// write-back mode ([`with_write_back`](Self::with_write_back)): then
+    /// it is in the write-back journal, which survives a crash of the
+    /// mapper but not of the host, until the composer's next FLUSH
+    /// ([`sync_maps`](Self::sync_maps)) syncs the data and then makes it
+    /// durable. Either way no record is durable before the data it names.
+    pub fn commit_batch(&self, name: &str, requests: &[&[u64]]) -> Vec<Result<(), Error>> {
         if let Err(e) = check_name(name) {
             return requests.iter().map(|_| Err(e.clone())).collect();
         }
@@ -208,7 +209,7 @@ impl Mapper {
             .flat_map(|(r, _)| r.iter().copied())
             .filter(|i| st.pending.contains_key(i))
             .collect();
-        if let Err(e) = self.commit_pending(name, &mut st, &indexes, durable) {
+        if let Err(e) = self.commit_pending(name, &mut st, &indexes) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());
             }
@@ -237,13 +238,7 @@ impl Mapper {
     /// Commits own entries for `indexes` (all pending) and forgets them:
     /// owned, or partial over what the entry read as if the write was
     /// granted only some granules.
-    fn commit_pending(
-        &self,
-        name: &str,
-        st: &mut VolState,
-        indexes: &[u64],
-        durable: bool,
-    ) -> Result<(), Error> {
+    fn commit_pending(&self, name: &str, st: &mut VolState, indexes: &[u64]) -> Result<(), Error> {
         if indexes.is_empty() {
             return Ok(());
         }
@@ -280,14 +275,7 @@ impl Mapper {
                 ups.push((index, new));
             }
         }
-        if indexes.iter().any(|i| st.unsynced.contains(i)) {
-            // The new entry hides the shared object: the data written over
-            // it must be stable first, or a crash (write-back data stores
-            // acknowledge from a cache) would leave the entry naming an
-            // object that reads as zeros where the old data was.
-            self.data.sync().map_err(|e| store_err(name, e))?;
-        }
-        self.journal_updates(name, st, h, updates, durable)?;
+        self.journal_updates(name, st, h, updates)?;
         for &i in indexes {
             st.drop_pending(i);
         }

@@ -449,7 +449,7 @@ impl Mapper {
                     self.delete_orphan(&own)?;
                 }
                 ext.pending = true;
-                new_pending.push((index, !entry.is_zero()));
+                new_pending.push(index);
             } else {
                 // Sub-object copy-on-write: the granules the write
                 // touches but does not cover whole are copied up before
@@ -473,19 +473,13 @@ impl Mapper {
                     held,
                     copy: want & !held & !covered,
                     want,
-                    // Granules written whole over another object's data:
-                    // stable before the entry hides that data.
-                    unsynced: covered & !held != 0 && !entry.is_zero(),
                 });
             }
             out.push(ext);
         }
         self.apply_updates(name, &mut st, h, updates)?;
-        for (index, unsynced) in new_pending {
+        for index in new_pending {
             st.pending.insert(index, all);
-            if unsynced {
-                st.unsynced.insert(index);
-            }
         }
         let token = st.token;
         if !copies.is_empty() {
@@ -579,7 +573,10 @@ impl Mapper {
             drop(st);
             let copied = todo.iter().try_for_each(|c| {
                 let own = owned_object_name(h.volume_id, h.epoch, c.index);
-                self.fill_granules(&c.entry, c.index, &own, c.copy, os)
+                // Lazy: the write this copy-up is for makes it durable
+                // (one flush for both), or in write-back mode the
+                // composer's FLUSH, before any record naming it is.
+                self.fill_granules(&c.entry, c.index, &own, c.copy, os, true)
             });
             st = Self::lock_state(s);
             if st.opens == 0 || st.token != token {
@@ -607,9 +604,6 @@ impl Mapper {
                     // object took it off meanwhile (granting less than this
                     // write needs): this write's round commits the rest.
                     *st.pending.entry(c.index).or_default() |= c.want;
-                    if c.unsynced {
-                        st.unsynced.insert(c.index);
-                    }
                 }
                 Ok(())
             }
@@ -638,9 +632,6 @@ struct CopyUp {
     held: u64,
     copy: u64,
     want: u64,
-    /// The write covers granules of another object's data whole: the
-    /// data store is synced before the commit.
-    unsynced: bool,
 }
 
 /// The granules of object `entry` that the volume of `h` can write in
@@ -671,8 +662,15 @@ impl Mapper {
     /// reads as zeros: `own` must then read as zeros too, so any orphan
     /// under its name (a round that never committed) is deleted rather
     /// than kept under the entry about to name it.
-    fn copy_up(&self, entry: &Entry, old: &str, own: &str, os: u64) -> Result<(), Error> {
-        match self.data.copy(old, 0, own, 0, os, true) {
+    fn copy_up(
+        &self,
+        entry: &Entry,
+        old: &str,
+        own: &str,
+        os: u64,
+        lazy: bool,
+    ) -> Result<(), Error> {
+        match self.copy_object(old, 0, own, 0, os, lazy) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
                 self.delete_orphan(own)
@@ -682,7 +680,9 @@ impl Mapper {
     }
 
     /// Makes granules `want` of `own` (object `index` of the volume, at
-    /// its current epoch) hold what `entry` reads there, durably: copied
+    /// its current epoch) hold what `entry` reads there, durably (or with
+    /// `lazy`, to be made durable by the caller's next durable write to
+    /// `own` or a sync of the data store): copied
     /// from the object that holds each granule (a partial entry's own
     /// object or its backing's), zeros where the entry reads as zeros
     /// (no object, or a missing owned one). Every granule of an entry
@@ -695,6 +695,7 @@ impl Mapper {
         own: &str,
         want: u64,
         os: u64,
+        lazy: bool,
     ) -> Result<(), Error> {
         let all = granule_mask(os);
         let want = want & all;
@@ -703,7 +704,7 @@ impl Mapper {
         }
         if want == all && !matches!(entry, Entry::Partial { .. }) {
             return match entry.object_name(index) {
-                Some(old) => self.copy_up(entry, &old, own, os),
+                Some(old) => self.copy_up(entry, &old, own, os, lazy),
                 None => self.delete_orphan(own),
             };
         }
@@ -744,7 +745,7 @@ impl Mapper {
             let (off, len) = (k * g, (end - k) * g);
             let zeros = match src.object_name(index) {
                 Some(name) if name == own => false,
-                Some(name) => match self.data.copy(&name, off, own, off, len, true) {
+                Some(name) => match self.copy_object(&name, off, own, off, len, lazy) {
                     Ok(()) => false,
                     Err(StoreError::NotFound { .. }) if matches!(src, Entry::Owned { .. }) => true,
                     Err(e) => return Err(store_err(&name, e)),
@@ -753,12 +754,29 @@ impl Mapper {
             };
             if zeros {
                 self.data
-                    .write(own, off, &vec![0; len as usize], true)
+                    .write(own, off, &vec![0; len as usize], !lazy)
                     .map_err(|e| store_err(own, e))?;
             }
             k = end;
         }
         Ok(())
+    }
+
+    /// A copy in the data store, lazy or durable.
+    fn copy_object(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        lazy: bool,
+    ) -> Result<(), StoreError> {
+        if lazy {
+            self.data.copy_lazy(src, src_offset, dst, dst_offset, len)
+        } else {
+            self.data.copy(src, src_offset, dst, dst_offset, len, true)
+        }
     }
 
     /// Deletes `own`, an object of the volume's current epoch that no

@@ -45,10 +45,10 @@ use std::sync::Arc;
 use archipelago_mapfmt::journal::{decode_journal, journal_name, JournalRecord};
 use archipelago_mapfmt::{set_entries, Chunk, ChunkRef, Entry, Header};
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{Fence, StoreError};
+use archipelago_store::{Fence, ObjectStore, StoreError};
 
 use crate::commit::Updates;
-use crate::load::Vol;
+use crate::load::{read_object, Vol};
 use crate::locks::{Held, VolState};
 use crate::{err, map_err, store_err, Mapper};
 
@@ -141,6 +141,14 @@ impl Mapper {
                 Err(e) => log::warn!("{name}: {e}"),
             }
         }
+        if let Some(journals) = &self.write_back {
+            let name = journal_name(header.volume_id);
+            match journals.delete(&name) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                // Harmless, as above.
+                Err(e) => log::warn!("{name} (write-back journal): {e}"),
+            }
+        }
     }
 
     /// Commits `updates` to the held volume by a journal append (see the
@@ -151,7 +159,6 @@ impl Mapper {
         st: &mut VolState,
         h: Header,
         updates: Updates,
-        durable: bool,
     ) -> Result<(), Error> {
         let base_seq = h.commit_seq;
         let mut nh = h;
@@ -180,40 +187,10 @@ impl Mapper {
         }
         .encode()
         .map_err(|e| map_err(name, e))?;
-        // Fencing, as before a header commit.
-        let owner = self.lock_owner_or_forget(name, st)?;
-        if owner != Some((self.host_id.clone(), st.token)) {
-            *st = VolState::default();
-            return Err(err(
-                ErrorCode::Fenced,
-                format!("{name}: our lock was broken"),
-            ));
+        match &self.write_back {
+            Some(journals) => self.append_write_back(journals, name, st, nh.volume_id, &record)?,
+            None => self.append_durable(name, st, nh.volume_id, &record)?,
         }
-        let jname = journal_name(nh.volume_id);
-        self.journals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(nh.volume_id);
-        // Fenced like a header write: once the lock is broken, the map
-        // store refuses the append however late it arrives.
-        let fence = Fence {
-            lock: name,
-            token: st.token,
-        };
-        let appended = if st.journal_len == 0 {
-            self.maps.write_full_fenced(&jname, &record, durable, fence)
-        } else {
-            self.maps
-                .write_fenced(&jname, st.journal_len, &record, durable, fence)
-        };
-        if let Err(e) = appended {
-            let e = store_err(&jname, e);
-            if e.code == ErrorCode::Fenced {
-                *st = VolState::default();
-            }
-            return Err(e);
-        }
-        st.journal_len += record.len() as u64;
         // The in-memory chunks these replace are named by nothing now
         // (readers of a held volume's chunks hold its state's lock): only
         // the latest of each slot is kept until the checkpoint.
@@ -225,18 +202,162 @@ impl Mapper {
         }
         self.pin(chunks);
         st.header = Some(nh);
-        if st.journal_len > CHECKPOINT_BYTES {
+        if st.journal_len > CHECKPOINT_BYTES || st.volatile_len > CHECKPOINT_BYTES {
             self.checkpoint(name, st)?;
         }
         Ok(())
     }
 
-    /// Makes every write to the map store durable (the journal appends of
-    /// commits that were not durable: see
-    /// [`commit_batch`](Self::commit_batch)). The composer's FLUSH calls
-    /// it after syncing the data store.
+    /// Appends `record` to the held volume's journal in the map store,
+    /// durably.
+    fn append_durable(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        volume_id: u64,
+        record: &[u8],
+    ) -> Result<(), Error> {
+        // Fencing, as before a header commit.
+        let owner = self.lock_owner_or_forget(name, st)?;
+        if owner != Some((self.host_id.clone(), st.token)) {
+            *st = VolState::default();
+            return Err(err(
+                ErrorCode::Fenced,
+                format!("{name}: our lock was broken"),
+            ));
+        }
+        self.append_to_journal(name, st, volume_id, record)
+    }
+
+    /// Appends `record` (whole records) to the held volume's journal in
+    /// the map store, durably and fenced with the lock's token: once the
+    /// lock is broken, the map store refuses the append however late it
+    /// arrives. The first append of an open replaces the object.
+    fn append_to_journal(
+        &self,
+        name: &str,
+        st: &mut VolState,
+        volume_id: u64,
+        record: &[u8],
+    ) -> Result<(), Error> {
+        let jname = journal_name(volume_id);
+        self.journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(volume_id);
+        let fence = Fence {
+            lock: name,
+            token: st.token,
+        };
+        let appended = if st.journal_len == 0 {
+            self.maps.write_full_fenced(&jname, record, true, fence)
+        } else {
+            self.maps
+                .write_fenced(&jname, st.journal_len, record, true, fence)
+        };
+        if let Err(e) = appended {
+            let e = store_err(&jname, e);
+            if e.code == ErrorCode::Fenced {
+                *st = VolState::default();
+            }
+            return Err(e);
+        }
+        st.journal_len += record.len() as u64;
+        Ok(())
+    }
+
+    /// Appends `record` to the held volume's write-back journal (not
+    /// durable; see [`with_write_back`](Mapper::with_write_back)). The
+    /// first append since the last checkpoint replaces the object: what
+    /// an earlier crashed run left there was replayed, or does not apply.
+    fn append_write_back(
+        &self,
+        journals: &Arc<dyn ObjectStore>,
+        name: &str,
+        st: &mut VolState,
+        volume_id: u64,
+        record: &[u8],
+    ) -> Result<(), Error> {
+        let jname = journal_name(volume_id);
+        let r = if st.volatile_len == 0 {
+            journals.write_full(&jname, record, false)
+        } else {
+            journals.write(&jname, st.volatile_len, record, false)
+        };
+        r.map_err(|e| store_err(&format!("{name} (write-back journal)"), e))?;
+        st.volatile_len += record.len() as u64;
+        Ok(())
+    }
+
+    /// The composer's FLUSH, after it synced the data store: in
+    /// write-back mode, the records in the write-back journals become
+    /// durable (appended to each volume's journal in the map store). Only
+    /// the records there when this starts move, after one more sync of
+    /// the data store, so that no record is durable before its data: a
+    /// commit arriving meanwhile stays for the next FLUSH.
     pub fn sync_maps(&self) -> Result<(), Error> {
-        self.maps.sync().map_err(|e| store_err("map store", e))
+        if self.write_back.is_none() {
+            return self.maps.sync().map_err(|e| store_err("map store", e));
+        }
+        let states: Vec<(String, Arc<std::sync::Mutex<VolState>>)> = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        let mut marks = Vec::new();
+        for (name, s) in states {
+            let st = Self::lock_state(&s);
+            if st.opens > 0 && st.volatile_len > 0 {
+                marks.push((name, s.clone(), st.volatile_len, st.volatile_gen));
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.data.sync().map_err(|e| store_err("data store", e))?;
+        for (name, s, len, gen) in marks {
+            let mut st = Self::lock_state(&s);
+            // A checkpoint since then stored those records durably.
+            if st.opens > 0 && st.volatile_gen == gen {
+                self.move_write_back(&name, &mut st, len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the first `len` bytes of the held volume's write-back
+    /// journal to its journal in the map store. A crash between the two
+    /// writes leaves those records in both: replay applies the map
+    /// store's, then the write-back journal's from its start, which ends
+    /// in the same entries (each record sets entries, in order).
+    fn move_write_back(&self, name: &str, st: &mut VolState, len: u64) -> Result<(), Error> {
+        let journals = self.write_back.as_ref().expect("write-back mode");
+        let h = st.header.clone().expect("a held volume is cached");
+        let jname = journal_name(h.volume_id);
+        let what = format!("{name} (write-back journal)");
+        let mut bytes = vec![0; st.volatile_len as usize];
+        journals
+            .read(&jname, 0, &mut bytes)
+            .map_err(|e| store_err(&what, e))?;
+        let (moved, rest) = bytes.split_at(len as usize);
+        self.append_to_journal(name, st, h.volume_id, moved)?;
+        let kept = if rest.is_empty() {
+            match journals.delete(&jname) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            // Atomic: the rest, or all of it as before.
+            journals.write_full(&jname, rest, false)
+        };
+        kept.map_err(|e| store_err(&what, e))?;
+        st.volatile_len = rest.len() as u64;
+        if st.journal_len > CHECKPOINT_BYTES {
+            self.checkpoint(name, st)?;
+        }
+        Ok(())
     }
 
     /// Writes the held volume's dirty chunks and its header (the next
@@ -271,10 +392,24 @@ impl Mapper {
             return Ok((header, None));
         }
         let jname = journal_name(header.volume_id);
-        let Some(bytes) = self.read_whole(&jname)? else {
-            return Ok((header, None));
+        let durable = self.read_whole(&jname)?;
+        // This host's write-back journal continues the durable one.
+        let write_back = match &self.write_back {
+            Some(journals) => read_object(&**journals, &jname).map_err(|e| {
+                err(
+                    ErrorCode::Io,
+                    format!("{name}: reading the write-back journal: {e}"),
+                )
+            })?,
+            None => None,
         };
-        let (records, _) = decode_journal(&bytes);
+        if durable.is_none() && write_back.is_none() {
+            return Ok((header, None));
+        }
+        let mut records = Vec::new();
+        for bytes in [durable, write_back].into_iter().flatten() {
+            records.extend(decode_journal(&bytes).0);
+        }
         let base_seq = header.commit_seq;
         let mut made: HashMap<ChunkRef, Arc<Chunk>> = HashMap::new();
         let token = records.first().map(|r| r.token);
@@ -319,6 +454,11 @@ impl Mapper {
         let Some(overlay) = &vol.overlay else {
             return Ok(());
         };
+        // Replayed records of a write-back journal may name data not yet
+        // durable (a crashed mapper's): it is, before they are stored.
+        if self.write_back.is_some() {
+            self.data.sync().map_err(|e| store_err(name, e))?;
+        }
         let mut h = vol.header.clone();
         h.commit_seq = h
             .commit_seq

@@ -242,6 +242,9 @@ pub struct Mapper {
     /// Volume ids whose journal object may exist: deleted by their next
     /// header commit.
     journals: Mutex<std::collections::HashSet<u64>>,
+    /// Write-back mode: the store of the write-back journals (records
+    /// acknowledged but not yet durable; `journal.rs`).
+    write_back: Option<Arc<dyn ObjectStore>>,
     /// Worker threads of [`Mapper::hash`]; `None`: every core.
     hash_threads: Option<usize>,
     /// How long a hash waits for a running garbage collection.
@@ -263,6 +266,7 @@ impl Mapper {
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
             dirty: Mutex::new(HashMap::new()),
             journals: Mutex::new(std::collections::HashSet::new()),
+            write_back: None,
             hash_threads: None,
             gc_wait: DEFAULT_GC_WAIT,
             rebase_wait: DEFAULT_REBASE_WAIT,
@@ -274,6 +278,24 @@ impl Mapper {
     pub fn with_cache_bytes(self, bytes: usize) -> Self {
         Self {
             chunks: Mutex::new(Lru::new(bytes)),
+            ..self
+        }
+    }
+
+    /// This mapper in write-back mode, for a data store that acknowledges
+    /// writes before they are durable (a files blocker with `sync =
+    /// false`): the records of commits go to the write-back journal in
+    /// `journals`, a store on memory that outlives this process but not
+    /// the host (`/dev/shm`), and become durable in the map store at the
+    /// composer's FLUSH ([`sync_maps`](Self::sync_maps)), after the data
+    /// they name; copy-ups are not synced either. qcow2 under
+    /// `cache=writeback` defers its metadata the same way, but loses it
+    /// when its process dies; here only a crash of the host does.
+    /// Without it, commits are durable when acknowledged, and the data
+    /// store must be durable too.
+    pub fn with_write_back(self, journals: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            write_back: Some(journals),
             ..self
         }
     }

@@ -162,6 +162,7 @@ impl Mapper {
                 st.header = Some(vol.header.clone());
                 st.clear_pending();
                 st.journal_len = 0;
+                st.volatile_len = 0;
                 // A journal left by the last owner: its records are in
                 // the header now (replayed); they become the stored map
                 // before this open appends its own.
@@ -193,7 +194,7 @@ impl Mapper {
                 format!("{name} is not open for writing on this host"),
             ));
         }
-        if st.opens == 1 && st.journal_len > 0 {
+        if st.opens == 1 && st.journaled() {
             // The last close checkpoints the journal. Should that fail,
             // the journal stays and the next owner replays it.
             if let Err(e) = self.checkpoint(name, &mut st) {

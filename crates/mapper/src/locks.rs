@@ -46,9 +46,13 @@ pub(crate) struct VolState {
     /// Bytes of the volume's journal written by this open (0: none yet,
     /// the next append starts it afresh; see `journal.rs`).
     pub(crate) journal_len: u64,
-    /// Pending indexes whose commit hides data of another object behind
-    /// granules written, not copied: the data store is synced first.
-    pub(crate) unsynced: HashSet<u64>,
+    /// Bytes of records in the volume's write-back journal (the volatile
+    /// tier of a write-back mapper, `journal.rs`): acknowledged, not yet
+    /// durable.
+    pub(crate) volatile_len: u64,
+    /// Bumped whenever a checkpoint empties the write-back journal, so
+    /// that a FLUSH that measured it before does not move records twice.
+    pub(crate) volatile_gen: u64,
     /// When the lock was last found still ours (see `check_fence`).
     pub(crate) fence_checked: Option<std::time::Instant>,
     /// The object a flatten step is copying with this state unlocked
@@ -117,13 +121,17 @@ impl VolState {
     /// Forgets every pending write.
     pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
-        self.unsynced.clear();
     }
 
     /// Forgets the pending write of `index`.
     pub(crate) fn drop_pending(&mut self, index: u64) {
         self.pending.remove(&index);
-        self.unsynced.remove(&index);
+    }
+
+    /// Whether journaled records (durable or in the write-back journal)
+    /// are not yet checkpointed into the stored map.
+    pub(crate) fn journaled(&self) -> bool {
+        self.journal_len > 0 || self.volatile_len > 0
     }
 }
 

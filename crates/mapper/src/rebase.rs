@@ -344,7 +344,7 @@ impl Mapper {
             if ups.is_empty() {
                 // Journaled writes may have replaced what the stored map
                 // still names: a checkpoint stores the map as it is.
-                if st.journal_len > 0 {
+                if st.journaled() {
                     self.checkpoint(name, &mut st)?;
                     return Ok(Moved::Yes);
                 }
@@ -584,7 +584,7 @@ impl Mapper {
             let Some(h) = st.header.clone().filter(|_| st.opens > 0) else {
                 return Ok(false);
             };
-            let journaled = st.journal_len > 0;
+            let journaled = st.journaled();
             // Under the state's lock: a journaled commit may drop the
             // in-memory chunks `h` names.
             if self.rebase_updates(&h, moves)?.is_empty() && !journaled {
@@ -606,7 +606,7 @@ impl Mapper {
             // Nothing to move in the map as it is, but the stored map
             // (what the hash looks at) may name replaced objects that
             // journaled writes replaced since: a checkpoint stores it.
-            if st.journal_len > 0 {
+            if st.journaled() {
                 let stored = self.stored_header(name)?;
                 if !self.rebase_updates(&stored, &moves)?.is_empty() {
                     self.checkpoint(name, &mut st)?;

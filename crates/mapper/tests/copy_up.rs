@@ -159,3 +159,39 @@ fn a_copied_up_object_whose_round_never_commits_reads_as_before() {
     assert_eq!(env.m.forget_pending("vol"), vec![3]);
     assert!(common::read(&env.m, &*env.data, "vol", 0, 4 * OS).unwrap() == all);
 }
+
+/// Issue 15: a copy-up is not synced on its own; the durable data write
+/// it makes room for syncs the object once (the copied bytes and the new
+/// ones, as qcow2 writes a cluster's copy-on-write with its data), so a
+/// first write into a clone pays one flush of its object, not two. What
+/// the write acknowledged then survives a power loss, and so does the
+/// parent's data around it.
+#[test]
+fn a_copy_up_is_made_durable_by_the_write_it_is_for() {
+    use archipelago_store::VolatileStore;
+    let maps = Arc::new(MemoryStore::new());
+    let data = Arc::new(VolatileStore::new());
+    let m = Mapper::new(maps.clone(), data.clone(), "host1".into());
+    m.create("vol", 2 * OS, Some(OS)).unwrap();
+    let old = pattern(9, 2 * OS as usize);
+    common::write(&m, &*data, "vol", 0, &old).unwrap();
+    m.snapshot("vol", "snap").unwrap();
+    m.clone_volume("snap", "vm", None).unwrap();
+    data.sync().unwrap();
+    let ext = m.map_write("vm", 100, 10).unwrap();
+    let own = ext[0].object.clone().unwrap();
+    assert!(ext[0].pending);
+    assert_eq!(
+        data.dirty_objects(),
+        vec![own.clone()],
+        "the copy-up was synced on its own"
+    );
+    data.write(&own, 100, b"0123456789", true).unwrap();
+    assert!(data.dirty_objects().is_empty());
+    m.commit_writes("vm", &[0]).unwrap();
+    data.crash();
+    let after = Mapper::new(maps, data.clone(), "host1".into());
+    let mut expect = old.clone();
+    expect[100..110].copy_from_slice(b"0123456789");
+    assert!(common::read(&after, &*data, "vm", 0, 2 * OS).unwrap() == expect);
+}

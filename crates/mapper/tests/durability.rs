@@ -3,7 +3,9 @@
 //! `sync = false`), what a snapshot freezes and what a commit of shared
 //! data depends on must be stable before the map says so. The data store
 //! here is a [`VolatileStore`]: `crash()` loses every write not yet made
-//! durable, as a power loss loses the page cache.
+//! durable, as a power loss loses the page cache; the mapper runs in
+//! write-back mode, as mapperd does over such a store, and a crash loses
+//! its write-back journals too.
 
 mod common;
 
@@ -15,6 +17,7 @@ use archipelago_store::{MemoryStore, ObjectStore, VolatileStore};
 use common::{pattern, OS};
 
 struct Env {
+    maps: Arc<MemoryStore>,
     data: Arc<VolatileStore>,
     m: Mapper,
 }
@@ -23,8 +26,17 @@ impl Env {
     fn new() -> Env {
         let maps = Arc::new(MemoryStore::new());
         let data = Arc::new(VolatileStore::new());
-        let m = Mapper::new(maps, data.clone(), "host1".into());
-        Env { data, m }
+        let m = Mapper::new(maps.clone(), data.clone(), "host1".into())
+            .with_write_back(Arc::new(MemoryStore::new()));
+        Env { maps, data, m }
+    }
+
+    /// The host crashes: the data store's cache and the mapper (with its
+    /// write-back journals) are lost; this host's mapper starts again.
+    fn crash(&mut self) {
+        self.data.crash();
+        self.m = Mapper::new(self.maps.clone(), self.data.clone(), "host1".into())
+            .with_write_back(Arc::new(MemoryStore::new()));
     }
 
     /// A write as vlmcd does it in write-back mode: map_write, the data
@@ -66,12 +78,12 @@ impl Env {
 
 #[test]
 fn a_snapshot_keeps_what_it_froze_across_a_crash() {
-    let env = Env::new();
+    let mut env = Env::new();
     env.m.create("vol", 4 * OS, Some(OS)).unwrap();
     let before = pattern(7, 2 * OS as usize);
     env.write_back("vol", 0, &before);
     env.m.snapshot("vol", "snap").unwrap();
-    env.data.crash();
+    env.crash();
     // The snapshot is immutable: whatever it showed when it was taken, it
     // shows after a crash (a clone booted from it must not see its base
     // change under it).
@@ -83,13 +95,13 @@ fn a_snapshot_keeps_what_it_froze_across_a_crash() {
 
 #[test]
 fn a_clone_source_is_stable_before_the_clone_exists() {
-    let env = Env::new();
+    let mut env = Env::new();
     env.m.create("vol", 2 * OS, Some(OS)).unwrap();
     let before = pattern(3, OS as usize);
     env.write_back("vol", 0, &before);
     env.m.snapshot("vol", "snap").unwrap();
     env.m.clone_volume("snap", "clone", None).unwrap();
-    env.data.crash();
+    env.crash();
     assert!(
         env.read("clone", 0, OS) == before,
         "the clone's base changed"
@@ -98,7 +110,7 @@ fn a_clone_source_is_stable_before_the_clone_exists() {
 
 #[test]
 fn a_full_overwrite_of_shared_data_never_turns_old_data_into_zeros() {
-    let env = Env::new();
+    let mut env = Env::new();
     env.m.create("vol", 2 * OS, Some(OS)).unwrap();
     let old = pattern(1, OS as usize);
     env.write_back("vol", 0, &old);
@@ -108,7 +120,7 @@ fn a_full_overwrite_of_shared_data_never_turns_old_data_into_zeros() {
     env.m.snapshot("vol", "snap").unwrap();
     let new = pattern(2, OS as usize);
     env.write_back("vol", 0, &new);
-    env.data.crash();
+    env.crash();
     // The guest never flushed: losing the new data is allowed, losing the
     // old is not.
     let got = env.read("vol", 0, OS);

@@ -460,7 +460,7 @@ fn a_batch_commits_the_valid_requests_and_fails_the_others_alone() {
         let obj = ext[0].object.clone().unwrap();
         e.data.write(&obj, 0, &[i as u8 + 1; 8], true).unwrap();
     }
-    let r = e.m.commit_batch("vol", &[&[0], &[7], &[1, 2]], true);
+    let r = e.m.commit_batch("vol", &[&[0], &[7], &[1, 2]]);
     assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
     assert_eq!(r[1].as_ref().unwrap_err().code, ErrorCode::InvalidArgument);
     for i in 0..3u64 {

@@ -294,6 +294,9 @@ pub struct Mapper {
     pub cache_mib: Option<u64>,
     /// `--null`: the benchmark's null mapper.
     pub null: bool,
+    /// `--write-back`: the data blocker acknowledges writes before they
+    /// are durable (files, `sync = false`); commits wait for FLUSH too.
+    pub write_back: bool,
 }
 
 impl Mapper {
@@ -306,6 +309,9 @@ impl Mapper {
         a.opt_num("--cache-mib", &self.cache_mib);
         if self.null {
             a.flag("--null");
+        }
+        if self.write_back {
+            a.flag("--write-back");
         }
     }
 }

@@ -47,12 +47,17 @@ impl Flags {
     /// writing on this host, and while held every other open and every
     /// write of it is refused (`Busy`). CLOSE releases it.
     pub const EXCLUSIVE: Flags = Flags(512);
+    /// COPY: need not be durable when acknowledged, even in write-through
+    /// mode: the caller makes it durable by a later durable write to the
+    /// destination, or a sync (a copy-up ahead of the write it is for:
+    /// one flush covers both). Since protocol version 3.
+    pub const LAZY: Flags = Flags(1024);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see `archipelago_wire::reply`).
     /// Never valid in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(1023);
+    pub const ALL: Flags = Flags(2047);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {

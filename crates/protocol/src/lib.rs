@@ -35,4 +35,5 @@ pub use role::{Role, CLIENT_PORTS_START};
 ///
 /// 2: fenced writes ([`Flags::FENCED`], [`payload::FencedTarget`]) and the
 /// volume's token in the map reply.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: lazy copies ([`Flags::LAZY`]).
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -301,6 +301,22 @@ pub trait ObjectStore: Send + Sync {
         durable: bool,
     ) -> Result<(), StoreError>;
 
+    /// [`copy`](ObjectStore::copy) that need not be durable when it
+    /// returns, whatever the sync mode: the caller makes it durable by a
+    /// later durable `write` to `dst` or by `sync()`, as a copy-up is
+    /// followed by the write it makes room for (one flush then covers
+    /// both). The default is a copy that is not `durable`.
+    fn copy_lazy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        self.copy(src, src_offset, dst, dst_offset, len, false)
+    }
+
     /// Stores `data` by content: strips its trailing zero bytes, names it
     /// by the lowercase hex SHA-256 of what remains
     /// ([`content_name_of`]), creates the object under that name unless
@@ -493,6 +509,9 @@ macro_rules! forward {
             }
             fn copy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, durable: bool) -> Result<(), StoreError> {
                 (**self).copy(src, src_offset, dst, dst_offset, len, durable)
+            }
+            fn copy_lazy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64) -> Result<(), StoreError> {
+                (**self).copy_lazy(src, src_offset, dst, dst_offset, len)
             }
             fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
                 (**self).store_content(data, durable)

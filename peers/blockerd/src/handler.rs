@@ -228,9 +228,12 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
         Op::Copy => {
             let c = CopyRequest::decode(req.data())?;
             let src = String::from_utf8_lossy(c.src.as_bytes()).into_owned();
-            store
-                .copy(&src, c.src_offset, &name, offset, size, durable)
-                .map_err(Error::from)?;
+            if flags.contains(Flags::LAZY) {
+                store.copy_lazy(&src, c.src_offset, &name, offset, size)
+            } else {
+                store.copy(&src, c.src_offset, &name, offset, size, durable)
+            }
+            .map_err(Error::from)?;
             Ok(size)
         }
         Op::Hash if name.is_empty() => {

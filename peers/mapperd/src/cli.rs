@@ -29,6 +29,15 @@ pub struct Cli {
     /// requests from arithmetic (`xseg-bench volume --target null`).
     #[arg(long)]
     pub null: bool,
+
+    /// The data blocker acknowledges writes before they are durable (a
+    /// files blocker with `--no-sync`): keep commits in write-back
+    /// journals under /dev/shm (they outlive this process, not the host)
+    /// and make them durable at the composer's FLUSH, after the data.
+    /// Required with such a blocker: without it commits are durable at
+    /// once, possibly before their data.
+    #[arg(long)]
+    pub write_back: bool,
 }
 
 #[cfg(test)]
@@ -48,6 +57,7 @@ mod tests {
         );
         assert_eq!(cli.cache_mib, m.cache_mib);
         assert_eq!(cli.null, m.null);
+        assert_eq!(cli.write_back, m.write_back);
     }
 
     #[test]
@@ -58,6 +68,7 @@ mod tests {
             blockerb_port: 1,
             cache_mib: None,
             null: false,
+            write_back: false,
         });
         check(&Mapper {
             common: Common {
@@ -70,6 +81,7 @@ mod tests {
             blockerb_port: 11,
             cache_mib: Some(0),
             null: true,
+            write_back: true,
         });
     }
 }

@@ -248,7 +248,7 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
         Op::MapCommit => {
             let indexes = decode_commit(buf)?;
             mapper
-                .commit_batch(&name, &[&indexes], false)
+                .commit_batch(&name, &[&indexes])
                 .pop()
                 .expect("one result per request")
                 .map(|_| 0)
@@ -424,9 +424,9 @@ impl Drop for RebaseCheck {
 
 /// Group commit: MAP_COMMITs go to one thread that takes every commit
 /// queued meanwhile and commits each volume's once
-/// ([`Mapper::commit_batch`]). A commit writes a chunk and a header
-/// durably whatever it carries, so a queue depth of first writes to new
-/// objects costs about one commit instead of one each.
+/// ([`Mapper::commit_batch`]). A commit is one journal append whatever
+/// it carries, so a queue depth of first writes to new objects costs
+/// about one commit instead of one each.
 struct Committer {
     tx: Option<std::sync::mpsc::Sender<(Detached, Completer)>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -508,7 +508,7 @@ fn commit_all(mapper: &Mapper, batch: Vec<(Detached, Completer)>) {
             // Not durable by itself: vlmcd syncs the map store at FLUSH
             // and before answering a FUA write (a write-through store
             // makes every write durable anyway).
-            .commit_batch(&name, &requests, false)
+            .commit_batch(&name, &requests)
             .into_iter()
             .zip(&valid)
         {

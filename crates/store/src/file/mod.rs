@@ -250,6 +250,14 @@ impl FileStore {
             fsync_dir(&root).map_err(io)?;
         }
         let temp = TempArea::open(&root.join("tmp")).map_err(io)?;
+        {
+            // What an earlier instance acknowledged but did not sync (in
+            // write-back mode, or lazy copies) is in the page cache, where
+            // this instance's `sync()` and durable writes (which sync only
+            // what it knows of) would never reach it: synced now.
+            let dir = File::open(&root).map_err(io)?;
+            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| io(e.into()))?;
+        }
         Ok(FileStore {
             objects: root.join("objects"),
             locks: LockFiles::new(root.join("locks")),
@@ -428,7 +436,14 @@ impl FileStore {
     ) -> Result<(), StoreError> {
         if durable {
             let io = |e| StoreError::io(name, op, e);
-            file.sync_data().map_err(io)?;
+            // Forgotten before the sync, which covers every write marked
+            // so far (each is marked after its data was written); a later
+            // mark stays.
+            self.pending.forget_file(name);
+            if let Err(e) = file.sync_data() {
+                self.pending.mark_file(name);
+                return Err(io(e));
+            }
             self.settle(&self.path(name)).map_err(io)?;
         } else {
             self.pending.mark_file(name);
@@ -512,6 +527,54 @@ impl FileStore {
                 .map_err(|e| StoreError::io(dst, "copy", e))?;
         }
         Ok(())
+    }
+
+    /// [`ObjectStore::copy`], synced if `durable`.
+    fn copy_synced_if(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        check_copy(src, src_offset, dst, dst_offset, len)?;
+        let src_file = self.open_existing(src, "copy")?;
+        let src_size = src_file
+            .metadata()
+            .map_err(|e| StoreError::io(src, "copy", e))?
+            .len();
+        let source = (src, &*src_file, src_size, src_offset);
+        loop {
+            match self.open_existing(dst, "copy") {
+                Ok(dst_file) => {
+                    let backwards = src == dst && dst_offset > src_offset;
+                    self.copy_range(source, (dst, &dst_file, dst_offset), len, backwards)?;
+                    return self.finish_write(dst, &dst_file, durable, "copy");
+                }
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            // A new destination: built aside, linked into place complete.
+            let t = self
+                .temp
+                .create()
+                .map_err(|e| StoreError::io(dst, "copy", e))?;
+            self.copy_range(source, (dst, &t.file, dst_offset), len, false)?;
+            if durable {
+                t.file
+                    .sync_data()
+                    .map_err(|e| StoreError::io(dst, "copy", e))?;
+            }
+            if self.link_new(dst, "copy", t, durable)? {
+                if !durable {
+                    self.pending.mark_file(dst);
+                }
+                return Ok(());
+            }
+            // Created meanwhile: copy into it in place.
+        }
     }
 }
 
@@ -653,43 +716,22 @@ impl ObjectStore for FileStore {
         len: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
-        check_copy(src, src_offset, dst, dst_offset, len)?;
         let durable = self.durable(durable);
-        let src_file = self.open_existing(src, "copy")?;
-        let src_size = src_file
-            .metadata()
-            .map_err(|e| StoreError::io(src, "copy", e))?
-            .len();
-        let source = (src, &*src_file, src_size, src_offset);
-        loop {
-            match self.open_existing(dst, "copy") {
-                Ok(dst_file) => {
-                    let backwards = src == dst && dst_offset > src_offset;
-                    self.copy_range(source, (dst, &dst_file, dst_offset), len, backwards)?;
-                    return self.finish_write(dst, &dst_file, durable, "copy");
-                }
-                Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            // A new destination: built aside, linked into place complete.
-            let t = self
-                .temp
-                .create()
-                .map_err(|e| StoreError::io(dst, "copy", e))?;
-            self.copy_range(source, (dst, &t.file, dst_offset), len, false)?;
-            if durable {
-                t.file
-                    .sync_data()
-                    .map_err(|e| StoreError::io(dst, "copy", e))?;
-            }
-            if self.link_new(dst, "copy", t, durable)? {
-                if !durable {
-                    self.pending.mark_file(dst);
-                }
-                return Ok(());
-            }
-            // Created meanwhile: copy into it in place.
-        }
+        self.copy_synced_if(src, src_offset, dst, dst_offset, len, durable)
+    }
+
+    /// Not synced even in write-through mode: the next durable write to
+    /// `dst` (its `fdatasync` and the directories it settles) or `sync()`
+    /// makes it durable.
+    fn copy_lazy(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        self.copy_synced_if(src, src_offset, dst, dst_offset, len, false)
     }
 
     fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
@@ -910,6 +952,26 @@ mod tests {
             .join(h1)
             .join("obj")
             .is_file());
+    }
+
+    /// A copy-up's lazy copy syncs nothing, even in write-through mode;
+    /// the durable write it is for syncs the file and the directories
+    /// the copy created.
+    #[test]
+    fn a_lazy_copy_is_made_durable_by_the_next_durable_write() {
+        let (_dir, s) = store(true);
+        s.write("a", 0, b"xyz", true).unwrap();
+        assert!(s.pending.is_clean());
+        s.copy_lazy("a", 0, "c", 0, 3).unwrap();
+        assert!(!s.pending.is_clean(), "the copy was synced");
+        s.write("c", 1, b"Q", true).unwrap();
+        assert!(
+            s.pending.is_clean(),
+            "left unsynced: the copy's file or directories"
+        );
+        let mut got = [0; 3];
+        s.read("c", 0, &mut got).unwrap();
+        assert_eq!(&got, b"xQz");
     }
 
     #[test]

@@ -219,6 +219,7 @@ pub(super) fn spawn(
         blockerb_port: BLOCKERB,
         cache_mib: None,
         null: backend == SpawnBackend::Null,
+        write_back: false,
     };
     s.procs.push(start_peer(&mapper.into())?);
     let composer = Composer {

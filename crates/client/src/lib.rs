@@ -320,18 +320,67 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<(), Error> {
-        self.copy_with(dst, src, src_offset, dst_name, offset, len, Flags::NONE)
+        self.copy_call(
+            dst,
+            src,
+            src_offset,
+            dst_name.as_bytes(),
+            offset,
+            len,
+            Flags::NONE,
+        )
     }
 
-    /// COPY with `flags`: [`Flags::FUA`] (durable when acknowledged) or
-    /// [`Flags::LAZY`] (not durable until a durable write to `dst_name`).
+    /// COPY, durable when acknowledged if `fua`.
     #[allow(clippy::too_many_arguments)]
-    pub fn copy_with(
+    pub fn copy_fua(
         &self,
         dst: u32,
         src: &str,
         src_offset: u64,
         dst_name: &str,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    ) -> Result<(), Error> {
+        let flags = if fua { Flags::FUA } else { Flags::NONE };
+        self.copy_call(
+            dst,
+            src,
+            src_offset,
+            dst_name.as_bytes(),
+            offset,
+            len,
+            flags,
+        )
+    }
+
+    /// COPY with [`Flags::FENCED`]: a copy-up into `dst_name` under the
+    /// lock `lock` held with `token` (see
+    /// [`ObjectStore::copy_up`](archipelago_store::ObjectStore::copy_up)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_up(
+        &self,
+        dst: u32,
+        src: &str,
+        src_offset: u64,
+        dst_name: &str,
+        offset: u64,
+        len: u64,
+        lock: &str,
+        token: u64,
+    ) -> Result<(), Error> {
+        let target = fenced_target(dst_name, lock, token)?;
+        self.copy_call(dst, src, src_offset, &target, offset, len, Flags::FENCED)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_call(
+        &self,
+        dst: u32,
+        src: &str,
+        src_offset: u64,
+        target: &[u8],
         offset: u64,
         len: u64,
         flags: Flags,
@@ -346,7 +395,7 @@ impl Client {
             size: len,
             data: &payload,
             flags,
-            ..Call::new(dst, Op::Copy, dst_name.as_bytes())
+            ..Call::new(dst, Op::Copy, target)
         };
         self.call(&call).map(|_| ())
     }

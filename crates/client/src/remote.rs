@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use archipelago_protocol::names::check_store_name;
 use archipelago_protocol::names::MAX_STORE_NAME;
-use archipelago_protocol::{Error, ErrorCode, Flags};
+use archipelago_protocol::{Error, ErrorCode};
 use archipelago_store::{
     check_copy, check_owner, check_range, Fence, ListPage, ObjectStat, ObjectStore, StoreError,
 };
@@ -226,24 +226,34 @@ impl ObjectStore for RemoteStore {
         durable: bool,
     ) -> Result<(), StoreError> {
         check_copy(src, src_offset, dst, dst_offset, len)?;
-        let flags = if durable { Flags::FUA } else { Flags::NONE };
         // The destination is created if missing: NotFound is the source's.
         self.with(src, "copy", |c, port| {
-            c.copy_with(port, src, src_offset, dst, dst_offset, len, flags)
+            c.copy_fua(port, src, src_offset, dst, dst_offset, len, durable)
         })
     }
 
-    fn copy_lazy(
+    fn copy_up(
         &self,
         src: &str,
         src_offset: u64,
         dst: &str,
         dst_offset: u64,
         len: u64,
+        fence: Fence<'_>,
     ) -> Result<(), StoreError> {
         check_copy(src, src_offset, dst, dst_offset, len)?;
+        check_store_name(fence.lock.as_bytes())?;
         self.with(src, "copy", |c, port| {
-            c.copy_with(port, src, src_offset, dst, dst_offset, len, Flags::LAZY)
+            c.copy_up(
+                port,
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                len,
+                fence.lock,
+                fence.token,
+            )
         })
     }
 

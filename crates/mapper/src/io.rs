@@ -12,7 +12,7 @@ use archipelago_mapfmt::{
     Entry, Header,
 };
 use archipelago_protocol::{Error, ErrorCode};
-use archipelago_store::{ObjectStore, StoreError};
+use archipelago_store::{Fence, ObjectStore, StoreError};
 
 use crate::commit::Updates;
 use crate::load::Vol;
@@ -464,7 +464,8 @@ impl Mapper {
                     }
                 }
                 let covered = granules_covered(os, off, n);
-                self.fence_once(name, &mut st, &mut verified)?;
+                // No lock check here: the copy-up, like the data write,
+                // is fenced at the data store.
                 ext.pending = true;
                 copies.push(CopyUp {
                     index,
@@ -573,10 +574,12 @@ impl Mapper {
             drop(st);
             let copied = todo.iter().try_for_each(|c| {
                 let own = owned_object_name(h.volume_id, h.epoch, c.index);
-                // Lazy: the write this copy-up is for makes it durable
-                // (one flush for both), or in write-back mode the
-                // composer's FLUSH, before any record naming it is.
-                self.fill_granules(&c.entry, c.index, &own, c.copy, os, true)
+                // A copy-up: fenced (a broken lock stops it at the data
+                // store) and lazy (the write it is for makes it durable,
+                // one flush for both; in write-back mode the composer's
+                // FLUSH, before any record naming it is).
+                let fence = Fence { lock: name, token };
+                self.fill_granules(&c.entry, c.index, &own, c.copy, os, Some(fence))
             });
             st = Self::lock_state(s);
             if st.opens == 0 || st.token != token {
@@ -668,12 +671,19 @@ impl Mapper {
         old: &str,
         own: &str,
         os: u64,
-        lazy: bool,
+        fence: Option<Fence<'_>>,
     ) -> Result<(), Error> {
-        match self.copy_object(old, 0, own, 0, os, lazy) {
+        match self.copy_object(old, 0, own, 0, os, fence) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound { .. }) if matches!(entry, Entry::Owned { .. }) => {
-                self.delete_orphan(own)
+                match fence {
+                    // Emptied (reads as zeros) under the fence.
+                    Some(f) => self
+                        .data
+                        .write_full_fenced(own, &[], false, f)
+                        .map_err(|e| store_err(own, e)),
+                    None => self.delete_orphan(own),
+                }
             }
             Err(e) => Err(store_err(old, e)),
         }
@@ -681,8 +691,8 @@ impl Mapper {
 
     /// Makes granules `want` of `own` (object `index` of the volume, at
     /// its current epoch) hold what `entry` reads there, durably (or with
-    /// `lazy`, to be made durable by the caller's next durable write to
-    /// `own` or a sync of the data store): copied
+    /// a `fence`, as a copy-up: fenced, and made durable by the caller's
+    /// next durable write to `own` or a sync of the data store): copied
     /// from the object that holds each granule (a partial entry's own
     /// object or its backing's), zeros where the entry reads as zeros
     /// (no object, or a missing owned one). Every granule of an entry
@@ -695,7 +705,7 @@ impl Mapper {
         own: &str,
         want: u64,
         os: u64,
-        lazy: bool,
+        fence: Option<Fence<'_>>,
     ) -> Result<(), Error> {
         let all = granule_mask(os);
         let want = want & all;
@@ -704,7 +714,7 @@ impl Mapper {
         }
         if want == all && !matches!(entry, Entry::Partial { .. }) {
             return match entry.object_name(index) {
-                Some(old) => self.copy_up(entry, &old, own, os, lazy),
+                Some(old) => self.copy_up(entry, &old, own, os, fence),
                 None => self.delete_orphan(own),
             };
         }
@@ -745,7 +755,7 @@ impl Mapper {
             let (off, len) = (k * g, (end - k) * g);
             let zeros = match src.object_name(index) {
                 Some(name) if name == own => false,
-                Some(name) => match self.copy_object(&name, off, own, off, len, lazy) {
+                Some(name) => match self.copy_object(&name, off, own, off, len, fence) {
                     Ok(()) => false,
                     Err(StoreError::NotFound { .. }) if matches!(src, Entry::Owned { .. }) => true,
                     Err(e) => return Err(store_err(&name, e)),
@@ -753,16 +763,19 @@ impl Mapper {
                 None => true,
             };
             if zeros {
-                self.data
-                    .write(own, off, &vec![0; len as usize], !lazy)
-                    .map_err(|e| store_err(own, e))?;
+                let z = vec![0; len as usize];
+                match fence {
+                    Some(f) => self.data.write_fenced(own, off, &z, false, f),
+                    None => self.data.write(own, off, &z, true),
+                }
+                .map_err(|e| store_err(own, e))?;
             }
             k = end;
         }
         Ok(())
     }
 
-    /// A copy in the data store, lazy or durable.
+    /// A copy in the data store: a copy-up under `fence`, or durable.
     fn copy_object(
         &self,
         src: &str,
@@ -770,12 +783,11 @@ impl Mapper {
         dst: &str,
         dst_offset: u64,
         len: u64,
-        lazy: bool,
+        fence: Option<Fence<'_>>,
     ) -> Result<(), StoreError> {
-        if lazy {
-            self.data.copy_lazy(src, src_offset, dst, dst_offset, len)
-        } else {
-            self.data.copy(src, src_offset, dst, dst_offset, len, true)
+        match fence {
+            Some(f) => self.data.copy_up(src, src_offset, dst, dst_offset, len, f),
+            None => self.data.copy(src, src_offset, dst, dst_offset, len, true),
         }
     }
 

@@ -5,14 +5,23 @@
 //! of a chunk and a header written per commit.
 //!
 //! - **Append.** A group commit of pending writes builds the new chunks in
-//!   memory as any change does, checks the lock (fencing, as before a
-//!   header commit), and appends, fenced with the lock's token, one record (the writer's token, the
+//!   memory as any change does and appends, fenced with the lock's token
+//!   (breaking a lock raises the map store's fence past its holder's
+//!   token, so no lock check goes first), one record (the writer's token, the
 //!   stored header's commit sequence, the epoch, the new entries) with one
 //!   durable write. The chunks stay in memory (the mapper's *dirty*
 //!   chunks, found before the cache), the cached header names them, and
 //!   its commit sequence stays the stored one's. The first append of an
 //!   open replaces the object (`write_full`), so nothing of an earlier
 //!   writer's journal can mix in.
+//! - **Write-back mode** ([`Mapper::with_write_back`]): the record goes
+//!   to the volume's write-back journal instead (same name, in a store
+//!   on memory that outlives the mapper but not the host), and the
+//!   composer's FLUSH ([`Mapper::sync_maps`]) syncs the data store and
+//!   then moves the records that were there to the journal in the map
+//!   store. Replay reads the map store's journal, then the write-back
+//!   one; a checkpoint syncs the data store first while the write-back
+//!   journal holds records, and deletes both journals.
 //! - **Checkpoint.** Every other commit of the volume's header (a
 //!   snapshot, resize, discard, flatten step, rebase, close...) writes the
 //!   dirty chunks the header names with it, then deletes the journal: the
@@ -189,7 +198,9 @@ impl Mapper {
         .map_err(|e| map_err(name, e))?;
         match &self.write_back {
             Some(journals) => self.append_write_back(journals, name, st, nh.volume_id, &record)?,
-            None => self.append_durable(name, st, nh.volume_id, &record)?,
+            // No lock check first (a round trip): the append is fenced,
+            // and breaking the lock raised the map store's fence.
+            None => self.append_to_journal(name, st, nh.volume_id, &record)?,
         }
         // The in-memory chunks these replace are named by nothing now
         // (readers of a held volume's chunks hold its state's lock): only
@@ -206,27 +217,6 @@ impl Mapper {
             self.checkpoint(name, st)?;
         }
         Ok(())
-    }
-
-    /// Appends `record` to the held volume's journal in the map store,
-    /// durably.
-    fn append_durable(
-        &self,
-        name: &str,
-        st: &mut VolState,
-        volume_id: u64,
-        record: &[u8],
-    ) -> Result<(), Error> {
-        // Fencing, as before a header commit.
-        let owner = self.lock_owner_or_forget(name, st)?;
-        if owner != Some((self.host_id.clone(), st.token)) {
-            *st = VolState::default();
-            return Err(err(
-                ErrorCode::Fenced,
-                format!("{name}: our lock was broken"),
-            ));
-        }
-        self.append_to_journal(name, st, volume_id, record)
     }
 
     /// Appends `record` (whole records) to the held volume's journal in

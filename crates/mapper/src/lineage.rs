@@ -288,7 +288,7 @@ impl Mapper {
             let own = owned_object_name(h.volume_id, h.epoch, index);
             let all = granule_mask(h.object_size());
             let held = own_granules(h, entry);
-            self.fill_granules(entry, index, &own, all & !held, h.object_size(), false)?;
+            self.fill_granules(entry, index, &own, all & !held, h.object_size(), None)?;
             return Ok(h.own_entry());
         }
         let old = entry

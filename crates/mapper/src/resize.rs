@@ -166,7 +166,7 @@ impl Mapper {
         // Shared, or partly the volume's own: the own object takes every
         // granule first.
         let held = own_granules(h, &entry);
-        self.fill_granules(&entry, index, &own, granule_mask(os) & !held, os, false)?;
+        self.fill_granules(&entry, index, &own, granule_mask(os) & !held, os, None)?;
         self.data
             .write(&own, off, &zeros, true)
             .map_err(|e| store_err(&own, e))?;

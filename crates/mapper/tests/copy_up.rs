@@ -195,3 +195,25 @@ fn a_copy_up_is_made_durable_by_the_write_it_is_for() {
     expect[100..110].copy_from_slice(b"0123456789");
     assert!(common::read(&after, &*data, "vm", 0, 2 * OS).unwrap() == expect);
 }
+
+/// The copy-up is fenced at the data store (the mapper no longer asks
+/// the map store for its lock first): once another host broke the lock
+/// and raised the data store's fence, a copy-up of the old holder copies
+/// nothing, and its write fails.
+#[test]
+fn a_copy_up_under_a_broken_lock_copies_nothing() {
+    let (env, _) = shared_volume();
+    // The volume is open here (a first write opened it).
+    env.m.map_write("vol", 0, 1).unwrap();
+    let before = env.data.inner().list("").unwrap();
+    // Another host breaks the lock: the data store's fence rises past
+    // every token handed out so far.
+    env.data.raise_fence("vol", u64::MAX / 2).unwrap();
+    let err = env.m.map_write("vol", OS + 10, 10).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Fenced, "{err}");
+    assert_eq!(
+        env.data.inner().list("").unwrap(),
+        before,
+        "something was copied"
+    );
+}

@@ -414,15 +414,19 @@ fn a_fenced_owner_cannot_copy_up_over_the_new_owners_data() {
     e.m.open("vol", true).unwrap();
     e.write("vol", 0, &pattern(1, OS as usize));
     e.m.snapshot("vol", "snap").unwrap();
-    // host1 keeps the volume open (its header cached), its lock is broken,
-    // and host2 overwrites object 0 in full.
+    // host1 keeps the volume open (its header cached), its lock is broken
+    // as `vlmc unlock --force` breaks it (the data store's fence raised
+    // past the holder's token first), and host2 overwrites object 0 in
+    // full.
+    let (_, token) = e.maps.lock_owner("vol").unwrap().unwrap();
+    e.data.raise_fence("vol", token + 1).unwrap();
     e.maps.break_lock("vol").unwrap();
     let h2 = e.other("host2");
     h2.open("vol", true).unwrap();
     let theirs = pattern(2, OS as usize);
     common::write(&h2, &*e.data, "vol", 0, &theirs).unwrap();
     // host1's partial write would copy the snapshot's object up over
-    // host2's: it must be fenced before touching the data store.
+    // host2's: the data store refuses the copy-up (fenced).
     let err = e.m.map_write("vol", 10, 5).unwrap_err();
     assert_eq!(err.code, ErrorCode::Fenced);
     assert_eq!(common::read(&h2, &*e.data, "vol", 0, OS).unwrap(), theirs);

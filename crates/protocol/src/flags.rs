@@ -41,23 +41,22 @@ impl Flags {
     /// ACQUIRE: raise the lock's fence to the payload's token instead of
     /// taking the lock (what a lock breaker asks of a data blocker); the
     /// reply's token is the fence now recorded. Since protocol version 2.
+    /// COPY: a copy-up ([`ObjectStore::copy_up`]-style: the target is a
+    /// `FencedTarget` naming the destination; refused as a write would be;
+    /// not synced, even by a write-through blocker, since the write it is
+    /// for syncs its object). Since protocol version 3.
     pub const FENCED: Flags = Flags(256);
     /// OPEN with `WRITABLE`: hold the volume for a reader that needs it
     /// unchanged (an export): refused while the volume is open for
     /// writing on this host, and while held every other open and every
     /// write of it is refused (`Busy`). CLOSE releases it.
     pub const EXCLUSIVE: Flags = Flags(512);
-    /// COPY: need not be durable when acknowledged, even in write-through
-    /// mode: the caller makes it durable by a later durable write to the
-    /// destination, or a sync (a copy-up ahead of the write it is for:
-    /// one flush covers both). Since protocol version 3.
-    pub const LAZY: Flags = Flags(1024);
     /// Reply-only: set by a peer in a failed reply whose target field it
     /// replaced by a message for people (see `archipelago_wire::reply`).
     /// Never valid in a request.
     pub const DETAIL: Flags = Flags(1 << 31);
     /// Every flag a request may carry.
-    pub const ALL: Flags = Flags(2047);
+    pub const ALL: Flags = Flags(1023);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {

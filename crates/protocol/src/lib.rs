@@ -35,5 +35,5 @@ pub use role::{Role, CLIENT_PORTS_START};
 ///
 /// 2: fenced writes ([`Flags::FENCED`], [`payload::FencedTarget`]) and the
 /// volume's token in the map reply.
-/// 3: lazy copies ([`Flags::LAZY`]).
+/// 3: fenced copy-ups (COPY with [`Flags::FENCED`]).
 pub const PROTOCOL_VERSION: u32 = 3;

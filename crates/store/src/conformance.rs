@@ -72,7 +72,7 @@ macro_rules! __conformance_cases {
             delete_removes_the_object,
             stat_reports_the_size,
             copy_honours_both_offsets_and_the_length,
-            a_lazy_copy_copies_like_copy,
+            a_copy_up_copies_like_copy_under_its_fence,
             a_second_copy_into_the_same_destination_overwrites,
             copy_reads_zeros_past_the_source_end,
             copy_from_a_missing_source_fails_and_creates_nothing,
@@ -302,21 +302,29 @@ pub fn copy_honours_both_offsets_and_the_length<S: ObjectStore>(make: impl Fn() 
     assert_eq!(contents(&s, "src"), b"0123456789");
 }
 
-/// A lazy copy (a copy-up's) copies exactly as `copy` does, into a new
-/// and an existing destination, and a durable write to it keeps both.
-pub fn a_lazy_copy_copies_like_copy<S: ObjectStore>(make: impl Fn() -> S) {
+/// A copy-up copies exactly as `copy` does, into a new and an existing
+/// destination, a durable write to it keeps both, and it is fenced as a
+/// write is.
+pub fn a_copy_up_copies_like_copy_under_its_fence<S: ObjectStore>(make: impl Fn() -> S) {
     let s = make();
+    let fence = |token| crate::Fence { lock: "vol", token };
     s.write("src", 0, b"0123456789", false).unwrap();
-    s.copy_lazy("src", 2, "new", 5, 4).unwrap();
+    s.copy_up("src", 2, "new", 5, 4, fence(2)).unwrap();
     assert_eq!(contents(&s, "new"), b"\0\0\0\0\x002345");
     s.write("new", 0, b"ab", true).unwrap();
     assert_eq!(contents(&s, "new"), b"ab\0\0\x002345");
     s.write("old", 0, b"abcdefghijkl", false).unwrap();
-    s.copy_lazy("src", 6, "old", 1, 3).unwrap();
+    s.copy_up("src", 6, "old", 1, 3, fence(2)).unwrap();
     assert_eq!(contents(&s, "old"), b"a678efghijkl");
-    let e = s.copy_lazy("missing", 0, "other", 0, 1).unwrap_err();
+    let e = s
+        .copy_up("missing", 0, "other", 0, 1, fence(2))
+        .unwrap_err();
     assert!(e.is_not_found(), "{e}");
     assert!(s.stat("other").unwrap_err().is_not_found());
+    // A newer token raised the fence: the old one copies nothing.
+    s.write_fenced("x", 0, b"y", false, fence(3)).unwrap();
+    assert_stale(s.copy_up("src", 0, "old", 0, 4, fence(2)), "old");
+    assert_eq!(contents(&s, "old"), b"a678efghijkl");
 }
 
 /// Regression (filed COPY wrote at the cached fd's position, so a second

@@ -482,6 +482,33 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         }
     }
 
+    /// A copy-up is a COPY to the rules.
+    fn copy_up(
+        &self,
+        src: &str,
+        src_offset: u64,
+        dst: &str,
+        dst_offset: u64,
+        len: u64,
+        fence: crate::Fence<'_>,
+    ) -> Result<(), StoreError> {
+        check_name(src)?;
+        check_name(dst)?;
+        match self.verdict(OpKind::Copy, &[src, dst]) {
+            Verdict::Run => self
+                .inner
+                .copy_up(src, src_offset, dst, dst_offset, len, fence),
+            Verdict::Fail(e) => Err(e),
+            Verdict::Torn(keep, e) => {
+                if self.inner.stat(dst).is_ok() {
+                    self.inner
+                        .copy_up(src, src_offset, dst, dst_offset, keep.min(len), fence)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
         let name = content_name_of(data);
         self.check(OpKind::StoreContent, &[&name])?;

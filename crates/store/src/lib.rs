@@ -301,20 +301,31 @@ pub trait ObjectStore: Send + Sync {
         durable: bool,
     ) -> Result<(), StoreError>;
 
-    /// [`copy`](ObjectStore::copy) that need not be durable when it
-    /// returns, whatever the sync mode: the caller makes it durable by a
-    /// later durable `write` to `dst` or by `sync()`, as a copy-up is
-    /// followed by the write it makes room for (one flush then covers
-    /// both). The default is a copy that is not `durable`.
-    fn copy_lazy(
+    /// A copy-up: [`copy`](ObjectStore::copy) ahead of a write to `dst`
+    /// under `fence` (refused with [`StoreError::StaleToken`], nothing
+    /// copied, as [`write_fenced`](ObjectStore::write_fenced) would be),
+    /// which need not be durable when it returns, whatever the sync mode:
+    /// the caller makes it durable by its durable write to `dst` or by
+    /// `sync()` (one flush then covers the copied bytes and the written
+    /// ones, as qcow2 writes a cluster's copy-on-write with its data).
+    /// The default reads the range and writes it fenced.
+    fn copy_up(
         &self,
         src: &str,
         src_offset: u64,
         dst: &str,
         dst_offset: u64,
         len: u64,
+        fence: Fence<'_>,
     ) -> Result<(), StoreError> {
-        self.copy(src, src_offset, dst, dst_offset, len, false)
+        check_copy(src, src_offset, dst, dst_offset, len)?;
+        let len = usize::try_from(len).map_err(|_| StoreError::InvalidArgument {
+            name: src.to_owned(),
+            why: "a copy larger than the address space",
+        })?;
+        let mut buf = vec![0; len];
+        self.read(src, src_offset, &mut buf)?;
+        self.write_fenced(dst, dst_offset, &buf, false, fence)
     }
 
     /// Stores `data` by content: strips its trailing zero bytes, names it
@@ -510,8 +521,8 @@ macro_rules! forward {
             fn copy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, durable: bool) -> Result<(), StoreError> {
                 (**self).copy(src, src_offset, dst, dst_offset, len, durable)
             }
-            fn copy_lazy(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64) -> Result<(), StoreError> {
-                (**self).copy_lazy(src, src_offset, dst, dst_offset, len)
+            fn copy_up(&self, src: &str, src_offset: u64, dst: &str, dst_offset: u64, len: u64, fence: $crate::Fence<'_>) -> Result<(), StoreError> {
+                (**self).copy_up(src, src_offset, dst, dst_offset, len, fence)
             }
             fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {
                 (**self).store_content(data, durable)

@@ -228,8 +228,14 @@ fn serve(store: &dyn ObjectStore, op: Op, req: &mut Detached) -> Result<u64, Err
         Op::Copy => {
             let c = CopyRequest::decode(req.data())?;
             let src = String::from_utf8_lossy(c.src.as_bytes()).into_owned();
-            if flags.contains(Flags::LAZY) {
-                store.copy_lazy(&src, c.src_offset, &name, offset, size)
+            if flags.contains(Flags::FENCED) {
+                // A copy-up: the target is `<object> NUL <lock> NUL <token>`.
+                let f = FencedTarget::decode(target.as_bytes())?;
+                let fence = Fence {
+                    lock: f.lock,
+                    token: f.token,
+                };
+                store.copy_up(&src, c.src_offset, f.object, offset, size, fence)
             } else {
                 store.copy(&src, c.src_offset, &name, offset, size, durable)
             }

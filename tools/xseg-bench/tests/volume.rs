@@ -162,3 +162,62 @@ fn spawn_rados_needs_a_pool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 15's clone workload: on a clone of a snapshot of the prefilled
+/// volume, one 4 KiB block per 4 MiB object, mixed and verified: writes
+/// are first writes into the clone (copy-ups), and reads of blocks the
+/// clone never wrote check the base's stamps through it.
+#[test]
+fn first_writes_into_a_clone_verified() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args([
+            "volume",
+            "--spawn",
+            "files",
+            "--create",
+            "64M",
+            "--prefill",
+            "--clone",
+            "--stride",
+            "4M",
+            "--verify",
+            "--op",
+            "mixed",
+            "--total",
+            "64",
+            "--iodepth",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clone"], true);
+    assert_eq!(r["stride"], 4 << 20);
+    let run = &r["runs"][0];
+    assert_eq!(run["ops"], 64);
+    assert_eq!(run["errors"], 0);
+    assert_eq!(run["verify_failures"], 0);
+    assert!(run["verified"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["writes"].as_u64().unwrap() > 0, "{run}");
+    // The stage times name the pipeline's peers.
+    let stages = run["stages"].as_array().unwrap();
+    assert!(stages.iter().any(|s| s["peer"] == "mapperd"), "{stages:?}");
+}
+
+#[test]
+fn clone_needs_the_volume_target() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xseg-bench"))
+        .args([
+            "volume", "--spawn", "memory", "--create", "8M", "--clone", "--target", "blocker",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clone"));
+}

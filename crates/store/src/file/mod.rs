@@ -722,15 +722,19 @@ impl ObjectStore for FileStore {
 
     /// Not synced even in write-through mode: the next durable write to
     /// `dst` (its `fdatasync` and the directories it settles) or `sync()`
-    /// makes it durable.
-    fn copy_lazy(
+    /// makes it durable. The fence costs what it costs a write.
+    fn copy_up(
         &self,
         src: &str,
         src_offset: u64,
         dst: &str,
         dst_offset: u64,
         len: u64,
+        fence: crate::Fence<'_>,
     ) -> Result<(), StoreError> {
+        check_copy(src, src_offset, dst, dst_offset, len)?;
+        check_name(fence.lock)?;
+        self.locks.check_fence(&self.temp, dst, fence)?;
         self.copy_synced_if(src, src_offset, dst, dst_offset, len, false)
     }
 
@@ -954,7 +958,7 @@ mod tests {
             .is_file());
     }
 
-    /// A copy-up's lazy copy syncs nothing, even in write-through mode;
+    /// A copy-up syncs nothing, even in write-through mode;
     /// the durable write it is for syncs the file and the directories
     /// the copy created.
     #[test]
@@ -962,7 +966,11 @@ mod tests {
         let (_dir, s) = store(true);
         s.write("a", 0, b"xyz", true).unwrap();
         assert!(s.pending.is_clean());
-        s.copy_lazy("a", 0, "c", 0, 3).unwrap();
+        let fence = crate::Fence {
+            lock: "vol",
+            token: 1,
+        };
+        s.copy_up("a", 0, "c", 0, 3, fence).unwrap();
         assert!(!s.pending.is_clean(), "the copy was synced");
         s.write("c", 1, b"Q", true).unwrap();
         assert!(

@@ -151,6 +151,16 @@ pub struct VolumeArgs {
     /// Write the whole range first.
     #[arg(long)]
     pub prefill: bool,
+    /// Run on a clone: after the prefill, snapshot the volume and run the
+    /// workload on a clone of the snapshot (`<volume>-clone`, removed
+    /// with the snapshot at the end), so that writes are first writes
+    /// into a clone (copy-ups). Only with `--target volume`.
+    #[arg(long)]
+    pub clone: bool,
+    /// Distance between the starts of two blocks (default: --bs):
+    /// `--stride 4M --bs 4K` puts one block in each 4 MiB object.
+    #[arg(long, value_parser = parse_size)]
+    pub stride: Option<u64>,
     /// Request size of the prefill (rounded to a multiple of --bs;
     /// 4M writes each object whole, as `rbd bench --io-size 4M` does).
     #[arg(long, value_parser = parse_size, default_value = "256K")]
@@ -193,6 +203,12 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         bail!("--spawn needs --create SIZE");
     }
     let has = |k: TargetKind| a.target.contains(&k);
+    if a.clone && a.target != [TargetKind::Volume] {
+        bail!("--clone runs on a clone of the volume: only with --target volume");
+    }
+    if a.stride.is_some_and(|s| s < a.bs) {
+        bail!("--stride must be at least --bs");
+    }
     if has(TargetKind::Null) && a.spawn.is_none() {
         bail!("--target null needs --spawn (it starts its own null pipeline)");
     }
@@ -286,6 +302,8 @@ pub fn run(a: &VolumeArgs) -> anyhow::Result<()> {
         pattern: a.pattern,
         warmup: a.warmup,
         prefill: a.prefill,
+        clone: a.clone,
+        stride: a.stride.unwrap_or(a.bs),
         verify: a.verify,
         seed: a.seed,
         runs,

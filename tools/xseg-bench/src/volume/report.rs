@@ -77,6 +77,10 @@ pub struct Report {
     pub pattern: Pattern,
     pub warmup: u64,
     pub prefill: bool,
+    /// The workload ran on a clone of a snapshot of the volume.
+    pub clone: bool,
+    /// Distance between block starts.
+    pub stride: u64,
     pub verify: bool,
     pub seed: u64,
     pub runs: Vec<RunReport>,
@@ -84,13 +88,15 @@ pub struct Report {
 
 pub(super) fn print_table(r: &Report) {
     println!(
-        "size {} MiB, bs {}, iodepth {}, op {:?}, pattern {:?}, prefill {}, verify {}",
+        "size {} MiB, bs {}, stride {}, iodepth {}, op {:?}, pattern {:?}, prefill {}, clone {}, verify {}",
         r.size >> 20,
         r.bs,
+        r.stride,
         r.iodepth,
         r.op,
         r.pattern,
         r.prefill,
+        r.clone,
         r.verify
     );
     println!(

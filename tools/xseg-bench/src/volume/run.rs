@@ -28,6 +28,50 @@ impl Drop for CreatedVolume<'_> {
     }
 }
 
+/// The snapshot and clone of `--clone` (removed at the end, errors
+/// logged).
+struct ClonedVolume<'a> {
+    client: &'a Client,
+    port: u32,
+    snap: String,
+    clone: String,
+}
+
+impl<'a> ClonedVolume<'a> {
+    fn make(client: &'a Client, port: u32, volume: &str) -> anyhow::Result<Self> {
+        let snap = format!("{volume}-snap");
+        let clone = format!("{volume}-clone");
+        client
+            .snapshot(port, volume, &snap)
+            .map_err(|e| anyhow!("snapshot {volume} as {snap}: {e}"))?;
+        let mut made = ClonedVolume {
+            client,
+            port,
+            snap,
+            clone: String::new(),
+        };
+        client
+            .clone_volume(port, &made.snap, &clone, None)
+            .map_err(|e| anyhow!("clone {} as {clone}: {e}", made.snap))?;
+        made.clone = clone;
+        Ok(made)
+    }
+}
+
+impl Drop for ClonedVolume<'_> {
+    fn drop(&mut self) {
+        if !self.clone.is_empty() {
+            let _ = self.client.close_volume(self.port, &self.clone);
+            if let Err(e) = self.client.remove_volume(self.port, &self.clone) {
+                log::warn!("remove volume {}: {e}", self.clone);
+            }
+        }
+        if let Err(e) = self.client.remove_volume(self.port, &self.snap) {
+            log::warn!("remove snapshot {}: {e}", self.snap);
+        }
+    }
+}
+
 /// Deletes the objects `--target blocker` wrote (errors ignored).
 pub(super) struct BenchObjects<'a> {
     pub(super) client: &'a Client,
@@ -124,7 +168,9 @@ fn run_one(
     prefill_s: f64,
 ) -> anyhow::Result<RunReport> {
     let bs = a.bs;
-    let blocks = size / bs;
+    let stride = a.stride.unwrap_or(bs);
+    // Blocks whose `bs` bytes at `block * stride` fit the range.
+    let blocks = (size - bs) / stride + 1;
     let mut written = vec![a.prefill; if a.verify { blocks as usize } else { 0 }];
     let mut order = Order::new(blocks, a.pattern, a.seed);
     let mut mix = splitmix(a.seed ^ 0x6d_6978_6564);
@@ -157,7 +203,7 @@ fn run_one(
         // Submit while there is room and ops are left.
         while let Some(slot) = free.pop() {
             if let Some(s) = retry.pop() {
-                let offset = s.block * bs;
+                let offset = s.block * stride;
                 let (port, name, o) = t.locate(offset);
                 let r = if s.read {
                     q.submit_read(port, name, o, bs, slot as u64)
@@ -200,7 +246,7 @@ fn run_one(
                 };
                 (order.next_block(), read)
             });
-            let offset = block * bs;
+            let offset = block * stride;
             let (port, name, o) = t.locate(offset);
             let measured = issued >= a.warmup;
             if measured && t0.is_none() {
@@ -264,12 +310,12 @@ fn run_one(
                         if s.check {
                             verified += 1;
                             if !(done.data.len() as u64 == bs
-                                && stamped(done.data, s.block * bs, a.seed))
+                                && stamped(done.data, s.block * stride, a.seed))
                             {
                                 bad += 1;
                                 first_error.get_or_insert(format!(
                                     "verify failed at offset {}",
-                                    s.block * bs
+                                    s.block * stride
                                 ));
                             }
                         }
@@ -288,7 +334,7 @@ fn run_one(
                         bad += 1;
                         first_error.get_or_insert(format!(
                             "verify failed at offset {}: object missing",
-                            s.block * bs
+                            s.block * stride
                         ));
                     }
                 }
@@ -297,7 +343,7 @@ fn run_one(
                     first_error.get_or_insert(format!(
                         "{} at offset {}: {e}",
                         if s.read { "read" } else { "write" },
-                        s.block * bs
+                        s.block * stride
                     ));
                 }
             }
@@ -384,6 +430,19 @@ pub(super) fn measure(
     } else {
         0.0
     };
+    // `--clone`: the workload goes to a clone of a snapshot of `t`.
+    let cloned = match t {
+        Target::Volume { port, name, .. } if a.clone => {
+            Some(ClonedVolume::make(client, *port, name)?)
+        }
+        _ => None,
+    };
+    let clone_target = cloned.as_ref().map(|c| Target::Volume {
+        port: c.port,
+        name: c.clone.clone(),
+        null: false,
+    });
+    let t = clone_target.as_ref().unwrap_or(t);
     let ports = stage_ports(t, a);
     let before = snapshot_stats(client, &ports);
     let mut report = run_one(&mut q, t, size, a, prefill_s)?;

@@ -125,6 +125,14 @@ pub enum PortError {
         /// The owner.
         pid: u32,
     },
+    /// A recovery or unbind stopped: the port was no longer claimed by us
+    /// (someone else took it meanwhile, which exclusive claims rule out
+    /// unless a peer wrote the segment's words).
+    #[error("port {port}: lost the recovery claim; cleanup stopped")]
+    LostClaim {
+        /// The port.
+        port: u32,
+    },
     /// Every dynamic port is bound.
     #[error("no free dynamic port (all {count} are bound)")]
     NoFreePort {

@@ -6,7 +6,7 @@
 //! segment never leaves the host). Offsets are *derived* from the sizes in
 //! the header by [`Layout::compute`], the single source of truth, which the
 //! creator and every attacher run alike; an attacher checks that the file
-//! is exactly as long as the layout says.
+//! is exactly as long as the layout says, and maps exactly that length.
 //!
 //! `docs/design.md` (section 2) joins this format to the protocol carried
 //! in a descriptor and to the map format, with the version history; its
@@ -52,7 +52,7 @@ use crate::doorbell::Doorbell;
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"ARCHXSEG";
 /// Version of this layout; bumped on any change to the types below.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Value of the ready word once the creator has finished.
 pub const READY: u32 = 0x5245_4459; // "READY" in spirit
 /// Bytes reserved for the header.
@@ -133,8 +133,10 @@ pub struct RingTail {
 pub struct PortShm {
     /// Owner record: `generation << 32 | flags_and_pid` (see `binding.rs`).
     pub(crate) binding: AtomicU64,
-    /// Start time of the owner (`/proc` clock ticks), 0 while binding.
-    pub(crate) owner_start: AtomicU64,
+    /// Identity of the owner or recoverer, `pid << 32 | low 32 bits of
+    /// its start time` (`/proc` clock ticks), written before the binding
+    /// CAS; trusted only when its pid is the binding's (see `binding.rs`).
+    pub(crate) owner_id: AtomicU64,
     /// Descriptors taken by this port and not yet put back.
     pub(crate) requests_in_use: AtomicU32,
     /// High-water mark of `requests_in_use`.
@@ -208,6 +210,41 @@ pub struct RequestShm {
     pub(crate) reserved: [AtomicU64; 2],
     /// Target name bytes, 8 per word.
     pub(crate) target: [AtomicU64; MAX_TARGET_LEN / 8],
+}
+
+impl RequestShm {
+    /// A descriptor of zeros outside the segment: what a port shows for a
+    /// request token it does not hold (its writes reach no one).
+    pub(crate) const fn zeroed() -> RequestShm {
+        // Each use of these constants is a fresh atomic, as intended.
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z64: AtomicU64 = AtomicU64::new(0);
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z32: AtomicU32 = AtomicU32::new(0);
+        RequestShm {
+            ticket: Z64,
+            op: Z32,
+            flags: Z32,
+            offset: Z64,
+            size: Z64,
+            serviced: Z64,
+            src_port: Z32,
+            src_gen: Z32,
+            dst_port: Z32,
+            effective_dst: Z32,
+            status: Z32,
+            error: Z32,
+            buffer: AtomicU32::new(u32::MAX),
+            target_len: Z32,
+            data_len: Z64,
+            tag: Z64,
+            t_submit: Z64,
+            t_accept: Z64,
+            t_complete: Z64,
+            reserved: [Z64; 2],
+            target: [Z64; MAX_TARGET_LEN / 8],
+        }
+    }
 }
 
 const _: () = {

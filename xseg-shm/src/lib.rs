@@ -6,8 +6,9 @@
 //! the transport's own are the protocol crate's business.
 //!
 //! - [`Segment`] creates, attaches to and destroys a segment (a POSIX shm
-//!   object under `/dev/shm`, or a file for tests), checks its versioned
-//!   header, reports on it and recovers ports of dead peers.
+//!   object under `/dev/shm`, a file for tests, or a sealed anonymous
+//!   memory file passed by descriptor), checks its versioned header,
+//!   reports on it and recovers ports of dead peers.
 //! - [`Port`] is a bound port: `get` a descriptor, fill it (`desc`,
 //!   `set_target`, `alloc_data`/`data_mut`), `submit` it; the server
 //!   `accept`s, serves and `respond`s; the client `receive`s and `put`s it
@@ -23,6 +24,36 @@
 //! Nothing in the segment is a pointer; every index or offset read from it
 //! is bounds-checked before use, in release builds too. The memory layout
 //! is documented byte by byte in [`layout`].
+//!
+//! # Trust boundary
+//!
+//! Every process that maps the segment can write all of it. What a peer
+//! that breaks the protocol can and cannot do to this process:
+//!
+//! - It cannot make us read or write outside the mapping (every index and
+//!   offset is checked), nor give this process two references to one data
+//!   buffer: which port of this process holds each descriptor, and which
+//!   descriptor each buffer serves here, is recorded in this process's own
+//!   memory and checked before a descriptor is taken or a buffer is shown
+//!   (the `held` module); a request token names the binding that took it
+//!   and is refused elsewhere.
+//! - It can change the bytes of a buffer we are reading or writing (they
+//!   are plain bytes: values change, nothing else), fail or drop requests,
+//!   and corrupt descriptors and rings so that requests are lost or
+//!   refused; recovery and the checks above keep that from spreading into
+//!   two owners of one thing.
+//! - It can shrink a named segment's file (`ftruncate`), after which
+//!   touching the lost pages kills every peer with `SIGBUS` (a crash,
+//!   never an access outside the mapping: attach maps exactly the length
+//!   the header describes and refuses a file shorter than that). A
+//!   **sealed** segment ([`Segment::create_sealed`], an anonymous memory
+//!   file whose size is sealed) closes this: nobody can resize it. It has
+//!   no name; processes get it as a file descriptor, inherited or passed
+//!   over a Unix socket ([`sys::send_fd`], [`sys::recv_fd`], with
+//!   [`sys::peer_credentials`] to check who asks), and attach it with
+//!   [`Segment::attach_fd`]. Named segments stay for tests and explicit
+//!   use. (Making it the default under `archipelago start`, with the
+//!   supervisor handing it out, is not done yet.)
 //!
 //! # Layers
 //!
@@ -91,6 +122,11 @@ mod put;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod held;
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod hooks;
+#[cfg(not(loom))]
 mod idle;
 #[cfg(not(loom))]
 pub mod layout;
@@ -115,8 +151,8 @@ pub use crate::{
     idle::{Idle, IdlePolicy, DEFAULT_IDLE_POLLS},
     layout::RequestShm as Descriptor,
     pool::{Phase, Ticket},
-    port::{Port, Rejected},
-    recovery::RecoveryReport,
+    port::{Port, Rejected, BIND_WAIT},
+    recovery::{RecoveryReport, REPLY_RING_WAIT},
     report::{BufferClassReport, PortReport, SegmentReport},
     request::{code, status, Request, Target},
     segment::{Segment, SegmentConfig, SegmentName},

@@ -26,13 +26,16 @@
 //! | push to a ring | `Owned` by the pusher | `Queued`/`Replied` by the pusher | [`hand_over`] (store) |
 //! | take from a ring, cancel, claim by recovery, undo a push | the word seen | `Owned` by the claimant | [`claim`] (CAS) |
 //! | put | `Owned` by the putter | `Pooled` | [`put`] (store) |
+//! | recovery's hand-over and put | `Owned` by the port it cleans up | `Replied` / `Pooled` | [`hand_over_from`], [`put_from`] (CAS) |
 //!
 //! A consumer takes a descriptor out of a ring by CAS from
 //! `Queued`/`Replied` to `Owned` by itself; a ring entry whose ticket no
 //! longer matches (recovery claimed it, or it was taken through another
 //! entry) is stale and skipped. The port methods act only on descriptors
-//! whose ticket names them (`Owned` by the port), so a `Request` token used
-//! with the wrong port is refused.
+//! whose ticket names them (`Owned` by the port, with the serial of the
+//! `Request` token, made by the same binding), so a token used with the
+//! wrong port, after its port unbound, or after its descriptor changed
+//! hands is refused.
 //!
 //! The functions take ticket words wherever they live (the segment, or for
 //! the loom models the heap); the descriptor's other fields are the
@@ -166,6 +169,35 @@ pub fn claim(ticket: &AtomicU64, seen: u64, holder: u32, serial: u64) -> bool {
     // consumer of another entry for the same descriptor, who holds it.
     ticket
         .compare_exchange(seen, owned, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// As [`hand_over`], by CAS from the word `seen` (the caller's own hold):
+/// `None`, and nothing changed, if the ticket is no longer `seen`. For
+/// recovery, which must not act on a descriptor someone else took.
+pub fn hand_over_from(
+    ticket: &AtomicU64,
+    seen: u64,
+    phase: Phase,
+    holder: u32,
+    serial: u64,
+) -> Option<u64> {
+    let in_ring = Ticket::word(phase, holder, serial);
+    // SYNC POINT (hand-over): Release, as in `hand_over`; the CAS decides
+    // against anybody else acting on the descriptor.
+    ticket
+        .compare_exchange(seen, in_ring, Ordering::Release, Ordering::Relaxed)
+        .ok()
+        .map(|_| in_ring)
+}
+
+/// As [`put`], by CAS from the word `seen`: `false`, and nothing changed,
+/// if the ticket is no longer `seen`.
+pub fn put_from(ticket: &AtomicU64, seen: u64) -> bool {
+    let pooled = Ticket::word(Phase::Pooled, 0, Ticket::from_word(seen).serial);
+    // SYNC POINT (put): Release, as in `put`.
+    ticket
+        .compare_exchange(seen, pooled, Ordering::Release, Ordering::Relaxed)
         .is_ok()
 }
 

@@ -50,27 +50,25 @@ pub(crate) fn detach_and_release_buffer(seg: &Segment, req: u32) {
     }
 }
 
-/// Frees the buffer and pools descriptor `req`. The caller (port `by`, or
-/// recovery) holds it.
-pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
-    let Some(r) = seg.request(req) else { return };
+/// Frees the buffer and pools descriptor `req`. The caller (a port, or
+/// recovery) holds it. With `seen`, the ticket word the caller holds it
+/// by, pooling is a CAS from it: `false` (the buffer freed, the descriptor
+/// left alone) if the ticket changed, which the caller treats as the end of
+/// its claim.
+pub(crate) fn put_descriptor(seg: &Segment, req: u32, seen: Option<u64>) -> bool {
+    let Some(r) = seg.request(req) else {
+        return false;
+    };
     detach_and_release_buffer(seg, req);
     if src_is_current(seg, r.src_port(), r) {
         if let Some(p) = seg.port(r.src_port()) {
-            let used = &p.requests_in_use;
-            // Relaxed, both ways: the count is a statistic.
-            if by == Some(r.src_port()) {
-                // The owner, the count's only writer in the common case:
-                // no atomic read-modify-write needed.
-                used.store(
-                    used.load(Ordering::Relaxed).saturating_sub(1),
-                    Ordering::Relaxed,
-                );
-            } else {
-                // Another port dropping it: rare; the count is a statistic.
-                let _ =
-                    used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            }
+            // An atomic decrement that stops at 0, whoever puts it back:
+            // the owner's gets add to the count at the same time (a load
+            // and a store here lost updates, issue 19). Relaxed: a
+            // statistic.
+            let _ = p
+                .requests_in_use
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
     // A pooled descriptor names no source: one taken by a `get` whose
@@ -78,5 +76,11 @@ pub(crate) fn put_descriptor(seg: &Segment, req: u32, by: Option<u32>) {
     // for a request of the previous source to fail back. Relaxed: `put`'s
     // Release store of the ticket publishes it.
     r.src_port.store(NO_PORT, Ordering::Relaxed);
-    pool::put(&r.ticket);
+    match seen {
+        Some(seen) => pool::put_from(&r.ticket, seen),
+        None => {
+            pool::put(&r.ticket);
+            true
+        }
+    }
 }

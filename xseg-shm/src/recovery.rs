@@ -3,7 +3,12 @@
 //! Recovery of port `P` runs in whichever process notices (the `xseg`
 //! tool, the supervisor, a test); it first claims the port by setting the
 //! recovering bit in its binding with a CAS, so two recoverers never work
-//! on one port, and a new owner cannot bind until recovery ends. Then:
+//! on one port (the claimant's identity is written before the CAS, so a
+//! second recoverer never takes the first for dead: see the `binding`
+//! module), and a new owner cannot bind until recovery ends. Every step
+//! below first checks that the port is still claimed by us, and every
+//! change of a ticket is a CAS from the word seen: if either fails, the
+//! cleanup stops rather than give a descriptor two owners. Then:
 //!
 //! 1. **Rings.** `P` was the single consumer of its two rings. If it died
 //!    in the middle of a batch, [`Ring::repair_head`](crate::ring::Ring::repair_head)
@@ -17,6 +22,10 @@
 //!    - requests `P` had accepted, or forwarded and not yet seen taken,
 //!      are failed back to their sources with [`PEER_DIED`](crate::code::PEER_DIED);
 //!    - replies `P` was sending are sent again.
+//!
+//!    A source's reply ring that is full (its consumer has not come round
+//!    yet) is waited on, up to [`REPLY_RING_WAIT`] for the whole cleanup;
+//!    only then is a request put back without its reply.
 //!
 //!    A descriptor in a ring phase (`Queued`, `Replied`) with `P` as pusher
 //!    is left alone if its entry is in the destination ring (the push
@@ -49,6 +58,10 @@ use crate::segment::Segment;
 use crate::sync::Ordering;
 use crate::{binding, buffers, pool, sys};
 
+/// How long one cleanup waits, in all, for room in full reply rings of
+/// live sources before it puts their requests back without a reply.
+pub const REPLY_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What one recovery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
@@ -70,54 +83,88 @@ pub struct RecoveryReport {
 
 impl Segment {
     /// Recovers port `n` after its owner died (or tidies an unbound port).
+    ///
+    /// Exclusive: of several processes (or threads) recovering one port at
+    /// once, one claims it and cleans up, the others get
+    /// [`PortError::Recovering`] (see the `binding` module for why a
+    /// recoverer is never taken for dead while it works).
     pub fn recover(&self, n: u32) -> Result<RecoveryReport, PortError> {
         let p = self.port(n).ok_or(PortError::NoSuchPort {
             port: n,
             nr_ports: self.layout().nr_ports,
         })?;
-        let me = sys::my_pid();
-        // Acquire `owner_start`: pairs with the holder's Release store of
-        // its start time after it took the binding.
-        let alive = |pid| sys::is_alive(pid, p.owner_start.load(Ordering::Acquire));
-        let b = binding::claim_for_recovery(&p.binding, me, alive).map_err(|b| {
-            if b.recovering {
-                PortError::Recovering {
-                    port: n,
-                    pid: b.pid,
+        let me = sys::my_identity();
+        let b = binding::claim_for_recovery(&p.binding, &p.owner_id, me, sys::is_alive).map_err(
+            |b| {
+                if b.recovering {
+                    PortError::Recovering {
+                        port: n,
+                        pid: b.pid,
+                    }
+                } else {
+                    PortError::OwnerAlive {
+                        port: n,
+                        pid: b.pid,
+                    }
                 }
-            } else {
-                PortError::OwnerAlive {
-                    port: n,
-                    pid: b.pid,
-                }
-            }
-        })?;
-        // Release: as a binder's (see `Segment::bind`). Until this store a
-        // liveness check reads the dead owner's start time and takes us
-        // for dead: recovery is not exclusive yet (issue 19).
-        p.owner_start
-            .store(sys::process_start_time(me).unwrap_or(0), Ordering::Release);
-        let mut report = cleanup(self, n, true);
+            },
+        )?;
+        crate::hooks::run(crate::hooks::Point::RecoveryClaimed, self.name());
+        let claim = Claim {
+            port: n,
+            gen: b.gen,
+            me,
+        };
+        let mut report = cleanup(self, &claim, true)?;
         report.dead_pid = if b.recovering { 0 } else { b.pid };
         if b.pid != 0 {
             // Relaxed: a statistic.
             p.recoveries.fetch_add(1, Ordering::Relaxed);
             log::info!("recovered port {n} of dead process {}: {report:?}", b.pid);
         }
-        finish(self, n, b.gen);
+        finish(self, &claim)?;
         Ok(report)
     }
 
     /// Recovers every port whose owner died.
     pub fn recover_dead(&self) -> Vec<Result<RecoveryReport, PortError>> {
         (0..self.layout().nr_ports)
-            .filter(|&n| {
-                let p = self.port(n).expect("in range");
-                let b = binding::load(&p.binding);
-                b.pid != 0 && !sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire))
-            })
+            .filter(|&n| self.dead_owner(n).is_some())
             .map(|n| self.recover(n))
             .collect()
+    }
+}
+
+/// A claim on a port: recovering by us (identity `me`) in generation `gen`.
+struct Claim {
+    port: u32,
+    gen: u32,
+    me: u64,
+}
+
+impl Claim {
+    fn pid(&self) -> u32 {
+        (self.me >> 32) as u32
+    }
+
+    /// `Ok` while the port is still claimed by us; every step of a cleanup
+    /// checks it first and stops when it is not.
+    fn check(&self, seg: &Segment) -> Result<(), PortError> {
+        let p = seg.port(self.port).expect("in range");
+        if binding::still_claimed(&p.binding, self.gen, self.pid()) {
+            Ok(())
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    fn lost(&self) -> PortError {
+        log::error!(
+            "port {}: no longer claimed by us (generation {}); cleanup stopped",
+            self.port,
+            self.gen
+        );
+        PortError::LostClaim { port: self.port }
     }
 }
 
@@ -127,24 +174,29 @@ pub(crate) fn release_port(seg: &Segment, n: u32, gen: u32) -> Result<(), PortEr
         port: n,
         nr_ports: seg.layout().nr_ports,
     })?;
+    let me = sys::my_identity();
     if !binding::claim_own(&p.binding, gen, sys::my_pid()) {
         // Someone recovered it from under us (we were taken for dead).
         return Err(PortError::Recovering { port: n, pid: 0 });
     }
-    cleanup(seg, n, false);
-    finish(seg, n, gen);
-    Ok(())
+    let claim = Claim { port: n, gen, me };
+    cleanup(seg, &claim, false)?;
+    finish(seg, &claim)
 }
 
-fn finish(seg: &Segment, n: u32, gen: u32) {
-    let p = seg.port(n).expect("in range");
+fn finish(seg: &Segment, claim: &Claim) -> Result<(), PortError> {
+    claim.check(seg)?;
+    let p = seg.port(claim.port).expect("in range");
     // Relaxed: statistics and hints, published with the rest of the
     // cleanup by the Release of `binding::release`.
     p.requests_in_use.store(0, Ordering::Relaxed);
     p.buffers_in_use.store(0, Ordering::Relaxed);
     p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
-    p.owner_start.store(0, Ordering::Relaxed);
-    binding::release(&p.binding, gen);
+    if binding::release(&p.binding, &p.owner_id, claim.gen, claim.me) {
+        Ok(())
+    } else {
+        Err(claim.lost())
+    }
 }
 
 /// Whether ring `which` of `port` has `value` published from its head on.
@@ -156,23 +208,29 @@ fn ring_holds(seg: &Segment, port: u32, which: u32, value: u32) -> bool {
     found
 }
 
-/// Puts back what port `n` held. `crashed`: its owner died, possibly in
-/// the middle of any operation; otherwise the owner itself unbinds, and
-/// everything it pushed is in its ring.
-fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
+/// Puts back what the claimed port held. `crashed`: its owner died,
+/// possibly in the middle of any operation; otherwise the owner itself
+/// unbinds, and everything it pushed is in its ring. Every change of a
+/// ticket is a CAS from the word seen; a failed one, or the port no longer
+/// claimed by us, stops the cleanup (someone else acts on the port).
+fn cleanup(seg: &Segment, claim: &Claim, crashed: bool) -> Result<RecoveryReport, PortError> {
+    let n = claim.port;
     let mut report = RecoveryReport {
         port: n,
         ..Default::default()
     };
+    let reply_deadline = std::time::Instant::now() + REPLY_RING_WAIT;
     let held_by_n = |v: u32| {
         seg.request(v)
             .is_some_and(|r| pool::load(&r.ticket).1.is_owned_by(n))
     };
     for which in 0..2 {
+        claim.check(seg)?;
         if let Some(ring) = seg.ring_checked(n, which) {
-            report.ring_repairs += ring.repair_head(held_by_n) as u32;
+            report.ring_repairs += ring.repair_head(held_by_n).ok_or_else(|| claim.lost())? as u32;
         }
     }
+    claim.check(seg)?;
     free_orphan_buffers(seg, n, &mut report);
 
     for i in 0..seg.layout().nr_requests {
@@ -181,8 +239,9 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
         if t.holder != n {
             continue;
         }
-        let previous = match t.phase {
-            Some(Phase::Owned) => Phase::Owned,
+        claim.check(seg)?;
+        let (previous, held) = match t.phase {
+            Some(Phase::Owned) => (Phase::Owned, w),
             Some(phase @ (Phase::Queued | Phase::Replied)) => {
                 if !crashed {
                     continue; // pushed: its consumer takes it
@@ -201,14 +260,19 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
                 if !pool::claim(&r.ticket, w, n, t.serial) {
                     continue; // a consumer took it: no longer ours
                 }
-                phase
+                (phase, pool::Ticket::word(Phase::Owned, n, t.serial))
             }
             _ => continue,
         };
+        // The port's marks in this process's record, if the port was ours
+        // (its owner unbinding, or a test playing a killed process).
+        seg.held().release(i, n);
         // Read once: a misbehaving peer may change it under us.
         let src = r.src_port();
         if src == n || !src_is_current(seg, src, r) {
-            put_descriptor(seg, i, None);
+            if !put_descriptor(seg, i, Some(held)) {
+                return Err(claim.lost());
+            }
             report.requests_freed += 1;
             continue;
         }
@@ -221,23 +285,40 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
             r.set_t_complete(seg.clock().now());
             report.failed_back += 1;
         }
-        let in_ring = pool::hand_over(&r.ticket, Phase::Replied, n, t.serial);
-        let pushed = seg
-            .ring_checked(src, 1)
-            .is_some_and(|ring| ring.push(i).is_ok());
-        if pushed {
+        // A full reply ring is back-pressure: its consumer (alive, the
+        // source is current) drains it; wait for room, up to a deadline
+        // shared by the whole cleanup, holding the descriptor meanwhile.
+        loop {
+            let in_ring = pool::hand_over_from(&r.ticket, held, Phase::Replied, n, t.serial)
+                .ok_or_else(|| claim.lost())?;
+            if seg
+                .ring_checked(src, 1)
+                .is_some_and(|ring| ring.push(i).is_ok())
+            {
+                seg.wake(src);
+                break;
+            }
+            if !pool::claim(&r.ticket, in_ring, n, t.serial) {
+                break; // its source took it through an older entry: delivered
+            }
+            if std::time::Instant::now() >= reply_deadline || !src_is_current(seg, src, r) {
+                log::error!(
+                    "recovery of port {n}: reply ring of port {src} still full after {REPLY_RING_WAIT:?}; request {i} put back without a reply"
+                );
+                if !put_descriptor(seg, i, Some(held)) {
+                    return Err(claim.lost());
+                }
+                report.requests_freed += 1;
+                break;
+            }
             seg.wake(src);
-            continue;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            claim.check(seg)?;
         }
-        if pool::claim(&r.ticket, in_ring, n, t.serial) {
-            log::warn!("recovery of port {n}: reply ring of port {src} full; request {i} put back");
-            put_descriptor(seg, i, None);
-            report.requests_freed += 1;
-        }
-        // Else its source took it through an older entry: delivered.
     }
 
     // Replies addressed to the dead incarnation.
+    claim.check(seg)?;
     if let Some(ring) = seg.ring_checked(n, 1) {
         while let Some(i) = ring.pop(|v| {
             let Some(r) = seg.request(v) else {
@@ -253,11 +334,15 @@ fn cleanup(seg: &Segment, n: u32, crashed: bool) -> RecoveryReport {
                 Take::Skip
             }
         }) {
-            put_descriptor(seg, i, None);
+            let t = pool::peek(&seg.request(i).expect("popped in range").ticket);
+            if !put_descriptor(seg, i, Some(pool::Ticket::word(Phase::Owned, n, t.serial))) {
+                return Err(claim.lost());
+            }
             report.requests_freed += 1;
+            claim.check(seg)?;
         }
     }
-    report
+    Ok(report)
 }
 
 /// Frees buffers whose owner descriptor `n` held without this buffer

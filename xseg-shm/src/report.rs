@@ -109,12 +109,12 @@ impl Segment {
         let mut port_list = Vec::new();
         for n in 0..l.nr_ports {
             let p = self.port(n).expect("in range");
-            let b = binding::load(&p.binding);
+            let (b, start) = binding::load_with_start(&p.binding, &p.owner_id);
             let (rq, rp) = (self.ring(n, 0).len(), self.ring(n, 1).len());
             if b.gen == 0 && b.pid == 0 && rq == 0 && rp == 0 {
                 continue;
             }
-            let alive = b.pid != 0 && sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
+            let alive = b.pid != 0 && sys::is_alive(b.pid, start);
             let state = match (b.pid, b.recovering, alive) {
                 (0, _, _) => "free",
                 (_, true, true) => "recovering",

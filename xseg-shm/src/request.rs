@@ -36,10 +36,21 @@ pub const NO_PORT: u32 = u32::MAX;
 /// A descriptor this port holds. Not `Clone`: handing it to `submit`,
 /// `respond`, `forward` or `put` gives it away. Dropping one without that
 /// leaks it until the port unbinds, when it is put back.
+///
+/// The token names the descriptor, the port and binding generation that
+/// took it, and the ticket's serial at that moment; every port method
+/// checks all four against the port and the ticket, so a token used with
+/// another port, after its port unbound, or after its descriptor was put
+/// back and taken again reaches nothing (issue 19: before, a token was an
+/// index, and one outliving its port gave safe code two `&mut [u8]` to
+/// one buffer).
 #[must_use = "a request must be submitted, responded to or put back"]
 #[derive(Debug)]
 pub struct Request {
     pub(crate) index: u32,
+    pub(crate) port: u32,
+    pub(crate) gen: u32,
+    pub(crate) serial: u64,
 }
 
 impl Request {
@@ -47,7 +58,16 @@ impl Request {
     pub fn index(&self) -> u32 {
         self.index
     }
+
+    /// The port that took the descriptor.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
 }
+
+/// What a port shows for a request token it does not hold: zeros, outside
+/// the segment, so writes through it reach no one.
+pub(crate) static NOT_HELD: RequestShm = RequestShm::zeroed();
 
 /// A target name copied out of a descriptor.
 #[derive(Clone)]

@@ -89,6 +89,9 @@ pub fn initial_slot(index: u64) -> u64 {
 pub enum PushError {
     /// Every slot holds a value the consumer has not popped yet.
     Full,
+    /// The value does not fit a slot's 24 bits (it would overwrite the
+    /// stamp); nothing was pushed.
+    OutOfRange,
 }
 
 /// What the consumer's take callback decided for a popped value.
@@ -146,7 +149,11 @@ impl Ring<'_> {
     /// Publishes `value`; returns the position it took (see
     /// [`sampled_depth`](Self::sampled_depth)).
     pub fn push(&self, value: u32) -> Result<u64, PushError> {
-        debug_assert!(value <= MAX_VALUE);
+        // In every build: a value past 24 bits would spill into the stamp
+        // and publish garbage for another position.
+        if value > MAX_VALUE {
+            return Err(PushError::OutOfRange);
+        }
         debug_assert!(self.slots.len().is_power_of_two());
         let lapped = 1 - self.capacity() as i64;
         let mut attempts = 0u32;
@@ -307,8 +314,10 @@ impl Ring<'_> {
     /// Repairs `head` after its consumer died in the middle of a batch:
     /// moves it past published values that `was_taken` says the dead
     /// consumer had already taken. Only call this while no consumer is
-    /// running. Returns how many positions `head` moved.
-    pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> u64 {
+    /// running. Returns how many positions `head` moved, or `None` (and
+    /// `head` is left alone) if `head` moved meanwhile: then a consumer
+    /// does run, and the caller must stop.
+    pub fn repair_head(&self, mut was_taken: impl FnMut(u32) -> bool) -> Option<u64> {
         let start = self.head.load(Ordering::Acquire);
         let mut h = start;
         while h.wrapping_sub(start) < self.capacity() {
@@ -318,10 +327,18 @@ impl Ring<'_> {
             }
             h = h.wrapping_add(1);
         }
-        if h != start {
-            self.head.store(h, Ordering::Release);
+        // SYNC POINT (consumed): Release, as a consumer's store of `head`.
+        // A CAS from the head we started from, so a consumer that runs
+        // after all is never moved back.
+        if h != start
+            && self
+                .head
+                .compare_exchange(start, h, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
         }
-        h.wrapping_sub(start)
+        Some(h.wrapping_sub(start))
     }
 }
 
@@ -401,6 +418,17 @@ mod tests {
     }
 
     #[test]
+    fn a_value_past_24_bits_is_refused_in_every_build() {
+        let st = Store::new(4);
+        let r = st.ring();
+        assert_eq!(r.push(MAX_VALUE + 1), Err(PushError::OutOfRange));
+        assert_eq!(r.push(u32::MAX), Err(PushError::OutOfRange));
+        assert!(r.is_empty() && !r.has_work(), "nothing published");
+        r.push(MAX_VALUE).unwrap();
+        assert_eq!(r.pop(|_| Take::Taken), Some(MAX_VALUE));
+    }
+
+    #[test]
     fn the_consumer_never_writes_a_slot() {
         let st = Store::new(8);
         let r = st.ring();
@@ -462,12 +490,12 @@ mod tests {
             r.push(v).unwrap();
         }
         // The dead consumer took 0, 1 and 2 but never stored head.
-        assert_eq!(r.repair_head(|v| v <= 2), 3);
+        assert_eq!(r.repair_head(|v| v <= 2), Some(3));
         assert_eq!(r.pop(|_| Take::Taken), Some(3));
         assert_eq!(r.pop(|_| Take::Taken), None);
         // Nothing to repair on a healthy ring.
         r.push(9).unwrap();
-        assert_eq!(r.repair_head(|_| false), 0);
+        assert_eq!(r.repair_head(|_| false), Some(0));
         assert_eq!(r.pop(|_| Take::Taken), Some(9));
     }
 

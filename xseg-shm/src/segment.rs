@@ -3,15 +3,17 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use crate::binding;
 use crate::error::SegmentError;
+use crate::held::Held;
 use crate::layout::{
     Layout, PortShm, RequestShm, SegmentHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     MAX_BUFFER_CLASSES, MIN_BUFFER_SHIFT, READY,
@@ -29,13 +31,27 @@ pub enum SegmentName {
     Shm(String),
     /// A file path (tests use private paths).
     File(std::path::PathBuf),
+    /// A sealed segment (an anonymous memory file whose size cannot
+    /// change, see [`Segment::create_sealed`]), known by its file
+    /// descriptor in this process (`fd:N`): it has no name to open or
+    /// remove. [`Segment::attach`] attaches a duplicate of the descriptor.
+    Fd(i32),
 }
 
 impl SegmentName {
     /// Parses a name or path.
+    ///
+    /// `fd:N` names a sealed segment this process inherited as file
+    /// descriptor `N` (see [`Segment::create_sealed`]).
     pub fn parse(s: &str) -> Result<SegmentName, SegmentError> {
         if s.is_empty() || s.len() > 255 || s.contains('\0') {
             return Err(SegmentError::Config(format!("bad segment name {s:?}")));
+        }
+        if let Some(n) = s.strip_prefix("fd:") {
+            return match n.parse::<i32>() {
+                Ok(fd) if fd >= 0 => Ok(SegmentName::Fd(fd)),
+                _ => Err(SegmentError::Config(format!("bad descriptor in {s:?}"))),
+            };
         }
         if s.contains('/') {
             Ok(SegmentName::File(s.into()))
@@ -50,6 +66,7 @@ impl std::fmt::Display for SegmentName {
         match self {
             SegmentName::Shm(n) => write!(f, "{n}"),
             SegmentName::File(p) => write!(f, "{}", p.display()),
+            SegmentName::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
 }
@@ -127,15 +144,16 @@ pub struct Segment {
     layout: Layout,
     protocol_version: u32,
     clock: Clock,
+    /// Which port of this process holds each descriptor (see `held.rs`).
+    held: Arc<Held>,
+    /// A sealed segment's file, to hand on to other processes.
+    sealed: Option<OwnedFd>,
 }
 
-// SAFETY: the mapping lives as long as the `Segment`; everything another
-// thread (or process) may touch concurrently is accessed through atomics,
-// and the only non-atomic bytes handed out (buffer data) are handed to the
-// holder of the owning descriptor alone (see `Port::data_mut`).
-unsafe impl Send for Segment {}
-// SAFETY: as above.
-unsafe impl Sync for Segment {}
+// `Segment` is `Send` and `Sync` by its fields (`MmapRaw` is both): it
+// hands out only references to atomics and raw pointers, and the ports
+// that turn a buffer pointer into a slice carry their own SAFETY argument
+// (`Port::data`).
 
 fn io_err(name: &SegmentName, cause: io::Error) -> SegmentError {
     SegmentError::Io {
@@ -167,6 +185,10 @@ fn open(name: &SegmentName, create: bool, mode: u32) -> Result<File, SegmentErro
             }
             o.open(p)
         }
+        SegmentName::Fd(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a sealed segment is attached by its file descriptor (Segment::attach_fd)",
+        )),
     };
     result.map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => SegmentError::Exists {
@@ -185,19 +207,115 @@ fn unlink(name: &SegmentName) -> io::Result<()> {
             nix::sys::mman::shm_unlink(format!("/{n}").as_str()).map_err(io::Error::from)
         }
         SegmentName::File(p) => std::fs::remove_file(p),
+        // Gone when the last process that has it closes it.
+        SegmentName::Fd(_) => Ok(()),
     }
+}
+
+/// Maps exactly `len` bytes of `file`, shared, whatever the file's length
+/// (the mapping's length is what every view of the segment is checked
+/// against).
+fn map_exact(name: &SegmentName, file: &File, len: u64) -> Result<MmapRaw, SegmentError> {
+    let len_usize = usize::try_from(len).map_err(|_| {
+        SegmentError::Config(format!(
+            "a segment of {len} bytes does not fit the address space"
+        ))
+    })?;
+    let map = MmapOptions::new()
+        .len(len_usize)
+        .map_raw(file)
+        .map_err(|e| io_err(name, e))?;
+    if map.len() != len_usize {
+        return Err(SegmentError::Corrupt {
+            name: name.to_string(),
+            what: format!("mapped {} bytes, asked for {len}", map.len()),
+        });
+    }
+    Ok(map)
+}
+
+/// This process's record of held descriptors for the segment in `file`.
+fn held_record(
+    name: &SegmentName,
+    file: &File,
+    layout: &Layout,
+) -> Result<Arc<Held>, SegmentError> {
+    let m = file.metadata().map_err(|e| io_err(name, e))?;
+    Ok(Held::for_file(
+        m.dev(),
+        m.ino(),
+        layout.nr_requests,
+        &layout.buffer_counts,
+    ))
 }
 
 impl Segment {
     /// Creates and initialises a new segment; fails if one exists.
     pub fn create(name: &SegmentName, config: &SegmentConfig) -> Result<Segment, SegmentError> {
+        let layout = Self::checked_layout(config)?;
+        let file = open(name, true, config.mode)?;
+        let result = Self::init(name, &file, layout, config);
+        if result.is_err() {
+            let _ = unlink(name);
+        }
+        result
+    }
+
+    /// Creates and initialises a **sealed** segment: an anonymous memory
+    /// file (`memfd_create`) whose size is then sealed (`F_SEAL_SHRINK |
+    /// F_SEAL_GROW`), so no process, not even one that can write the
+    /// segment, can `ftruncate` it and make every peer fault with
+    /// `SIGBUS`. It has no name: other processes get it as a file
+    /// descriptor, inherited or passed over a Unix socket
+    /// ([`sealed_fd`](Self::sealed_fd), [`crate::sys::send_fd`]), and
+    /// attach it with [`attach_fd`](Self::attach_fd). It goes away when
+    /// the last process that has it closes it.
+    pub fn create_sealed(config: &SegmentConfig) -> Result<Segment, SegmentError> {
+        let layout = Self::checked_layout(config)?;
+        let fd = crate::sys::memfd_sealable("xseg").map_err(|e| SegmentError::Io {
+            name: "sealed segment".into(),
+            cause: e,
+        })?;
+        let name = SegmentName::Fd(fd.as_raw_fd());
+        let file = File::from(fd);
+        let mut seg = Self::init(&name, &file, layout, config)?;
+        crate::sys::seal_size(file.as_fd()).map_err(|e| io_err(&name, e))?;
+        seg.sealed = Some(file.into());
+        Ok(seg)
+    }
+
+    /// Attaches to a sealed segment handed over as a file descriptor (see
+    /// [`create_sealed`](Self::create_sealed)); refuses one whose size is
+    /// not sealed. With `protocol_version`, refuses a segment made for
+    /// another protocol.
+    pub fn attach_fd(fd: OwnedFd, protocol_version: Option<u32>) -> Result<Segment, SegmentError> {
+        let name = SegmentName::Fd(fd.as_raw_fd());
+        if !crate::sys::is_size_sealed(fd.as_fd()) {
+            return Err(SegmentError::Corrupt {
+                name: name.to_string(),
+                what: "its size is not sealed (not a sealed segment)".into(),
+            });
+        }
+        let file = File::from(fd);
+        let mut seg = Self::attach_file(&name, &file, protocol_version)?;
+        seg.sealed = Some(file.into());
+        Ok(seg)
+    }
+
+    /// A sealed segment's file descriptor, to pass to another process;
+    /// `None` for a named segment.
+    pub fn sealed_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sealed.as_ref().map(|fd| fd.as_fd())
+    }
+
+    fn checked_layout(config: &SegmentConfig) -> Result<Layout, SegmentError> {
         if config.mode & 0o007 != 0 || config.mode & !0o777 != 0 {
             return Err(SegmentError::Config(format!(
                 "mode {:o}: a segment must not be accessible to others",
                 config.mode
             )));
         }
-        let layout = Layout::compute(
+        Layout::compute(
             config.ports,
             config.static_ports,
             config.requests,
@@ -211,18 +329,12 @@ impl Segment {
                 config.requests,
                 config.buffer_counts.len()
             ))
-        })?;
-        let file = open(name, true, config.mode)?;
-        let result = Self::init(name, file, layout, config);
-        if result.is_err() {
-            let _ = unlink(name);
-        }
-        result
+        })
     }
 
     fn init(
         name: &SegmentName,
-        file: File,
+        file: &File,
         layout: Layout,
         config: &SegmentConfig,
     ) -> Result<Segment, SegmentError> {
@@ -230,13 +342,16 @@ impl Segment {
         file.set_permissions(std::fs::Permissions::from_mode(config.mode))
             .map_err(|e| io_err(name, e))?;
         file.set_len(layout.total).map_err(|e| io_err(name, e))?;
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(name, e))?;
+        let map = map_exact(name, file, layout.total)?;
+        let held = held_record(name, file, &layout)?;
         let seg = Segment {
             name: name.clone(),
             map,
             layout,
             protocol_version: config.protocol_version,
             clock: Clock::calibrate(),
+            held,
+            sealed: None,
         };
         let l = &seg.layout;
         let mut counts = [0u32; MAX_BUFFER_CLASSES];
@@ -263,8 +378,9 @@ impl Segment {
                 .unwrap_or(0),
             clock_khz: seg.clock.khz(),
         };
-        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned,
-        // and nobody else uses it before the ready word is set.
+        // SAFETY: the mapping is `layout.total` ≥ HEADER_SIZE bytes
+        // (`map_exact`), page-aligned, and nobody else uses it before the
+        // ready word is set.
         unsafe { std::ptr::write(seg.map.as_mut_ptr().cast::<SegmentHeader>(), header) };
         // Zeroed memory is the right initial state for ports (unbound,
         // generation 0), descriptors (pooled, serial 0) and buffer owners
@@ -289,7 +405,24 @@ impl Segment {
         name: &SegmentName,
         protocol_version: Option<u32>,
     ) -> Result<Segment, SegmentError> {
+        if let SegmentName::Fd(fd) = *name {
+            // A duplicate, so the Segment owns its own descriptor and the
+            // number stays the caller's.
+            let dup = nix::unistd::dup(fd).map_err(|e| io_err(name, e.into()))?;
+            // SAFETY: `dup` just returned this new descriptor; nothing else
+            // owns it, so the OwnedFd closes it exactly once.
+            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+            return Self::attach_fd(owned, protocol_version);
+        }
         let file = open(name, false, 0)?;
+        Self::attach_file(name, &file, protocol_version)
+    }
+
+    fn attach_file(
+        name: &SegmentName,
+        file: &File,
+        protocol_version: Option<u32>,
+    ) -> Result<Segment, SegmentError> {
         let len = file.metadata().map_err(|e| io_err(name, e))?.len();
         if len == 0 {
             return Err(SegmentError::NotReady {
@@ -301,9 +434,14 @@ impl Segment {
                 name: name.to_string(),
             });
         }
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(name, e))?;
-        let base = map.as_mut_ptr();
-        // SAFETY: the mapping holds at least HEADER_SIZE bytes, so the
+        crate::hooks::run(crate::hooks::Point::AttachStatted, name);
+        // The header page alone first, mapped by explicit length: the file
+        // may change size at any time, and the mapping's length, not the
+        // file's, is what bounds our pointers (a page past the end of the
+        // file raises SIGBUS when touched, never reaches other memory).
+        let head = map_exact(name, file, HEADER_SIZE)?;
+        let base = head.as_mut_ptr();
+        // SAFETY: the mapping is HEADER_SIZE bytes (`map_exact`), so the
         // magic's 8 bytes are in bounds; a volatile read because another
         // process may be writing them.
         let magic: [u8; 8] = unsafe { std::ptr::read_volatile(base.cast::<[u8; 8]>()) };
@@ -326,9 +464,10 @@ impl Segment {
                 name: name.to_string(),
             });
         }
-        // SAFETY: the header is in bounds, aligned (page start), and after
-        // the Acquire above no longer written; it holds only integers, so
-        // any byte pattern is a valid value.
+        // SAFETY: the header is inside the HEADER_SIZE-byte mapping,
+        // aligned (page start), and after the Acquire above no longer
+        // written; it holds only integers, so any byte pattern is a valid
+        // value.
         let h: SegmentHeader = unsafe { std::ptr::read_volatile(base.cast::<SegmentHeader>()) };
         if h.layout_version != LAYOUT_VERSION {
             return Err(SegmentError::LayoutVersion {
@@ -373,12 +512,28 @@ impl Segment {
                 h.segment_size, layout.total
             )));
         }
+        // Now the whole segment, by the length the header describes, and
+        // the file checked again: shrunk since the first look, it is
+        // refused rather than mapped short (shrunk after this, touching
+        // the lost pages raises SIGBUS: see the crate docs).
+        drop(head);
+        let map = map_exact(name, file, layout.total)?;
+        let now = file.metadata().map_err(|e| io_err(name, e))?.len();
+        if now < layout.total {
+            return Err(corrupt(format!(
+                "the file shrank to {now} bytes while attaching; the layout needs {}",
+                layout.total
+            )));
+        }
+        let held = held_record(name, file, &layout)?;
         Ok(Segment {
             name: name.clone(),
             map,
             layout,
             protocol_version: h.protocol_version,
             clock: Clock::from_khz(h.clock_khz),
+            held,
+            sealed: None,
         })
     }
 
@@ -449,6 +604,11 @@ impl Segment {
         unsafe { &*self.map.as_mut_ptr().add(12).cast::<AtomicU32>() }
     }
 
+    /// This process's record of which of its ports holds each descriptor.
+    pub(crate) fn held(&self) -> &Held {
+        &self.held
+    }
+
     /// Port `n`, or `None` if out of range.
     pub(crate) fn port(&self, n: u32) -> Option<&PortShm> {
         if n >= self.layout.nr_ports {
@@ -456,9 +616,10 @@ impl Segment {
         }
         let off = self.layout.ports_off + u64::from(n) * std::mem::size_of::<PortShm>() as u64;
         // SAFETY: `n` is in range, so the port lies inside the mapping
-        // (Layout::compute placed nr_ports ports there and attach checked
-        // the file length); the offset is 128-aligned on a page-aligned
-        // base; PortShm holds only atomics, valid for any bits.
+        // (Layout::compute placed nr_ports ports below `layout.total`, and
+        // create and attach map exactly `layout.total` bytes, `map_exact`);
+        // the offset is 128-aligned on a page-aligned base; PortShm holds
+        // only atomics, valid for any bits; the mapping outlives `&self`.
         Some(unsafe { &*self.map.as_mut_ptr().add(off as usize).cast::<PortShm>() })
     }
 
@@ -487,8 +648,8 @@ impl Segment {
         let p = self.port(port)?;
         let off = self.layout.ring_off(port, which);
         // SAFETY: ring_off places 2 × nr_ports rings of ring_capacity
-        // 8-byte slots inside the mapping, 8-aligned; AtomicU64 is valid
-        // for any bits.
+        // 8-byte slots below `layout.total`, inside the mapping (as for
+        // `port`), 8-aligned; AtomicU64 is valid for any bits.
         let slots = unsafe {
             std::slice::from_raw_parts(
                 self.map.as_mut_ptr().add(off as usize).cast::<AtomicU64>(),
@@ -514,8 +675,8 @@ impl Segment {
         let count = *self.layout.buffer_counts.get(class)?;
         let off = self.layout.owners_off[class];
         // SAFETY: `class` is in range (checked above), and Layout::compute
-        // placed `count` 4-byte owner words of that class at `off`, inside
-        // the mapping (attach checked the file length), 4-aligned (a 64-
+        // placed `count` 4-byte owner words of that class at `off`, below
+        // `layout.total` and so inside the mapping (as for `port`), 4-aligned (a 64-
         // aligned start); the mapping outlives `&self`; AtomicU32 is valid
         // for any bits.
         Some(unsafe {
@@ -535,8 +696,8 @@ impl Segment {
     pub(crate) fn buffer_ptr(&self, class: usize, index: u32) -> *mut u8 {
         assert!(index < self.layout.buffer_counts[class]);
         let off = self.layout.data_off[class] + self.layout.class_size(class) * u64::from(index);
-        // SAFETY: in range by the assert; the pointer stays inside the
-        // mapping for class_size bytes.
+        // SAFETY: in range by the assert, so `off + class_size` is at most
+        // `layout.total`, the mapping's exact length (as for `port`).
         unsafe { self.map.as_mut_ptr().add(off as usize) }
     }
 
@@ -552,16 +713,14 @@ impl Segment {
     /// yet); `None` if the port is unbound or its owner lives.
     pub fn dead_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = binding::load(&p.binding);
-        (b.pid != 0 && !crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
-            .then_some(b.pid)
+        let (b, start) = binding::load_with_start(&p.binding, &p.owner_id);
+        (b.pid != 0 && !crate::sys::is_alive(b.pid, start)).then_some(b.pid)
     }
 
     /// Pid of port `n`'s owner if it is alive.
     pub fn live_owner(&self, n: u32) -> Option<u32> {
         let p = self.port(n)?;
-        let b = binding::load(&p.binding);
-        (b.pid != 0 && crate::sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire)))
-            .then_some(b.pid)
+        let (b, start) = binding::load_with_start(&p.binding, &p.owner_id);
+        (b.pid != 0 && crate::sys::is_alive(b.pid, start)).then_some(b.pid)
     }
 }

@@ -1,6 +1,9 @@
 //! Thin wrappers over the few system calls the transport needs: the shared
-//! futex, process identity and liveness, the monotonic clock.
+//! futex, process identity and liveness, the monotonic clock, and sealed
+//! segments (a sealable memory file, its seals, passing it over a Unix
+//! socket and asking who is at the other end).
 
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::sync::AtomicU32;
@@ -57,6 +60,94 @@ pub fn futex_wake(word: &AtomicU32) {
     }
 }
 
+/// `memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: an anonymous
+/// memory file that can be sealed ([`seal_size`]), for a sealed segment.
+pub fn memfd_sealable(label: &str) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let label = std::ffi::CString::new(label).map_err(std::io::Error::other)?;
+    memfd_create(
+        &label,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)`: the
+/// file's size is fixed for good, for every process that has it.
+pub fn seal_size(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+        .map(drop)
+        .map_err(std::io::Error::from)
+}
+
+/// Whether `fcntl(fd, F_GET_SEALS)` says the file can neither shrink nor
+/// grow (`false` for a file that cannot be sealed at all).
+pub fn is_size_sealed(fd: BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).is_ok_and(|bits| {
+        SealFlag::from_bits_truncate(bits).contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW)
+    })
+}
+
+/// `sendmsg(sock, "x", SCM_RIGHTS [fd])`: passes a file descriptor (a
+/// sealed segment) to the process at the other end of a Unix socket.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"x")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(std::io::Error::from)
+}
+
+/// `recvmsg(sock, MSG_CMSG_CLOEXEC)`: receives a file descriptor that
+/// [`send_fd`] passed; an error if the message carried none.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel installed `fd` in this process for this
+                // message (SCM_RIGHTS); nothing else owns it, so taking
+                // ownership here closes it exactly once.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let mut received = received.into_iter();
+    received
+        .next()
+        .ok_or_else(|| std::io::Error::other("no file descriptor in the message"))
+}
+
+/// `getsockopt(sock, SO_PEERCRED)`: the pid, uid and gid of the process at
+/// the other end of a Unix socket, as the kernel recorded them (for a
+/// server to check who asks for a segment before passing it).
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32)> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let c = getsockopt(&sock, PeerCredentials).map_err(std::io::Error::from)?;
+    Ok((c.pid() as u32, c.uid(), c.gid()))
+}
+
 /// This process's id.
 pub fn my_pid() -> u32 {
     std::process::id()
@@ -77,23 +168,53 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     // `rest` starts at field 3 (state); starttime is field 22.
     let field = fields.nth(22 - 3)?;
     let start = field.parse().ok()?;
-    // A zombie has exited: it holds nothing any more.
-    if rest.trim_start().starts_with('Z') {
+    // A zombie has exited and holds nothing any more. But the leader of a
+    // thread group whose main thread exited (`pthread_exit`) shows as a
+    // zombie too while its other threads run: the process lives then.
+    if rest.trim_start().starts_with('Z') && !has_live_thread(pid) {
         return None;
     }
     Some(start)
 }
 
+/// Whether a thread of process `pid` other than its (exited) leader runs.
+fn has_live_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let name = task.file_name();
+        if name.to_str() == Some(pid.to_string().as_str()) {
+            return false;
+        }
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')').is_some_and(|i| {
+                let state = stat[i + 1..].trim_start();
+                !(state.starts_with('Z') || state.starts_with('X'))
+            })
+        })
+    })
+}
+
+/// This process's identity word for a port's binding (see
+/// [`crate::binding::identity`]): the pid and its start time.
+pub fn my_identity() -> u64 {
+    let me = my_pid();
+    crate::binding::identity(me, process_start_time(me))
+}
+
 /// Whether the process recorded as (`pid`, `start`) is still running.
-/// `start == 0` means the owner was recorded before its start time was
-/// (a bind in progress): then the pid alone decides.
+/// `start` is the low 32 bits of its start time; `None` (the binding's
+/// identity word does not vouch for one, see
+/// [`crate::binding::judge`]) means the pid alone decides.
 ///
 /// Only certain death counts: the pid does not exist (`kill(pid, 0)`
-/// fails with ESRCH), is a zombie, or runs a process started at another
-/// time (the pid was reused). A process we may not signal (EPERM) or whose
+/// fails with ESRCH), is a zombie with no live thread (a leader that
+/// exited while other threads run is alive), or runs a process started at
+/// another time (the pid was reused). A process we may not signal (EPERM) or whose
 /// `/proc` entry we may not read (`hidepid`) is alive. Peers sharing a
 /// segment must share one pid namespace.
-pub fn is_alive(pid: u32, start: u64) -> bool {
+pub fn is_alive(pid: u32, start: Option<u32>) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
@@ -105,7 +226,7 @@ pub fn is_alive(pid: u32, start: u64) -> bool {
         Err(_) => true, // exists (kill said so), but /proc is hidden from us
         Ok(_) => match process_start_time(pid) {
             None => false, // a zombie
-            Some(s) => start == 0 || s == start,
+            Some(s) => start.is_none_or(|start| s as u32 == start),
         },
     }
 }
@@ -229,13 +350,13 @@ mod tests {
     fn own_process_is_alive_and_pid_reuse_is_detected() {
         let me = my_pid();
         let start = process_start_time(me).expect("own /proc entry");
-        assert!(is_alive(me, start));
-        assert!(is_alive(me, 0));
+        assert!(is_alive(me, Some(start as u32)));
+        assert!(is_alive(me, None));
         assert!(
-            !is_alive(me, start + 1),
+            !is_alive(me, Some(start as u32 + 1)),
             "a different start time is another process"
         );
-        assert!(!is_alive(0, 0));
+        assert!(!is_alive(0, None));
     }
 
     #[test]
@@ -259,6 +380,6 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(!is_alive(pid, 0));
+        assert!(!is_alive(pid, None));
     }
 }

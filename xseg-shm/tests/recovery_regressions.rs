@@ -8,52 +8,13 @@
 // `sync` module, see `clippy.toml`) is for the transport's own code.
 #![allow(clippy::disallowed_types)]
 
-use std::fs::OpenOptions;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use xseg_shm::{Segment, SegmentConfig, TransportError};
 
 mod common;
-use common::Tmp;
-
-/// Raw access to the segment, to play a killed process.
-struct Raw {
-    map: memmap2::MmapRaw,
-}
-
-impl Raw {
-    fn new(t: &Tmp) -> Raw {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&t.0)
-            .unwrap();
-        Raw {
-            map: memmap2::MmapRaw::map_raw(&f).unwrap(),
-        }
-    }
-    fn u64(&self, off: u64) -> &AtomicU64 {
-        assert!(off as usize + 8 <= self.map.len() && off.is_multiple_of(8));
-        // SAFETY: in bounds and aligned (checked above), the mapping lives
-        // as long as `self`, and any bits are a valid AtomicU64.
-        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
-    }
-    fn u32(&self, off: u64) -> &AtomicU32 {
-        assert!(off as usize + 4 <= self.map.len() && off.is_multiple_of(4));
-        // SAFETY: as in `u64`.
-        unsafe { &*self.map.as_mut_ptr().add(off as usize).cast() }
-    }
-    /// Makes port `n` look owned by a process that died.
-    fn kill_owner(&self, seg: &Segment, n: u32) {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        let binding = self.u64(seg.layout().ports_off + u64::from(n) * 768);
-        let gen = binding.load(Ordering::SeqCst) >> 32;
-        binding.store((gen << 32) | u64::from(pid), Ordering::SeqCst);
-    }
-}
+use common::{Raw, Tmp};
 
 fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
     let config = SegmentConfig {

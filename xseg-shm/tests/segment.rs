@@ -140,7 +140,7 @@ fn attach_tells_not_ready_incompatible_and_not_a_segment_apart() {
         Err(SegmentError::LayoutVersion { found: 99, .. })
     ));
     // Sizes that do not match the file.
-    bytes[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    bytes[8..12].copy_from_slice(&xseg_shm::layout::LAYOUT_VERSION.to_ne_bytes());
     bytes[40..44].copy_from_slice(&17u32.to_ne_bytes()); // nr_requests
     std::fs::write(&tmp.0, &bytes).unwrap();
     assert!(matches!(
@@ -166,7 +166,7 @@ fn header_golden_bytes() {
     drop(Segment::create(&tmp.name(), &config).unwrap());
     let b = std::fs::read(&tmp.0).unwrap();
     assert_eq!(&b[0..8], b"ARCHXSEG");
-    assert_eq!(b[8..12], 1u32.to_ne_bytes(), "layout version");
+    assert_eq!(b[8..12], 2u32.to_ne_bytes(), "layout version");
     assert_eq!(b[12..16], 0x5245_4459u32.to_ne_bytes(), "ready word");
     assert_eq!(b[16..20], 0x0102_0304u32.to_ne_bytes(), "protocol version");
     assert_eq!(b[20..24], 0o660u32.to_ne_bytes(), "mode");

@@ -185,8 +185,15 @@ impl Peer {
         let port = match seg.bind(args.port) {
             Err(PortError::OwnerDied { port, pid }) => {
                 log::warn!("port {port}: previous owner (pid {pid}) died; recovering it");
-                let report = seg.recover(port)?;
-                log::info!("recovered port {port}: {report:?}");
+                match seg.recover(port) {
+                    Ok(report) => log::info!("recovered port {port}: {report:?}"),
+                    // The supervisor or a client got there first: `bind`
+                    // waits for its recovery to end.
+                    Err(PortError::Recovering { pid, .. }) => {
+                        log::info!("port {port}: process {pid} is recovering it; waiting")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 seg.bind(port)?
             }
             other => other?,

@@ -129,7 +129,13 @@ fn create_then_report_human_and_json() {
         human.contains("64 free of 64 (owned 0, queued 0, replied 0)"),
         "{human}"
     );
-    assert!(human.contains("layout 1, protocol 3"), "{human}");
+    assert!(
+        human.contains(&format!(
+            "layout {}, protocol 3",
+            xseg_shm::layout::LAYOUT_VERSION
+        )),
+        "{human}"
+    );
     let row_16k = human
         .lines()
         .find(|l| l.trim_start().starts_with("16K"))

@@ -12,14 +12,14 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use crate::detached::Detached;
+use crate::detached::{Detached, Detaching};
 use crate::error::{PortError, TransportError};
 use crate::layout::{PortShm, RequestShm, MAX_BUFFER_CLASSES, MAX_TARGET_LEN};
 use crate::pool::Ticket;
 use crate::put::put_descriptor;
 use crate::request::{code, Request};
 use crate::segment::Segment;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, Clock, KernelFutex};
 use crate::{binding, buffers, pool};
 
@@ -50,11 +50,26 @@ pub struct Rejected {
     pub error: TransportError,
 }
 
+/// How long [`Segment::bind`] waits for a recovery of the port to end.
+pub const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Segment {
     /// Binds port `n` for this process.
+    ///
+    /// A port that a live process is recovering (or its owner unbinding)
+    /// is waited for, up to [`BIND_WAIT`]: a restarted peer binds its port
+    /// while the supervisor or a client still recovers it.
     pub fn bind(self: &Arc<Self>, n: u32) -> Result<Port, PortError> {
-        let gen = self.try_bind(n)?;
-        Ok(Port::new(self.clone(), n, gen))
+        let deadline = std::time::Instant::now() + BIND_WAIT;
+        loop {
+            match self.try_bind(n) {
+                Ok(gen) => return Ok(Port::new(self.clone(), n, gen)),
+                Err(PortError::Recovering { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Binds the first free dynamic port.
@@ -81,25 +96,18 @@ impl Segment {
             port: n,
             nr_ports: self.layout().nr_ports,
         })?;
-        let me = sys::my_pid();
-        let my_start = sys::process_start_time(me).unwrap_or(0);
-        match binding::bind(&p.binding, me) {
+        match binding::bind(&p.binding, &p.owner_id, sys::my_identity()) {
             Ok(gen) => {
-                // Release, paired with the Acquire loads of liveness
-                // checks: one that reads our start time also sees our
-                // binding. Before this store they read 0 (stored by the
-                // last unbind or recovery), and `is_alive` then judges by
-                // the pid alone.
-                p.owner_start.store(my_start, Ordering::Release);
                 // Relaxed: a stale "sleeping" only costs one needless wake.
                 p.doorbell.0.sleeping.store(0, Ordering::Relaxed);
                 log::debug!("bound port {n} generation {gen}");
                 Ok(gen)
             }
             Err(b) => {
-                // Acquire: pairs with the holder's Release store of its
-                // start time.
-                let alive = sys::is_alive(b.pid, p.owner_start.load(Ordering::Acquire));
+                // Relaxed: read after `bind`'s Acquire load of the binding
+                // (see `binding::load_with_start`).
+                let start = binding::judge(b, p.owner_id.load(Ordering::Relaxed));
+                let alive = sys::is_alive(b.pid, start);
                 Err(match (b.recovering, alive) {
                     (true, true) => PortError::Recovering {
                         port: n,
@@ -130,7 +138,7 @@ pub struct Port {
     futex: KernelFutex,
     clock: Clock,
     /// Requests detached to other threads and not yet given back.
-    detached: Arc<AtomicUsize>,
+    detached: Arc<Detaching>,
 }
 
 impl std::fmt::Debug for Port {
@@ -159,7 +167,7 @@ impl Port {
             cursor,
             buffer_cursor,
             futex: KernelFutex::default(),
-            detached: Arc::new(AtomicUsize::new(0)),
+            detached: Arc::new(Detaching::new(no, gen)),
         }
     }
 
@@ -188,8 +196,25 @@ impl Port {
             .expect("held request index is in range")
     }
 
-    /// The descriptor of a request this port holds.
+    /// The token of descriptor `index`, which this port has just taken.
+    fn token(&self, index: u32) -> Request {
+        Request {
+            index,
+            port: self.no,
+            gen: self.gen,
+            serial: pool::peek(&self.desc_of(index).ticket).serial,
+        }
+    }
+
+    /// The descriptor of a request this port holds. For a token it does
+    /// not hold (another port's, or one that outlived its port's binding)
+    /// a descriptor of zeros outside the segment, whose writes reach no
+    /// one; the operations on such a token fail with
+    /// [`TransportError::NotHeld`] or do nothing.
     pub fn desc(&self, req: &Request) -> &RequestShm {
+        if self.held(req).is_none() {
+            return not_held(self.no, req);
+        }
         self.desc_of(req.index)
     }
 
@@ -203,18 +228,30 @@ impl Port {
             });
         }
         let n = self.seg.layout().nr_requests;
-        let start = self.cursor.get();
-        if let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) {
+        let mut start = self.cursor.get();
+        for _ in 0..n {
+            let Some(i) = pool::get(n, start, self.no, |i| &self.desc_of(i).ticket) else {
+                break;
+            };
+            start = i + 1;
+            if !self.seg.held().hold(i, self.no) {
+                // A port of this process holds it: its pooled ticket was
+                // forged. It stays with us in the segment, untouched.
+                log::error!(
+                    "port {}: descriptor {i} was pooled while a port of this process holds it; left alone",
+                    self.no
+                );
+                continue;
+            }
             self.cursor.set(i + 1);
             self.desc_of(i).reset(self.no, self.gen, dst);
             let p = self.shm();
-            // Load and store, not an atomic add: only the port's owner
-            // changes its own count (recovery resets it once the owner is
-            // dead). Relaxed: a statistic.
-            let used = p.requests_in_use.load(Ordering::Relaxed) + 1;
-            p.requests_in_use.store(used, Ordering::Relaxed);
+            // An atomic add: other ports (a server putting back our request,
+            // recovery) decrement the count concurrently. Relaxed: a
+            // statistic.
+            let used = p.requests_in_use.fetch_add(1, Ordering::Relaxed) + 1;
             raise(&p.requests_high_water, used);
-            return Ok(Request { index: i });
+            return Ok(self.token(i));
         }
         // Relaxed: a statistic.
         self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +263,7 @@ impl Port {
         if name.len() > MAX_TARGET_LEN {
             return Err(TransportError::TargetTooLong(name.len()));
         }
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         self.desc(req).write_target(name);
         Ok(())
     }
@@ -237,6 +275,7 @@ impl Port {
         if len > max {
             return Err(TransportError::TooLarge(len, max));
         }
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         let r = self.desc(req);
         let l = self.seg.layout();
         if let Some((class, _)) = self.buffer_of(req.index) {
@@ -254,10 +293,17 @@ impl Port {
                 r.buffer
                     .store(buffers::handle(class, index), Ordering::Relaxed);
                 r.data_len.store(len, Ordering::Relaxed);
-                if let Some(p) = self.seg.port(r.src_port()) {
-                    // Relaxed: a statistic.
-                    let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
-                    raise(&p.buffers_high_water, used);
+                // Counted on the source port while its binding is the one
+                // that got the descriptor, as the free in `put.rs` uncounts
+                // it: a stale source's count (reset when it unbound) is not
+                // raised for good.
+                let src = r.src_port();
+                if crate::put::src_is_current(&self.seg, src, r) {
+                    if let Some(p) = self.seg.port(src) {
+                        // Relaxed: a statistic.
+                        let used = p.buffers_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                        raise(&p.buffers_high_water, used);
+                    }
                 }
                 return Ok(());
             }
@@ -285,48 +331,84 @@ impl Port {
     }
 
     fn free_buffer(&self, req: u32) {
+        self.seg.held().release_buffer(req);
         crate::put::detach_and_release_buffer(&self.seg, req);
         self.desc_of(req).data_len.store(0, Ordering::Relaxed);
     }
 
+    /// Where the data of a request this port holds lies; empty for a
+    /// token it does not hold.
     fn data_ptr(&self, req: &Request) -> (*mut u8, usize) {
+        let none = (std::ptr::NonNull::dangling().as_ptr(), 0);
+        if self.held(req).is_none() {
+            log::error!(
+                "port {}: data of descriptor {} it does not hold; empty",
+                self.no,
+                req.index
+            );
+            return none;
+        }
         let r = self.desc(req);
         match self.buffer_of(req.index) {
+            Some((class, index)) if !self.seg.held().hold_buffer(req.index, class, index) => {
+                log::error!(
+                    "port {}: buffer {class}/{index} of descriptor {} is another descriptor's in this process; empty",
+                    self.no,
+                    req.index
+                );
+                none
+            }
             Some((class, index)) => {
                 let len = r.data_len().min(self.seg.layout().class_size(class));
                 (self.seg.buffer_ptr(class, index), len as usize)
             }
-            None => (std::ptr::NonNull::dangling().as_ptr(), 0),
+            None => none,
         }
     }
 
     /// The request's data bytes (empty without a buffer).
     pub fn data<'r>(&'r self, req: &'r Request) -> &'r [u8] {
         let (ptr, len) = self.data_ptr(req);
-        // SAFETY: `ptr..ptr+len` lies inside the buffer attached to the
-        // descriptor (bounds-checked handle, length clamped to the class
-        // size), inside the mapping that `self.seg` keeps alive. Holding
-        // the `Request` means this port holds the descriptor and so its
-        // buffer; peers that follow the protocol do not write it meanwhile.
-        // A peer that breaks it can only change bytes, which have no
-        // invalid values.
+        // SAFETY: `ptr..ptr+len` lies inside one buffer (bounds-checked
+        // handle, length clamped to the class size), inside the mapping
+        // that `self.seg` keeps alive for `'r`; `u8` has no alignment or
+        // validity requirement. In this process, no `&mut` to these bytes
+        // exists while the slice lives: `data_ptr` returned them only
+        // because this port holds `req` (`held`: token of this binding,
+        // ticket and serial match), this process's record admits one port
+        // per descriptor and one descriptor per buffer (`held.rs`, checked
+        // in this process's memory, not the segment's), a port makes one
+        // token per hold (`Request` is not `Clone`), and a `&mut` slice
+        // needs `&mut Request`, which our `&'r Request` borrow excludes.
+        // Other processes are outside Rust's model: a peer that breaks the
+        // protocol can change the bytes under us, which only changes
+        // values (`u8` has no invalid ones); that is the trust boundary the
+        // crate docs describe.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     /// The request's data bytes, writable.
     pub fn data_mut<'r>(&'r self, req: &'r mut Request) -> &'r mut [u8] {
         let (ptr, len) = self.data_ptr(req);
-        // SAFETY: as in `data`; the `&mut Request` borrow makes this the
-        // only slice of this buffer in this process until it ends.
+        // SAFETY: as in `data`: the bytes are in bounds and, in this
+        // process, reachable only through `req`'s one token; the
+        // `&'r mut Request` borrow makes this the only slice of them until
+        // it ends.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
-    /// The ticket of `req` if this port holds it (a `Request` used with
-    /// another port than the one that got it, or after its port unbound,
-    /// is not held and must not be acted on).
-    fn held(&self, req: &Request) -> Option<Ticket> {
-        let t = pool::peek(&self.desc(req).ticket);
-        t.is_owned_by(self.no).then_some(t)
+    /// The ticket of `req` if this port holds it: the token was made by
+    /// this binding of this port (number and generation), and the ticket
+    /// still names this port with the token's serial. A `Request` used
+    /// with another port than the one that got it, after its port unbound,
+    /// or after recovery took its descriptor, is not held and must not be
+    /// acted on.
+    pub(crate) fn held(&self, req: &Request) -> Option<Ticket> {
+        if req.port != self.no || req.gen != self.gen {
+            return None;
+        }
+        let t = pool::peek(&self.seg.request(req.index)?.ticket);
+        (t.is_owned_by(self.no) && t.serial == req.serial).then_some(t)
     }
 
     /// Returns a request and its buffer to the pools.
@@ -339,7 +421,10 @@ impl Port {
             );
             return;
         }
-        put_descriptor(&self.seg, req.index, Some(self.no));
+        // Before the descriptor is pooled, so that another port of this
+        // process may take it at once.
+        self.seg.held().release(req.index, self.no);
+        put_descriptor(&self.seg, req.index, None);
     }
 
     /// Whether a request or a reply is waiting.
@@ -368,12 +453,10 @@ impl Port {
     /// (which stays with its own thread). Give it back with
     /// [`Detached::into_request`] to respond or put it.
     pub fn detach(&self, req: Request) -> Detached {
+        let held = self.held(&req).is_some();
         let (ptr, len) = self.data_ptr(&req);
-        // Relaxed: the count is only read by this port's drop, on this
-        // thread; what a `Detached` did is published by its Release
-        // decrement.
-        self.detached.fetch_add(1, Ordering::Relaxed);
-        Detached::new(self.seg.clone(), req, ptr, len, self.detached.clone())
+        self.detached.lend();
+        Detached::new(self.seg.clone(), req, held, ptr, len, self.detached.clone())
     }
 
     /// Fails back a request with the transport's "busy" code (for a peer
@@ -383,23 +466,28 @@ impl Port {
     }
 }
 
+/// What [`Port::desc`] shows for a token the port does not hold.
+fn not_held(port: u32, req: &Request) -> &'static RequestShm {
+    log::error!(
+        "port {port}: descriptor {} of port {} generation {} is not held here; its fields are not shown",
+        req.index,
+        req.port,
+        req.gen
+    );
+    &crate::request::NOT_HELD
+}
+
 impl Drop for Port {
     fn drop(&mut self) {
-        // SYNC POINT (detached): Acquire pairs with the Release decrement
-        // of each `Detached`: their last use of a buffer is over.
-        let out = self.detached.load(Ordering::Acquire);
+        // Putting back the descriptors of detached requests would free
+        // buffers another thread still writes: with some out, the last one
+        // dropped unbinds the port (see `Detaching`).
+        let out = self.detached.port_dropped(&self.seg);
         if out > 0 {
-            // Putting their descriptors back would free buffers another
-            // thread still writes. Leave the port bound: once this process
-            // exits, crash recovery puts everything back.
-            log::error!(
-                "port {}: {out} detached request(s) still out; not unbinding (recovery will, after this process exits)",
+            log::info!(
+                "port {}: {out} detached request(s) still out; the port unbinds when they are dropped",
                 self.no
             );
-            return;
-        }
-        if let Err(e) = crate::recovery::release_port(&self.seg, self.no, self.gen) {
-            log::warn!("unbinding port {}: {e}", self.no);
         }
     }
 }

@@ -23,7 +23,7 @@ impl Port {
         self.seg.ring(self.no, 0).pop_many(
             max,
             |v| self.take(v, Phase::Queued),
-            |index| out.push(Request { index }),
+            |index| out.push(self.token(index)),
         );
         let taken = out.len() - first;
         if taken > 0 {
@@ -59,9 +59,20 @@ impl Port {
             );
             return Take::Skip;
         }
+        if !self.seg.held().hold(v, self.no) {
+            // The ticket says the descriptor is queued to us, but a port of
+            // this process holds it: a forged ticket. Taking it would give
+            // the process two references to one buffer.
+            log::error!(
+                "port {}: ring held descriptor {v}, which a port of this process holds; skipped",
+                self.no
+            );
+            return Take::Skip;
+        }
         if pool::claim(&r.ticket, t, self.no, ticket.serial) {
             Take::Taken
         } else {
+            self.seg.held().release(v, self.no);
             Take::Skip
         }
     }
@@ -86,7 +97,7 @@ impl Port {
             max,
             |v| self.take(v, Phase::Replied),
             |index| {
-                let req = Request { index };
+                let req = self.token(index);
                 if self.desc(&req).src_gen.load(Ordering::Relaxed) == self.gen {
                     out.push(req);
                 } else {
@@ -114,6 +125,14 @@ impl Port {
         {
             return None;
         }
-        pool::claim(&r.ticket, w, self.no, t.serial).then_some(Request { index })
+        if !self.seg.held().hold(index, self.no) {
+            return None;
+        }
+        if pool::claim(&r.ticket, w, self.no, t.serial) {
+            Some(self.token(index))
+        } else {
+            self.seg.held().release(index, self.no);
+            None
+        }
     }
 }

@@ -21,6 +21,8 @@ impl Port {
         })?;
         let r = self.desc(req);
         let t = self.held(req).ok_or(TransportError::NotHeld(req.index))?;
+        // Before the hand-over: its consumer may be a port of this process.
+        self.seg.held().release(req.index, self.no);
         let in_ring = pool::hand_over(&r.ticket, phase, self.no, t.serial);
         match self.seg.ring(dst, ring).push(req.index) {
             Ok(position) => {
@@ -34,16 +36,27 @@ impl Port {
                 }
                 Ok(())
             }
-            Err(PushError::Full) => {
+            Err(e) => {
                 // A CAS, not a store: a consumer may have taken it through
                 // an old entry for the same descriptor meanwhile, and then
-                // it was delivered after all.
-                if !pool::claim(&r.ticket, in_ring, self.no, t.serial) {
+                // it was delivered after all (and if that consumer is a
+                // port of this process, it holds the mark).
+                if !self.seg.held().hold(req.index, self.no) {
                     return Ok(());
                 }
-                // Relaxed: a statistic.
-                self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
-                Err(TransportError::Busy("destination ring is full"))
+                if !pool::claim(&r.ticket, in_ring, self.no, t.serial) {
+                    self.seg.held().release(req.index, self.no);
+                    return Ok(());
+                }
+                match e {
+                    PushError::Full => {
+                        // Relaxed: a statistic.
+                        self.shm().busy_events.fetch_add(1, Ordering::Relaxed);
+                        Err(TransportError::Busy("destination ring is full"))
+                    }
+                    // Not reached: a held index is below MAX_REQUESTS.
+                    PushError::OutOfRange => Err(TransportError::NotHeld(req.index)),
+                }
             }
         }
     }
@@ -78,6 +91,7 @@ impl Port {
     }
 
     fn submit_quiet(&self, req: &Request, dst: u32, now: u64) -> Result<(), TransportError> {
+        self.held(req).ok_or(TransportError::NotHeld(req.index))?;
         self.check_dst(dst)?;
         self.desc(req).set_t_submit(now);
         self.push(req, dst, 0, Phase::Queued)
@@ -156,6 +170,13 @@ impl Port {
     /// or was re-bound since (stale generation) gets nothing: the request
     /// goes back to the pool.
     pub fn respond(&self, req: Request) -> Result<(), Rejected> {
+        if self.held(&req).is_none() {
+            let error = TransportError::NotHeld(req.index);
+            return Err(Rejected {
+                request: req,
+                error,
+            });
+        }
         let r = self.desc(&req);
         r.set_t_complete(self.clock.now());
         let src = r.src_port();
@@ -188,6 +209,15 @@ impl Port {
         let mut woken: Vec<u32> = Vec::new();
         let mut drain = reqs.drain(..);
         for req in drain.by_ref() {
+            if self.held(&req).is_none() {
+                let e = TransportError::NotHeld(req.index);
+                let mut back = vec![req];
+                back.extend(drain);
+                for w in woken {
+                    self.wake(w);
+                }
+                return Err((back, e));
+            }
             let r = self.desc(&req);
             r.set_t_complete(now);
             let src = r.src_port();

@@ -1,7 +1,9 @@
 //! The binding word: binding a port, recovery's claim of it and the
 //! owner's unbind never overlap, and each one's work on the port is
 //! visible to the next (`release`'s Release, the Acquire load before each
-//! claim).
+//! claim); with liveness judged as the segment judges it (pid and start
+//! time from the identity word), two recoverers never both claim (issue
+//! 19).
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,13 @@ use crate::model;
 /// may work on.
 struct PortState {
     binding: AtomicU64,
+    identity: AtomicU64,
     work: UnsafeCell<u64>,
+}
+
+/// Process `pid`'s identity in the model: its start time is `pid * 10`.
+fn id(pid: u32) -> u64 {
+    binding::identity(pid, Some(u64::from(pid) * 10))
 }
 
 impl PortState {
@@ -31,6 +39,7 @@ impl PortState {
                 }
                 .word(),
             ),
+            identity: AtomicU64::new(id(pid)),
             work: UnsafeCell::new(0),
         }
     }
@@ -61,11 +70,16 @@ impl PortState {
 
     /// Recovery by `me` as `Segment::recover` does it (claim, clean up,
     /// release), with liveness judged by `alive`. Whether it claimed.
-    fn recover(&self, me: u32, alive: impl FnMut(u32) -> bool) -> bool {
-        match binding::claim_for_recovery(&self.binding, me, alive) {
+    fn recover(&self, me: u32, alive: impl FnMut(u32, Option<u32>) -> bool) -> bool {
+        match binding::claim_for_recovery(&self.binding, &self.identity, id(me), alive) {
             Ok(before) => {
                 self.work(me);
-                binding::release(&self.binding, before.gen);
+                assert!(binding::release(
+                    &self.binding,
+                    &self.identity,
+                    before.gen,
+                    id(me)
+                ));
                 true
             }
             Err(_) => false,
@@ -75,7 +89,7 @@ impl PortState {
     /// A process binding the port (two tries), then working on it.
     fn bind(&self, pid: u32) -> Option<u32> {
         for _ in 0..2 {
-            if let Ok(gen) = binding::bind(&self.binding, pid) {
+            if let Ok(gen) = binding::bind(&self.binding, &self.identity, id(pid)) {
                 self.work(pid);
                 return Some(gen);
             }
@@ -97,7 +111,7 @@ fn binding_recovery_claims_and_a_bind_never_overlap() {
             .into_iter()
             .map(|me| {
                 let port = port.clone();
-                thread::spawn(move || port.recover(me, |pid| pid != 1))
+                thread::spawn(move || port.recover(me, |pid, _| pid != 1))
             })
             .collect();
         let binder = {
@@ -152,7 +166,7 @@ fn binding_owner_unbind_recovery_and_bind_take_turns() {
             thread::spawn(move || {
                 if binding::claim_own(&port.binding, 5, 1) {
                     port.work(1);
-                    binding::release(&port.binding, 5);
+                    assert!(binding::release(&port.binding, &port.identity, 5, id(1)));
                     true
                 } else {
                     false
@@ -161,7 +175,7 @@ fn binding_owner_unbind_recovery_and_bind_take_turns() {
         };
         let recoverer = {
             let port = port.clone();
-            thread::spawn(move || port.recover(2, |_| true))
+            thread::spawn(move || port.recover(2, |_, _| true))
         };
         let binder = {
             let port = port.clone();
@@ -180,5 +194,40 @@ fn binding_owner_unbind_recovery_and_bind_take_turns() {
             assert_eq!(gen, 6);
             assert_eq!(log.last(), Some(&3));
         }
+    });
+}
+
+/// Issue 19 ("recovery of a dead port is not exclusive"), with liveness as
+/// the segment judges it: the pid, plus the start time when the identity
+/// word is the holder's own. Process 1 (start time 10) bound the port and
+/// died; processes 2 and 3 recover it at once. Before the fix a recoverer
+/// stored its start time only after its claim, and the other one, reading
+/// the dead owner's, took it for dead and claimed too: loom found the two
+/// cleanups overlapping (the model of d331d5c). Now the identity is written
+/// before the claim and trusted only when its pid is the binding's.
+#[test]
+fn binding_recovery_with_start_times_is_exclusive() {
+    model(|| {
+        let port = Arc::new(PortState::bound_by(1, 5));
+        let recoverers: Vec<_> = [2u32, 3]
+            .into_iter()
+            .map(|me| {
+                let port = port.clone();
+                thread::spawn(move || {
+                    // As `sys::is_alive`: pid 1 is gone; a live pid with a
+                    // start time not its own is another (reused) process.
+                    port.recover(me, |pid, start| {
+                        pid != 1 && start.is_none_or(|s| u64::from(s) == u64::from(pid) * 10)
+                    })
+                })
+            })
+            .collect();
+        let claimed = recoverers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .filter(|&c| c)
+            .count();
+        assert!(claimed >= 1, "the dead owner's port is recovered");
+        assert_eq!(port.log().len(), claimed);
     });
 }

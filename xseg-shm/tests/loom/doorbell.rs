@@ -58,3 +58,38 @@ fn doorbell_never_loses_a_wakeup() {
         producer.join().unwrap();
     });
 }
+
+/// Two values pushed one after the other, each followed by a ring: the
+/// consumer sleeps as often as it finds the ring empty (several sleep
+/// cycles, announcing and withdrawing its sleep each time) and never
+/// misses a wake-up.
+#[test]
+fn doorbell_never_loses_a_wakeup_over_several_sleeps() {
+    model(|| {
+        let rings = Arc::new(Rings::new(2));
+        let bell = Arc::new(Doorbell::new());
+        let futex = Arc::new(ModelFutex {
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        });
+        let producer = {
+            let (rings, bell, futex) = (rings.clone(), bell.clone(), futex.clone());
+            thread::spawn(move || {
+                for v in [7, 8] {
+                    rings.ring().push(v).unwrap();
+                    bell.ring(&*futex);
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(v) = rings.ring().pop(|_| Take::Taken) {
+                got.push(v);
+                continue;
+            }
+            bell.sleep_unless(&*futex, || rings.ring().has_work());
+        }
+        assert_eq!(got, vec![7, 8]);
+        producer.join().unwrap();
+    });
+}

@@ -11,10 +11,13 @@
 //! synchronisation does not order after the previous one, and on two
 //! holders touching it at once.
 //!
-//! - `ring`: the ring and the doorbell;
+//! - `ring`: the ring (also a producer dead mid-push, batched pops with
+//!   skipped entries, `repair_head` racing a producer) and the doorbell
+//!   (also several sleep cycles);
 //! - `pool`: the descriptor pool (get and put, hand-over and take);
 //! - `buffers`: the buffer allocator;
-//! - `binding`: binding a port, the recovery claim and the owner's unbind.
+//! - `binding`: binding a port, the recovery claim and the owner's unbind,
+//!   and the recovery claim judged by pid and start time (issue 19).
 #![cfg(loom)]
 // The models build their words from loom's atomics directly, and loom's
 // `Ordering` is `std`'s: the crate's rule against `std` atomics (its
@@ -41,10 +44,10 @@ pub fn model(f: impl Fn() + Sync + Send + 'static) {
 
 /// A ring's words on the heap.
 pub struct Rings {
-    head: AtomicU64,
-    tail: AtomicU64,
-    head_seen: AtomicU64,
-    slots: Vec<AtomicU64>,
+    pub head: AtomicU64,
+    pub tail: AtomicU64,
+    pub head_seen: AtomicU64,
+    pub slots: Vec<AtomicU64>,
 }
 
 impl Rings {

@@ -421,73 +421,13 @@ impl ObjectStore for RadosStore {
     fn try_lock(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
         check_store_name(name.as_bytes())?;
         check_owner(name, owner)?;
-        let c = self.live(name, true)?;
-        let cookie = hex(owner.as_bytes());
-        for _ in 0..LOCK_ATTEMPTS {
-            match c.locks.lock_exclusive(
-                name,
-                LOCK_NAME,
-                &cookie,
-                &format!("archipelago lock of {owner}"),
-            ) {
-                // EEXIST: this client already holds it for this owner.
-                Ok(()) | Err(libc::EEXIST) => {}
-                Err(libc::EBUSY) => {
-                    let lockers = self.lockers(&c, name)?;
-                    let Some(holder) = lockers.first() else {
-                        continue; // released meanwhile
-                    };
-                    if holder.cookie != cookie {
-                        return Err(StoreError::Locked {
-                            name: name.to_owned(),
-                            owner: owner_of(&holder.cookie),
-                        });
-                    }
-                    // The same owner through another (older) client, e.g.
-                    // before a restart: fence that client, take over.
-                    self.fence_and_break(&c, name, holder, false)?;
-                    continue;
-                }
-                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
-            }
-            // We hold the RADOS lock: give it a token.
-            let grant = c
-                .locks
-                .getxattr(name, "grant")
-                .map_err(|e| self.err(&c, name, "try_lock", e))?;
-            let old = c
-                .locks
-                .getxattr(name, "token")
-                .map_err(|e| self.err(&c, name, "try_lock", e))?;
-            let token = parse_token(old.clone());
-            if grant.as_deref() == Some(cookie.as_bytes()) {
-                return Ok(token); // idempotent
-            }
-            let next = token + 1;
-            let clients = self.own_addrs(&c)?.join("\n");
-            let mut op = WriteOp::new();
-            op.cmpxattr("token", old.as_deref().unwrap_or(b""))
-                .setxattr("token", next.to_string().as_bytes())
-                .setxattr("grant", cookie.as_bytes())
-                .setxattr("clients", clients.as_bytes());
-            match op.operate(&c.locks, name) {
-                Ok(()) => {
-                    c.fences
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.to_owned(), next);
-                    return Ok(next);
-                }
-                // Our lock was broken and re-granted meanwhile: decide again.
-                Err(libc::ECANCELED) => continue,
-                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
-            }
+        match self.try_lock_once(name, owner) {
+            // This client learnt only now that it is blocklisted (another
+            // host broke one of our locks while it sat idle): a lock is
+            // taken through a new client at once, so once more.
+            Err(StoreError::Fenced { .. }) => self.try_lock_once(name, owner),
+            r => r,
         }
-        Err(StoreError::Io {
-            name: name.to_owned(),
-            op: "try_lock",
-            source: io::Error::other("lost the race for the lock too many times"),
-        })
     }
 
     fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
@@ -564,6 +504,79 @@ impl ObjectStore for RadosStore {
             .collect();
         names.sort();
         Ok(names)
+    }
+}
+
+impl RadosStore {
+    /// One attempt of [`ObjectStore::try_lock`].
+    fn try_lock_once(&self, name: &str, owner: &str) -> Result<u64, StoreError> {
+        let c = self.live(name, true)?;
+        let cookie = hex(owner.as_bytes());
+        for _ in 0..LOCK_ATTEMPTS {
+            match c.locks.lock_exclusive(
+                name,
+                LOCK_NAME,
+                &cookie,
+                &format!("archipelago lock of {owner}"),
+            ) {
+                // EEXIST: this client already holds it for this owner.
+                Ok(()) | Err(libc::EEXIST) => {}
+                Err(libc::EBUSY) => {
+                    let lockers = self.lockers(&c, name)?;
+                    let Some(holder) = lockers.first() else {
+                        continue; // released meanwhile
+                    };
+                    if holder.cookie != cookie {
+                        return Err(StoreError::Locked {
+                            name: name.to_owned(),
+                            owner: owner_of(&holder.cookie),
+                        });
+                    }
+                    // The same owner through another (older) client, e.g.
+                    // before a restart: fence that client, take over.
+                    self.fence_and_break(&c, name, holder, false)?;
+                    continue;
+                }
+                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
+            }
+            // We hold the RADOS lock: give it a token.
+            let grant = c
+                .locks
+                .getxattr(name, "grant")
+                .map_err(|e| self.err(&c, name, "try_lock", e))?;
+            let old = c
+                .locks
+                .getxattr(name, "token")
+                .map_err(|e| self.err(&c, name, "try_lock", e))?;
+            let token = parse_token(old.clone());
+            if grant.as_deref() == Some(cookie.as_bytes()) {
+                return Ok(token); // idempotent
+            }
+            let next = token + 1;
+            let clients = self.own_addrs(&c)?.join("\n");
+            let mut op = WriteOp::new();
+            op.cmpxattr("token", old.as_deref().unwrap_or(b""))
+                .setxattr("token", next.to_string().as_bytes())
+                .setxattr("grant", cookie.as_bytes())
+                .setxattr("clients", clients.as_bytes());
+            match op.operate(&c.locks, name) {
+                Ok(()) => {
+                    c.fences
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_owned(), next);
+                    return Ok(next);
+                }
+                // Our lock was broken and re-granted meanwhile: decide again.
+                Err(libc::ECANCELED) => continue,
+                Err(e) => return Err(self.err(&c, name, "try_lock", e)),
+            }
+        }
+        Err(StoreError::Io {
+            name: name.to_owned(),
+            op: "try_lock",
+            source: io::Error::other("lost the race for the lock too many times"),
+        })
     }
 }
 

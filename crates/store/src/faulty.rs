@@ -377,6 +377,33 @@ impl<S: ObjectStore> FaultyStore<S> {
     }
 }
 
+impl<S: ObjectStore> FaultyStore<S> {
+    /// A COPY (or copy-up) of `len` bytes from `src` to `dst` under the
+    /// rules: `copy(n)` copies the first `n` bytes through the inner
+    /// store. Into a missing destination a copy is atomic (nothing is left
+    /// on failure): only an existing one can be torn.
+    fn faulty_copy(
+        &self,
+        src: &str,
+        dst: &str,
+        len: u64,
+        copy: impl Fn(u64) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        check_name(src)?;
+        check_name(dst)?;
+        match self.verdict(OpKind::Copy, &[src, dst]) {
+            Verdict::Run => copy(len),
+            Verdict::Fail(e) => Err(e),
+            Verdict::Torn(keep, e) => {
+                if self.inner.stat(dst).is_ok() {
+                    copy(keep.min(len))?;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     /// Caught by the rules for [`OpKind::Write`]; a torn fenced write
     /// applies its prefix fenced too.
@@ -468,23 +495,10 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         len: u64,
         durable: bool,
     ) -> Result<(), StoreError> {
-        check_name(src)?;
-        check_name(dst)?;
-        match self.verdict(OpKind::Copy, &[src, dst]) {
-            Verdict::Run => self
-                .inner
-                .copy(src, src_offset, dst, dst_offset, len, durable),
-            Verdict::Fail(e) => Err(e),
-            Verdict::Torn(keep, e) => {
-                // Into a missing destination a copy is atomic (nothing is
-                // left on failure): only an existing one can be torn.
-                if self.inner.stat(dst).is_ok() {
-                    self.inner
-                        .copy(src, src_offset, dst, dst_offset, keep.min(len), durable)?;
-                }
-                Err(e)
-            }
-        }
+        self.faulty_copy(src, dst, len, |n| {
+            self.inner
+                .copy(src, src_offset, dst, dst_offset, n, durable)
+        })
     }
 
     /// A copy-up is a COPY to the rules.
@@ -497,21 +511,10 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         len: u64,
         fence: crate::Fence<'_>,
     ) -> Result<(), StoreError> {
-        check_name(src)?;
-        check_name(dst)?;
-        match self.verdict(OpKind::Copy, &[src, dst]) {
-            Verdict::Run => self
-                .inner
-                .copy_up(src, src_offset, dst, dst_offset, len, fence),
-            Verdict::Fail(e) => Err(e),
-            Verdict::Torn(keep, e) => {
-                if self.inner.stat(dst).is_ok() {
-                    self.inner
-                        .copy_up(src, src_offset, dst, dst_offset, keep.min(len), fence)?;
-                }
-                Err(e)
-            }
-        }
+        self.faulty_copy(src, dst, len, |n| {
+            self.inner
+                .copy_up(src, src_offset, dst, dst_offset, n, fence)
+        })
     }
 
     fn store_content(&self, data: &[u8], durable: bool) -> Result<String, StoreError> {

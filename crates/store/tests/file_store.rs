@@ -210,8 +210,12 @@ fn nothing_is_ever_created_outside_the_layout() {
             "{}",
             path.display()
         );
-        if top == "objects" || (top == "locks" && !path.ends_with(".guard")) {
-            // objects/<h0>/<h1>/<file>
+        if top == "objects" {
+            // objects/<h0>/<file>
+            assert_eq!(path.components().count(), 3, "{}", path.display());
+        }
+        if top == "locks" && !path.ends_with(".guard") {
+            // locks/<h0>/<h1>/<file>
             assert_eq!(path.components().count(), 4, "{}", path.display());
         }
     }

@@ -10,6 +10,7 @@ mod temp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,23 @@ use crate::{
     ListPage, ObjectStat, ObjectStore, StoreError,
 };
 
-/// Content of `<dir>/FORMAT`.
-const FORMAT: &str = "archipelago-store files 1\n";
+/// Content of `<dir>/FORMAT` in a store of the current layout (one level
+/// of object fan-out directories, all made with the store).
+const FORMAT: &str = "archipelago-store files 2\n";
+
+/// `FORMAT` of the first layout (two levels of object fan-out directories,
+/// made as objects need them), still read and written.
+const FORMAT_1: &str = "archipelago-store files 1\n";
+
+/// How objects are placed under `objects/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `objects/<h0>/<h1>/<name>` (format 1).
+    TwoLevels,
+    /// `objects/<h0>/<name>`, all 256 `<h0>` made when the store is
+    /// (format 2): a new object creates no directory.
+    OneLevel,
+}
 
 /// Largest buffer `copy` uses at once.
 const COPY_CHUNK: u64 = 1 << 20;
@@ -56,8 +72,9 @@ impl Default for FileStoreOptions {
 /// # Layout
 ///
 /// ```text
-/// <dir>/FORMAT                       "archipelago-store files 1"
-/// <dir>/objects/<h0>/<h1>/<name>     one file per object
+/// <dir>/FORMAT                       "archipelago-store files 2"
+/// <dir>/objects/<h0>/<name>          one file per object
+/// <dir>/objects/<h0>/<h1>/<name>     (instead, in a store of format 1)
 /// <dir>/locks/<h0>/<h1>/<name>_lock  a held lock (see below)
 /// <dir>/locks/<h0>/<h1>/<name>_fence the largest token granted for <name>
 /// <dir>/locks/.guard                 flock'ed around lock operations
@@ -65,8 +82,15 @@ impl Default for FileStoreOptions {
 /// ```
 ///
 /// `h0` and `h1` are the first two bytes, in lowercase hex, of the SHA-256
-/// of the object (or lock) name: two levels of 256-way fan-out keep
-/// directories small. Every name is checked against the store-name grammar
+/// of the object (or lock) name. Objects have one level of 256-way
+/// fan-out, whose 256 directories are made with the store, so that
+/// creating an object creates no directory (`mkdir` costs an inode, and
+/// on an aged filesystem a millisecond, on a first write's path); a
+/// directory of a million objects per 256 stays well within what ext4's
+/// and XFS's hashed directories serve at one lookup. A store made by an
+/// earlier version (`FORMAT` "archipelago-store files 1") keeps its two
+/// levels, made as objects need them, and is read and written as it is.
+/// Locks (few, one per volume) always have two levels. Every name is checked against the store-name grammar
 /// (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at
 /// most 208 bytes) before a path is built from it, so no name can contain
 /// `/`, be `.` or `..`, or otherwise leave its directory. Since names are
@@ -154,6 +178,7 @@ pub struct FileStore {
     fds: FdCache,
     temp: TempArea,
     locks: LockFiles,
+    layout: Layout,
     pending: Durability,
     /// Test hook: fail the next data write (see `inject_write_error`).
     injected: Mutex<Option<(usize, i32)>>,
@@ -241,13 +266,16 @@ impl FileStore {
                 fsync_dir(parent).map_err(io)?;
             }
         }
-        Self::check_format(&root).map_err(io)?;
+        let layout = Self::check_format(&root).map_err(io)?;
         let mut created = false;
         for sub in ["objects", "locks", "tmp"] {
             created |= create_dir(&root.join(sub)).map_err(io)?;
         }
         if created {
             fsync_dir(&root).map_err(io)?;
+        }
+        if layout == Layout::OneLevel {
+            Self::make_fan_out(&root.join("objects")).map_err(io)?;
         }
         let temp = TempArea::open(&root.join("tmp")).map_err(io)?;
         {
@@ -265,16 +293,19 @@ impl FileStore {
             options,
             fds: FdCache::new(options.fd_cache),
             temp,
+            layout,
             pending: Durability::default(),
             injected: Mutex::new(None),
         })
     }
 
-    /// Writes `FORMAT` into a new store, or checks it in an existing one.
-    fn check_format(root: &Path) -> io::Result<()> {
+    /// Writes `FORMAT` into a new store, or checks it in an existing one;
+    /// the store's layout.
+    fn check_format(root: &Path) -> io::Result<Layout> {
         let path = root.join("FORMAT");
         match fs::read(&path) {
-            Ok(b) if b == FORMAT.as_bytes() => Ok(()),
+            Ok(b) if b == FORMAT.as_bytes() => Ok(Layout::OneLevel),
+            Ok(b) if b == FORMAT_1.as_bytes() => Ok(Layout::TwoLevels),
             Ok(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -288,10 +319,24 @@ impl FileStore {
                 io::Write::write_all(&mut f, FORMAT.as_bytes())?;
                 f.sync_data()?;
                 fs::rename(&new, &path)?;
-                fsync_dir(root)
+                fsync_dir(root)?;
+                Ok(Layout::OneLevel)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Makes whichever of the 256 fan-out directories of `objects` are
+    /// missing (all of them in a new store), durably.
+    fn make_fan_out(objects: &Path) -> io::Result<()> {
+        let mut created = false;
+        for h0 in 0..=255u8 {
+            created |= create_dir(&objects.join(format!("{h0:02x}")))?;
+        }
+        if created {
+            fsync_dir(objects)?;
+        }
+        Ok(())
     }
 
     /// The directory the store lives in.
@@ -329,7 +374,10 @@ impl FileStore {
     fn path(&self, name: &str) -> ObjectPath {
         let [h0, h1] = fanout(name);
         let h0 = self.objects.join(h0);
-        let dir = h0.join(h1);
+        let dir = match self.layout {
+            Layout::TwoLevels => h0.join(h1),
+            Layout::OneLevel => h0.clone(),
+        };
         ObjectPath {
             file: dir.join(name),
             dir,
@@ -359,6 +407,10 @@ impl FileStore {
     /// Creates the fan-out directories of `p`, marking each parent that
     /// gains an entry.
     fn make_dirs(&self, p: &ObjectPath) -> io::Result<()> {
+        if self.layout == Layout::OneLevel {
+            // Made with the store (and at every open).
+            return Ok(());
+        }
         for (dir, parent) in [(&p.h0, &self.objects), (&p.dir, &p.h0)] {
             if !dir.exists() {
                 self.pending.mark_dir(parent);
@@ -372,8 +424,11 @@ impl FileStore {
     /// directories have pending changes.
     fn settle(&self, p: &ObjectPath) -> io::Result<()> {
         self.pending.settle_dir(&p.dir)?;
-        self.pending.settle_dir(&p.h0)?;
-        self.pending.settle_dir(&self.objects)
+        if self.layout == Layout::TwoLevels {
+            self.pending.settle_dir(&p.h0)?;
+            self.pending.settle_dir(&self.objects)?;
+        }
+        Ok(())
     }
 
     /// The open file of an existing object.
@@ -404,14 +459,12 @@ impl FileStore {
         let path = self.path(name);
         self.make_dirs(&path).map_err(io)?;
         let generation = self.fds.generation();
+        // An empty temporary (usually a spare, its inode made ahead)
+        // linked into place: `link` never replaces, like `O_EXCL`.
+        let t = self.temp.create().map_err(io)?;
         self.pending.mark_dir(&path.dir);
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path.file)
-        {
-            Ok(f) => f,
+        let file = match fs::hard_link(&t.path, &path.file) {
+            Ok(()) => t.file.try_clone().map_err(io)?,
             // Created meanwhile by another thread or process.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
                 .read(true)
@@ -420,6 +473,7 @@ impl FileStore {
                 .map_err(io)?,
             Err(e) => return Err(io(e)),
         };
+        drop(t);
         let file = Arc::new(file);
         self.fds.insert(name, &file, generation);
         Ok(file)
@@ -813,10 +867,11 @@ impl ObjectStore for FileStore {
     }
 
     /// Walks the fan-out directories in order, one page at a time: the
-    /// cursor is `h0/h1/last name` (opaque to callers), so a page reads
-    /// the top-level directory lists and the leaf directories it covers,
-    /// never the whole store. Pages come in fan-out order (by hash), each
-    /// sorted inside its leaf directories.
+    /// cursor is `<leaf directory>/<last name>` (`h0/last` or, in a store
+    /// of format 1, `h0/h1/last`; opaque to callers), so a page reads the
+    /// fan-out directory lists and the leaf directories it covers, never
+    /// the whole store. Pages come in fan-out order (by hash), each sorted
+    /// inside its leaf directories.
     fn list_page(
         &self,
         prefix: &str,
@@ -826,11 +881,10 @@ impl ObjectStore for FileStore {
         let limit = limit.max(1);
         let label = self.objects.display().to_string();
         let io = |e| StoreError::io(&label, "list", e);
-        let (from, after) = match cursor.map(|c| c.splitn(3, '/').collect::<Vec<_>>()) {
-            Some(parts) if parts.len() == 3 => (
-                Some((parts[0].to_owned(), parts[1].to_owned())),
-                Some(parts[2].to_owned()),
-            ),
+        let (from, after) = match cursor.map(|c| c.rsplit_once('/')) {
+            Some(Some((leaf, last))) if !leaf.is_empty() && !last.is_empty() => {
+                (Some(leaf), Some(last))
+            }
             Some(_) => {
                 return Err(StoreError::InvalidArgument {
                     name: label,
@@ -839,68 +893,29 @@ impl ObjectStore for FileStore {
             }
             None => (None, None),
         };
-        let sorted_dirs = |dir: &Path| -> io::Result<Vec<String>> {
-            let mut out = Vec::new();
-            let entries = match fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    if let Ok(n) = entry.file_name().into_string() {
-                        out.push(n);
-                    }
-                }
-            }
-            out.sort_unstable();
-            Ok(out)
-        };
         let mut names = Vec::new();
-        for h0 in sorted_dirs(&self.objects).map_err(io)? {
-            if from.as_ref().is_some_and(|(f0, _)| h0 < *f0) {
-                continue;
-            }
-            for h1 in sorted_dirs(&self.objects.join(&h0)).map_err(io)? {
-                let here = from.as_ref().is_some_and(|(f0, f1)| h0 == *f0 && h1 == *f1);
-                if from.as_ref().is_some_and(|(f0, f1)| h0 == *f0 && h1 < *f1) {
-                    continue;
-                }
-                let mut leaf = Vec::new();
-                let entries = match fs::read_dir(self.objects.join(&h0).join(&h1)) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(io)?;
-                    let Ok(name) = entry.file_name().into_string() else {
-                        continue;
-                    };
-                    if !name.starts_with(prefix) || check_name(&name).is_err() {
-                        continue;
-                    }
-                    if here && after.as_ref().is_some_and(|a| name <= *a) {
-                        continue;
-                    }
+        let mut next = None;
+        self.walk_leaves(from, |rel, dir| {
+            let here = from == Some(rel);
+            let mut leaf = Vec::new();
+            leaf_names(dir, prefix, |name| {
+                if !(here && after.is_some_and(|a| name.as_str() <= a)) {
                     leaf.push(name);
                 }
-                leaf.sort_unstable();
-                let room = limit - names.len();
-                if leaf.len() >= room {
-                    leaf.truncate(room);
-                    let next = format!("{h0}/{h1}/{}", leaf.last().expect("room ≥ 1"));
-                    names.extend(leaf);
-                    return Ok(ListPage {
-                        names,
-                        next: Some(next),
-                    });
-                }
+            })?;
+            leaf.sort_unstable();
+            let room = limit - names.len();
+            if leaf.len() >= room {
+                leaf.truncate(room);
+                next = Some(format!("{rel}/{}", leaf.last().expect("room ≥ 1")));
                 names.extend(leaf);
+                return Ok(ControlFlow::Break(()));
             }
-        }
-        Ok(ListPage { names, next: None })
+            names.extend(leaf);
+            Ok(ControlFlow::Continue(()))
+        })
+        .map_err(io)?;
+        Ok(ListPage { names, next })
     }
 }
 
@@ -909,37 +924,89 @@ impl FileStore {
     /// particular order.
     fn each_name(&self, prefix: &str, mut f: impl FnMut(String)) -> Result<(), StoreError> {
         let label = self.objects.display().to_string();
-        let io = |e| StoreError::io(&label, "list", e);
-        let dirs = |dir: &Path| -> io::Result<Vec<PathBuf>> {
-            let mut out = Vec::new();
-            for entry in fs::read_dir(dir)? {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    out.push(entry.path());
-                }
+        self.walk_leaves(None, |_, dir| {
+            leaf_names(dir, prefix, &mut f)?;
+            Ok(ControlFlow::Continue(()))
+        })
+        .map_err(|e| StoreError::io(&label, "list", e))
+    }
+
+    /// Calls `f` with each leaf directory of the object tree (its path
+    /// relative to `objects/`, and its full path) in sorted order, from
+    /// the leaf `from` on, until `f` breaks.
+    fn walk_leaves(
+        &self,
+        from: Option<&str>,
+        mut f: impl FnMut(&str, &Path) -> io::Result<ControlFlow<()>>,
+    ) -> io::Result<()> {
+        let from_h0 = from.map(|l| l.split('/').next().unwrap_or(l));
+        for h0 in sorted_dirs(&self.objects)? {
+            if from_h0.is_some_and(|f0| h0.as_str() < f0) {
+                continue;
             }
-            Ok(out)
-        };
-        for h0 in dirs(&self.objects).map_err(io)? {
-            for h1 in dirs(&h0).map_err(io)? {
-                let entries = match fs::read_dir(&h1) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(io)?;
-                    let Ok(name) = entry.file_name().into_string() else {
-                        continue;
-                    };
-                    if name.starts_with(prefix) && check_name(&name).is_ok() {
-                        f(name);
+            let top = self.objects.join(&h0);
+            match self.layout {
+                Layout::OneLevel => {
+                    if f(&h0, &top)?.is_break() {
+                        return Ok(());
+                    }
+                }
+                Layout::TwoLevels => {
+                    for h1 in sorted_dirs(&top)? {
+                        let rel = format!("{h0}/{h1}");
+                        if from.is_some_and(|l| rel.as_str() < l) {
+                            continue;
+                        }
+                        if f(&rel, &top.join(&h1))?.is_break() {
+                            return Ok(());
+                        }
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The names of the subdirectories of `dir`, sorted (none if it is gone).
+fn sorted_dirs(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if let Ok(n) = entry.file_name().into_string() {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Calls `f` with the name of every object file in the leaf directory
+/// `dir` that starts with `prefix` (a file whose name is no object name,
+/// an NFS silly-rename say, or anything not a file is skipped).
+fn leaf_names(dir: &Path, prefix: &str, mut f: impl FnMut(String)) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(prefix) && check_name(&name).is_ok() && entry.file_type()?.is_file() {
+            f(name);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,13 +23,27 @@
 //! instances, this host's or, on a shared filesystem whose `flock` is
 //! shared between clients (Linux NFS maps it onto byte-range locks),
 //! another host's, are left alone.
+//!
+//! # Spares
+//!
+//! Creating a file allocates an inode, which on a full or aged filesystem
+//! (or over NFS, where it is a round trip) can cost a millisecond, and a
+//! first write into an object pays it. So after its first temporary an
+//! instance keeps up to [`SPARES`] empty temporaries made ahead by a
+//! background thread, and [`create`](TempArea::create) hands one out when
+//! it has one. Spares are ordinary temporaries of the instance (the same
+//! names, removed when it closes, or by the next opener after a crash).
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -38,22 +52,60 @@ use nix::fcntl::{Flock, FlockArg};
 /// file someone else made with exactly our next name).
 const MAX_SKIPS: u32 = 1000;
 
+/// How many empty temporaries an instance keeps made ahead (an inode
+/// each, no data blocks).
+pub(super) const SPARES: usize = 32;
+
+/// How long the spare maker waits after failing to create one (a full
+/// disk, say) before trying again; `create` reports such errors itself.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The temporary area of one store instance.
 pub(super) struct TempArea {
-    dir: PathBuf,
-    nonce: String,
-    counter: AtomicU64,
+    names: Arc<Names>,
+    spares: Arc<Spares>,
+    /// The spare maker, started by the first `create`.
+    maker: Mutex<Option<JoinHandle<()>>>,
     /// Held for the instance's life (released when dropped, after
     /// `Drop::drop` removed the file): proves to other openers that our
     /// temporaries are in use.
     _instance: Flock<File>,
 }
 
+/// Where temporaries go and what they are called.
+struct Names {
+    dir: PathBuf,
+    nonce: String,
+    counter: AtomicU64,
+}
+
+/// The empty temporaries made ahead, and the maker's stop signal.
+#[derive(Default)]
+struct Spares {
+    state: Mutex<SpareState>,
+    /// Signalled when a spare is taken and when the area closes.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SpareState {
+    /// Oldest first: handed out in the order they were made.
+    files: VecDeque<TempFile>,
+    closing: bool,
+}
+
+impl Spares {
+    fn lock(&self) -> MutexGuard<'_, SpareState> {
+        // A panic while holding this lock leaves a valid list.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl std::fmt::Debug for TempArea {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TempArea")
-            .field("dir", &self.dir)
-            .field("nonce", &self.nonce)
+            .field("dir", &self.names.dir)
+            .field("nonce", &self.names.nonce)
             .finish_non_exhaustive()
     }
 }
@@ -135,9 +187,13 @@ impl TempArea {
     pub(super) fn open(dir: &Path) -> io::Result<TempArea> {
         let (nonce, instance) = Self::register(dir)?;
         let area = TempArea {
-            dir: dir.to_owned(),
-            nonce,
-            counter: AtomicU64::new(0),
+            names: Arc::new(Names {
+                dir: dir.to_owned(),
+                nonce,
+                counter: AtomicU64::new(0),
+            }),
+            spares: Arc::default(),
+            maker: Mutex::new(None),
             _instance: instance,
         };
         area.remove_stale()?;
@@ -175,7 +231,7 @@ impl TempArea {
     /// file locked by us (so it stays dead while we clean), or `None` if
     /// it has none.
     fn dead_instance(&self, nonce: &str) -> io::Result<Option<Option<Flock<File>>>> {
-        let file = match File::open(self.dir.join(format!("+{nonce}"))) {
+        let file = match File::open(self.names.dir.join(format!("+{nonce}"))) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
             Err(e) => return Err(e),
@@ -190,20 +246,21 @@ impl TempArea {
     /// Removes foreign files and the files of dead instances.
     fn remove_stale(&self) -> io::Result<()> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
+        let dir = &self.names.dir;
+        for entry in fs::read_dir(dir)? {
             let entry = entry?;
             match entry.file_name().into_string() {
                 Ok(name) => names.push(name),
                 // Not UTF-8: certainly not ours.
-                Err(raw) => remove_any(&self.dir.join(raw))?,
+                Err(raw) => remove_any(&dir.join(raw))?,
             }
         }
         let mut nonces: Vec<&str> = Vec::new();
         for name in &names {
             match classify(name) {
-                Entry::Foreign => remove_any(&self.dir.join(name))?,
+                Entry::Foreign => remove_any(&dir.join(name))?,
                 Entry::Instance(n) | Entry::Temp(n) => {
-                    if n != self.nonce && !nonces.contains(&n) {
+                    if n != self.names.nonce && !nonces.contains(&n) {
                         nonces.push(n);
                     }
                 }
@@ -215,35 +272,75 @@ impl TempArea {
             };
             for name in &names {
                 if matches!(classify(name), Entry::Temp(n) if n == nonce) {
-                    remove_any(&self.dir.join(name))?;
+                    remove_any(&dir.join(name))?;
                 }
             }
             if instance.is_some() {
-                remove_any(&self.dir.join(format!("+{nonce}")))?;
+                remove_any(&dir.join(format!("+{nonce}")))?;
             }
         }
         Ok(())
     }
 
-    /// The name the next [`create`](TempArea::create) tries first.
+    /// The name the next temporary made (now, or as a spare) tries first.
     pub(super) fn next_name(&self) -> String {
-        let n = self.counter.load(Ordering::Relaxed);
-        format!("+{}+{n}", self.nonce)
+        let n = self.names.counter.load(Ordering::Relaxed);
+        format!("+{}+{n}", self.names.nonce)
     }
 
     /// This instance's file, `tmp/+<nonce>`.
     fn instance_path(&self) -> PathBuf {
-        self.dir.join(format!("+{}", self.nonce))
+        self.names.dir.join(format!("+{}", self.names.nonce))
     }
 
     /// The directory.
     pub(super) fn dir(&self) -> &Path {
-        &self.dir
+        &self.names.dir
     }
 
-    /// Creates a new, empty temporary file (read-write), skipping names
-    /// that exist.
+    /// A new, empty temporary file (read-write): a spare if one is ready,
+    /// else one created now.
     pub(super) fn create(&self) -> io::Result<TempFile> {
+        loop {
+            let spare = self.spares.lock().files.pop_front();
+            self.spares.changed.notify_one();
+            match spare {
+                // Still empty (nobody wrote into our file meanwhile), or
+                // dropped, which removes it.
+                Some(t) if t.file.metadata().is_ok_and(|m| m.len() == 0) => return Ok(t),
+                Some(_) => continue,
+                None => {
+                    self.start_maker();
+                    return self.names.create();
+                }
+            }
+        }
+    }
+
+    /// How many spares are ready (for tests).
+    #[cfg(test)]
+    fn spares_ready(&self) -> usize {
+        self.spares.lock().files.len()
+    }
+
+    /// Starts the spare maker unless it runs. Failing to start a thread
+    /// only costs speed.
+    fn start_maker(&self) {
+        let mut maker = self.maker.lock().unwrap_or_else(|e| e.into_inner());
+        if maker.is_some() {
+            return;
+        }
+        let (names, spares) = (Arc::clone(&self.names), Arc::clone(&self.spares));
+        *maker = std::thread::Builder::new()
+            .name("store-spares".into())
+            .spawn(move || make_spares(&names, &spares))
+            .ok();
+    }
+}
+
+impl Names {
+    /// Creates a new, empty temporary file, skipping names that exist.
+    fn create(&self) -> io::Result<TempFile> {
         for _ in 0..MAX_SKIPS {
             // Relaxed: the counter only has to hand out distinct values.
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -275,8 +372,53 @@ impl TempArea {
     }
 }
 
+/// The spare maker's loop: tops the spares up to [`SPARES`] whenever one
+/// is taken, until the area closes. Files are created without holding
+/// the lock, so `create` never waits for the filesystem here.
+fn make_spares(names: &Names, spares: &Spares) {
+    let mut state = spares.lock();
+    loop {
+        if state.closing {
+            return;
+        }
+        if state.files.len() >= SPARES {
+            state = spares
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        drop(state);
+        let made = names.create();
+        state = spares.lock();
+        match made {
+            Ok(t) => state.files.push_back(t),
+            Err(e) => {
+                log::debug!("spare temporary in {}: {e}", names.dir.display());
+                state = spares
+                    .changed
+                    .wait_timeout(state, RETRY_AFTER)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
+}
+
 impl Drop for TempArea {
     fn drop(&mut self) {
+        self.spares.lock().closing = true;
+        self.spares.changed.notify_all();
+        if let Some(maker) = self
+            .maker
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = maker.join();
+        }
+        // The spares remove themselves.
+        self.spares.lock().files.clear();
         // Still holding the lock, so no opener takes it for a dead
         // instance's file meanwhile; a failure leaves a file the next
         // opener removes.
@@ -329,6 +471,63 @@ mod tests {
         drop(b);
         let _c = TempArea::open(dir.path()).unwrap();
         assert!(!kept.exists(), "a dead instance's temporary survived");
+    }
+
+    /// Waits (up to ten seconds) until the area holds `n` spares.
+    fn wait_for_spares(a: &TempArea, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while a.spares_ready() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} spares made",
+                a.spares_ready()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn temporaries_after_the_first_are_files_made_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TempArea::open(dir.path()).unwrap();
+        drop(a.create().unwrap());
+        wait_for_spares(&a, SPARES);
+        let before = files_in(dir.path());
+        for _ in 0..SPARES {
+            let t = a.create().unwrap();
+            assert!(
+                before.contains(&t.path),
+                "{} was not made ahead",
+                t.path.display()
+            );
+            assert_eq!(t.file.metadata().unwrap().len(), 0);
+        }
+        // Taken spares are replaced.
+        wait_for_spares(&a, SPARES);
+    }
+
+    #[test]
+    fn spares_are_removed_with_their_instance_and_left_alone_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TempArea::open(dir.path()).unwrap();
+        drop(a.create().unwrap());
+        wait_for_spares(&a, SPARES);
+        // Another instance opening the directory keeps a live one's spares.
+        let b = TempArea::open(dir.path()).unwrap();
+        assert_eq!(a.spares_ready(), SPARES);
+        assert!(files_in(dir.path()).len() > SPARES);
+        drop(b);
+        drop(a);
+        assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());
     }
 
     #[test]

@@ -6,18 +6,98 @@ fn store(sync: bool) -> (tempfile::TempDir, FileStore) {
     (dir, s)
 }
 
+/// Every directory under `objects/`.
+fn object_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("objects")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[test]
-fn objects_live_under_their_fan_out_directories() {
+fn objects_live_under_their_fan_out_directories_made_with_the_store() {
     let (dir, s) = store(true);
-    s.write("obj", 0, b"x", false).unwrap();
-    let [h0, h1] = fanout("obj");
-    assert!(dir
-        .path()
-        .join("objects")
-        .join(h0)
-        .join(h1)
-        .join("obj")
-        .is_file());
+    assert_eq!(
+        fs::read(dir.path().join("FORMAT")).unwrap(),
+        FORMAT.as_bytes()
+    );
+    let made = object_dirs(dir.path());
+    assert_eq!(made.len(), 256);
+    for (name, data) in [("obj", b"x"), ("other", b"y")] {
+        s.write(name, 0, data, true).unwrap();
+        let [h0, _] = fanout(name);
+        assert_eq!(
+            fs::read(dir.path().join("objects").join(h0).join(name)).unwrap(),
+            data
+        );
+    }
+    s.copy("obj", 0, "third", 0, 1, false).unwrap();
+    s.store_content(b"content", true).unwrap();
+    assert_eq!(object_dirs(dir.path()), made, "an object made a directory");
+    // A fan-out directory removed from under a closed store is made again.
+    fs::remove_dir(dir.path().join("objects/ff"))
+        .unwrap_or_else(|_| fs::remove_dir_all(dir.path().join("objects/ff")).unwrap());
+    drop(s);
+    let _s = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    assert_eq!(object_dirs(dir.path()), made);
+}
+
+/// A store made by an earlier version (format 1: two levels of fan-out,
+/// made as objects need them) is read and written as it is.
+#[test]
+fn a_store_of_format_1_keeps_its_two_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("FORMAT"), FORMAT_1).unwrap();
+    let [h0, h1] = fanout("old");
+    let old_dir = dir.path().join("objects").join(&h0).join(&h1);
+    fs::create_dir_all(&old_dir).unwrap();
+    fs::write(old_dir.join("old"), b"old data").unwrap();
+    let s = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    let mut buf = [0; 8];
+    s.read("old", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"old data");
+    for name in (0..40).map(|i| format!("new{i}")) {
+        s.write(&name, 0, name.as_bytes(), true).unwrap();
+        let [h0, h1] = fanout(&name);
+        assert!(dir
+            .path()
+            .join("objects")
+            .join(h0)
+            .join(h1)
+            .join(&name)
+            .is_file());
+    }
+    assert_eq!(
+        fs::read(dir.path().join("FORMAT")).unwrap(),
+        FORMAT_1.as_bytes()
+    );
+    // Listing in pages walks both levels and sees every object once.
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s.list_page("", cursor.as_deref(), 7).unwrap();
+        all.extend(page.names);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    all.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("new{i}")).collect();
+    want.push("old".into());
+    want.sort();
+    assert_eq!(all, want);
+    s.delete("old").unwrap();
+    assert!(!old_dir.join("old").exists());
 }
 
 /// A copy-up syncs nothing, even in write-through mode;

@@ -3,6 +3,7 @@
 
 use archipelago_client::Client;
 use archipelago_protocol::payload::StatsReply;
+use archipelago_protocol::Role;
 use serde::Serialize;
 
 use super::workload::Target;
@@ -32,7 +33,14 @@ pub struct Stage {
 /// The peers of a target, by name and port.
 pub(super) fn stage_ports(t: &Target, a: &VolumeArgs) -> Vec<(&'static str, u32)> {
     match t {
-        Target::Volume { null: false, .. } if a.spawn.is_none() => vec![("vlmcd", a.port)],
+        // A running system: vlmcd at --port, the mapper and the data
+        // blocker at the roles' default ports (a peer not answering there
+        // is left out of the table).
+        Target::Volume { null: false, .. } if a.spawn.is_none() => vec![
+            ("vlmcd", a.port),
+            ("mapperd", Role::Mapperd.default_port()),
+            ("blockerb", a.blocker_port),
+        ],
         Target::Volume { .. } => vec![
             ("vlmcd", VLMCD),
             ("mapperd", MAPPER),

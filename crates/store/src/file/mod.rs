@@ -112,7 +112,9 @@ impl Default for FileStoreOptions {
 ///   [`sync`](crate::ObjectStore::sync) flushes exactly those.
 /// - Whatever the mode, `write_full` and `store_content` build the new
 ///   file under `tmp/`, `fdatasync` it, and only then rename (`write_full`)
-///   or link (`store_content`, never replacing) it into place: after a
+///   or move it with a rename that never replaces (`store_content`:
+///   `renameat2(RENAME_NOREPLACE)`, or `link` then `unlink` where the
+///   filesystem lacks it, as NFS does) into place: after a
 ///   crash the object holds the old content or the complete new one, and
 ///   a content name never refers to partial content. In write-back mode
 ///   the rename or link itself may be lost in a crash (the old content, or
@@ -120,8 +122,9 @@ impl Default for FileStoreOptions {
 /// - In-place `write` and `copy` into an existing object use `pwrite`: on
 ///   an error (a full disk, say) or a crash, part of the range may have
 ///   been written and the object may have grown. `copy` into a missing
-///   object builds it under `tmp/` and links it into place, so a failure
-///   leaves no object behind.
+///   object builds it under `tmp/` and moves it into place the same way,
+///   so a failure leaves no object behind; a write to a missing object
+///   moves an empty temporary into place first.
 ///
 /// # Temporary files
 ///
@@ -460,20 +463,20 @@ impl FileStore {
         self.make_dirs(&path).map_err(io)?;
         let generation = self.fds.generation();
         // An empty temporary (usually a spare, its inode made ahead)
-        // linked into place: `link` never replaces, like `O_EXCL`.
-        let t = self.temp.create().map_err(io)?;
+        // moved into place, never replacing, like `O_EXCL`.
+        let mut t = self.temp.create().map_err(io)?;
         self.pending.mark_dir(&path.dir);
-        let file = match fs::hard_link(&t.path, &path.file) {
-            Ok(()) => t.file.try_clone().map_err(io)?,
+        let file = if t.place(&path.file).map_err(io)? {
+            t.file.try_clone().map_err(io)?
+        } else {
             // Created meanwhile by another thread or process.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+            drop(t);
+            OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path.file)
-                .map_err(io)?,
-            Err(e) => return Err(io(e)),
+                .map_err(io)?
         };
-        drop(t);
         let file = Arc::new(file);
         self.fds.insert(name, &file, generation);
         Ok(file)
@@ -524,24 +527,20 @@ impl FileStore {
         Ok(t)
     }
 
-    /// Links the complete temporary `t` into place as `name` unless the
-    /// object exists; `Ok(false)` if it does. `t` is removed either way.
+    /// Moves the complete temporary `t` into place as `name` unless the
+    /// object exists; `Ok(false)` if it does (`t` is then removed).
     fn link_new(
         &self,
         name: &str,
         op: &'static str,
-        t: TempFile,
+        mut t: TempFile,
         durable: bool,
     ) -> Result<bool, StoreError> {
         let io = |e| StoreError::io(name, op, e);
         let path = self.path(name);
         self.make_dirs(&path).map_err(io)?;
         self.pending.mark_dir(&path.dir);
-        let linked = match fs::hard_link(&t.path, &path.file) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(io(e)),
-        };
+        let linked = t.place(&path.file).map_err(io)?;
         drop(t);
         if durable {
             self.settle(&path).map_err(io)?;

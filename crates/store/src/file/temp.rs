@@ -124,6 +124,34 @@ impl TempFile {
     pub(super) fn keep(mut self) {
         self.armed = false;
     }
+
+    /// Moves the file to `dst` unless a file is there already: `true` if
+    /// it moved (it is then no temporary any more), `false` if `dst`
+    /// exists (the temporary stays, removed on drop). One
+    /// `renameat2(RENAME_NOREPLACE)`, one directory operation fewer than
+    /// `link` then `unlink`; where the filesystem has no such rename
+    /// (NFS), `link` (which never replaces either) then the unlink.
+    pub(super) fn place(&mut self, dst: &Path) -> io::Result<bool> {
+        use nix::fcntl::{renameat2, RenameFlags};
+        match renameat2(None, &self.path, None, dst, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => {
+                self.armed = false;
+                return Ok(true);
+            }
+            Err(Errno::EEXIST) => return Ok(false),
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match fs::hard_link(&self.path, dst) {
+            Ok(()) => {
+                fs::remove_file(&self.path)?;
+                self.armed = false;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Drop for TempFile {
@@ -528,6 +556,23 @@ mod tests {
         drop(b);
         drop(a);
         assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_temporary_is_placed_only_where_nothing_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TempArea::open(dir.path()).unwrap();
+        let (free, taken) = (dir.path().join("free"), dir.path().join("taken"));
+        fs::write(&taken, b"old").unwrap();
+        let mut t = a.create().unwrap();
+        fs::write(&t.path, b"new").unwrap();
+        let tmp = t.path.clone();
+        assert!(!t.place(&taken).unwrap());
+        assert_eq!(fs::read(&taken).unwrap(), b"old");
+        assert!(t.place(&free).unwrap());
+        drop(t);
+        assert_eq!(fs::read(&free).unwrap(), b"new");
+        assert!(!tmp.exists(), "the temporary's name is left");
     }
 
     #[test]

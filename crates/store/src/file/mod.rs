@@ -540,7 +540,14 @@ impl FileStore {
         let path = self.path(name);
         self.make_dirs(&path).map_err(io)?;
         self.pending.mark_dir(&path.dir);
+        let generation = self.fds.generation();
         let linked = t.place(&path.file).map_err(io)?;
+        if linked {
+            // The next access (the data write a copy-up makes room for)
+            // needs no `open`.
+            let file = Arc::new(t.file.try_clone().map_err(io)?);
+            self.fds.insert(name, &file, generation);
+        }
         drop(t);
         if durable {
             self.settle(&path).map_err(io)?;

@@ -28,10 +28,17 @@
 //!
 //! Creating a file allocates an inode, which on a full or aged filesystem
 //! (or over NFS, where it is a round trip) can cost a millisecond, and a
-//! first write into an object pays it. So after its first temporary an
-//! instance keeps up to [`SPARES`] empty temporaries made ahead by a
-//! background thread, and [`create`](TempArea::create) hands one out when
-//! it has one. Spares are ordinary temporaries of the instance (the same
+//! first write into an object pays it; creations in one directory are
+//! also serialised by its lock. Moving an existing empty file into place
+//! costs tens of microseconds. So after its first temporary an instance
+//! keeps empty temporaries made ahead by a background thread, and
+//! [`create`](TempArea::create) hands one out when it has one: bursts of
+//! new objects (a clone's first writes as a guest boots) go at the speed
+//! of a rename, and only a sustained stream of them at the speed of the
+//! filesystem's inode allocation. The number kept starts at
+//! [`FIRST_SPARES`] and doubles, up to [`MAX_SPARES`], each time a
+//! `create` finds none (a short-lived tool never makes many). Spares are
+//! ordinary temporaries of the instance, kept by name, not open (the same
 //! names, removed when it closes, or by the next opener after a crash).
 
 use std::collections::VecDeque;
@@ -52,9 +59,13 @@ use nix::fcntl::{Flock, FlockArg};
 /// file someone else made with exactly our next name).
 const MAX_SKIPS: u32 = 1000;
 
-/// How many empty temporaries an instance keeps made ahead (an inode
-/// each, no data blocks).
-pub(super) const SPARES: usize = 32;
+/// How many empty temporaries an instance keeps made ahead at first (an
+/// inode each, no data blocks).
+pub(super) const FIRST_SPARES: usize = 32;
+
+/// The most it keeps: a burst of this many new objects creates no inode
+/// on its path.
+pub(super) const MAX_SPARES: usize = 512;
 
 /// How long the spare maker waits after failing to create one (a full
 /// disk, say) before trying again; `create` reports such errors itself.
@@ -87,11 +98,22 @@ struct Spares {
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct SpareState {
-    /// Oldest first: handed out in the order they were made.
-    files: VecDeque<TempFile>,
+    /// Their paths, oldest first: handed out in the order they were made.
+    paths: VecDeque<PathBuf>,
+    /// How many to keep.
+    target: usize,
     closing: bool,
+}
+
+impl Default for SpareState {
+    fn default() -> Self {
+        SpareState {
+            paths: VecDeque::new(),
+            target: FIRST_SPARES,
+            closing: false,
+        }
+    }
 }
 
 impl Spares {
@@ -330,17 +352,31 @@ impl TempArea {
     /// else one created now.
     pub(super) fn create(&self) -> io::Result<TempFile> {
         loop {
-            let spare = self.spares.lock().files.pop_front();
+            let spare = self.spares.lock().paths.pop_front();
             self.spares.changed.notify_one();
-            match spare {
-                // Still empty (nobody wrote into our file meanwhile), or
-                // dropped, which removes it.
-                Some(t) if t.file.metadata().is_ok_and(|m| m.len() == 0) => return Ok(t),
-                Some(_) => continue,
-                None => {
-                    self.start_maker();
-                    return self.names.create();
+            let Some(path) = spare else {
+                if self.start_maker() {
+                    // The maker runs and could not keep up: keep more.
+                    let mut state = self.spares.lock();
+                    state.target = (state.target * 2).min(MAX_SPARES);
                 }
+                return self.names.create();
+            };
+            let file = match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                // Removed from under us: the next one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let t = TempFile {
+                path,
+                file,
+                armed: true,
+            };
+            // Still empty (nobody wrote into our file meanwhile), or
+            // dropped, which removes it.
+            if t.file.metadata()?.len() == 0 {
+                return Ok(t);
             }
         }
     }
@@ -348,21 +384,22 @@ impl TempArea {
     /// How many spares are ready (for tests).
     #[cfg(test)]
     fn spares_ready(&self) -> usize {
-        self.spares.lock().files.len()
+        self.spares.lock().paths.len()
     }
 
-    /// Starts the spare maker unless it runs. Failing to start a thread
-    /// only costs speed.
-    fn start_maker(&self) {
+    /// Starts the spare maker unless it runs; whether it ran. Failing to
+    /// start a thread only costs speed.
+    fn start_maker(&self) -> bool {
         let mut maker = self.maker.lock().unwrap_or_else(|e| e.into_inner());
         if maker.is_some() {
-            return;
+            return true;
         }
         let (names, spares) = (Arc::clone(&self.names), Arc::clone(&self.spares));
         *maker = std::thread::Builder::new()
             .name("store-spares".into())
             .spawn(move || make_spares(&names, &spares))
             .ok();
+        false
     }
 }
 
@@ -400,8 +437,8 @@ impl Names {
     }
 }
 
-/// The spare maker's loop: tops the spares up to [`SPARES`] whenever one
-/// is taken, until the area closes. Files are created without holding
+/// The spare maker's loop: tops the spares up to their target whenever
+/// one is taken, until the area closes. Files are created without holding
 /// the lock, so `create` never waits for the filesystem here.
 fn make_spares(names: &Names, spares: &Spares) {
     let mut state = spares.lock();
@@ -409,7 +446,7 @@ fn make_spares(names: &Names, spares: &Spares) {
         if state.closing {
             return;
         }
-        if state.files.len() >= SPARES {
+        if state.paths.len() >= state.target {
             state = spares
                 .changed
                 .wait(state)
@@ -420,7 +457,10 @@ fn make_spares(names: &Names, spares: &Spares) {
         let made = names.create();
         state = spares.lock();
         match made {
-            Ok(t) => state.files.push_back(t),
+            Ok(mut t) => {
+                t.armed = false;
+                state.paths.push_back(t.path.clone());
+            }
             Err(e) => {
                 log::debug!("spare temporary in {}: {e}", names.dir.display());
                 state = spares
@@ -445,8 +485,10 @@ impl Drop for TempArea {
         {
             let _ = maker.join();
         }
-        // The spares remove themselves.
-        self.spares.lock().files.clear();
+        for path in self.spares.lock().paths.drain(..) {
+            // Best effort, as for any temporary.
+            let _ = fs::remove_file(path);
+        }
         // Still holding the lock, so no opener takes it for a dead
         // instance's file meanwhile; a failure leaves a file the next
         // opener removes.
@@ -528,9 +570,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = TempArea::open(dir.path()).unwrap();
         drop(a.create().unwrap());
-        wait_for_spares(&a, SPARES);
+        wait_for_spares(&a, FIRST_SPARES);
         let before = files_in(dir.path());
-        for _ in 0..SPARES {
+        for _ in 0..FIRST_SPARES {
             let t = a.create().unwrap();
             assert!(
                 before.contains(&t.path),
@@ -540,7 +582,7 @@ mod tests {
             assert_eq!(t.file.metadata().unwrap().len(), 0);
         }
         // Taken spares are replaced.
-        wait_for_spares(&a, SPARES);
+        wait_for_spares(&a, FIRST_SPARES);
     }
 
     #[test]
@@ -548,11 +590,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = TempArea::open(dir.path()).unwrap();
         drop(a.create().unwrap());
-        wait_for_spares(&a, SPARES);
+        wait_for_spares(&a, FIRST_SPARES);
         // Another instance opening the directory keeps a live one's spares.
         let b = TempArea::open(dir.path()).unwrap();
-        assert_eq!(a.spares_ready(), SPARES);
-        assert!(files_in(dir.path()).len() > SPARES);
+        assert_eq!(a.spares_ready(), FIRST_SPARES);
+        assert!(files_in(dir.path()).len() > FIRST_SPARES);
         drop(b);
         drop(a);
         assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());

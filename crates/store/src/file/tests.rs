@@ -189,3 +189,26 @@ fn a_store_refuses_a_directory_of_another_format() {
         "{e}"
     );
 }
+
+/// A copy-up into a new object leaves the object open: the data write
+/// that follows it needs no `open`.
+#[test]
+fn a_copy_into_a_new_object_leaves_it_open_for_the_write_after() {
+    let (_dir, s) = store(false);
+    s.write("parent", 0, &[7; 8192], false).unwrap();
+    s.copy("parent", 0, "child", 0, 4096, false).unwrap();
+    let cached = s
+        .fds
+        .get("child")
+        .expect("the new object's descriptor is cached");
+    s.write("child", 4096, &[9; 4096], false).unwrap();
+    let mut buf = [0; 8192];
+    s.read("child", 0, &mut buf).unwrap();
+    assert_eq!(&buf[..4096], &[7; 4096]);
+    assert_eq!(&buf[4096..], &[9; 4096]);
+    assert_eq!(
+        cached.metadata().unwrap().len(),
+        8192,
+        "the cached descriptor is another file"
+    );
+}

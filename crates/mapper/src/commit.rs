@@ -34,6 +34,12 @@ impl Mapper {
         chunks: Vec<Chunk>,
         header: &Header,
     ) -> Result<(), Error> {
+        if let Some(st) = st.as_deref_mut() {
+            // A header replaced by anything but a checkpoint of what this
+            // open journaled (a resize, a rollback, a flatten step, a
+            // rebase, a snapshot) may stop naming objects of the epoch.
+            st.orphan_free = false;
+        }
         let r = self.commit_inner(name, st.as_deref_mut(), held, chunks, header);
         if let (Err(e), Some(st)) = (&r, st) {
             // The map store refused us as fenced (a broken lock): forget

@@ -176,15 +176,25 @@ impl Mapper {
         write: bool,
     ) -> Option<Result<(Vec<Extent>, u64), Error>> {
         let s = self.volumes.try_lock().ok()?.get(name)?.clone();
-        let st = s.try_lock().ok()?;
+        let mut st = s.try_lock().ok()?;
+        let st = &mut *st;
         let h = st.header.as_ref().filter(|_| st.opens > 0)?;
         if write
-            && st
-                .fence_checked
-                .map_or(true, |t| t.elapsed() > FENCE_RECHECK)
+            && (st.exclusive
+                || st
+                    .fence_checked
+                    .map_or(true, |t| t.elapsed() > FENCE_RECHECK))
         {
             return None;
         }
+        // First writes to unallocated objects are mapped here too when no
+        // orphan can be under their names (`VolState::orphan_free`): they
+        // need no delete, only to become pending.
+        let allocate = write
+            && st.orphan_free
+            && !Self::flatten_copying(st, offset, len)
+            && !Self::copy_up_in_flight(st, offset, len);
+        let mut new_pending = Vec::new();
         if let Err(e) = Self::check_range(name, h, offset, len) {
             return Some(Err(e));
         }
@@ -213,20 +223,35 @@ impl Mapper {
                 // In place only: every granule the write touches is the
                 // volume's own already, and no write to it is pending.
                 let touched = granules_touched(h.object_size(), off, n);
-                if touched & !own_granules(h, &entry) != 0 || st.pending.contains_key(&index) {
+                if st.pending.contains_key(&index) || new_pending.contains(&index) {
                     return None;
+                }
+                let fresh = entry.is_zero();
+                if touched & !own_granules(h, &entry) != 0 && !(fresh && allocate) {
+                    return None;
+                }
+                if fresh {
+                    new_pending.push(index);
                 }
                 out.push(Extent {
                     index,
-                    object: entry.object_name(index),
+                    object: if fresh {
+                        Some(owned_object_name(h.volume_id, h.epoch, index))
+                    } else {
+                        entry.object_name(index)
+                    },
                     offset_in_object: off,
                     len: n,
-                    pending: false,
+                    pending: fresh,
                     missing_reads_zero: true,
                 });
                 continue;
             }
             entry_extents(&entry, index, off, n, h.object_size(), &mut out);
+        }
+        let all = granule_mask(h.object_size());
+        for index in new_pending {
+            st.pending.insert(index, all);
         }
         Some(Ok((out, st.token)))
     }
@@ -444,7 +469,7 @@ impl Mapper {
                 // object covers only the bytes inside the volume; the
                 // orphan's bytes past the end (from before a shrink)
                 // would come back with a grow.
-                if n < os {
+                if n < os && !st.orphan_free {
                     self.delete_orphan(&own, Some(st.fence(name)))
                         .map_err(|e| forget_if_fenced(&mut st, e))?;
                 }
@@ -614,6 +639,8 @@ impl Mapper {
                 if st.token == token {
                     for c in copies.iter().filter(|c| !c.was_pending) {
                         st.drop_pending(c.index);
+                        // The copy may have made the object: an orphan.
+                        st.orphan_free = false;
                     }
                 }
                 Err(forget_if_fenced(&mut st, e))

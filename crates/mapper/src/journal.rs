@@ -365,7 +365,11 @@ impl Mapper {
             token: st.token,
             took: false,
         };
-        self.commit(name, Some(st), Some(&held), Vec::new(), &h)
+        // The checkpoint names what the journal named: no orphan appears.
+        let orphan_free = st.orphan_free;
+        self.commit(name, Some(st), Some(&held), Vec::new(), &h)?;
+        st.orphan_free = orphan_free;
+        Ok(())
     }
 
     /// `header` with the records of its journal that apply on it (see

@@ -242,6 +242,12 @@ pub struct Mapper {
     /// Volume ids whose journal object may exist: deleted by their next
     /// header commit.
     journals: Mutex<std::collections::HashSet<u64>>,
+    /// Volumes this mapper created (or cloned), by name: their id and the
+    /// token of the lock the creation held. Consumed by the volume's
+    /// first open here: if that open's token is the next one, nobody held
+    /// the lock in between, so no object of the volume exists that no
+    /// entry names (`VolState::orphan_free`).
+    created: Mutex<HashMap<String, (u64, u64)>>,
     /// Write-back mode: the store of the write-back journals (records
     /// acknowledged but not yet durable; `journal.rs`).
     write_back: Option<Arc<dyn ObjectStore>>,
@@ -266,6 +272,7 @@ impl Mapper {
             chunks: Mutex::new(Lru::new(DEFAULT_CACHE_BYTES)),
             dirty: Mutex::new(HashMap::new()),
             journals: Mutex::new(std::collections::HashSet::new()),
+            created: Mutex::new(HashMap::new()),
             write_back: None,
             hash_threads: None,
             gc_wait: DEFAULT_GC_WAIT,

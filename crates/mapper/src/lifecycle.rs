@@ -20,6 +20,10 @@ use crate::{check_name, err, map_err, random_id, store_err, upgrade_hint, Mapper
 
 pub use archipelago_protocol::payload::VolumeInfo;
 
+/// How many created, not yet opened volumes a mapper remembers
+/// (`Mapper::created`).
+const MAX_CREATED_NOTED: usize = 4096;
+
 impl Mapper {
     fn info_of(vol: &Vol) -> VolumeInfo {
         let h = &vol.header;
@@ -68,7 +72,9 @@ impl Mapper {
                 return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
             }
             let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
-            self.commit(name, Some(st), Some(held), vec![], &h)
+            self.commit(name, Some(st), Some(held), vec![], &h)?;
+            self.note_created(name, h.volume_id, held.token);
+            Ok(())
         })
     }
 
@@ -161,6 +167,8 @@ impl Mapper {
                 st.token = held.token;
                 st.header = Some(vol.header.clone());
                 st.clear_pending();
+                st.orphan_free = vol.overlay.is_none()
+                    && self.orphan_free_at_open(name, &vol.header, held.token);
                 st.journal_len = 0;
                 st.volatile_len = 0;
                 // A journal left by the last owner: its records are in
@@ -329,9 +337,35 @@ impl Mapper {
                         r => break r.map_err(|e| map_err(new_name, e))?,
                     }
                 };
-                self.commit(new_name, Some(nst), Some(held), vec![], &h)
+                self.commit(new_name, Some(nst), Some(held), vec![], &h)?;
+                self.note_created(new_name, h.volume_id, held.token);
+                Ok(())
             })
         })
+    }
+
+    /// Notes that `name` (volume id `id`) was just created under the lock
+    /// token `token` (see `Mapper::created`).
+    fn note_created(&self, name: &str, id: u64, token: u64) {
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        // Volumes created and never opened here: forgetting them only
+        // costs their first writes a delete each.
+        if created.len() >= MAX_CREATED_NOTED {
+            created.clear();
+        }
+        created.insert(name.to_owned(), (id, token));
+    }
+
+    /// Whether an open of `name` (header `h`) that took its lock with
+    /// `token` finds no orphan possible: `name` was created here, with
+    /// this id, under the token just before. Consumes the note.
+    fn orphan_free_at_open(&self, name: &str, h: &Header, token: u64) -> bool {
+        let noted = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        noted.is_some_and(|(id, t)| id == h.volume_id && t.checked_add(1) == Some(token))
     }
 
     /// Names of the live volumes and snapshots that depend on the

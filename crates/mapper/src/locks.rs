@@ -60,6 +60,13 @@ pub(crate) struct VolState {
     pub(crate) flattening: Option<u64>,
     /// Held by an exclusive open (an export): no other open, no write.
     pub(crate) exclusive: bool,
+    /// No object of the volume's current epoch exists that no entry
+    /// names and no pending write will: the volume was created by this
+    /// mapper, nobody held its lock since, and no round of this open was
+    /// abandoned. A first write then needs no delete of an orphan
+    /// (`io.rs`), and is mapped on the loop thread. False whenever not
+    /// known (a reset state is false).
+    pub(crate) orphan_free: bool,
 }
 
 /// How long a writer trusts its lock without asking the map store again:
@@ -121,6 +128,10 @@ pub(crate) struct Held {
 impl VolState {
     /// Forgets every pending write.
     pub(crate) fn clear_pending(&mut self) {
+        if !self.pending.is_empty() {
+            // Rounds abandoned: their objects may be orphans.
+            self.orphan_free = false;
+        }
         self.pending.clear();
     }
 

@@ -109,3 +109,82 @@ fn a_write_mapped_before_the_commit_of_its_object_commits() {
     // An index that was never written stays an error.
     assert!(env.m.commit_writes("vol", &[1]).is_err());
 }
+
+/// A volume created by this mapper and opened by it with the very next
+/// lock token can hold no orphan: its first writes delete nothing (a
+/// round trip to the data store each) and are mapped from the cache.
+#[test]
+fn first_writes_into_a_volume_created_here_delete_nothing() {
+    use archipelago_store::{Fault, FaultyStore, MemoryStore, OpKind};
+    use std::sync::Arc;
+    for clone in [false, true] {
+        let maps = Arc::new(MemoryStore::new());
+        let data = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let m = archipelago_mapper::Mapper::new(maps.clone(), data.clone(), "host1".into());
+        let vol = if clone {
+            m.create("base", 8 * OS, Some(OS)).unwrap();
+            common::write(&m, &*data, "base", 0, b"base").unwrap();
+            m.close("base").unwrap();
+            m.snapshot("base", "gold").unwrap();
+            m.clone_volume("gold", "vm", None).unwrap();
+            "vm"
+        } else {
+            m.create("vm", 8 * OS, Some(OS)).unwrap();
+            "vm"
+        };
+        m.open(vol, true).unwrap();
+        data.fail_always(OpKind::Delete, Fault::Io);
+        // A partial first write on the full path, then one from the cache.
+        common::write(&m, &*data, vol, OS + 10, b"first").unwrap();
+        let fast = m.map_cached(vol, 2 * OS + 10, 4, true).unwrap().unwrap();
+        assert!(fast[0].pending, "{fast:?}");
+        let obj = fast[0].object.clone().unwrap();
+        data.write(&obj, 10, b"fast", true).unwrap();
+        m.commit_writes(vol, &[2]).unwrap();
+        assert_eq!(data.injected(), 0, "a delete was tried");
+        data.clear();
+        let mut want = vec![0u8; OS as usize];
+        want[10..15].copy_from_slice(b"first");
+        assert_eq!(common::read(&m, &*data, vol, OS, OS).unwrap(), want);
+        let mut want = vec![0u8; OS as usize];
+        want[10..14].copy_from_slice(b"fast");
+        assert_eq!(common::read(&m, &*data, vol, 2 * OS, OS).unwrap(), want);
+        if clone {
+            assert_eq!(common::read(&m, &*data, vol, 0, 4).unwrap(), b"base");
+        }
+    }
+}
+
+/// Another host held the lock between the creation here and the open
+/// here: it may have left an orphan, which the first write deletes.
+#[test]
+fn an_orphan_left_by_another_open_since_the_creation_is_deleted() {
+    let env = Env::new();
+    env.m.create("vol", 2 * OS, Some(OS)).unwrap();
+    let other = env.other("host2");
+    let ext = other.map_write("vol", OS, 8).unwrap();
+    assert!(ext[0].pending, "{ext:?}");
+    let obj = ext[0].object.clone().unwrap();
+    env.data
+        .write(&obj, 0, &pattern(5, OS as usize), true)
+        .unwrap();
+    other.close("vol").unwrap();
+    env.write("vol", OS + 100, b"new");
+    let mut want = vec![0u8; OS as usize];
+    want[100..103].copy_from_slice(b"new");
+    assert!(env.read("vol", OS, OS) == want, "the orphan's bytes show");
+}
+
+/// A round abandoned in an open that began orphan-free (a barrier forgot
+/// it) leaves an orphan: the next first write of the object deletes it.
+#[test]
+fn an_abandoned_round_ends_the_certainty_that_no_orphan_exists() {
+    let env = Env::new();
+    env.m.create("vol", 2 * OS, Some(OS)).unwrap();
+    env.m.open("vol", true).unwrap();
+    abandon_round(&env, "vol", 1, OS / 2, 3);
+    env.write("vol", OS + OS / 2 + 7, b"new");
+    let mut want = vec![0u8; OS as usize];
+    want[(OS / 2 + 7) as usize..(OS / 2 + 10) as usize].copy_from_slice(b"new");
+    assert!(env.read("vol", OS, OS) == want, "the orphan's bytes show");
+}

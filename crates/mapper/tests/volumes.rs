@@ -255,15 +255,32 @@ fn a_broken_lock_fences_the_old_owner() {
     e.m.open("vol", true).unwrap();
     e.write("vol", 0, b"mine");
     // Broken as `vlmc unlock --force` breaks it: the data store's fence
-    // first. The old owner's first write (a fenced delete of a possible
-    // orphan) is refused there.
+    // first. The old owner's first write is refused: at its map (a
+    // fenced delete of a possible orphan) or, in a volume created here
+    // where no orphan can exist, at its data write (fenced at the data
+    // store) and its commit (fenced at the map store).
     let (_, token) = e.maps.lock_owner("vol").unwrap().unwrap();
     e.data.raise_fence("vol", token + 1).unwrap();
     e.maps.break_lock("vol").unwrap();
     let h2 = e.other("host2");
     h2.open("vol", true).unwrap();
-    let err = e.m.map_write("vol", OS, 1).unwrap_err();
-    assert_eq!(err.code, ErrorCode::Fenced);
+    let code = match e.m.map_write("vol", OS, 1) {
+        Err(err) => err.code,
+        Ok(ext) => {
+            let obj = ext[0].object.clone().unwrap();
+            let fence = archipelago_store::Fence { lock: "vol", token };
+            let refused = e.data.write_fenced(&obj, 0, b"x", true, fence);
+            assert!(
+                matches!(
+                    refused,
+                    Err(archipelago_store::StoreError::StaleToken { .. })
+                ),
+                "{refused:?}"
+            );
+            e.m.commit_writes("vol", &[1]).unwrap_err().code
+        }
+    };
+    assert_eq!(code, ErrorCode::Fenced);
     assert_eq!(e.maps.lock_owner("vol").unwrap().unwrap().0, "host2");
     assert!(!e.m.is_open("vol"));
 }

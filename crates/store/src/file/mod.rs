@@ -462,20 +462,36 @@ impl FileStore {
         let path = self.path(name);
         self.make_dirs(&path).map_err(io)?;
         let generation = self.fds.generation();
-        // An empty temporary (usually a spare, its inode made ahead)
-        // moved into place, never replacing, like `O_EXCL`.
-        let mut t = self.temp.create().map_err(io)?;
         self.pending.mark_dir(&path.dir);
-        let file = if t.place(&path.file).map_err(io)? {
-            t.file.try_clone().map_err(io)?
-        } else {
+        // A spare (its inode made ahead) moved into place, never
+        // replacing; without one, the file created in place (in its own
+        // fan-out directory, not behind `tmp/`'s lock).
+        let placed = match self.temp.take_spare().map_err(io)? {
+            Some(mut t) => t
+                .place(&path.file)
+                .map_err(io)?
+                .then(|| t.file.try_clone())
+                .transpose()
+                .map_err(io)?,
+            None => match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path.file)
+            {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                Err(e) => return Err(io(e)),
+            },
+        };
+        let file = match placed {
+            Some(f) => f,
             // Created meanwhile by another thread or process.
-            drop(t);
-            OpenOptions::new()
+            None => OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path.file)
-                .map_err(io)?
+                .map_err(io)?,
         };
         let file = Arc::new(file);
         self.fds.insert(name, &file, generation);

@@ -351,6 +351,15 @@ impl TempArea {
     /// A new, empty temporary file (read-write): a spare if one is ready,
     /// else one created now.
     pub(super) fn create(&self) -> io::Result<TempFile> {
+        match self.take_spare()? {
+            Some(t) => Ok(t),
+            None => self.names.create(),
+        }
+    }
+
+    /// A spare if one is ready (the caller then creates its file itself,
+    /// as it sees fit: creations in `tmp/` are serialised on its lock).
+    pub(super) fn take_spare(&self) -> io::Result<Option<TempFile>> {
         loop {
             let spare = self.spares.lock().paths.pop_front();
             self.spares.changed.notify_one();
@@ -360,7 +369,7 @@ impl TempArea {
                     let mut state = self.spares.lock();
                     state.target = (state.target * 2).min(MAX_SPARES);
                 }
-                return self.names.create();
+                return Ok(None);
             };
             let file = match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
@@ -376,7 +385,7 @@ impl TempArea {
             // Still empty (nobody wrote into our file meanwhile), or
             // dropped, which removes it.
             if t.file.metadata()?.len() == 0 {
-                return Ok(t);
+                return Ok(Some(t));
             }
         }
     }

@@ -20,12 +20,16 @@ fn load(t: &Target) -> Result<MappedSet, Failure> {
     MappedSet::load(&t.mapped_file).on(&t.mapped_file.display().to_string())
 }
 
-fn save(t: &Target, set: &MappedSet) -> Result<(), Failure> {
+/// Changes the mapped set under its lock ([`MappedSet::update`]).
+fn update<R>(
+    t: &Target,
+    change: impl FnOnce(&mut MappedSet) -> Result<R, Failure>,
+) -> Result<R, Failure> {
+    let label = t.mapped_file.display().to_string();
     if let Some(dir) = t.mapped_file.parent() {
         std::fs::create_dir_all(dir).on(&dir.display().to_string())?;
     }
-    set.save(&t.mapped_file)
-        .on(&t.mapped_file.display().to_string())
+    MappedSet::update(&t.mapped_file, change).on(&label)?
 }
 
 /// `map NAME [--readonly]`.
@@ -36,21 +40,26 @@ pub fn map(
     readonly: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let mut set = load(t)?;
-    if set.get(name).is_some() {
-        return Err(Failure::new(name, "already mapped"));
-    }
-    let info = c.volume_info(t.vlmcd, name).on(name)?;
-    let readonly = readonly || info.readonly;
-    if !readonly {
-        c.open_volume(t.vlmcd, name, true).on(name)?;
-    }
-    set.volumes.push(MappedVolume {
-        name: name.to_owned(),
-        readonly,
-    });
-    if let Err(e) = save(t, &set) {
+    let opened = std::cell::Cell::new(false);
+    let mapped = update(t, |set| {
+        if set.get(name).is_some() {
+            return Err(Failure::new(name, "already mapped"));
+        }
+        let info = c.volume_info(t.vlmcd, name).on(name)?;
+        let readonly = readonly || info.readonly;
         if !readonly {
+            c.open_volume(t.vlmcd, name, true).on(name)?;
+            opened.set(true);
+        }
+        set.volumes.push(MappedVolume {
+            name: name.to_owned(),
+            readonly,
+        });
+        Ok(())
+    });
+    if let Err(e) = mapped {
+        // Opened, but the set could not be saved: not mapped after all.
+        if opened.get() {
             let _ = c.close_volume(t.vlmcd, name);
         }
         return Err(e);
@@ -60,23 +69,24 @@ pub fn map(
 
 /// `unmap [-f] NAME`.
 pub fn unmap(t: &Target, name: &str, force: bool) -> Result<(), Failure> {
-    let mut set = load(t)?;
-    let Some(entry) = set.get(name).cloned() else {
-        return Err(Failure::new(name, "not mapped"));
-    };
     let clients = NbdClients::load(&t.clients_file).unwrap_or_default();
     let connected = clients.connected(name);
-    if connected > 0 && !force {
-        return Err(Failure::new(
-            name,
-            format!(
-                "{connected} NBD client{} connected; nothing was changed (disconnect, or use -f)",
-                if connected == 1 { " is" } else { "s are" }
-            ),
-        ));
-    }
-    set.volumes.retain(|v| v.name != name);
-    save(t, &set)?;
+    let entry = update(t, |set| {
+        let Some(entry) = set.get(name).cloned() else {
+            return Err(Failure::new(name, "not mapped"));
+        };
+        if connected > 0 && !force {
+            return Err(Failure::new(
+                name,
+                format!(
+                    "{connected} NBD client{} connected; nothing was changed (disconnect, or use -f)",
+                    if connected == 1 { " is" } else { "s are" }
+                ),
+            ));
+        }
+        set.volumes.retain(|v| v.name != name);
+        Ok(entry)
+    })?;
     if connected > 0 {
         // nbdd re-reads the set on SIGHUP and disconnects the clients of
         // exports no longer in it.

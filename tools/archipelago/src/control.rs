@@ -94,6 +94,13 @@ fn ensure_segment(c: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The lock `start` and `stop` hold while they run.
+fn control_lock(c: &Config) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    procs::lock_file(c, "control", true)
+        .with_context(|| format!("cannot lock {}", c.paths.run_dir.display()))?
+        .ok_or_else(|| anyhow!("the control lock was not granted"))
+}
+
 /// Stops the supervisor (it leaves the roles running).
 fn stop_supervisor(c: &Config) {
     if let Some(pid) = procs::supervisor_pid(c) {
@@ -174,6 +181,9 @@ pub fn start(cli: &Cli, c: &Config, role: Option<Role>) -> Result<()> {
         None => ROLES.to_vec(),
     };
     create_dirs(c)?;
+    // Starts and stops one at a time: a concurrent start waits, then
+    // finds the system running.
+    let _serial = control_lock(c)?;
     let supervisor = procs::supervisor_pid(c);
     let supervised = supervisor
         .and_then(|_| State::read(c))
@@ -264,6 +274,11 @@ fn check_no_mapped_volumes(c: &Config) -> Result<()> {
 /// for NBD or mapperd holds volumes open for writing; the peers drain
 /// their requests in flight.
 pub fn stop(cli: &Cli, c: &Config, role: Option<Role>, force: bool) -> Result<()> {
+    let _serial = if c.paths.run_dir.is_dir() {
+        Some(control_lock(c)?)
+    } else {
+        None
+    };
     if !force {
         check_no_mapped_volumes(c)?;
         let seg = Segment::attach(&c.segment_name(), None).ok();

@@ -38,6 +38,33 @@ pub fn supervisor_pidfile(c: &Config) -> PathBuf {
     c.paths.run_dir.join("supervisor.pid")
 }
 
+/// Takes the exclusive `flock` of `<run_dir>/<name>.lock` (created if
+/// missing), waiting for it if `wait`, else `None` while another process
+/// holds it. Released when the returned value drops (or the process
+/// dies).
+pub fn lock_file(
+    c: &Config,
+    name: &str,
+    wait: bool,
+) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(c.paths.run_dir.join(format!("{name}.lock")))?;
+    let arg = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    match Flock::lock(file, arg) {
+        Ok(held) => Ok(Some(held)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
 /// `<run_dir>/supervisor.json`: what the supervisor is doing.
 pub fn state_file(c: &Config) -> PathBuf {
     c.paths.run_dir.join("supervisor.json")

@@ -167,6 +167,17 @@ fn write_state(c: &Config, phase: Phase, error: Option<(Role, String)>, slots: &
 pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
     let _ = nix::unistd::setsid();
     let bin_dir = crate::bin_dir()?;
+    // One supervisor per run directory, for its whole life: a second one
+    // would start every role again and, failing, remove the first's pid
+    // file.
+    let _only = procs::lock_file(c, "supervisor", false)
+        .with_context(|| format!("cannot lock {}", c.paths.run_dir.display()))?
+        .ok_or_else(|| {
+            let pid = procs::supervisor_pid(c)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            anyhow!("another supervisor runs for this configuration{pid}; nothing was started")
+        })?;
     procs::write_pidfile(&procs::supervisor_pidfile(c), std::process::id())?;
     log(&format!(
         "supervisor pid {} for {}",

@@ -919,3 +919,99 @@ fn nbdd_killed_comes_back_with_its_mapped_set() {
     let out = s.run(&["stop"]);
     assert!(out.status.success(), "stop: {}", text(&out));
 }
+
+/// Processes whose command line contains `needle` (this test's private
+/// directory), with their command lines.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && alive(pid) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Issue 19: concurrent `archipelago start`s could each launch a
+/// supervisor; a losing one removed the winner's pid file, so `status`
+/// said not running and `stop -f` left the orphan restarting everything.
+/// Now starts take turns and one supervisor runs per configuration: the
+/// later starts find it running, and `stop -f` leaves nothing behind.
+#[test]
+fn concurrent_starts_leave_exactly_one_supervisor() {
+    let mut s = Setup::new("");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(EXE)
+                .arg("--config")
+                .arg(&s.config)
+                .arg("start")
+                .env_remove("ARCHIPELAGO_CONFIG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    s.note_pids();
+    let needle = s.dir.path().display().to_string();
+    let supervisors: Vec<_> = processes_with(&needle)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(" supervise "))
+        .collect();
+    for (pid, _) in &supervisors {
+        s.pids.insert(*pid);
+    }
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+    assert_eq!(s.pid_of("supervisor"), Some(supervisors[0].0));
+    let (running, v) = s.status();
+    assert!(running, "{v}");
+    // A supervisor started by hand next to it refuses, naming it.
+    let mut second = Command::new(EXE)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["supervise", "--roles", "blockerb"])
+        .env_remove("ARCHIPELAGO_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second supervisor kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("another supervisor runs"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(s.pid_of("supervisor"), Some(supervisors[0].0));
+    let out = s.run(&["stop", "-f"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        processes_with(&needle),
+        vec![],
+        "left running after stop -f"
+    );
+}

@@ -74,6 +74,12 @@ impl Client {
         })
     }
 
+    /// The largest request buffer of the segment: the most one request
+    /// carries.
+    pub fn max_buffer(&self) -> u64 {
+        self.port.segment().max_buffer()
+    }
+
     /// Sets how long a call may wait for its reply.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;

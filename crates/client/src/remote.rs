@@ -131,6 +131,13 @@ fn check_fenced(name: &str, fence: Fence<'_>) -> Result<(), StoreError> {
 }
 
 impl ObjectStore for RemoteStore {
+    /// The segment's largest buffer (`None` if the segment cannot be
+    /// reached now).
+    fn max_object_bytes(&self) -> Option<u64> {
+        self.with("segment", "max_object_bytes", |c, _| Ok(c.max_buffer()))
+            .ok()
+    }
+
     fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<u64, StoreError> {
         check_name(name)?;
         check_range(name, offset, buf.len() as u64)?;

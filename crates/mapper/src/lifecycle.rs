@@ -72,6 +72,7 @@ impl Mapper {
                 return Err(err(ErrorCode::Exists, format!("volume {name} exists")));
             }
             let h = Header::new(random_id(), size, log2).map_err(|e| map_err(name, e))?;
+            self.check_header_fits(&h)?;
             self.commit(name, Some(st), Some(held), vec![], &h)?;
             self.note_created(name, h.volume_id, held.token);
             Ok(())
@@ -337,11 +338,45 @@ impl Mapper {
                         r => break r.map_err(|e| map_err(new_name, e))?,
                     }
                 };
+                self.check_header_fits(&h)?;
                 self.commit(new_name, Some(nst), Some(held), vec![], &h)?;
                 self.note_created(new_name, h.volume_id, held.token);
                 Ok(())
             })
         })
+    }
+
+    /// Refuses a header the map store could not take in one write (a
+    /// volume too large for its object size: the header lists a chunk
+    /// per 4,096 objects), naming the limit, instead of letting the
+    /// store refuse it vaguely.
+    pub(crate) fn check_header_fits(&self, h: &Header) -> Result<(), Error> {
+        let Some(max) = self.maps.max_object_bytes() else {
+            return Ok(());
+        };
+        let len = h.encoded_len();
+        if len <= max {
+            return Ok(());
+        }
+        // The fixed part, then one chunk reference per chunk.
+        let per_chunk = archipelago_mapfmt::header::CHUNK_REF_LEN as u64;
+        let fixed = len - h.chunks.len() as u64 * per_chunk;
+        let most = (max.saturating_sub(fixed) / per_chunk)
+            .saturating_mul(archipelago_mapfmt::ENTRIES_PER_CHUNK as u64)
+            .saturating_mul(h.object_size());
+        Err(err(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{} with {} objects is too large: its map header would be {} bytes, more \
+                 than the {} bytes the map store takes in one write; with these objects a \
+                 volume may have at most {} (larger objects allow larger volumes)",
+                human(h.size),
+                human(h.object_size()),
+                len,
+                max,
+                human(most)
+            ),
+        ))
     }
 
     /// Notes that `name` (volume id `id`) was just created under the lock
@@ -589,4 +624,22 @@ pub(crate) fn refuse_exclusive(name: &str, st: &VolState) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// `n` bytes in the largest binary unit it reaches, rounded down to a
+/// tenth (`8 PiB`, `3.9 PiB`, `4 MiB`).
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["PiB", "TiB", "GiB", "MiB", "KiB"];
+    for (i, unit) in UNITS.iter().enumerate() {
+        let scale = 1u64 << (10 * (5 - i));
+        if n >= scale {
+            let tenths = (n as u128 * 10 / scale as u128) as u64;
+            return if tenths % 10 == 0 {
+                format!("{} {unit}", tenths / 10)
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{n} bytes")
 }

@@ -83,6 +83,9 @@ impl Mapper {
             }
             let (nh, chunk) =
                 resize(&h, new_size, tail.as_deref()).map_err(|e| map_err(name, e))?;
+            // Only a grow makes the header larger, and a grow has changed
+            // no data yet.
+            self.check_header_fits(&nh)?;
             chunks.extend(chunk);
             // A chunk zero_tail wrote and resize trimmed again is not needed.
             chunks.retain(|c| nh.chunks.contains(&c.id()));

@@ -405,6 +405,14 @@ pub trait ObjectStore: Send + Sync {
         false
     }
 
+    /// The largest object the store takes in one write, if it has a limit
+    /// (a blocker behind a segment: the segment's largest buffer), so that
+    /// a caller can refuse what would not fit with a clear error before
+    /// trying. Defaults to `None` (no limit known).
+    fn max_object_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// [`read`](ObjectStore::read) if it can be done without waiting on a
     /// device or the network (the bytes are in memory), else `None`: the
     /// caller then calls `read`, typically on a worker thread. `None` is
@@ -566,6 +574,9 @@ macro_rules! forward {
             }
             fn never_blocks(&self) -> bool {
                 (**self).never_blocks()
+            }
+            fn max_object_bytes(&self) -> Option<u64> {
+                (**self).max_object_bytes()
             }
             fn try_read_now(&self, name: &str, offset: u64, buf: &mut [u8]) -> Option<Result<u64, StoreError>> {
                 (**self).try_read_now(name, offset, buf)

@@ -330,3 +330,29 @@ fn export_of_a_writable_volume_changes_nothing() {
     check_export(&vlmc, "vol", &export_path, &expect);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 19: `vlmc create big --size 8P` passed the size check and then
+/// failed with a vague, repeated "refused by the blocker" (its map header
+/// does not fit one request). Refused up front, naming the limit; a
+/// grow past it too, the volume unchanged.
+#[test]
+fn a_volume_too_large_for_its_map_is_refused_naming_the_limit() {
+    let p = Pipeline::start(
+        "vlmc-too-large",
+        "host-a",
+        &Backend::Memory,
+        &Backend::Memory,
+    );
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    vlmc.fails(&["create", "big", "--size", "8P"], "big", "at most");
+    assert!(vlmc.names(false).is_empty());
+    vlmc.ok(&["create", "v", "--size", "1G"]);
+    vlmc.fails(
+        &["resize", "v", "--size", "8P"],
+        "v",
+        "larger objects allow larger volumes",
+    );
+    assert_eq!(vlmc.info("v")["size"], 1u64 << 30);
+}

@@ -270,7 +270,7 @@ fn volumes_snapshots_clones_and_a_kill_9_of_the_mapper() {
     // A snapshot with clones cannot go.
     assert_eq!(
         c.remove_volume(MAPPER, "snap").unwrap_err().code,
-        ErrorCode::Exists
+        ErrorCode::InUse
     );
 
     // Hashing the snapshot (content objects stored through blockerb's

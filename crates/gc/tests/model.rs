@@ -240,7 +240,7 @@ fn random_operations_then_gc_leave_exactly_what_the_model_needs() {
                             model.remove(&n);
                         }
                         // A snapshot with clones stays.
-                        Err(e) if e.code == ErrorCode::Exists => {}
+                        Err(e) if e.code == ErrorCode::InUse => {}
                         Err(e) => panic!("remove {n}: {e}"),
                     }
                 }
@@ -359,7 +359,7 @@ fn gc_during_writes_clones_and_hashes_loses_nothing() {
                         let (n, _, _) = kept.remove(0);
                         match w.mapper.remove(&n) {
                             Ok(()) => {}
-                            Err(e) if e.code == ErrorCode::Exists => {
+                            Err(e) if e.code == ErrorCode::InUse => {
                                 kept.push((n.clone(), vec![], true));
                                 kept.pop();
                             }
@@ -834,7 +834,7 @@ impl Sim {
                             model.remove(&n);
                         }
                         // A snapshot with clones, a volume open elsewhere.
-                        Err(e) if matches!(e.code, ErrorCode::Exists | ErrorCode::Locked) => {}
+                        Err(e) if matches!(e.code, ErrorCode::InUse | ErrorCode::Locked) => {}
                         Err(e) => panic!("seed {seed}: remove {n}: {e}"),
                     }
                 }

@@ -23,7 +23,7 @@
 //! | [`info_assume_v0`](Mapper::info_assume_v0), [`map_read_assume_v0`](Mapper::map_read_assume_v0) | none | nothing | `NotFound`; a Pithos hashmap's 64-hex name is accepted here (read-only), never for writing |
 //! | [`snapshot`](Mapper::snapshot) | volume: held or taken for the operation; snapshot name: taken for the operation | volume header, then snapshot header | `Exists`, `Locked`, `ReadOnly`, `Busy` (uncommitted writes) |
 //! | [`clone_volume`](Mapper::clone_volume) | source snapshot and new name, for the operation (excludes a remove of the source on any host) | clone header | `InvalidArgument` (not a snapshot, smaller), `Exists`, `Locked` (the source is being hashed, cloned or removed elsewhere) |
-//! | [`remove`](Mapper::remove) | held or taken | header (REMOVED; the name can be used again at once: snapshot, clone, rename and create onto it move the removed header to its tombstone first) | `Exists` (a snapshot with clones), `Locked` |
+//! | [`remove`](Mapper::remove) | held or taken | header (REMOVED; the name can be used again at once: snapshot, clone, rename and create onto it move the removed header to its tombstone first) | `InUse` (a snapshot with clones), `Locked` |
 //! | [`rename`](Mapper::rename) | both names, for the operation | marker, new header, delete old header, delete marker | `Busy` (open here), `Exists`, `Locked` |
 //! | [`resize`](Mapper::resize) | held or taken | shrink mid-object: zeros over the cut bytes of the new last object (copied up first if shared); chunks, header | `InvalidArgument` (shrink without force), `Busy` (uncommitted writes) |
 //! | [`map_read`](Mapper::map_read) | none | nothing | `OutOfRange`, `NotFound` |

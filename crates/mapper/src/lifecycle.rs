@@ -461,7 +461,7 @@ impl Mapper {
                 let clones = self.clones_of(name, &h)?;
                 if !clones.is_empty() {
                     return Err(err(
-                        ErrorCode::Exists,
+                        ErrorCode::InUse,
                         format!("snapshot {name} still has clones: {}", clones.join(", ")),
                     ));
                 }

@@ -48,7 +48,7 @@ fn flatten_copies_shared_objects_and_frees_the_parent() {
     model[2 * OS as usize + 5..2 * OS as usize + 9].copy_from_slice(b"mine");
     assert_eq!(
         e.m.remove("gold").unwrap_err().code,
-        ErrorCode::Exists,
+        ErrorCode::InUse,
         "a snapshot with a clone stays"
     );
     assert_eq!(e.m.dependents("gold").unwrap(), ["clone"]);

@@ -293,7 +293,7 @@ fn removing_marks_removed_and_refuses_snapshots_with_clones() {
     e.m.snapshot("vol", "s1").unwrap();
     e.m.clone_volume("s1", "c1", None).unwrap();
     let err = e.m.remove("s1").unwrap_err();
-    assert_eq!(err.code, ErrorCode::Exists);
+    assert_eq!(err.code, ErrorCode::InUse);
     assert!(err.detail.contains("c1"), "{err}");
     e.m.remove("c1").unwrap();
     assert!(e.m.info("c1").unwrap().removed);
@@ -421,7 +421,7 @@ fn a_snapshot_cannot_be_removed_while_a_clone_depends_on_it_through_later_snapsh
     e.m.snapshot("vm", "vm-export").unwrap();
     e.m.remove("vm-export").unwrap();
     let refused = e.m.remove("gold").unwrap_err();
-    assert_eq!(refused.code, ErrorCode::Exists);
+    assert_eq!(refused.code, ErrorCode::InUse);
     assert!(refused.detail.contains("vm"), "{refused}");
     // Snapshots of the snapshot's own volume are not clones of it.
     e.m.snapshot("base", "later").unwrap();

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     Io = 9,
     /// The peer does not implement this op.
     Unsupported = 10,
+    /// Something else depends on it (a snapshot with clones).
+    InUse = 11,
     /// The peer holding the request died.
     PeerDied = 0xFFFF_FF01,
     /// Out of descriptors, buffers or queue room; retry later.
@@ -40,7 +42,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::NotFound,
         ErrorCode::Exists,
         ErrorCode::Locked,
@@ -51,6 +53,7 @@ impl ErrorCode {
         ErrorCode::NoSpace,
         ErrorCode::Io,
         ErrorCode::Unsupported,
+        ErrorCode::InUse,
         ErrorCode::PeerDied,
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::NoSpace => "no space left",
             ErrorCode::Io => "I/O error",
             ErrorCode::Unsupported => "operation not supported",
+            ErrorCode::InUse => "in use",
             ErrorCode::PeerDied => "peer died",
             ErrorCode::Busy => "busy, try again",
             ErrorCode::ShuttingDown => "shutting down",
@@ -95,7 +99,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NotFound => libc_errno::ENOENT,
             ErrorCode::Exists => libc_errno::EEXIST,
-            ErrorCode::Locked | ErrorCode::Busy => libc_errno::EBUSY,
+            ErrorCode::Locked | ErrorCode::Busy | ErrorCode::InUse => libc_errno::EBUSY,
             ErrorCode::Fenced | ErrorCode::ReadOnly => libc_errno::EPERM,
             ErrorCode::OutOfRange | ErrorCode::InvalidArgument => libc_errno::EINVAL,
             ErrorCode::NoSpace => libc_errno::ENOSPC,

@@ -36,4 +36,5 @@ pub use role::{Role, CLIENT_PORTS_START};
 /// 2: fenced writes ([`Flags::FENCED`], [`payload::FencedTarget`]) and the
 /// volume's token in the map reply.
 /// 3: fenced copy-ups and deletes (COPY and DELETE with [`Flags::FENCED`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: the error code [`ErrorCode::InUse`] (a snapshot with clones).
+pub const PROTOCOL_VERSION: u32 = 4;

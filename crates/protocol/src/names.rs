@@ -52,13 +52,14 @@ pub enum NameError {
         /// The limit.
         max: usize,
     },
-    /// A byte outside the alphabet.
-    #[error("name {name:?} contains {byte:?}; allowed are letters, digits, '.', '_' and '-'")]
-    BadByte {
+    /// A character outside the alphabet.
+    #[error("name {name:?} contains {found:?}; allowed are letters, digits, '.', '_' and '-'")]
+    BadChar {
         /// The name (lossy).
         name: String,
-        /// The byte, as a char (lossy for non-ASCII).
-        byte: char,
+        /// The first character refused (U+FFFD where the bytes are not
+        /// UTF-8).
+        found: char,
     },
     /// Does not start with a letter or digit.
     #[error("name {name:?} must start with a letter or a digit")]
@@ -92,10 +93,16 @@ fn check(name: &[u8], max: usize) -> Result<&str, NameError> {
             max,
         });
     }
-    if let Some(&b) = name.iter().find(|&&b| !allowed(b)) {
-        return Err(NameError::BadByte {
+    if let Some(at) = name.iter().position(|&b| !allowed(b)) {
+        // The character that starts there: a non-ASCII one spans several
+        // bytes, none of which is a character of its own.
+        let found = String::from_utf8_lossy(&name[at..])
+            .chars()
+            .next()
+            .unwrap_or(char::REPLACEMENT_CHARACTER);
+        return Err(NameError::BadChar {
             name: lossy(),
-            byte: b as char,
+            found,
         });
     }
     if !name[0].is_ascii_alphanumeric() {
@@ -224,6 +231,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Issue 19: a non-ASCII name was reported with its first byte as a
+    /// character ("contains 'Ã'" for "völ").
+    #[test]
+    fn a_refused_character_is_reported_as_written() {
+        let e = check_volume_name("völ".as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            NameError::BadChar {
+                name: "völ".into(),
+                found: 'ö'
+            }
+        );
+        assert!(e.to_string().contains("contains 'ö'"), "{e}");
+        let e = check_volume_name("a€b".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("contains '€'"), "{e}");
+        // Bytes that are not UTF-8: the replacement character.
+        let e = check_volume_name(b"a\xffb").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NameError::BadChar {
+                    found: '\u{fffd}',
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -623,7 +623,7 @@ mod tests {
         assert!(info.readonly);
         assert_eq!(
             call(&m, Op::Delete, args("snap"), &[], 0).unwrap_err().code,
-            ErrorCode::Exists
+            ErrorCode::InUse
         );
         let h = HashReply::decode(&call(&m, Op::Hash, args("snap"), &[], 32).unwrap()).unwrap();
         assert_eq!(h.objects, 2);

@@ -356,3 +356,22 @@ fn a_volume_too_large_for_its_map_is_refused_naming_the_limit() {
     );
     assert_eq!(vlmc.info("v")["size"], 1u64 << 30);
 }
+
+/// Issue 19: "snapshot has clones" came back under "already exists", and
+/// a non-ASCII name was reported with a mis-decoded character.
+#[test]
+fn refusals_name_their_real_cause() {
+    let p = Pipeline::start("vlmc-causes", "host-a", &Backend::Memory, &Backend::Memory);
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    vlmc.ok(&["create", "v", "--size", "1M"]);
+    vlmc.ok(&["snapshot", "v", "s"]);
+    vlmc.ok(&["create", "c", "--snap", "s"]);
+    vlmc.fails(
+        &["remove", "s"],
+        "s",
+        "in use: snapshot s still has clones: c",
+    );
+    vlmc.fails(&["create", "völ", "--size", "1M"], "völ", "contains 'ö'");
+}

@@ -304,7 +304,7 @@ fn gc_runs_while_a_writer_a_cloner_and_a_hasher_work() {
                         let (n, m) = kept.remove(0);
                         match c.remove_volume(VLMCD, &n) {
                             Ok(()) => {}
-                            Err(e) if e.code == archipelago_protocol::ErrorCode::Exists => {
+                            Err(e) if e.code == archipelago_protocol::ErrorCode::InUse => {
                                 kept.push((n, m));
                             }
                             Err(e) => panic!("remove {n}: {e}"),

@@ -1321,3 +1321,40 @@ fn concurrent_maps_and_unmaps_lose_nothing() {
     assert_eq!(s.vlmc_ok(&["showmapped"]), "");
     assert!(c.open_volumes(MAPPER).unwrap().is_empty());
 }
+
+/// Issue 19: `vlmc remove` removed a mapped snapshot under a connected
+/// client, and `vlmc close` of a volume mapped read-write released its
+/// storage lock while the export was live. Mapped names are refused for
+/// remove, close and rename unless forced; the export goes on.
+#[test]
+fn mapped_volumes_are_refused_for_remove_close_and_rename() {
+    let s = setup("nbd-mapped-refusals");
+    let c = s.p.client(Duration::from_secs(30));
+    c.create_volume(VLMCD, "vol", 4 * OBJ, Some(OBJ)).unwrap();
+    c.volume_write(VLMCD, "vol", 0, b"data", true).unwrap();
+    c.close_volume(VLMCD, "vol").unwrap();
+    c.snapshot(VLMCD, "vol", "snap").unwrap();
+    s.vlmc_ok(&["map", "vol"]);
+    s.vlmc_ok(&["map", "snap"]);
+    let mut client = Nbd::go(&s.socket, "snap");
+    for args in [
+        &["close", "vol"][..],
+        &["remove", "snap"],
+        &["remove", "vol"],
+        &["rename", "vol", "other"],
+    ] {
+        let o = s.vlmc(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "vlmc {args:?}: {err}");
+        assert!(err.contains("is mapped for NBD"), "vlmc {args:?}: {err}");
+    }
+    assert_eq!(c.open_volumes(MAPPER).unwrap(), ["vol".to_owned()]);
+    assert_eq!(client.read(0, 4).unwrap(), b"data");
+    let mut rw = Nbd::go(&s.socket, "vol");
+    assert_eq!(rw.write(0, b"more"), 0);
+    drop(rw);
+    drop(client);
+    // Forced, as asked.
+    s.vlmc_ok(&["close", "-f", "vol"]);
+    assert!(c.open_volumes(MAPPER).unwrap().is_empty());
+}

@@ -1,5 +1,6 @@
 //! `start`, `stop` and `status`.
 
+use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -355,7 +356,13 @@ struct Status {
 
 /// `status`: true when every role runs.
 pub fn status(c: &Config, json: bool) -> Result<bool> {
-    let seg = Segment::attach(&c.segment_name(), None).ok();
+    let attached = Segment::attach(&c.segment_name(), None);
+    // Why the segment cannot be used, unless it simply does not exist.
+    let unusable = match &attached {
+        Err(e) if !matches!(e, SegmentError::NotFound { .. }) => Some(e.to_string()),
+        _ => None,
+    };
+    let seg = attached.ok();
     let client = seg.as_ref().and_then(|_| {
         Client::connect(&c.segment.name)
             .ok()
@@ -395,23 +402,31 @@ pub fn status(c: &Config, json: bool) -> Result<bool> {
         supervisor_pid,
         roles,
     };
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&st)?)?;
     } else {
-        println!(
-            "segment {}{}; supervisor {}",
+        let segment_state = match (&seg, &unusable) {
+            (Some(_), _) => String::new(),
+            (None, Some(why)) => format!(" (unusable: {why})"),
+            (None, None) => " (absent)".to_owned(),
+        };
+        writeln!(
+            out,
+            "segment {}{segment_state}; supervisor {}",
             st.segment,
-            if seg.is_some() { "" } else { " (absent)" },
             st.supervisor_pid
                 .map_or("not running".to_owned(), |p| format!("pid {p}"))
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "{:<9} {:>5} {:>8} {:<7} {:>9} {:>10} {:>8} {:>10} {:>8}",
             "ROLE", "PORT", "PID", "STATE", "INFLIGHT", "SERVED", "FAILED", "UPTIME", "RESTARTS"
-        );
+        )?;
         let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
         for r in &st.roles {
-            println!(
+            writeln!(
+                out,
                 "{:<9} {:>5} {:>8} {:<7} {:>9} {:>10} {:>8} {:>10} {:>8}",
                 r.role,
                 r.port,
@@ -423,8 +438,23 @@ pub fn status(c: &Config, json: bool) -> Result<bool> {
                 r.uptime_ms
                     .map_or("-".to_owned(), |ms| format!("{}s", ms / 1000)),
                 r.restarts
-            );
+            )?;
         }
     }
+    emit(&out)?;
     Ok(all)
+}
+
+/// Writes `text` to standard output. A reader that went away (`| head`)
+/// is not an error: nothing more is to be said.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }

@@ -105,9 +105,9 @@ fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
         Cmd::Config { json } => {
             if *json {
-                println!("{}", serde_json::to_string_pretty(&config)?);
+                control::emit(&format!("{}\n", serde_json::to_string_pretty(&config)?))?;
             } else {
-                print!("{}", config.to_toml());
+                control::emit(&config.to_toml())?;
             }
             Ok(true)
         }

@@ -1015,3 +1015,43 @@ fn concurrent_starts_leave_exactly_one_supervisor() {
         "left running after stop -f"
     );
 }
+
+/// Issue 19: `archipelago status` panicked when its reader went away
+/// (`| head`), and said "absent" for a segment that exists but cannot be
+/// used (a corrupt header).
+#[test]
+fn status_survives_a_closed_pipe_and_names_an_unusable_segment() {
+    let s = Setup::new("");
+    for args in [&["status"][..], &["status", "--json"], &["config"]] {
+        // A pipe whose reader is gone before anything is written.
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(EXE)
+            .arg("--config")
+            .arg(&s.config)
+            .args(args)
+            .env_remove("ARCHIPELAGO_CONFIG")
+            .stdout(std::process::Stdio::from(writer))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+    std::fs::write(s.path("segment"), vec![0x5a; 8192]).unwrap();
+    let out = Command::new(EXE)
+        .arg("--config")
+        .arg(&s.config)
+        .arg("status")
+        .env_remove("ARCHIPELAGO_CONFIG")
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    assert!(first.contains("(unusable: "), "{first}");
+    assert!(!first.contains("absent"), "{first}");
+}

@@ -77,11 +77,15 @@ pub enum Verb {
         /// The snapshot's name.
         snap: String,
     },
-    /// Remove a volume or snapshot (refused while open, or for a snapshot
-    /// with clones).
+    /// Remove a volume or snapshot (refused while open, while mapped for
+    /// NBD, or for a snapshot with clones).
     Remove {
         /// The volume or snapshot.
         name: String,
+        /// Remove it even while it is mapped (its NBD clients then get
+        /// errors).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Rename a volume (refused while open).
     Rename {
@@ -180,10 +184,15 @@ pub enum Verb {
         /// The volume.
         name: String,
     },
-    /// Close a volume.
+    /// Close a volume (refused while it is mapped for NBD: the export
+    /// needs its lock).
     Close {
         /// The volume.
         name: String,
+        /// Close it even while it is mapped (the next write through the
+        /// export takes the lock again, if it still can).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Take a volume's storage lock for --host-id.
     Lock {

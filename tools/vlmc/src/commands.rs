@@ -58,8 +58,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             check_name(snap)?;
             connect(&t)?.snapshot(t.vlmcd, volume, snap).on(volume)
         }
-        Verb::Remove { name } => {
+        Verb::Remove { name, force } => {
             check_name(name)?;
+            if !force {
+                refuse_mapped(&t, name, "removing it")?;
+            }
             remove(&t, &connect(&t)?, name)
         }
         Verb::Rename { old, new } => {
@@ -167,8 +170,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 .map(|_| ())
                 .on(name)
         }
-        Verb::Close { name } => {
+        Verb::Close { name, force } => {
             check_name(name)?;
+            if !force {
+                refuse_mapped(&t, name, "closing it")?;
+            }
             connect(&t)?.close_volume(t.vlmcd, name).on(name)
         }
         Verb::Lock { name } => {
@@ -414,6 +420,22 @@ fn refuse_open(t: &Target, c: &Client, name: &str, what: &str) -> Result<(), Fai
     Ok(())
 }
 
+/// Refuses (changing nothing) while `name` is in the NBD mapped set: its
+/// export serves it (and, mapped read-write, holds it open).
+fn refuse_mapped(t: &Target, name: &str, what: &str) -> Result<(), Failure> {
+    let set = archipelago_config::mapped::MappedSet::load(&t.mapped_file)
+        .on(&t.mapped_file.display().to_string())?;
+    if set.get(name).is_some() {
+        return Err(Failure::new(
+            name,
+            format!(
+                "is mapped for NBD; nothing was changed (vlmc unmap it before {what}, or use -f)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn remove(t: &Target, c: &Client, name: &str) -> Result<(), Failure> {
     let info = c.volume_info(t.vlmcd, name).on(name)?;
     if info.removed {
@@ -426,6 +448,8 @@ fn remove(t: &Target, c: &Client, name: &str) -> Result<(), Failure> {
 }
 
 fn rename(t: &Target, c: &Client, old: &str, new: &str) -> Result<(), Failure> {
+    // Its export is under the old name.
+    refuse_mapped(t, old, "renaming it")?;
     let info = c.volume_info(t.vlmcd, old).on(old)?;
     if info.removed {
         return Err(Failure::new(old, "removed"));

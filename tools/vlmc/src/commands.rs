@@ -100,7 +100,27 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 }
                 views.push(View::new(&t, &c, &mut family, name, info)?);
             }
-            print_views(out, &views, json)
+            print_views(out, &views, json)?;
+            // Listed the rest; the unreadable ones fail the command.
+            match family.broken.iter().next() {
+                None => Ok(()),
+                Some((name, why)) => Err(Failure::new(
+                    family.broken.keys().cloned().collect::<Vec<_>>().join(", "),
+                    format!(
+                        "{} not listed: {why}{}",
+                        if family.broken.len() == 1 {
+                            "map"
+                        } else {
+                            "maps"
+                        },
+                        if family.broken.len() > 1 {
+                            format!(" ({name}; the others likewise)")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                )),
+            }
         }
         Verb::Info { name } => {
             check_name(name)?;
@@ -323,6 +343,9 @@ struct Family<'a> {
     c: &'a Client,
     /// Every name seen: its INFO, `None` if it has none (vanished).
     infos: BTreeMap<String, Option<VolumeInfo>>,
+    /// Names whose map could not be read (a corrupt header), with why:
+    /// shown as having no INFO, and reported by `list`.
+    broken: BTreeMap<String, String>,
 }
 
 /// Every object name on the blocker at `port`, page by page (one LIST
@@ -349,6 +372,7 @@ impl<'a> Family<'a> {
             t,
             c,
             infos: BTreeMap::new(),
+            broken: BTreeMap::new(),
         }
     }
 
@@ -373,6 +397,12 @@ impl<'a> Family<'a> {
             Ok(info) => Some(info),
             // Not a header (or renamed meanwhile).
             Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument) => None,
+            // A map that cannot be read (corrupt, or its store failing):
+            // the others are still listed; `list` names it.
+            Err(e) if e.code == ErrorCode::Io => {
+                self.broken.insert(name.to_owned(), e.to_string());
+                None
+            }
             Err(e) => return Err(Failure::new(name, e)),
         };
         self.infos.insert(name.to_owned(), info.clone());

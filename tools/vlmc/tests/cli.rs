@@ -375,3 +375,60 @@ fn refusals_name_their_real_cause() {
     );
     vlmc.fails(&["create", "völ", "--size", "1M"], "völ", "contains 'ö'");
 }
+
+/// Issue 19: one corrupt map header made `vlmc list` fail for every
+/// volume. The others are listed; the command names the broken one and
+/// fails.
+#[test]
+fn list_shows_the_readable_volumes_and_names_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(
+        "vlmc-corrupt-list",
+        "host-a",
+        &Backend::Memory,
+        &Backend::Files(dir.path().join("maps")),
+    );
+    let vlmc = Vlmc {
+        segment: p.tmp.arg(),
+    };
+    vlmc.ok(&["create", "good", "--size", "1M"]);
+    vlmc.ok(&["create", "bad", "--size", "1M"]);
+    // Bytes of the header's body flipped: its checksum fails.
+    let header = walk(&dir.path().join("maps/objects"))
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "bad"))
+        .expect("the header file of bad");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&header)
+        .unwrap();
+    f.write_all_at(&[0xa5; 16], 40).unwrap();
+    drop(f);
+    for json in [false, true] {
+        let mut args = vec!["list"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let o = vlmc.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("vlmc: bad: map not listed"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(shown.contains("good"), "{shown}");
+        assert!(!shown.contains("bad"), "{shown}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -187,8 +187,11 @@ pub struct NbdSection {
     pub port: u32,
     /// Unix socket to serve NBD on.
     pub socket: PathBuf,
-    /// TCP address to serve NBD on.
-    pub listen: String,
+    /// TCP address to serve NBD on as well; none by default (the Unix
+    /// socket only: its permissions decide who may reach the volumes,
+    /// while any local user can connect to a TCP port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// A complete, validated configuration.
@@ -547,13 +550,15 @@ impl Config {
         let nbdd = NbdSection {
             port: n.port.unwrap_or(Role::Nbdd.default_port()),
             socket: n.socket.unwrap_or_else(|| paths.run_dir.join("nbd.sock")),
-            listen: n.listen.unwrap_or_else(|| "127.0.0.1:10809".to_owned()),
+            listen: n.listen,
         };
-        if nbdd.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid(
-                "nbdd.listen",
-                format!("{:?} is not an address:port", nbdd.listen),
-            ));
+        if let Some(listen) = &nbdd.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    "nbdd.listen",
+                    format!("{listen:?} is not an address:port"),
+                ));
+            }
         }
         let config = Config {
             segment,
@@ -742,7 +747,7 @@ impl Config {
                 mapped_file: self.nbd_mapped_file(),
                 status_file: Some(self.nbd_clients_file()),
                 socket: Some(self.nbdd.socket.clone()),
-                listen: Some(self.nbdd.listen.clone()),
+                listen: self.nbdd.listen.clone(),
                 queue_depth: None,
                 write_timeout: None,
                 handshake_timeout: None,

@@ -54,7 +54,11 @@ fn defaults() {
         c.nbdd.socket,
         PathBuf::from("/tmp/archipelago-1000/nbd.sock")
     );
-    assert_eq!(c.nbdd.listen, "127.0.0.1:10809");
+    // Issue 19: no TCP listener unless configured (any local user can
+    // connect to a TCP port; the Unix socket has permissions).
+    assert_eq!(c.nbdd.listen, None);
+    let nbd_args = c.launch(Role::Nbdd).args();
+    assert!(!nbd_args.iter().any(|a| a == "--listen"), "{nbd_args:?}");
     let seg = c.segment_config().unwrap();
     assert_eq!(seg.protocol_version, PROTOCOL_VERSION);
     assert_eq!(seg.buffer_counts, SegmentConfig::default().buffer_counts);

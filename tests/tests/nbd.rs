@@ -922,6 +922,28 @@ fn handshake_options_and_block_status() {
     assert_eq!(all, [(2 * o, 0), (6 * o, 3), (o, 0), (3 * o, 3)], "{all:?}");
     let one = status(&mut n, 1 << 3, 42);
     assert_eq!(one, [(2 * o, 0)], "{one:?}");
+    // Issue 19: errors on READ and BLOCK_STATUS refused before any I/O
+    // (past the end) came back as simple replies, which the protocol
+    // forbids once structured replies are negotiated: one final
+    // NBD_REPLY_TYPE_ERROR chunk each (EINVAL), and the connection goes on.
+    for (kind, handle) in [(0u16, 43u64), (7, 44)] {
+        n.send(kind, 0, handle, size, 4096, &[]);
+        let mut hd = [0u8; 20];
+        n.s.read_exact(&mut hd).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(hd[..4].try_into().unwrap()),
+            0x668e_33ef,
+            "command {kind}: a structured reply"
+        );
+        assert_eq!(u16::from_be_bytes([hd[4], hd[5]]) & 1, 1, "DONE");
+        assert_eq!(u16::from_be_bytes([hd[6], hd[7]]), (1 << 15) + 1, "ERROR");
+        assert_eq!(u64::from_be_bytes(hd[8..16].try_into().unwrap()), handle);
+        let len = u32::from_be_bytes(hd[16..20].try_into().unwrap()) as usize;
+        let mut d = vec![0u8; len];
+        n.s.read_exact(&mut d).unwrap();
+        assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), 22, "EINVAL");
+    }
+    assert_eq!(status(&mut n, 1 << 3, 45), [(2 * o, 0)]);
     s.nbdd.assert_running();
 }
 

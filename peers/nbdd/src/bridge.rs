@@ -453,8 +453,12 @@ impl IoWorker {
         let h = a.job.h;
         let mut out = Vec::new();
         let mut payload: &[u8] = &[];
+        // With structured replies negotiated, a READ or BLOCK_STATUS must
+        // be answered with structured chunks, errors included (those
+        // refused before any I/O, `Kind::Failed`, too).
+        let structured_only = self.structured && matches!(h.kind, CMD_READ | CMD_BLOCK_STATUS);
         match (&a.job.kind, a.error) {
-            (Kind::Read | Kind::Status, Some(e)) if self.structured => {
+            (_, Some(e)) if structured_only => {
                 out = structured_error(h.handle, e);
             }
             (Kind::Read, None) if self.structured => {

@@ -1,8 +1,12 @@
 //! The supervisor: a detached process that starts the roles, waits for
 //! each to answer PING, and restarts a role that dies (with back-off;
 //! it gives up on a role after [`MAX_CRASHES`] crashes within
-//! [`CRASH_WINDOW`]). SIGTERM (its default action) stops it and leaves the
-//! roles running: `archipelago stop` stops them afterwards.
+//! [`CRASH_WINDOW`]). It also PINGs every running role each
+//! [`PING_EVERY`] and kills (then restarts, as any crash) one that has not
+//! answered for [`HANG_LIMIT`]: a hung peer (stopped, deadlocked) would
+//! otherwise hold every request sent to it forever. SIGTERM (its default
+//! action) stops it and leaves the roles running: `archipelago stop`
+//! stops them afterwards.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,15 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the supervisor looks at its roles.
 const POLL: Duration = Duration::from_millis(100);
+/// How often it PINGs each running role.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// How long one PING may wait for its answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a role may go without answering a PING before it is killed
+/// and restarted. Long enough for a busy peer (its loop thread answers
+/// PING between requests), short against a client's patience: an EIO
+/// turns a guest's filesystem read-only, and clients wait far longer.
+pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 /// Logs a line to the supervisor's stderr (its log file).
 fn log(msg: &str) {
@@ -55,6 +68,8 @@ struct Slot {
     crashes: VecDeque<Instant>,
     restart_at: Option<Instant>,
     gave_up: bool,
+    /// Since when its PINGs have gone unanswered.
+    silent_since: Option<Instant>,
 }
 
 impl Slot {
@@ -199,6 +214,7 @@ pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
             crashes: VecDeque::new(),
             restart_at: None,
             gave_up: false,
+            silent_since: None,
         })
         .collect();
     // The restart counts survive a supervisor restart (start ROLE, stop ROLE).
@@ -241,8 +257,14 @@ pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
     write_state(c, Phase::Ready, None, &slots);
     log("all roles ready");
 
+    let mut pinger: Option<Client> = None;
+    let mut next_ping = Instant::now() + PING_EVERY;
     loop {
         std::thread::sleep(POLL);
+        if Instant::now() >= next_ping {
+            kill_hung(c, &mut slots, &mut pinger);
+            next_ping = Instant::now() + PING_EVERY;
+        }
         let mut changed = false;
         for s in &mut slots {
             let role = s.role;
@@ -259,6 +281,7 @@ pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
             };
             if let Some(how) = died {
                 s.proc = None;
+                s.silent_since = None;
                 changed = true;
                 let _ = std::fs::remove_file(procs::role_pidfile(c, role));
                 crashed(s, &how);
@@ -280,6 +303,44 @@ pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
         }
         if changed {
             write_state(c, Phase::Ready, None, &slots);
+        }
+    }
+}
+
+/// PINGs every running role; kills one silent for [`HANG_LIMIT`] (the
+/// loop then sees it die and restarts it). `pinger` is the client used,
+/// made anew after a PING that got no answer (its request may still be
+/// queued at the silent peer).
+fn kill_hung(c: &Config, slots: &mut [Slot], pinger: &mut Option<Client>) {
+    for s in slots.iter_mut() {
+        let Some(pid) = s.pid() else {
+            continue;
+        };
+        if pinger.is_none() {
+            *pinger = Client::connect(&c.segment.name)
+                .ok()
+                .map(|cl| cl.with_timeout(PING_TIMEOUT));
+        }
+        let Some(client) = pinger.as_ref() else {
+            // No client (the segment's ports are all taken): no verdict.
+            return;
+        };
+        match client.ping(c.port(s.role)) {
+            Ok(()) => s.silent_since = None,
+            Err(e) => {
+                *pinger = None;
+                let since = *s.silent_since.get_or_insert_with(Instant::now);
+                let silent = since.elapsed();
+                if silent >= HANG_LIMIT {
+                    log(&format!(
+                        "{}: no answer to PING for {silent:.1?} ({e}): killing pid {pid}",
+                        s.role
+                    ));
+                    let target = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+                    s.silent_since = None;
+                }
+            }
         }
     }
 }

@@ -1055,3 +1055,50 @@ fn status_survives_a_closed_pipe_and_names_an_unusable_segment() {
     assert!(first.contains("(unusable: "), "{first}");
     assert!(!first.contains("absent"), "{first}");
 }
+
+/// Issue 19: with mapperd stopped (`kill -STOP`), NBD I/O and `vlmc info`
+/// blocked for as long as it stayed stopped. The supervisor PINGs its
+/// roles and kills one silent for too long; the restarted one serves the
+/// same data.
+#[test]
+fn a_hung_role_is_killed_and_restarted() {
+    let mut s = Setup::new("");
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("backend = \"memory\"", "backend = \"files\"");
+    std::fs::write(&s.config, cfg).unwrap();
+    let out = s.run(&["start"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let client = Client::connect(&s.segment())
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    client.create_volume(VLMCD, "hung", 8 << 20, None).unwrap();
+    let data = pattern(64 << 10, 3);
+    client
+        .volume_write(VLMCD, "hung", 1 << 20, &data, true)
+        .unwrap();
+    client.close_volume(VLMCD, "hung").unwrap();
+
+    let old = s.pid_of("mapperd").unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGSTOP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let pid = s.pid_of("mapperd");
+        if pid.is_some_and(|p| p != old && alive(p)) && !alive(old) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped mapperd (pid {old}) was not replaced: now {pid:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.note_pids();
+    let back = read_back(&client, "hung", 1 << 20, data.len(), "a hung mapperd");
+    assert!(
+        back == data,
+        "data changed after the hung mapperd was replaced"
+    );
+    let log = std::fs::read_to_string(s.path("log/supervisor.log")).unwrap();
+    assert!(log.contains("mapperd: no answer to PING"), "{log}");
+}

@@ -126,6 +126,17 @@ impl Client {
         self.volume_call(dst, Op::Delete, name, &[], 0).map(|_| ())
     }
 
+    /// DELETE with FORCE: removes a volume whose map cannot be read (a
+    /// corrupt header; refused for a readable one).
+    pub fn remove_corrupt_volume(&self, dst: u32, name: &str) -> Result<(), Error> {
+        self.call(&Call {
+            flags: Flags::FORCE,
+            reply_room: room(0),
+            ..Call::new(dst, Op::Delete, name.as_bytes())
+        })
+        .map(|_| ())
+    }
+
     /// RENAME a volume.
     pub fn rename_volume(&self, dst: u32, old: &str, new: &str) -> Result<(), Error> {
         let payload = NameField::new(new.as_bytes())?.to_vec();

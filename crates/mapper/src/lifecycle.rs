@@ -477,6 +477,43 @@ impl Mapper {
         Ok(())
     }
 
+    /// Removes `name` whose header cannot be decoded (corrupt): deletes
+    /// the header object under the volume's lock, so that the name can be
+    /// used again and a garbage collection (which a corrupt map stops)
+    /// can run; it then frees what only that map named. Refused for a
+    /// readable map (remove it as usual), a missing one, one whose store
+    /// fails (a corrupt map is certain, an I/O error is not), and while
+    /// it is open here.
+    pub fn remove_corrupt(&self, name: &str) -> Result<(), Error> {
+        check_name(name)?;
+        let s = self.state(name);
+        let mut st = Self::lock_state(&s);
+        if st.opens > 0 {
+            return Err(err(ErrorCode::Busy, format!("{name} is open on this host")));
+        }
+        self.locked(name, &mut st, |_, held| {
+            match read_map(&*self.maps, name, false) {
+                Err(LoadError::Corrupt { .. } | LoadError::Unrecognised { .. }) => {}
+                Ok(Some(_)) => {
+                    return Err(err(
+                        ErrorCode::InvalidArgument,
+                        format!("the map of {name} reads fine: remove it without force"),
+                    ))
+                }
+                Ok(None) => return Err(err(ErrorCode::NotFound, format!("no volume {name}"))),
+                Err(e) => return Err(load_err(e)),
+            }
+            log::warn!("{name}: removing its corrupt map (forced)");
+            let fence = archipelago_store::Fence {
+                lock: name,
+                token: held.token,
+            };
+            self.maps
+                .delete_fenced(name, fence)
+                .map_err(|e| store_err(name, e))
+        })
+    }
+
     /// Renames `old` to `new` (not while open on this host).
     ///
     /// Order: a marker `{id}_0000000000000000` recording `old\nnew`, the

@@ -553,3 +553,30 @@ fn an_exclusive_open_holds_the_volume_unchanged() {
     e.write("vol", 0, b"after!");
     assert_eq!(&e.read("vol", 0, 6)[..], b"after!");
 }
+
+/// A forced remove deletes only a map that is certainly corrupt: a
+/// readable one and a missing one are refused.
+#[test]
+fn remove_corrupt_removes_only_a_corrupt_map() {
+    let e = Env::new();
+    e.m.create("ok", SIZE, Some(OS)).unwrap();
+    e.m.create("bad", SIZE, Some(OS)).unwrap();
+    assert_eq!(
+        e.m.remove_corrupt("ok").unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        e.m.remove_corrupt("nope").unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    let mut bytes = vec![0u8; 4096];
+    let n = e.maps.read("bad", 0, &mut bytes).unwrap() as usize;
+    bytes.truncate(n);
+    bytes[40] ^= 0xff;
+    e.maps.write_full("bad", &bytes, true).unwrap();
+    assert_eq!(e.m.info("bad").unwrap_err().code, ErrorCode::Io);
+    e.m.remove_corrupt("bad").unwrap();
+    assert_eq!(e.m.info("bad").unwrap_err().code, ErrorCode::NotFound);
+    assert!(e.m.info("ok").is_ok());
+    assert_eq!(e.maps.lock_owner("bad").unwrap(), None);
+}

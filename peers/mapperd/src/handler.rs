@@ -221,6 +221,7 @@ fn serve_op(mapper: &Mapper, op: Op, a: Args<'_>, buf: &mut [u8]) -> Result<u64,
             let src = text(c.src.as_bytes(), "the snapshot name")?;
             mapper.clone_volume(&src, &name, hint(c.size)).map(|_| 0)
         }
+        Op::Delete if a.flags.contains(Flags::FORCE) => mapper.remove_corrupt(&name).map(|_| 0),
         Op::Delete => mapper.remove(&name).map(|_| 0),
         Op::Rename => {
             let new = text(NameField::decode(buf)?.as_bytes(), "the new name")?;

@@ -83,7 +83,8 @@ pub enum Verb {
         /// The volume or snapshot.
         name: String,
         /// Remove it even while it is mapped (its NBD clients then get
-        /// errors).
+        /// errors), or when its map is corrupt (the header is deleted;
+        /// the next `vlmc gc` frees what only it named).
         #[arg(short, long)]
         force: bool,
     },

@@ -63,7 +63,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             if !force {
                 refuse_mapped(&t, name, "removing it")?;
             }
-            remove(&t, &connect(&t)?, name)
+            remove(&t, &connect(&t)?, name, *force)
         }
         Verb::Rename { old, new } => {
             check_name(old)?;
@@ -466,8 +466,16 @@ fn refuse_mapped(t: &Target, name: &str, what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn remove(t: &Target, c: &Client, name: &str) -> Result<(), Failure> {
-    let info = c.volume_info(t.vlmcd, name).on(name)?;
+fn remove(t: &Target, c: &Client, name: &str, force: bool) -> Result<(), Failure> {
+    let info = match c.volume_info(t.vlmcd, name) {
+        Ok(info) => info,
+        // A map that cannot be read: forced, the mapper removes it if it
+        // is certainly corrupt (not for a store error).
+        Err(e) if force && e.code == ErrorCode::Io => {
+            return c.remove_corrupt_volume(t.vlmcd, name).on(name);
+        }
+        Err(e) => return Err(Failure::new(name, e)),
+    };
     if info.removed {
         return Err(Failure::new(name, "already removed"));
     }

@@ -377,8 +377,8 @@ fn refusals_name_their_real_cause() {
 }
 
 /// Issue 19: one corrupt map header made `vlmc list` fail for every
-/// volume. The others are listed; the command names the broken one and
-/// fails.
+/// volume, and nothing could remove it. The others are listed; the
+/// command names the broken one and fails; `vlmc remove -f` removes it.
 #[test]
 fn list_shows_the_readable_volumes_and_names_a_corrupt_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,6 +418,13 @@ fn list_shows_the_readable_volumes_and_names_a_corrupt_one() {
         assert!(shown.contains("good"), "{shown}");
         assert!(!shown.contains("bad"), "{shown}");
     }
+    // Removed only when forced, and then for good: the name is free and
+    // the list clean. A readable map is not removed that way.
+    vlmc.fails(&["remove", "bad"], "bad", "checksum");
+    vlmc.ok(&["remove", "-f", "bad"]);
+    assert_eq!(vlmc.names(false), ["good"]);
+    vlmc.ok(&["create", "bad", "--size", "1M"]);
+    assert_eq!(vlmc.info("bad")["size"], 1 << 20);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

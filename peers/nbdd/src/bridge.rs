@@ -14,6 +14,9 @@
 //! (replied to), so no write is ever (re-)applied after a FLUSH that
 //! followed it was acknowledged. (vlmcd's FLUSH drains the volume's writes
 //! in flight anyway, so holding it back costs at most one round trip.)
+//! A piece that vlmcd failed as `Busy` (no buffers for its sub-requests
+//! while other large requests hold them) is retried the same way: a full
+//! pool is back-pressure, never an error the guest sees.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -51,6 +54,9 @@ pub const PEER_RETRY_WINDOW: Duration = Duration::from_secs(30);
 pub const RETRY_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait between retries.
 pub const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Wait before sending a `Busy` piece again: buffers come back as soon as
+/// requests in flight complete, so no back-off.
+pub const BUSY_RETRY: Duration = Duration::from_millis(2);
 
 /// One xseg request to send.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +216,11 @@ impl IoWorker {
     /// A piece failed with `error`: schedules it again if the peer died and
     /// the retry window is open; returns whether it did.
     fn retried(&mut self, p: Piece, error: &archipelago_protocol::Error) -> bool {
-        if error.code != ErrorCode::PeerDied || self.dead {
+        // A dead peer comes back (the supervisor restarts it); a busy one
+        // (vlmcd out of buffers for the sub-requests of large requests)
+        // frees them as its requests complete: back-pressure, never an
+        // error a guest should see.
+        if !matches!(error.code, ErrorCode::PeerDied | ErrorCode::Busy) || self.dead {
             return false;
         }
         let now = Instant::now();
@@ -222,13 +232,17 @@ impl IoWorker {
             );
             return false;
         }
-        if n == 0 {
+        if n == 0 && error.code == ErrorCode::PeerDied {
             log::warn!(
                 "{}: {error}; retrying until the peer is back",
                 self.export.name
             );
         }
-        let wait = RETRY_FIRST.saturating_mul(1 << n.min(5)).min(RETRY_MAX);
+        let wait = if error.code == ErrorCode::Busy {
+            BUSY_RETRY
+        } else {
+            RETRY_FIRST.saturating_mul(1 << n.min(5)).min(RETRY_MAX)
+        };
         self.retry.push_back((
             now + wait,
             Piece {

@@ -21,6 +21,8 @@
 //! backend = "files"           # files, memory or rados
 //! [mapperd]
 //! port = 3
+//! [supervisor]
+//! hang_timeout = 10           # seconds without a PING answer before a restart
 //! ```
 //!
 //! Unknown keys, bad values and port clashes are errors that name the key.
@@ -194,6 +196,19 @@ pub struct NbdSection {
     pub listen: Option<String>,
 }
 
+/// `[supervisor]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupervisorSection {
+    /// Seconds a role may go without answering a PING before the
+    /// supervisor kills and restarts it (0: never).
+    pub hang_timeout: u32,
+}
+
+/// Default [`SupervisorSection::hang_timeout`]: long enough for a busy
+/// peer (its loop thread answers PING between requests), short against a
+/// client's patience (an EIO turns a guest's filesystem read-only).
+pub const DEFAULT_HANG_TIMEOUT: u32 = 10;
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
@@ -213,6 +228,8 @@ pub struct Config {
     pub vlmcd: VlmcSection,
     /// `[nbdd]`.
     pub nbdd: NbdSection,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorSection,
 }
 
 /// What the defaults depend on (injected by tests).
@@ -295,6 +312,13 @@ struct RawFile {
     mapperd: Option<RawMapper>,
     vlmcd: Option<RawVlmc>,
     nbdd: Option<RawNbd>,
+    supervisor: Option<RawSupervisor>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    hang_timeout: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -569,6 +593,12 @@ impl Config {
             mapperd,
             vlmcd,
             nbdd,
+            supervisor: SupervisorSection {
+                hang_timeout: raw
+                    .supervisor
+                    .and_then(|s| s.hang_timeout)
+                    .unwrap_or(DEFAULT_HANG_TIMEOUT),
+            },
         };
         config.validate()?;
         Ok(config)

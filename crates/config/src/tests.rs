@@ -284,6 +284,8 @@ fn every_key_changes_what_it_says() {
         /// The directory of the logs `archipelago` writes (used by the
         /// supervisor only; `tools/archipelago/tests` reads the logs there).
         LogDir(&'static str),
+        /// What the supervisor reads.
+        Supervisor(fn(&SupervisorSection) -> bool),
     }
     use Expect::*;
     let rados = "backend = \"rados\"\npool = \"p1\"\n";
@@ -327,11 +329,13 @@ fn every_key_changes_what_it_says() {
         ("nbdd.port", "[nbdd]\nport = 15".into(), Arg(Role::Nbdd, "--port 15 ")),
         ("nbdd.socket", "[nbdd]\nsocket = \"/s9.sock\"".into(), Arg(Role::Nbdd, "--socket /s9.sock")),
         ("nbdd.listen", "[nbdd]\nlisten = \"127.0.0.1:1234\"".into(), Arg(Role::Nbdd, "--listen 127.0.0.1:1234")),
+        ("supervisor.hang_timeout", "[supervisor]\nhang_timeout = 3".into(), Supervisor(|s| s.hang_timeout == 3)),
     ];
     let observable = |c: &Config| {
         let mut v = vec![
             format!("{:?}", c.segment_config().unwrap()),
             c.paths.log_dir.display().to_string(),
+            format!("{:?}", c.supervisor),
         ];
         v.extend(Role::ALL.iter().map(|&r| c.peer_args(r).join(" ")));
         v
@@ -368,6 +372,10 @@ fn every_key_changes_what_it_says() {
                 assert!(!holds(&b), "{key}: the default already holds");
             }
             LogDir(want) => assert_eq!(c.paths.log_dir, PathBuf::from(want), "{key}"),
+            Supervisor(holds) => {
+                assert!(holds(&c.supervisor), "{key}: {:?}", c.supervisor);
+                assert!(!holds(&base.supervisor), "{key}: the default already holds");
+            }
         }
     }
     let named: std::collections::BTreeSet<String> =

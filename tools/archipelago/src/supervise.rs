@@ -3,8 +3,9 @@
 //! it gives up on a role after [`MAX_CRASHES`] crashes within
 //! [`CRASH_WINDOW`]). It also PINGs every running role each
 //! [`PING_EVERY`] and kills (then restarts, as any crash) one that has not
-//! answered for [`HANG_LIMIT`]: a hung peer (stopped, deadlocked) would
-//! otherwise hold every request sent to it forever. SIGTERM (its default
+//! answered for `[supervisor] hang_timeout` seconds: a hung peer
+//! (stopped, deadlocked) would otherwise hold every request sent to it
+//! forever. SIGTERM (its default
 //! action) stops it and leaves the roles running: `archipelago stop`
 //! stops them afterwards.
 
@@ -33,11 +34,6 @@ const POLL: Duration = Duration::from_millis(100);
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// How long one PING may wait for its answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a role may go without answering a PING before it is killed
-/// and restarted. Long enough for a busy peer (its loop thread answers
-/// PING between requests), short against a client's patience: an EIO
-/// turns a guest's filesystem read-only, and clients wait far longer.
-pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 /// Logs a line to the supervisor's stderr (its log file).
 fn log(msg: &str) {
@@ -307,11 +303,16 @@ pub fn run(c: &Config, roles: &[Role]) -> Result<()> {
     }
 }
 
-/// PINGs every running role; kills one silent for [`HANG_LIMIT`] (the
+/// PINGs every running role; kills one silent for the configured
+/// `hang_timeout` (the
 /// loop then sees it die and restarts it). `pinger` is the client used,
 /// made anew after a PING that got no answer (its request may still be
 /// queued at the silent peer).
 fn kill_hung(c: &Config, slots: &mut [Slot], pinger: &mut Option<Client>) {
+    let limit = Duration::from_secs(u64::from(c.supervisor.hang_timeout));
+    if limit.is_zero() {
+        return;
+    }
     for s in slots.iter_mut() {
         let Some(pid) = s.pid() else {
             continue;
@@ -331,7 +332,7 @@ fn kill_hung(c: &Config, slots: &mut [Slot], pinger: &mut Option<Client>) {
                 *pinger = None;
                 let since = *s.silent_since.get_or_insert_with(Instant::now);
                 let silent = since.elapsed();
-                if silent >= HANG_LIMIT {
+                if silent >= limit {
                     log(&format!(
                         "{}: no answer to PING for {silent:.1?} ({e}): killing pid {pid}",
                         s.role

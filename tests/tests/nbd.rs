@@ -1376,9 +1376,12 @@ fn mapped_volumes_are_refused_for_remove_close_and_rename() {
     assert_eq!(rw.write(0, b"more"), 0);
     drop(rw);
     drop(client);
-    // Forced, as asked.
+    // Forced, as asked; the unmap that follows still succeeds.
     s.vlmc_ok(&["close", "-f", "vol"]);
     assert!(c.open_volumes(MAPPER).unwrap().is_empty());
+    s.vlmc_ok(&["unmap", "vol"]);
+    s.vlmc_ok(&["unmap", "snap"]);
+    assert_eq!(s.vlmc_ok(&["showmapped"]), "");
 }
 
 /// Issue 19: one NBD connection with many 4 MiB reads in flight got most

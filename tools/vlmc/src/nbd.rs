@@ -105,9 +105,12 @@ pub fn unmap(t: &Target, name: &str, force: bool) -> Result<(), Failure> {
         }
     }
     if !entry.readonly {
-        crate::commands::connect(t)?
-            .close_volume(t.vlmcd, name)
-            .on(name)?;
+        match crate::commands::connect(t)?.close_volume(t.vlmcd, name) {
+            // Closed already (`vlmc close -f` while mapped): unmapped all
+            // the same.
+            Err(e) if e.code == archipelago_protocol::ErrorCode::NotFound => {}
+            r => r.on(name)?,
+        }
     }
     Ok(())
 }

@@ -14,18 +14,7 @@ use xseg_shm::hooks::{self, Point};
 use xseg_shm::{code, status, PortError, Segment, SegmentConfig};
 
 mod common;
-use common::{Raw, Tmp};
-
-fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
-    let config = SegmentConfig {
-        ports: 8,
-        static_ports: 4,
-        requests,
-        buffer_counts: buffers,
-        ..Default::default()
-    };
-    Arc::new(Segment::create(&t.name(), &config).unwrap())
-}
+use common::{segment, Raw, Tmp};
 
 /// Widens the window right after a recovery's claim, for segment `t` only.
 fn widen_claim_window(t: &Tmp, by: Duration) {

@@ -9,23 +9,11 @@
 #![allow(clippy::disallowed_types)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use xseg_shm::{Segment, SegmentConfig, TransportError};
+use xseg_shm::TransportError;
 
 mod common;
-use common::{Raw, Tmp};
-
-fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
-    let config = SegmentConfig {
-        ports: 8,
-        static_ports: 4,
-        requests,
-        buffer_counts: buffers,
-        ..Default::default()
-    };
-    Arc::new(Segment::create(&t.name(), &config).unwrap())
-}
+use common::{segment, Raw, Tmp};
 
 #[test]
 fn a_clean_unbind_never_takes_a_reply_meant_for_another_port() {

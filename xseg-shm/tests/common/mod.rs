@@ -8,8 +8,22 @@
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use xseg_shm::{Segment, SegmentName};
+use xseg_shm::{Segment, SegmentConfig, SegmentName};
+
+/// A small segment at `t` (8 ports, 4 static) with `requests` descriptors
+/// and `buffers` buffers per size class.
+pub fn segment(t: &Tmp, requests: u32, buffers: Vec<u32>) -> Arc<Segment> {
+    let config = SegmentConfig {
+        ports: 8,
+        static_ports: 4,
+        requests,
+        buffer_counts: buffers,
+        ..Default::default()
+    };
+    Arc::new(Segment::create(&t.name(), &config).unwrap())
+}
 
 /// A private segment path for one test, removed on drop.
 pub struct Tmp(pub PathBuf);

@@ -496,20 +496,26 @@ fn stop_is_refused_while_a_volume_is_open() {
     assert!(!ok);
 }
 
-#[test]
-fn every_role_killed_comes_back_with_the_data() {
-    let mut s = Setup::new("");
-    // Both blockers on files: what they hold survives their restarts.
+/// A started installation (configuration `extra` added) with both
+/// blockers on files, so that what they hold survives their restarts, and
+/// a client of its segment.
+fn start_on_files(extra: &str) -> (Setup, Client) {
+    let mut s = Setup::new(extra);
     let cfg = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace("backend = \"memory\"", "backend = \"files\"");
     std::fs::write(&s.config, cfg).unwrap();
     let out = s.run(&["start"]);
     assert!(out.status.success(), "start: {}", text(&out));
-
     let client = Client::connect(&s.segment())
         .unwrap()
         .with_timeout(Duration::from_secs(10));
+    (s, client)
+}
+
+#[test]
+fn every_role_killed_comes_back_with_the_data() {
+    let (mut s, client) = start_on_files("");
     client
         .create_volume(VLMCD, "volume-k", 16 << 20, None)
         .unwrap();
@@ -1062,16 +1068,7 @@ fn status_survives_a_closed_pipe_and_names_an_unusable_segment() {
 /// hang_timeout` (3 s here); the restarted one serves the same data.
 #[test]
 fn a_hung_role_is_killed_and_restarted() {
-    let mut s = Setup::new("[supervisor]\nhang_timeout = 3\n");
-    let cfg = std::fs::read_to_string(&s.config)
-        .unwrap()
-        .replace("backend = \"memory\"", "backend = \"files\"");
-    std::fs::write(&s.config, cfg).unwrap();
-    let out = s.run(&["start"]);
-    assert!(out.status.success(), "start: {}", text(&out));
-    let client = Client::connect(&s.segment())
-        .unwrap()
-        .with_timeout(Duration::from_secs(10));
+    let (mut s, client) = start_on_files("[supervisor]\nhang_timeout = 3\n");
     client.create_volume(VLMCD, "hung", 8 << 20, None).unwrap();
     let data = pattern(64 << 10, 3);
     client
